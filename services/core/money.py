@@ -1,0 +1,39 @@
+"""Every conversion between credits, US cents and USDC base units lives here.
+
+100 credits = 1.00 USD = 1 USDC, so 1 credit = 1 cent = 10,000 USDC base units (USDC has 6 decimals).
+Rounding rule: USDC is converted down to whole credits and the remainder (in USDC base units) is returned to
+the caller, who carries it; nothing is ever rounded away.
+"""
+
+from __future__ import annotations
+
+USDC_DECIMALS = 6
+CENTS_PER_CREDIT = 1
+USDC_UNITS_PER_CREDIT = 10_000  # 10 ** (USDC_DECIMALS - 2)
+CREDITS_PER_USD = 100
+
+
+def credits_to_cents(amount_credits: int) -> int:
+    return amount_credits * CENTS_PER_CREDIT
+
+
+def cents_to_credits(amount_cents: int) -> int:
+    """Cents convert exactly (one credit per cent)."""
+    return amount_cents // CENTS_PER_CREDIT
+
+
+def credits_to_usdc_units(amount_credits: int) -> int:
+    return amount_credits * USDC_UNITS_PER_CREDIT
+
+
+def usdc_units_to_credits(amount_usdc_units: int) -> tuple[int, int]:
+    """Whole credits and the remainder in USDC base units (always 0 <= remainder < 10,000)."""
+    if amount_usdc_units < 0:
+        raise ValueError("a USDC amount cannot be negative")
+    return divmod(amount_usdc_units, USDC_UNITS_PER_CREDIT)
+
+
+def format_usd(amount_cents: int) -> str:
+    sign = "-" if amount_cents < 0 else ""
+    whole, cents = divmod(abs(amount_cents), 100)
+    return f"{sign}${whole:,}.{cents:02d}"

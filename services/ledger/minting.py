@@ -1,0 +1,172 @@
+"""Minting: every credit enters the ledger here, as a lot with its provenance.
+
+A mint is idempotent by its external reference: (rail, external_ref) is unique on lots, and the journal
+transaction's idempotency key is derived from it. When the account owes credits after a clawback, the new lot
+repays that debt first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session
+
+from services.core.clock import add_calendar_months, utcnow
+from services.core.errors import IdempotencyKeyReused, InvalidRequest
+from services.core.settings import get_settings
+from services.ledger import repository as repo
+from services.ledger.common import check_replay, fingerprint, lock_customer, movement_row, require_amount
+from services.ledger.models import MovementKind, Rail, TransactionKind
+from services.ledger.system_accounts import SystemAccount
+
+
+@dataclass(frozen=True, slots=True)
+class MintResult:
+    lot_id: int
+    transaction_id: int
+    amount_credits: int
+    debt_repaid_credits: int
+    expires_at: datetime
+    # True when this call found the mint already done and changed nothing.
+    replayed: bool
+
+
+def lot_expiry(credited_at: datetime) -> datetime:
+    return add_calendar_months(credited_at, get_settings().lot_validity_months)
+
+
+def mint(
+    session: Session,
+    *,
+    account_id: int,
+    amount_credits: int,
+    rail: str,
+    external_ref: str,
+    funding_account_id: int,
+    cost_basis_cents: int | None = None,
+    cost_basis_usdc_units: int | None = None,
+    credited_at: datetime | None = None,
+    expires_at: datetime | None = None,
+    promotional: bool = False,
+    kind: str = TransactionKind.MINT,
+    description: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> MintResult:
+    """Create a lot of ``amount_credits`` on the account, funded by ``funding_account_id``; at most once per
+    (rail, external_ref)."""
+    require_amount(amount_credits)
+    if not external_ref:
+        raise InvalidRequest("a mint needs an external reference")
+    now = credited_at or utcnow()
+    expiry = expires_at or lot_expiry(now)
+    if expiry <= now:
+        raise InvalidRequest("a lot must expire after it is credited", expires_at=expiry.isoformat())
+    key = f"mint:{rail}:{external_ref}"
+    request_hash = fingerprint(account=account_id, credits=amount_credits, rail=rail, ref=external_ref)
+    locked = lock_customer(session, account_id, key)
+    replay_of = check_replay(locked, request_hash, key)
+    if replay_of is not None:
+        return _replayed_mint(session, rail, external_ref, replay_of)
+
+    txn_id = repo.insert_transaction(
+        session,
+        kind=kind,
+        idempotency_key=key,
+        request_hash=request_hash,
+        account_id=account_id,
+        created_at=now,
+        legs=[(funding_account_id, -amount_credits), (account_id, amount_credits)],
+        description=description,
+        details=details,
+    )
+    repaid = min(locked.debt_credits, amount_credits)
+    lot_id = repo.insert_lot(
+        session,
+        {
+            "account_id": account_id,
+            "rail": rail,
+            "external_ref": external_ref,
+            "cost_basis_cents": cost_basis_cents,
+            "cost_basis_usdc_units": cost_basis_usdc_units,
+            "promotional": promotional,
+            "credits": amount_credits,
+            "remaining_credits": amount_credits - repaid,
+            "reserved_credits": 0,
+            "expired_credits": 0,
+            "clawed_back_credits": 0,
+            "credited_at": now,
+            "expires_at": expiry,
+            "mint_transaction_id": txn_id,
+            "details": details or {},
+        },
+    )
+    moves = [movement_row(lot_id, txn_id, MovementKind.MINT, amount_credits, now)]
+    if repaid:
+        moves.append(movement_row(lot_id, txn_id, MovementKind.DEBT_REPAYMENT, -repaid, now))
+        repo.set_debt(session, account_id, locked.debt_credits - repaid)
+    repo.insert_movements(session, moves)
+    return MintResult(lot_id, txn_id, amount_credits, repaid, expiry, replayed=False)
+
+
+def _replayed_mint(session: Session, rail: str, external_ref: str, transaction_id: int) -> MintResult:
+    lot = repo.find_lot_by_ref(session, rail, external_ref)
+    if lot is None or lot.mint_transaction_id != transaction_id:
+        raise IdempotencyKeyReused("this reference was already used by another transaction", external_ref=external_ref)
+    repaid = -repo.movement_total(session, transaction_id, MovementKind.DEBT_REPAYMENT)
+    return MintResult(lot.id, transaction_id, lot.credits, repaid, lot.expires_at, replayed=True)
+
+
+def grant(
+    session: Session,
+    *,
+    account_id: int,
+    amount_credits: int,
+    idempotency_key: str,
+    expires_at: datetime | None = None,
+    reason: str | None = None,
+    now: datetime | None = None,
+) -> MintResult:
+    """A promotional grant: a lot marked promotional, funded by the promotions account, with its own expiry."""
+    return mint(
+        session,
+        account_id=account_id,
+        amount_credits=amount_credits,
+        rail=Rail.GRANT,
+        external_ref=f"{account_id}:{idempotency_key}",
+        funding_account_id=SystemAccount.PROMOTIONS,
+        credited_at=now,
+        expires_at=expires_at,
+        promotional=True,
+        kind=TransactionKind.GRANT,
+        description=reason,
+        details={"reason": reason} if reason else None,
+    )
+
+
+def credit_adjustment(
+    session: Session,
+    *,
+    account_id: int,
+    amount_credits: int,
+    idempotency_key: str,
+    reason: str,
+    actor: str,
+    now: datetime | None = None,
+) -> MintResult:
+    """An admin's positive correction: a new (non-promotional) lot funded by the adjustments account."""
+    if not reason.strip():
+        raise InvalidRequest("an adjustment needs a reason")
+    return mint(
+        session,
+        account_id=account_id,
+        amount_credits=amount_credits,
+        rail=Rail.ADJUSTMENT,
+        external_ref=f"{account_id}:{idempotency_key}",
+        funding_account_id=SystemAccount.ADJUSTMENTS,
+        credited_at=now,
+        kind=TransactionKind.ADJUSTMENT,
+        description=reason,
+        details={"reason": reason, "actor": actor},
+    )

@@ -1,0 +1,300 @@
+"""The ledger's tables.
+
+- ``accounts``: one per customer, plus system accounts (funding per rail, usage revenue, breakage, clawbacks,
+  promotions, adjustments). A customer's row is the lock every operation on that customer takes first.
+- ``ledger_transactions`` / ``ledger_entries``: the double-entry journal, append-only (database triggers refuse
+  UPDATE and DELETE). Each transaction has a kind and a unique idempotency key; its entries sum to zero.
+- ``lots``: what a mint created, with its provenance, and what is left of it. ``lot_movements`` is the
+  append-only history of every change to a lot's remaining credits (so each spend records the lots it drew from).
+- ``holds`` / ``hold_allocations``: reservations on specific lots for tool calls.
+- ``budgets`` / ``budget_usage`` / ``hold_budget_charges``: spending caps and what counted against them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, CheckConstraint, Column, ForeignKey, Index, UniqueConstraint, text
+from sqlmodel import Field, SQLModel
+
+from services.core.db import BigIntPK, UTCDateTime
+
+
+class AccountKind(StrEnum):
+    CUSTOMER = "customer"
+    SYSTEM = "system"
+
+
+class TransactionKind(StrEnum):
+    MINT = "mint"
+    GRANT = "grant"
+    SPEND = "spend"
+    CAPTURE = "capture"
+    EXPIRY = "expiry"
+    CLAWBACK = "clawback"
+    REINSTATEMENT = "reinstatement"
+    ADJUSTMENT = "adjustment"
+
+
+class MovementKind(StrEnum):
+    MINT = "mint"
+    DEBT_REPAYMENT = "debt_repayment"
+    SPEND = "spend"
+    CAPTURE = "capture"
+    EXPIRY = "expiry"
+    CLAWBACK = "clawback"
+    REINSTATEMENT = "reinstatement"
+    ADJUSTMENT = "adjustment"
+
+
+class Rail(StrEnum):
+    CARD = "card"
+    USDC = "usdc"
+    GRANT = "grant"
+    ADJUSTMENT = "adjustment"
+
+
+class HoldStatus(StrEnum):
+    ACTIVE = "active"
+    CAPTURED = "captured"
+    RELEASED = "released"
+    EXPIRED = "expired"
+
+
+class BudgetScope(StrEnum):
+    API_KEY = "api_key"
+    PROJECT = "project"
+
+
+class BudgetPeriod(StrEnum):
+    DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
+    TOTAL = "total"
+
+
+def _fk(target: str, *, nullable: bool = False, index: bool = False) -> Any:
+    return Field(
+        default=None if nullable else ...,
+        sa_column=Column(BigInteger, ForeignKey(target), nullable=nullable, index=index),
+    )
+
+
+def _credits(default: int | None = None, *, nullable: bool = False) -> Any:
+    if nullable:
+        return Field(default=None, sa_type=BigInteger, nullable=True)
+    if default is None:
+        return Field(sa_type=BigInteger, nullable=False)
+    return Field(default=default, sa_type=BigInteger, nullable=False)
+
+
+def _timestamp(*, nullable: bool = False, index: bool = False) -> Any:
+    return Field(default=None if nullable else ..., sa_type=UTCDateTime, nullable=nullable, index=index)
+
+
+def _json() -> Any:
+    return Field(default_factory=dict, sa_type=JSON, nullable=False)
+
+
+class Account(SQLModel, table=True):
+    __tablename__ = "accounts"
+
+    id: int | None = Field(default=None, sa_type=BigIntPK, primary_key=True)
+    kind: str = Field(max_length=16)
+    # System accounts are found by code ("breakage", "funding:card", "funding:usdc:8453" ...).
+    code: str | None = Field(default=None, max_length=64, unique=True)
+    name: str = Field(max_length=200)
+    # Credits the account owes after a clawback of already-spent credits; the next mint repays it first.
+    debt_credits: int = _credits(0)
+    created_at: datetime = _timestamp()
+
+    __table_args__ = (CheckConstraint("debt_credits >= 0", name="ck_accounts_debt_nonnegative"),)
+
+
+class LedgerTransaction(SQLModel, table=True):
+    __tablename__ = "ledger_transactions"
+
+    id: int | None = Field(default=None, sa_type=BigIntPK, primary_key=True)
+    kind: str = Field(max_length=32, index=True)
+    idempotency_key: str = Field(max_length=255, unique=True)
+    # Fingerprint of the request that created it, to tell a retry from a reused key.
+    request_hash: str | None = Field(default=None, max_length=64)
+    # The customer account the transaction concerns, when there is one.
+    account_id: int | None = _fk("accounts.id", nullable=True)
+    created_at: datetime = _timestamp(index=True)
+    description: str | None = Field(default=None, max_length=500)
+    details: dict[str, Any] = _json()
+
+    __table_args__ = (Index("ix_ledger_transactions_account_created", "account_id", "created_at"),)
+
+
+class LedgerEntry(SQLModel, table=True):
+    __tablename__ = "ledger_entries"
+
+    id: int | None = Field(default=None, sa_type=BigIntPK, primary_key=True)
+    transaction_id: int = _fk("ledger_transactions.id", index=True)
+    account_id: int = _fk("accounts.id")
+    # Signed: positive credits the account, negative debits it. The entries of a transaction sum to zero.
+    amount_credits: int = _credits()
+    created_at: datetime = _timestamp()
+
+    __table_args__ = (
+        CheckConstraint("amount_credits <> 0", name="ck_ledger_entries_nonzero"),
+        Index("ix_ledger_entries_account_created", "account_id", "created_at"),
+    )
+
+
+class Lot(SQLModel, table=True):
+    __tablename__ = "lots"
+
+    id: int | None = Field(default=None, sa_type=BigIntPK, primary_key=True)
+    account_id: int = _fk("accounts.id")
+    rail: str = Field(max_length=16)
+    # Provenance: a Stripe Checkout Session / PaymentIntent id, "chain:tx:log", a grant's key ...
+    external_ref: str = Field(max_length=255)
+    cost_basis_cents: int | None = _credits(nullable=True)
+    cost_basis_usdc_units: int | None = _credits(nullable=True)
+    promotional: bool = Field(default=False)
+    credits: int = _credits()
+    remaining_credits: int = _credits()
+    reserved_credits: int = _credits(0)
+    # Credits of this lot that went to breakage and were not taken back by a clawback since.
+    expired_credits: int = _credits(0)
+    # Credits clawed back from this lot and not reinstated (bounds a later reinstatement).
+    clawed_back_credits: int = _credits(0)
+    credited_at: datetime = _timestamp()
+    expires_at: datetime = _timestamp()
+    mint_transaction_id: int = _fk("ledger_transactions.id")
+    details: dict[str, Any] = _json()
+
+    __table_args__ = (
+        UniqueConstraint("rail", "external_ref", name="uq_lots_rail_external_ref"),
+        CheckConstraint("credits > 0", name="ck_lots_credits_positive"),
+        CheckConstraint(
+            "reserved_credits >= 0 AND reserved_credits <= remaining_credits", name="ck_lots_reserved_within"
+        ),
+        CheckConstraint("clawed_back_credits >= 0", name="ck_lots_clawed_back_nonnegative"),
+        CheckConstraint("expired_credits >= 0", name="ck_lots_expired_nonnegative"),
+        # Draw-down order over the lots that still hold credits.
+        Index(
+            "ix_lots_drawable",
+            "account_id",
+            "expires_at",
+            "credited_at",
+            "id",
+            sqlite_where=text("remaining_credits > 0"),
+            postgresql_where=text("remaining_credits > 0"),
+        ),
+        # The expiry job's queue: lots with an unreserved remainder, by expiry time.
+        Index(
+            "ix_lots_expiry_queue",
+            "expires_at",
+            "id",
+            sqlite_where=text("remaining_credits > reserved_credits"),
+            postgresql_where=text("remaining_credits > reserved_credits"),
+        ),
+        Index("ix_lots_account_credited", "account_id", "credited_at"),
+    )
+
+
+class LotMovement(SQLModel, table=True):
+    __tablename__ = "lot_movements"
+
+    id: int | None = Field(default=None, sa_type=BigIntPK, primary_key=True)
+    lot_id: int = _fk("lots.id", index=True)
+    transaction_id: int = _fk("ledger_transactions.id", index=True)
+    kind: str = Field(max_length=32)
+    # Signed change to the lot's remaining credits.
+    amount_credits: int = _credits()
+    # For captures: the hold whose reservation was drawn.
+    hold_id: int | None = _fk("holds.id", nullable=True)
+    created_at: datetime = _timestamp()
+
+    __table_args__ = (CheckConstraint("amount_credits <> 0", name="ck_lot_movements_nonzero"),)
+
+
+class Hold(SQLModel, table=True):
+    __tablename__ = "holds"
+
+    id: int | None = Field(default=None, sa_type=BigIntPK, primary_key=True)
+    account_id: int = _fk("accounts.id")
+    api_key_id: int | None = _fk("api_keys.id", nullable=True)
+    project: str | None = Field(default=None, max_length=100)
+    idempotency_key: str = Field(max_length=255)
+    request_hash: str = Field(max_length=64)
+    amount_credits: int = _credits()
+    captured_credits: int = _credits(0)
+    status: str = Field(default=HoldStatus.ACTIVE, max_length=16)
+    description: str | None = Field(default=None, max_length=500)
+    created_at: datetime = _timestamp()
+    expires_at: datetime = _timestamp()
+    resolved_at: datetime | None = _timestamp(nullable=True)
+    capture_transaction_id: int | None = _fk("ledger_transactions.id", nullable=True)
+
+    __table_args__ = (
+        UniqueConstraint("account_id", "idempotency_key", name="uq_holds_account_idempotency_key"),
+        CheckConstraint("amount_credits > 0", name="ck_holds_amount_positive"),
+        CheckConstraint("captured_credits >= 0 AND captured_credits <= amount_credits", name="ck_holds_capture_within"),
+        Index(
+            "ix_holds_active_expiry",
+            "expires_at",
+            "id",
+            sqlite_where=text("status = 'active'"),
+            postgresql_where=text("status = 'active'"),
+        ),
+        Index("ix_holds_account_created", "account_id", "created_at"),
+    )
+
+
+class HoldAllocation(SQLModel, table=True):
+    __tablename__ = "hold_allocations"
+
+    hold_id: int = Field(sa_column=Column(BigInteger, ForeignKey("holds.id"), primary_key=True))
+    lot_id: int = Field(sa_column=Column(BigInteger, ForeignKey("lots.id"), primary_key=True))
+    # Draw order inside the hold (the lots' draw-down order when it was made).
+    position: int = Field(default=0)
+    amount_credits: int = _credits()
+
+    __table_args__ = (CheckConstraint("amount_credits > 0", name="ck_hold_allocations_positive"),)
+
+
+class Budget(SQLModel, table=True):
+    __tablename__ = "budgets"
+
+    id: int | None = Field(default=None, sa_type=BigIntPK, primary_key=True)
+    account_id: int = _fk("accounts.id", index=True)
+    name: str = Field(max_length=100)
+    scope: str = Field(max_length=16)
+    # The API key id (as text) or the project name the cap applies to.
+    scope_ref: str = Field(max_length=100)
+    period: str = Field(max_length=8)
+    limit_credits: int = _credits()
+    created_at: datetime = _timestamp()
+    updated_at: datetime = _timestamp()
+    deleted_at: datetime | None = _timestamp(nullable=True)
+
+    __table_args__ = (CheckConstraint("limit_credits >= 0", name="ck_budgets_limit_nonnegative"),)
+
+
+class BudgetUsage(SQLModel, table=True):
+    __tablename__ = "budget_usage"
+
+    budget_id: int = Field(sa_column=Column(BigInteger, ForeignKey("budgets.id"), primary_key=True))
+    period_start: datetime = Field(sa_column=Column(UTCDateTime, primary_key=True))
+    # Spent plus held (active holds count in full until they resolve).
+    used_credits: int = _credits(0)
+
+
+class HoldBudgetCharge(SQLModel, table=True):
+    __tablename__ = "hold_budget_charges"
+
+    hold_id: int = Field(sa_column=Column(BigInteger, ForeignKey("holds.id"), primary_key=True))
+    budget_id: int = Field(sa_column=Column(BigInteger, ForeignKey("budgets.id"), primary_key=True))
+    period_start: datetime = Field(sa_type=UTCDateTime)
+    amount_credits: int = _credits()
+
+
+# Tables whose rows are never updated or deleted once written (enforced by triggers in the migrations).
+IMMUTABLE_TABLES = ("ledger_transactions", "ledger_entries", "lot_movements")

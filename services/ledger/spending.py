@@ -1,0 +1,141 @@
+"""Spending: one-shot charges and debit adjustments, drawn from the soonest-expiring lots first."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlmodel import Session
+
+from services.core.clock import utcnow
+from services.core.errors import InvalidRequest
+from services.ledger import repository as repo
+from services.ledger.budgets import charge_budgets
+from services.ledger.common import check_replay, fingerprint, lock_customer, movement_row, require_amount
+from services.ledger.errors import InsufficientCredits
+from services.ledger.models import MovementKind, TransactionKind
+from services.ledger.system_accounts import SystemAccount
+
+
+@dataclass(frozen=True, slots=True)
+class SpendResult:
+    transaction_id: int
+    amount_credits: int
+    # (lot id, credits) drawn, in draw-down order.
+    draws: list[tuple[int, int]]
+    created_at: datetime
+    replayed: bool
+
+
+def plan_draw(
+    session: Session, locked: repo.LockedAccount, amount_credits: int, now: datetime
+) -> list[tuple[int, int]]:
+    """Which lots give ``amount_credits``, soonest expiry first; the account's debt must stay covered, so a
+    customer in debt can only spend what exceeds it."""
+    needed = amount_credits + locked.debt_credits
+    candidates = repo.drawable_lots(session, locked.id, now, needed)
+    free = sum(credits for _, credits in candidates)
+    if free < needed:
+        raise InsufficientCredits(
+            f"{amount_credits} credits requested, {max(0, free - locked.debt_credits)} available",
+            requested_credits=amount_credits,
+            available_credits=max(0, free - locked.debt_credits),
+        )
+    plan: list[tuple[int, int]] = []
+    left = amount_credits
+    for lot_id, credits in candidates:
+        if left == 0:
+            break
+        take = min(credits, left)
+        plan.append((lot_id, take))
+        left -= take
+    return plan
+
+
+def _replayed(session: Session, transaction_id: int, amount_credits: int) -> SpendResult:
+    txn = repo.get_transaction(session, transaction_id)
+    draws = [(m.lot_id, -m.amount_credits) for m in repo.transaction_movements(session, transaction_id)]
+    return SpendResult(transaction_id, amount_credits, draws, txn.created_at, replayed=True)
+
+
+def spend(
+    session: Session,
+    *,
+    account_id: int,
+    amount_credits: int,
+    idempotency_key: str,
+    api_key_id: int | None = None,
+    project: str | None = None,
+    description: str | None = None,
+    now: datetime | None = None,
+) -> SpendResult:
+    """Charge ``amount_credits`` at once (no hold). Idempotent by ``idempotency_key`` within the account."""
+    require_amount(amount_credits)
+    if not idempotency_key:
+        raise InvalidRequest("an idempotency key is required", field="idempotency_key")
+    now = now or utcnow()
+    key = f"spend:{account_id}:{idempotency_key}"
+    request_hash = fingerprint(credits=amount_credits, project=project, description=description)
+    locked = lock_customer(session, account_id, key)
+    replay_of = check_replay(locked, request_hash, key)
+    if replay_of is not None:
+        return _replayed(session, replay_of, amount_credits)
+
+    draws = plan_draw(session, locked, amount_credits, now)
+    charge_budgets(session, locked, api_key_id=api_key_id, project=project, amount_credits=amount_credits, now=now)
+    txn_id = repo.insert_transaction(
+        session,
+        kind=TransactionKind.SPEND,
+        idempotency_key=key,
+        request_hash=request_hash,
+        account_id=account_id,
+        created_at=now,
+        legs=[(account_id, -amount_credits), (SystemAccount.REVENUE_USAGE, amount_credits)],
+        description=description,
+        details={"project": project, "api_key_id": api_key_id} if (project or api_key_id) else None,
+    )
+    repo.change_remaining(session, draws)
+    repo.insert_movements(
+        session, [movement_row(lot_id, txn_id, MovementKind.SPEND, -take, now) for lot_id, take in draws]
+    )
+    return SpendResult(txn_id, amount_credits, draws, now, replayed=False)
+
+
+def debit_adjustment(
+    session: Session,
+    *,
+    account_id: int,
+    amount_credits: int,
+    idempotency_key: str,
+    reason: str,
+    actor: str,
+    now: datetime | None = None,
+) -> SpendResult:
+    """An admin's negative correction, drawn like a spend into the adjustments account."""
+    require_amount(amount_credits)
+    if not reason.strip():
+        raise InvalidRequest("an adjustment needs a reason")
+    now = now or utcnow()
+    key = f"adjustment:{account_id}:{idempotency_key}"
+    request_hash = fingerprint(credits=-amount_credits, reason=reason)
+    locked = lock_customer(session, account_id, key)
+    replay_of = check_replay(locked, request_hash, key)
+    if replay_of is not None:
+        return _replayed(session, replay_of, amount_credits)
+    draws = plan_draw(session, locked, amount_credits, now)
+    txn_id = repo.insert_transaction(
+        session,
+        kind=TransactionKind.ADJUSTMENT,
+        idempotency_key=key,
+        request_hash=request_hash,
+        account_id=account_id,
+        created_at=now,
+        legs=[(account_id, -amount_credits), (SystemAccount.ADJUSTMENTS, amount_credits)],
+        description=reason,
+        details={"reason": reason, "actor": actor},
+    )
+    repo.change_remaining(session, draws)
+    repo.insert_movements(
+        session, [movement_row(lot_id, txn_id, MovementKind.ADJUSTMENT, -take, now) for lot_id, take in draws]
+    )
+    return SpendResult(txn_id, amount_credits, draws, now, replayed=False)

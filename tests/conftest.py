@@ -1,0 +1,100 @@
+"""Test harness: every database test runs on SQLite and on PostgreSQL.
+
+- SQLite: the schema is migrated once into a template file, copied for each test.
+- PostgreSQL: a schema of its own per test run (so two runs never collide), migrated once, emptied between
+  tests and dropped at the end. ``CREDITRAIL_TEST_POSTGRES_URL`` points elsewhere; PostgreSQL being unreachable
+  fails the run, it is never skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from services.core.db import make_engine
+from services.core.migrate import upgrade
+from services.core.model_registry import metadata
+from services.ledger.system_accounts import seed_system_accounts
+
+POSTGRES_URL = os.environ.get("CREDITRAIL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+BACKENDS = ("sqlite", "postgresql")
+
+os.environ.setdefault("CREDITRAIL_ENVIRONMENT", "test")
+
+
+class PostgresTestDatabase:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.schema = f"t_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        admin = make_engine(url)
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{self.schema}"'))
+        admin.dispose()
+        self.engine = make_engine(url, schema=self.schema, pool_size=40)
+        upgrade(self.engine)
+        tables = [t.name for t in reversed(metadata.sorted_tables)]
+        self._truncate = "TRUNCATE " + ", ".join(f'"{name}"' for name in tables) + " RESTART IDENTITY CASCADE"
+
+    def reset(self) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(text(self._truncate))
+            seed_system_accounts(conn)
+
+    def drop(self) -> None:
+        self.engine.dispose()
+        admin = make_engine(self.url)
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    engine = make_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[PostgresTestDatabase]:
+    database = PostgresTestDatabase(POSTGRES_URL)
+    yield database
+    database.drop()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def engine(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """A migrated, empty database (system accounts seeded) on the test's backend."""
+    if backend == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        path = tmp_path / "creditrail.db"
+        shutil.copyfile(template, path)
+        sqlite_engine = make_engine(f"sqlite:///{path}")
+        yield sqlite_engine
+        sqlite_engine.dispose()
+    else:
+        database: PostgresTestDatabase = request.getfixturevalue("postgres_database")
+        database.reset()
+        yield database.engine
+
+
+@pytest.fixture
+def pg_engine(request: pytest.FixtureRequest) -> Engine:
+    """PostgreSQL only, for tests of row locks across connections."""
+    database: PostgresTestDatabase = request.getfixturevalue("postgres_database")
+    database.reset()
+    return database.engine
