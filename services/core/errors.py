@@ -54,3 +54,7 @@ class IdempotencyKeyReused(Conflict):
 class UpstreamUnavailable(CreditrailError):
     code = "upstream_unavailable"
     status_code = 502
+
+
+class IdempotencyKeyRequired(InvalidRequest):
+    code = "idempotency_key_required"

@@ -90,3 +90,16 @@ def list_transactions(
     if before_id is not None:
         stmt = stmt.where(t.c.id < before_id)
     return list(session.execute(stmt.order_by(t.c.id.desc()).limit(limit)).all())
+
+
+def get_transaction(session: Session, transaction_id: int) -> Any:
+    return repo.get_transaction(session, transaction_id)
+
+
+def get_account(session: Session, account_id: int) -> Any:
+    require_customer_account(session, account_id)
+    return repo.get_account(session, account_id)
+
+
+def list_accounts(session: Session, after_id: int, limit: int) -> list[Any]:
+    return list(repo.list_customer_accounts(session, limit, after_id))

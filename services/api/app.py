@@ -1,0 +1,54 @@
+"""The FastAPI application: every domain's routers, one error handler, OpenAPI at /docs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy.engine import Engine
+
+from services.api.errors import install_error_handlers
+from services.apikeys.endpoints import router as api_keys_router
+from services.core.db import make_engine
+from services.core.migrate import ensure_schema
+from services.core.settings import Settings, get_settings
+from services.ledger.endpoints import admin_router as ledger_admin_router
+from services.ledger.endpoints import router as ledger_router
+
+log = logging.getLogger("creditrail.api")
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
+    """The app. Without an ``engine`` it builds one from settings and brings the schema up to date on start
+    (or refuses to start when the schema is behind and auto-migration is off)."""
+    settings = settings or get_settings()
+    owns_engine = engine is None
+    app_engine = engine or make_engine(settings.database_url, pool_size=settings.database_pool_size)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if owns_engine:
+            ensure_schema(app_engine, auto_migrate=settings.auto_migrate)
+        yield
+        if owns_engine:
+            app_engine.dispose()
+
+    app = FastAPI(
+        title="creditrail",
+        version="0.1.0",
+        description="Prepaid usage credits over card and USDC, kept in one double-entry ledger.",
+        lifespan=lifespan,
+    )
+    app.state.engine = app_engine
+    app.state.settings = settings
+    install_error_handlers(app)
+    for router in (ledger_router, ledger_admin_router, api_keys_router):
+        app.include_router(router)
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,104 @@
+"""API keys: created by an admin, shown once, stored as a digest, revocable.
+
+A key reads ``cr_<prefix>_<secret>``: the prefix finds the row, the SHA-256 digest of the whole key is compared in
+constant time. Keys are 256-bit random secrets, so a fast digest is the right tool (no password stretching).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import insert, select, update
+from sqlmodel import Session
+
+from services.apikeys.models import ApiKey, Role
+from services.core.clock import utcnow
+from services.core.errors import InvalidRequest, NotFound, Unauthenticated
+from services.ledger.accounts import require_customer_account
+from services.ledger.repository import table_of
+
+api_keys = table_of(ApiKey)
+KEY_PREFIX = "cr"
+
+
+class ApiKeyNotFound(NotFound):
+    code = "api_key_not_found"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the key's id, role and (for customer keys) account."""
+
+    key_id: int
+    role: str
+    account_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    id: int
+    key: str  # shown once, never stored
+    prefix: str
+    role: str
+    account_id: int | None
+    name: str
+    created_at: datetime
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def issue_key(
+    session: Session, *, role: str, account_id: int | None, name: str = "", now: datetime | None = None
+) -> IssuedKey:
+    if role not in set(Role):
+        raise InvalidRequest(f"role must be one of {sorted(Role)}", field="role")
+    if role == Role.CUSTOMER:
+        if account_id is None:
+            raise InvalidRequest("a customer key needs an account", field="account_id")
+        require_customer_account(session, account_id)
+    elif account_id is not None:
+        raise InvalidRequest(f"a {role} key does not belong to an account", field="account_id")
+    prefix = secrets.token_hex(6)
+    key = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
+    now = now or utcnow()
+    key_id = session.execute(
+        insert(api_keys)
+        .values(prefix=prefix, secret_sha256=_digest(key), role=role, account_id=account_id, name=name, created_at=now)
+        .returning(api_keys.c.id)
+    ).scalar_one()
+    return IssuedKey(int(key_id), key, prefix, role, account_id, name, now)
+
+
+def authenticate(session: Session, key: str | None) -> Principal:
+    if not key:
+        raise Unauthenticated("an API key is required (Authorization: Bearer <key>)")
+    parts = key.split("_", 2)
+    if len(parts) != 3 or parts[0] != KEY_PREFIX:
+        raise Unauthenticated("the API key is malformed")
+    row = session.execute(select(api_keys).where(api_keys.c.prefix == parts[1])).first()
+    if row is None or not hmac.compare_digest(row.secret_sha256, _digest(key)):
+        raise Unauthenticated("the API key is not valid")
+    if row.revoked_at is not None:
+        raise Unauthenticated("the API key was revoked")
+    return Principal(key_id=row.id, role=row.role, account_id=row.account_id)
+
+
+def revoke_key(session: Session, key_id: int, now: datetime | None = None) -> None:
+    row = session.execute(select(api_keys.c.id, api_keys.c.revoked_at).where(api_keys.c.id == key_id)).first()
+    if row is None:
+        raise ApiKeyNotFound(f"API key {key_id} not found", key_id=key_id)
+    if row.revoked_at is None:
+        session.execute(update(api_keys).where(api_keys.c.id == key_id).values(revoked_at=now or utcnow()))
+
+
+def list_keys(session: Session, account_id: int | None = None) -> list[ApiKey]:
+    stmt = select(api_keys).order_by(api_keys.c.id)
+    if account_id is not None:
+        stmt = stmt.where(api_keys.c.account_id == account_id)
+    return [ApiKey.model_validate(dict(row._mapping)) for row in session.execute(stmt)]

@@ -1,0 +1,172 @@
+"""The ``creditrail`` command: run the API, migrate, manage accounts and keys, grant credits, check invariants."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+import click
+from sqlalchemy.engine import Engine
+
+from services.core.db import make_engine, unit_of_work
+from services.core.errors import CreditrailError
+from services.core.migrate import ensure_schema, upgrade
+from services.core.settings import get_settings
+
+
+def _engine() -> Engine:
+    settings = get_settings()
+    engine = make_engine(settings.database_url, pool_size=settings.database_pool_size)
+    ensure_schema(engine, auto_migrate=settings.auto_migrate)
+    return engine
+
+
+def _print(data: Any) -> None:
+    click.echo(json.dumps(data, default=str, indent=2))
+
+
+class _Group(click.Group):
+    """Domain errors become a one-line message and exit status 2, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CreditrailError as exc:
+            click.echo(f"error: {exc.code}: {exc.message}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group)
+def main() -> None:
+    """creditrail: prepaid usage credits over card and USDC, kept in one ledger."""
+
+
+@main.command()
+@click.option("--host", default=None, help="Interface to bind (default from settings).")
+@click.option("--port", type=int, default=None, help="Port (default from settings).")
+def run(host: str | None, port: int | None) -> None:
+    """Run the HTTP API."""
+    import uvicorn
+
+    from services.api.app import create_app
+
+    settings = get_settings()
+    uvicorn.run(create_app(settings), host=host or settings.api_host, port=port or settings.api_port)
+
+
+@main.command()
+def migrate() -> None:
+    """Bring the database schema up to date."""
+    settings = get_settings()
+    upgrade(make_engine(settings.database_url))
+    click.echo("schema is up to date")
+
+
+@main.group()
+def accounts() -> None:
+    """Customer accounts."""
+
+
+@accounts.command("create")
+@click.argument("name")
+def accounts_create(name: str) -> None:
+    """Create a customer account."""
+    from services.ledger.accounts import create_customer_account
+
+    with unit_of_work(_engine()) as session:
+        account_id = create_customer_account(session, name=name)
+    _print({"id": account_id, "name": name})
+
+
+@accounts.command("list")
+def accounts_list() -> None:
+    """List customer accounts."""
+    from services.ledger.balance import list_accounts
+
+    with unit_of_work(_engine()) as session:
+        rows = list_accounts(session, 0, 1000)
+    _print([{"id": r.id, "name": r.name, "debt_credits": r.debt_credits, "created_at": r.created_at} for r in rows])
+
+
+@accounts.command("balance")
+@click.argument("account_id", type=int)
+def accounts_balance(account_id: int) -> None:
+    """Show an account's balance."""
+    from services.ledger.balance import get_balance
+
+    with unit_of_work(_engine()) as session:
+        _print(asdict(get_balance(session, account_id)))
+
+
+@main.group()
+def keys() -> None:
+    """API keys."""
+
+
+@keys.command("create")
+@click.option("--role", type=click.Choice(["customer", "finance", "admin"]), required=True)
+@click.option("--account", "account_id", type=int, default=None, help="The account of a customer key.")
+@click.option("--name", default="")
+def keys_create(role: str, account_id: int | None, name: str) -> None:
+    """Issue an API key; its secret is printed this once."""
+    from services.apikeys.service import issue_key
+
+    with unit_of_work(_engine()) as session:
+        issued = issue_key(session, role=role, account_id=account_id, name=name)
+    _print(asdict(issued))
+
+
+@keys.command("revoke")
+@click.argument("key_id", type=int)
+def keys_revoke(key_id: int) -> None:
+    """Revoke an API key."""
+    from services.apikeys.service import revoke_key
+
+    with unit_of_work(_engine()) as session:
+        revoke_key(session, key_id)
+    click.echo(f"key {key_id} revoked")
+
+
+@main.command()
+@click.argument("account_id", type=int)
+@click.argument("amount_credits", type=int)
+@click.option("--key", "idempotency_key", required=True, help="Idempotency key: the same key grants once.")
+@click.option("--expires-at", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), default=None,
+              help="Expiry (UTC); default: the standard lot validity.")
+@click.option("--reason", default=None)
+def grant(account_id: int, amount_credits: int, idempotency_key: str, expires_at: datetime | None,
+          reason: str | None) -> None:
+    """Grant promotional credits to an account."""
+    from datetime import UTC
+
+    from services.ledger.minting import grant as grant_credits
+
+    with unit_of_work(_engine()) as session:
+        result = grant_credits(
+            session,
+            account_id=account_id,
+            amount_credits=amount_credits,
+            idempotency_key=idempotency_key,
+            expires_at=expires_at.replace(tzinfo=UTC) if expires_at else None,
+            reason=reason,
+        )
+    _print(asdict(result))
+
+
+@main.command()
+def check() -> None:
+    """Check the ledger's invariants; exits 1 when any is violated."""
+    from services.ledger.invariants import check_invariants
+
+    with unit_of_work(_engine()) as session:
+        violations = check_invariants(session)
+    _print({"ok": not violations, "violations": [asdict(v) for v in violations]})
+    if violations:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

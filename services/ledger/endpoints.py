@@ -1,0 +1,269 @@
+"""The ledger over HTTP: a customer's balance, lots, transactions, charges, holds and budgets (under /v1), and the
+admin's accounts, grants, adjustments and invariant check (under /v1/admin)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+from pydantic import AwareDatetime
+
+from services.api.deps import AdminKey, CustomerKey, IdempotencyKey, SessionDep
+from services.ledger import balance, budgets, holds, invariants, minting, spending
+from services.ledger.accounts import create_customer_account
+from services.ledger.schemas import (
+    AccountIn,
+    AccountOut,
+    AdjustmentIn,
+    BalanceOut,
+    BudgetIn,
+    BudgetOut,
+    BudgetUpdate,
+    CaptureIn,
+    ChargeIn,
+    ChargeOut,
+    Draw,
+    GrantIn,
+    HoldIn,
+    HoldOut,
+    InvariantReport,
+    LotOut,
+    LotPage,
+    MintOut,
+    TransactionOut,
+    TransactionPage,
+    ViolationOut,
+)
+
+router = APIRouter(prefix="/v1", tags=["credits"])
+admin_router = APIRouter(prefix="/v1/admin", tags=["admin"])
+
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+
+def _account(principal: CustomerKey) -> int:
+    assert principal.account_id is not None  # guaranteed by CustomerKey
+    return principal.account_id
+
+
+@router.get("/balance")
+def get_balance(session: SessionDep, principal: CustomerKey) -> BalanceOut:
+    return BalanceOut(**asdict(balance.get_balance(session, _account(principal))))
+
+
+def _lot_page(rows: list[object], limit: int) -> LotPage:
+    data = [LotOut.model_validate(row, from_attributes=True) for row in rows]
+    return LotPage(data=data, next_after=data[-1].id if len(data) == limit else None)
+
+
+@router.get("/lots")
+def list_lots(
+    session: SessionDep,
+    principal: CustomerKey,
+    include_spent: bool = False,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> LotPage:
+    rows = balance.list_lots(session, _account(principal), include_spent=include_spent, limit=limit, after_id=after)
+    return _lot_page(rows, limit)
+
+
+@router.get("/transactions")
+def list_transactions(
+    session: SessionDep,
+    principal: CustomerKey,
+    kind: Annotated[str | None, Query(max_length=32)] = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
+    before: Annotated[int | None, Query(ge=1)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> TransactionPage:
+    rows = balance.list_transactions(
+        session, _account(principal), kind=kind, since=since, until=until, before_id=before, limit=limit
+    )
+    data = [TransactionOut.model_validate(row, from_attributes=True) for row in rows]
+    return TransactionPage(data=data, next_before=data[-1].id if len(data) == limit else None)
+
+
+@router.post("/charges", status_code=status.HTTP_201_CREATED)
+def create_charge(
+    body: ChargeIn, session: SessionDep, principal: CustomerKey, key: IdempotencyKey, response: Response
+) -> ChargeOut:
+    result = spending.spend(
+        session,
+        account_id=_account(principal),
+        amount_credits=body.amount_credits,
+        idempotency_key=key,
+        api_key_id=principal.key_id,
+        project=body.project,
+        description=body.description,
+    )
+    if result.replayed:
+        response.headers[REPLAYED_HEADER] = "true"
+    return ChargeOut(
+        transaction_id=result.transaction_id,
+        amount_credits=result.amount_credits,
+        draws=[Draw(lot_id=lot_id, amount_credits=credits) for lot_id, credits in result.draws],
+        created_at=result.created_at,
+        replayed=result.replayed,
+    )
+
+
+def _hold_out(view: holds.HoldView, response: Response | None = None) -> HoldOut:
+    if response is not None and view.replayed:
+        response.headers[REPLAYED_HEADER] = "true"
+    data = asdict(view)
+    data.pop("account_id")
+    return HoldOut(**data)
+
+
+@router.post("/holds", status_code=status.HTTP_201_CREATED)
+def create_hold(
+    body: HoldIn, session: SessionDep, principal: CustomerKey, key: IdempotencyKey, response: Response
+) -> HoldOut:
+    view = holds.create_hold(
+        session,
+        account_id=_account(principal),
+        amount_credits=body.amount_credits,
+        idempotency_key=key,
+        ttl_seconds=body.ttl_seconds,
+        api_key_id=principal.key_id,
+        project=body.project,
+        description=body.description,
+    )
+    return _hold_out(view, response)
+
+
+@router.get("/holds/{hold_id}")
+def get_hold(hold_id: int, session: SessionDep, principal: CustomerKey) -> HoldOut:
+    return _hold_out(holds.get_hold(session, account_id=_account(principal), hold_id=hold_id))
+
+
+@router.post("/holds/{hold_id}/capture")
+def capture_hold(hold_id: int, body: CaptureIn, session: SessionDep, principal: CustomerKey) -> HoldOut:
+    view = holds.capture_hold(
+        session, account_id=_account(principal), hold_id=hold_id, amount_credits=body.amount_credits
+    )
+    return _hold_out(view)
+
+
+@router.post("/holds/{hold_id}/release")
+def release_hold(hold_id: int, session: SessionDep, principal: CustomerKey) -> HoldOut:
+    return _hold_out(holds.release_hold(session, account_id=_account(principal), hold_id=hold_id))
+
+
+@router.get("/budgets")
+def list_budgets(session: SessionDep, principal: CustomerKey) -> list[BudgetOut]:
+    return [BudgetOut(**asdict(view)) for view in budgets.list_budgets(session, _account(principal))]
+
+
+@router.post("/budgets", status_code=status.HTTP_201_CREATED)
+def create_budget(body: BudgetIn, session: SessionDep, principal: CustomerKey) -> BudgetOut:
+    view = budgets.create_budget(session, account_id=_account(principal), **body.model_dump())
+    return BudgetOut(**asdict(view))
+
+
+@router.get("/budgets/{budget_id}")
+def get_budget(budget_id: int, session: SessionDep, principal: CustomerKey) -> BudgetOut:
+    return BudgetOut(**asdict(budgets.get_budget(session, _account(principal), budget_id)))
+
+
+@router.patch("/budgets/{budget_id}")
+def update_budget(budget_id: int, body: BudgetUpdate, session: SessionDep, principal: CustomerKey) -> BudgetOut:
+    view = budgets.update_budget(
+        session, account_id=_account(principal), budget_id=budget_id, name=body.name, limit_credits=body.limit_credits
+    )
+    return BudgetOut(**asdict(view))
+
+
+@router.delete("/budgets/{budget_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_budget(budget_id: int, session: SessionDep, principal: CustomerKey) -> None:
+    budgets.delete_budget(session, account_id=_account(principal), budget_id=budget_id)
+
+
+# --- admin -------------------------------------------------------------------------------------------------
+
+
+@admin_router.post("/accounts/{account_id}/grants", status_code=status.HTTP_201_CREATED)
+def grant_credits(
+    account_id: int, body: GrantIn, session: SessionDep, _admin: AdminKey, key: IdempotencyKey, response: Response
+) -> MintOut:
+    result = minting.grant(
+        session,
+        account_id=account_id,
+        amount_credits=body.amount_credits,
+        idempotency_key=key,
+        expires_at=body.expires_at,
+        reason=body.reason,
+    )
+    if result.replayed:
+        response.headers[REPLAYED_HEADER] = "true"
+    return MintOut(**asdict(result))
+
+
+@admin_router.post("/accounts/{account_id}/adjustments", status_code=status.HTTP_201_CREATED)
+def adjust_credits(
+    account_id: int, body: AdjustmentIn, session: SessionDep, admin: AdminKey, key: IdempotencyKey, response: Response
+) -> TransactionOut:
+    actor = f"api_key:{admin.key_id}"
+    if body.amount_credits >= 0:
+        minted = minting.credit_adjustment(
+            session,
+            account_id=account_id,
+            amount_credits=body.amount_credits,
+            idempotency_key=key,
+            reason=body.reason,
+            actor=actor,
+        )
+        txn_id, replayed, amount = minted.transaction_id, minted.replayed, minted.amount_credits
+    else:
+        drawn = spending.debit_adjustment(
+            session,
+            account_id=account_id,
+            amount_credits=-body.amount_credits,
+            idempotency_key=key,
+            reason=body.reason,
+            actor=actor,
+        )
+        txn_id, replayed, amount = drawn.transaction_id, drawn.replayed, -drawn.amount_credits
+    if replayed:
+        response.headers[REPLAYED_HEADER] = "true"
+    txn = balance.get_transaction(session, txn_id)
+    return TransactionOut(
+        id=txn_id,
+        kind=txn.kind,
+        amount_credits=amount,
+        created_at=txn.created_at,
+        description=txn.description,
+        details=txn.details,
+    )
+
+
+@admin_router.get("/accounts/{account_id}/balance")
+def admin_balance(account_id: int, session: SessionDep, _admin: AdminKey) -> BalanceOut:
+    return BalanceOut(**asdict(balance.get_balance(session, account_id)))
+
+
+@admin_router.get("/invariants")
+def check_invariants(session: SessionDep, _admin: AdminKey) -> InvariantReport:
+    found = invariants.check_invariants(session)
+    return InvariantReport(ok=not found, violations=[ViolationOut(**asdict(v)) for v in found])
+
+
+@admin_router.post("/accounts", status_code=status.HTTP_201_CREATED)
+def create_account(body: AccountIn, session: SessionDep, _admin: AdminKey) -> AccountOut:
+    account_id = create_customer_account(session, name=body.name)
+    return AccountOut.model_validate(balance.get_account(session, account_id), from_attributes=True)
+
+
+@admin_router.get("/accounts")
+def list_accounts(
+    session: SessionDep,
+    _admin: AdminKey,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[AccountOut]:
+    return [
+        AccountOut.model_validate(row, from_attributes=True) for row in balance.list_accounts(session, after, limit)
+    ]

@@ -1,0 +1,178 @@
+"""The ledger's API shapes. Amounts are strict integers (no strings, no floats), bounded by 64-bit storage;
+the configured maximum is enforced by the services."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+MAX_STORABLE = 2**63 - 1
+
+PositiveCredits = Annotated[int, Field(strict=True, gt=0, le=MAX_STORABLE)]
+NonNegativeCredits = Annotated[int, Field(strict=True, ge=0, le=MAX_STORABLE)]
+SignedCredits = Annotated[int, Field(strict=True, ge=-MAX_STORABLE, le=MAX_STORABLE)]
+Project = Annotated[str, Field(min_length=1, max_length=100)]
+Description = Annotated[str, Field(max_length=500)]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AccountIn(Request):
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class AccountOut(BaseModel):
+    id: int
+    name: str
+    debt_credits: int
+    created_at: datetime
+
+
+class BalanceOut(BaseModel):
+    account_id: int
+    available_credits: int
+    reserved_credits: int
+    debt_credits: int
+    total_credits: int
+    next_expiry_at: datetime | None
+    next_expiry_credits: int
+    expiring_within_30_days_credits: int
+
+
+class LotOut(BaseModel):
+    id: int
+    rail: str
+    external_ref: str
+    promotional: bool
+    credits: int
+    remaining_credits: int
+    reserved_credits: int
+    cost_basis_cents: int | None
+    cost_basis_usdc_units: int | None
+    credited_at: datetime
+    expires_at: datetime
+
+
+class LotPage(BaseModel):
+    data: list[LotOut]
+    next_after: int | None
+
+
+class TransactionOut(BaseModel):
+    id: int
+    kind: str
+    amount_credits: int
+    created_at: datetime
+    description: str | None
+    details: dict[str, Any]
+
+
+class TransactionPage(BaseModel):
+    data: list[TransactionOut]
+    next_before: int | None
+
+
+class ChargeIn(Request):
+    amount_credits: PositiveCredits
+    project: Project | None = None
+    description: Description | None = None
+
+
+class Draw(BaseModel):
+    lot_id: int
+    amount_credits: int
+
+
+class ChargeOut(BaseModel):
+    transaction_id: int
+    amount_credits: int
+    draws: list[Draw]
+    created_at: datetime
+    replayed: bool
+
+
+class HoldIn(Request):
+    amount_credits: PositiveCredits
+    ttl_seconds: Annotated[int, Field(strict=True, gt=0, le=MAX_STORABLE)] | None = None
+    project: Project | None = None
+    description: Description | None = None
+
+
+class CaptureIn(Request):
+    amount_credits: PositiveCredits
+
+
+class HoldOut(BaseModel):
+    id: int
+    amount_credits: int
+    captured_credits: int
+    status: str
+    project: str | None
+    description: str | None
+    created_at: datetime
+    expires_at: datetime
+    resolved_at: datetime | None
+    capture_transaction_id: int | None
+    replayed: bool = False
+
+
+class BudgetIn(Request):
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+    scope: Annotated[str, Field(pattern="^(api_key|project)$")]
+    scope_ref: Annotated[str, Field(min_length=1, max_length=100)]
+    period: Annotated[str, Field(pattern="^(day|week|month|total)$")]
+    limit_credits: NonNegativeCredits
+
+
+class BudgetUpdate(Request):
+    name: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    limit_credits: NonNegativeCredits | None = None
+
+
+class BudgetOut(BaseModel):
+    id: int
+    name: str
+    scope: str
+    scope_ref: str
+    period: str
+    limit_credits: int
+    used_credits: int
+    period_start: datetime
+    created_at: datetime
+    updated_at: datetime
+
+
+class GrantIn(Request):
+    amount_credits: PositiveCredits
+    expires_at: AwareDatetime | None = None
+    reason: Description | None = None
+
+
+class AdjustmentIn(Request):
+    # Positive adds a lot; negative draws like a spend.
+    amount_credits: SignedCredits
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class MintOut(BaseModel):
+    lot_id: int
+    transaction_id: int
+    amount_credits: int
+    debt_repaid_credits: int
+    expires_at: datetime
+    replayed: bool
+
+
+class ViolationOut(BaseModel):
+    invariant: str
+    subject: str
+    detail: str
+
+
+class InvariantReport(BaseModel):
+    ok: bool
+    violations: list[ViolationOut]
