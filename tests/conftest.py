@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -39,12 +39,20 @@ class PostgresTestDatabase:
         admin.dispose()
         self.engine = make_engine(url, schema=self.schema, pool_size=40)
         upgrade(self.engine)
-        tables = [t.name for t in reversed(metadata.sorted_tables)]
-        self._truncate = "TRUNCATE " + ", ".join(f'"{name}"' for name in tables) + " RESTART IDENTITY CASCADE"
+        with self.engine.connect() as conn:
+            sequences = conn.execute(
+                text("SELECT sequence_name FROM information_schema.sequences WHERE sequence_schema = :schema"),
+                {"schema": self.schema},
+            ).scalars()
+            restarts = [f'ALTER SEQUENCE "{name}" RESTART' for name in sequences]
+        # DELETE beats TRUNCATE by far on tables this small. Triggers (the journal's append-only guards, and the
+        # foreign-key checks) are off for this one transaction only.
+        deletes = [f'DELETE FROM "{table.name}"' for table in reversed(metadata.sorted_tables)]
+        self._reset_sql = "; ".join(["SET LOCAL session_replication_role = replica", *deletes, *restarts])
 
     def reset(self) -> None:
         with self.engine.begin() as conn:
-            conn.execute(text(self._truncate))
+            conn.exec_driver_sql(self._reset_sql)
             seed_system_accounts(conn)
 
     def drop(self) -> None:
@@ -90,6 +98,25 @@ def engine(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iter
         database: PostgresTestDatabase = request.getfixturevalue("postgres_database")
         database.reset()
         yield database.engine
+
+
+@pytest.fixture
+def empty_database(engine: Engine, backend: str, request: pytest.FixtureRequest) -> Callable[[], None]:
+    """A function that empties the test's database back to freshly migrated (system accounts seeded), for tests
+    that run many independent examples in one test (property tests). No session may be open when it is called."""
+    if backend == "postgresql":
+        database: PostgresTestDatabase = request.getfixturevalue("postgres_database")
+        return database.reset
+    template: Path = request.getfixturevalue("sqlite_template")
+    path = Path(str(engine.url.database))
+
+    def reset() -> None:
+        engine.dispose()  # closes every pooled connection, which checkpoints and removes the WAL files
+        for leftover in (Path(f"{path}-wal"), Path(f"{path}-shm")):
+            leftover.unlink(missing_ok=True)
+        shutil.copyfile(template, path)
+
+    return reset
 
 
 @pytest.fixture

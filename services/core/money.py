@@ -33,6 +33,19 @@ def usdc_units_to_credits(amount_usdc_units: int) -> tuple[int, int]:
     return divmod(amount_usdc_units, USDC_UNITS_PER_CREDIT)
 
 
+def share_of_credits(amount_credits: int, part_cents: int, whole_cents: int) -> int:
+    """The credits that ``part_cents`` of a ``whole_cents`` payment bought (a partial refund's share of a lot).
+
+    Rounded down, in the customer's favour: a refund of the whole payment is always exactly ``amount_credits``,
+    and at 1 credit per cent every share is exact anyway.
+    """
+    if whole_cents <= 0:
+        raise ValueError("the whole payment must be positive")
+    if not 0 <= part_cents <= whole_cents:
+        raise ValueError("a part must lie between nothing and the whole payment")
+    return amount_credits * part_cents // whole_cents
+
+
 def format_usd(amount_cents: int) -> str:
     sign = "-" if amount_cents < 0 else ""
     whole, cents = divmod(abs(amount_cents), 100)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlmodel import Session
 
 from services.core.clock import utcnow
@@ -42,9 +42,17 @@ def expire_lots(session: Session, *, now: datetime | None = None, limit: int = 5
     if not candidates:
         return ExpiryBatch(0, 0, 0)
     repo.lock_accounts(session, (row.account_id for row in candidates))
-    # Read again under the locks: a hold or a spend may have changed them since.
+    # Read again under the locks: a hold or a spend may have changed them since. A lot's latest movement tells
+    # apart two visits to the same state (expired, clawed back, reinstated, due again at the same instant).
+    last_movement = select(func.max(repo.movements.c.id)).where(repo.movements.c.lot_id == lots.c.id).scalar_subquery()
     current = session.execute(
-        select(lots.c.id, lots.c.account_id, lots.c.remaining_credits, lots.c.reserved_credits)
+        select(
+            lots.c.id,
+            lots.c.account_id,
+            lots.c.remaining_credits,
+            lots.c.reserved_credits,
+            last_movement.label("last_movement_id"),
+        )
         .where(lots.c.id.in_([row.id for row in candidates]), *due_condition)
         .order_by(lots.c.id)
     ).all()
@@ -58,7 +66,9 @@ def expire_lots(session: Session, *, now: datetime | None = None, limit: int = 5
     txn_rows = []
     for account_id in account_ids:
         account_lots = by_account[account_id]
-        state = ",".join(f"{r.id}:{r.remaining_credits}:{r.reserved_credits}" for r in account_lots)
+        state = ",".join(
+            f"{r.id}:{r.remaining_credits}:{r.reserved_credits}:{r.last_movement_id}" for r in account_lots
+        )
         digest = hashlib.sha256(state.encode()).hexdigest()[:32]
         txn_rows.append(
             {

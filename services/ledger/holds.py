@@ -79,7 +79,9 @@ def create_hold(
     if not idempotency_key:
         raise InvalidRequest("an idempotency key is required", field="idempotency_key")
     now = now or utcnow()
-    request_hash = fingerprint(credits=amount_credits, ttl=ttl, project=project, description=description)
+    request_hash = fingerprint(
+        credits=amount_credits, ttl=ttl, project=project, description=description, api_key=api_key_id
+    )
     locked = lock_customer(session, account_id)
     existing = repo.find_hold_by_key(session, account_id, idempotency_key)
     if existing is not None:

@@ -60,7 +60,9 @@ class LockedAccount:
 
 _existing = transactions.alias("existing")
 
-_lock_account_stmt = (
+_lock_account_stmt = select(accounts.c.id).where(accounts.c.id == bindparam("account_id")).with_for_update()
+
+_account_state_stmt = (
     select(
         accounts.c.id,
         accounts.c.kind,
@@ -71,18 +73,20 @@ _lock_account_stmt = (
     )
     .select_from(accounts.outerjoin(_existing, _existing.c.idempotency_key == bindparam("idempotency_key")))
     .where(accounts.c.id == bindparam("account_id"))
-    .with_for_update(of=accounts)
 )
 
 
 def lock_account(session: Session, account_id: int, idempotency_key: str | None = None) -> LockedAccount | None:
-    """Lock the account row (PostgreSQL; SQLite's IMMEDIATE transaction already excludes other writers).
+    """Lock the account row (PostgreSQL; SQLite's IMMEDIATE transaction already excludes other writers), then
+    read the account's debt, whether it has budgets, and any transaction already posted under ``idempotency_key``.
 
-    In the same round trip: the account's debt, whether it has budgets, and any transaction already posted
-    under ``idempotency_key``.
+    Two statements on purpose: under READ COMMITTED a statement that waited for the lock still reads the snapshot
+    it started with, so what the previous holder of the lock committed (a transaction under the same idempotency
+    key, a new budget) is only visible to a statement that begins once the lock is granted.
     """
+    session.execute(_lock_account_stmt, {"account_id": account_id})
     row = session.execute(
-        _lock_account_stmt, {"account_id": account_id, "idempotency_key": idempotency_key or ""}
+        _account_state_stmt, {"account_id": account_id, "idempotency_key": idempotency_key or ""}
     ).first()
     if row is None:
         return None

@@ -75,7 +75,7 @@ def spend(
         raise InvalidRequest("an idempotency key is required", field="idempotency_key")
     now = now or utcnow()
     key = f"spend:{account_id}:{idempotency_key}"
-    request_hash = fingerprint(credits=amount_credits, project=project, description=description)
+    request_hash = fingerprint(credits=amount_credits, project=project, description=description, api_key=api_key_id)
     locked = lock_customer(session, account_id, key)
     replay_of = check_replay(locked, request_hash, key)
     if replay_of is not None:

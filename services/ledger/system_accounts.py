@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import Connection, insert, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from services.core.clock import utcnow
@@ -61,14 +62,22 @@ def usdc_funding_code(chain_id: int) -> str:
 
 
 def system_account_id(session: Session, code: str) -> int:
-    """The id of the system account with ``code``, creating it on first use (e.g. a newly configured chain)."""
+    """The id of the system account with ``code``, creating it on first use (e.g. a newly configured chain).
+
+    Creation runs in a savepoint: when a concurrent transaction created it first, the unique code makes this
+    insert fail harmlessly and the row is read again."""
     accounts = Account.__table__  # type: ignore[attr-defined]
-    found = session.execute(select(accounts.c.id).where(accounts.c.code == code)).scalar()
+    lookup = select(accounts.c.id).where(accounts.c.code == code)
+    found = session.execute(lookup).scalar()
     if found is not None:
         return int(found)
-    result = session.execute(
-        insert(accounts)
-        .values(kind=AccountKind.SYSTEM, code=code, name=code, debt_credits=0, created_at=utcnow())
-        .returning(accounts.c.id)
-    )
-    return int(result.scalar_one())
+    try:
+        with session.begin_nested():
+            session.execute(
+                insert(accounts).values(
+                    kind=AccountKind.SYSTEM, code=code, name=code, debt_credits=0, created_at=utcnow()
+                )
+            )
+    except IntegrityError:
+        pass
+    return int(session.execute(lookup).scalar_one())

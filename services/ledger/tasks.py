@@ -1,0 +1,25 @@
+"""The ledger's background work, in the scheduler's batch shape ``(session, now, batch_size) -> items processed``.
+
+Each function is one batch inside the caller's transaction (the job runner commits it). Both are state-driven
+sweeps: what is due is read from the lots and holds themselves, so a batch that is rolled back or killed before its
+commit leaves nothing behind, and the next batch picks up exactly what is left.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlmodel import Session
+
+from services.ledger.expiry import expire_lots
+from services.ledger.holds import expire_holds
+
+
+def expire_lots_batch(session: Session, now: datetime, batch_size: int) -> int:
+    """Expire the unreserved remainder of up to ``batch_size`` lots whose time has come; returns the lots expired."""
+    return expire_lots(session, now=now, limit=batch_size).lots_expired
+
+
+def expire_holds_batch(session: Session, now: datetime, batch_size: int) -> int:
+    """Release up to ``batch_size`` holds past their time to live; returns the holds released."""
+    return expire_holds(session, now=now, limit=batch_size)
