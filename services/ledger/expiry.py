@@ -31,6 +31,8 @@ class ExpiryBatch:
     lots_expired: int
     credits_expired: int
     accounts: int
+    # Lots the batch looked at (some may have changed under the lock); a full batch means there may be more.
+    lots_examined: int = 0
 
 
 def expire_lots(session: Session, *, now: datetime | None = None, limit: int = 5_000) -> ExpiryBatch:
@@ -60,7 +62,7 @@ def expire_lots(session: Session, *, now: datetime | None = None, limit: int = 5
     for row in current:
         by_account[row.account_id].append(row)
     if not by_account:
-        return ExpiryBatch(0, 0, 0)
+        return ExpiryBatch(0, 0, 0, len(candidates))
 
     account_ids = sorted(by_account)
     txn_rows = []
@@ -119,4 +121,4 @@ def expire_lots(session: Session, *, now: datetime | None = None, limit: int = 5
         )
     )
     repo.insert_movements(session, movement_rows)
-    return ExpiryBatch(len(current), total, len(account_ids))
+    return ExpiryBatch(len(current), total, len(account_ids), len(candidates))

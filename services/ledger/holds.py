@@ -187,6 +187,12 @@ def release_hold(session: Session, *, account_id: int | None, hold_id: int, now:
 
 def expire_holds(session: Session, *, now: datetime | None = None, limit: int = 500) -> int:
     """Release holds past their time to live (the scheduler's job); returns how many it released."""
+    return sweep_expired_holds(session, now=now, limit=limit)[1]
+
+
+def sweep_expired_holds(session: Session, *, now: datetime | None = None, limit: int = 500) -> tuple[int, int]:
+    """One batch of the hold-expiry sweep: (holds examined, holds released). A hold captured or released while
+    the batch waited for its lock is examined but left alone; a full batch means there may be more to examine."""
     now = now or utcnow()
     due = repo.expired_active_holds(session, now, limit)
     repo.lock_accounts(session, (row.account_id for row in due))
@@ -196,7 +202,7 @@ def expire_holds(session: Session, *, now: datetime | None = None, limit: int = 
         if row.status == HoldStatus.ACTIVE and row.expires_at <= now:
             _settle(session, row, 0, now, HoldStatus.EXPIRED)
             released += 1
-    return released
+    return len(due), released
 
 
 def _settle(session: Session, hold: Any, capture_credits: int, now: datetime, status: str) -> None:

@@ -12,14 +12,17 @@ from datetime import datetime
 from sqlmodel import Session
 
 from services.ledger.expiry import expire_lots
-from services.ledger.holds import expire_holds
+from services.ledger.holds import sweep_expired_holds
+
+# Both return what the batch examined, not what it changed: a lot or hold that changed under the lock still counts,
+# so a full batch always leads to another and the run ends only when nothing due is left.
 
 
 def expire_lots_batch(session: Session, now: datetime, batch_size: int) -> int:
-    """Expire the unreserved remainder of up to ``batch_size`` lots whose time has come; returns the lots expired."""
-    return expire_lots(session, now=now, limit=batch_size).lots_expired
+    """Expire the unreserved remainder of up to ``batch_size`` lots whose time has come."""
+    return expire_lots(session, now=now, limit=batch_size).lots_examined
 
 
 def expire_holds_batch(session: Session, now: datetime, batch_size: int) -> int:
-    """Release up to ``batch_size`` holds past their time to live; returns the holds released."""
-    return expire_holds(session, now=now, limit=batch_size)
+    """Release up to ``batch_size`` holds past their time to live."""
+    return sweep_expired_holds(session, now=now, limit=batch_size)[0]

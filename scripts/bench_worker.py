@@ -1,0 +1,495 @@
+"""Worker benchmark on PostgreSQL: the lot-expiry job expiring 1,000,000 lots, and one-shot spends while it runs.
+
+    .venv/bin/python scripts/bench_worker.py [--quick] [--database-url URL] [--clients N] [--seconds S]
+
+1. Seeds, with bulk ``INSERT ... SELECT`` on the server, 10,000 customer accounts each holding one spendable lot,
+   and 1,000,000 lots whose time came over the last 30 days, interleaved over those accounts. Every lot is minted
+   as the ledger mints: a journal transaction funded by ``funding:card`` (system account 1) whose two entries sum
+   to zero, the lot, and its mint movement (so a lot's remaining credits equal the sum of its movements).
+2. Baseline: one-shot spends (``services.ledger.spending.spend``, 1 credit on a random account) from N client
+   processes for S seconds, with no expiry running; measured again after the expiry (the machine's other load
+   may have changed meanwhile), and the two averaged.
+3. The worker itself (``python -m services.worker`` with only the lot-expiry job) as a process of its own, while
+   the same clients spend. Its run's log line gives the lots expired and the run's duration; its peak resident
+   memory is the process's high-water mark. The spend rate is counted inside the run's start and end.
+4. Checks that nothing due is left and every expired credit reached breakage once, and prints one JSON line.
+
+Targets: expiry at least 20,000 lots/s; spends keep at least 0.8 of their rate while it runs. The database
+(``creditrail_bench_worker``) is created when missing; everything lives in its schema ``bench``, dropped and
+recreated at the start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Event
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+
+from services.core.clock import utcnow
+from services.core.db import make_engine, unit_of_work
+from services.core.migrate import upgrade
+from services.core.settings import Settings
+from services.ledger import spending
+from services.ledger.system_accounts import SystemAccount
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/creditrail_bench_worker"
+SCHEMA = "bench"
+JOB = "ledger.expire_lots"
+
+TARGET_EXPIRY_LOTS_PER_S = 20_000.0
+TARGET_SPEND_RATIO = 0.8
+
+SPENDABLE_LOT_CREDITS = 100_000_000
+DUE_LOT_CREDITS = 100
+WARMUP_SPENDS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    accounts: int
+    due_lots: int
+    seconds: float
+
+
+FULL = Sizes(accounts=10_000, due_lots=1_000_000, seconds=20.0)
+QUICK = Sizes(accounts=1_000, due_lots=50_000, seconds=5.0)
+
+
+def log(message: str) -> None:
+    print(f"[bench_worker] {message}", file=sys.stderr, flush=True)
+
+
+# --- the database ------------------------------------------------------------------------------------------
+
+
+def ensure_database(url: URL) -> None:
+    admin = make_engine(url.set(database="postgres"))
+    try:
+        with admin.connect() as conn:
+            auto = conn.execution_options(isolation_level="AUTOCOMMIT")
+            found = auto.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": url.database})
+            if found.scalar() is None:
+                auto.exec_driver_sql(f'CREATE DATABASE "{url.database}"')
+    finally:
+        admin.dispose()
+
+
+def fresh_schema(url: URL) -> Engine:
+    admin = make_engine(url)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{SCHEMA}" CASCADE')
+        conn.exec_driver_sql(f'CREATE SCHEMA "{SCHEMA}"')
+    admin.dispose()
+    engine = make_engine(url, schema=SCHEMA)
+    upgrade(engine)
+    return engine
+
+
+def maintain(engine: Engine) -> None:
+    """VACUUM ANALYZE and a checkpoint, so neither lands inside a measurement."""
+    with engine.connect() as conn:
+        auto = conn.execution_options(isolation_level="AUTOCOMMIT")
+        auto.exec_driver_sql("VACUUM ANALYZE")
+        auto.exec_driver_sql("CHECKPOINT")
+
+
+def take_ids(conn: Connection, table: str, count: int) -> int:
+    """``count`` consecutive ids from ``table``'s sequence (nothing else writes meanwhile); returns the first."""
+    sequence = conn.execute(text("SELECT pg_get_serial_sequence(:t, 'id')"), {"t": table}).scalar_one()
+    first = int(conn.execute(text("SELECT nextval(:s)"), {"s": sequence}).scalar_one())
+    conn.execute(text("SELECT setval(:s, :last)"), {"s": sequence, "last": first + count - 1})
+    return first
+
+
+def seed_accounts(conn: Connection, count: int, now: datetime) -> int:
+    first = take_ids(conn, "accounts", count)
+    conn.execute(
+        text(
+            "INSERT INTO accounts (id, kind, code, name, debt_credits, created_at) "
+            "SELECT :first + g, 'customer', NULL, 'bench ' || (:first + g), 0, :now "
+            "FROM generate_series(0, :count - 1) AS g"
+        ),
+        {"first": first, "count": count, "now": now},
+    )
+    return first
+
+
+def seed_lots(
+    conn: Connection, *, tag: str, first_account: int, accounts: int, lots: int, credits: int, expires_sql: str
+) -> None:
+    """``lots`` card lots of ``credits``, lot g on account ``first_account + g % accounts``, minted as the ledger
+    mints (transaction, two entries, lot, movement). ``expires_sql``: the expiry as SQL over ``g`` and ``:now``;
+    each lot was credited twelve months before it expires."""
+    first_txn = take_ids(conn, "ledger_transactions", lots)
+    first_lot = take_ids(conn, "lots", lots)
+    params = {
+        "tag": tag,
+        "first_account": first_account,
+        "accounts": accounts,
+        "lots": lots,
+        "credits": credits,
+        "first_txn": first_txn,
+        "first_lot": first_lot,
+        "now": utcnow(),
+    }
+    statements = [
+        "CREATE TEMP TABLE seed ON COMMIT DROP AS "
+        "SELECT g, :first_account + (g % :accounts) AS account_id, 'cs_' || CAST(:tag AS text) || '_' || g AS ref, "
+        "due.expires_at - interval '12 months' AS credited_at, due.expires_at "
+        f"FROM generate_series(CAST(0 AS bigint), :lots - 1) AS g, LATERAL (SELECT {expires_sql} AS expires_at) AS due",
+        "INSERT INTO ledger_transactions "
+        "(id, kind, idempotency_key, request_hash, account_id, created_at, description, details) "
+        "SELECT :first_txn + g, 'mint', 'mint:card:' || ref, NULL, account_id, credited_at, NULL, '{}' FROM seed",
+        "INSERT INTO ledger_entries (transaction_id, account_id, amount_credits, created_at) "
+        f"SELECT :first_txn + g, {SystemAccount.FUNDING_CARD}, -CAST(:credits AS bigint), credited_at FROM seed "
+        "UNION ALL SELECT :first_txn + g, account_id, :credits, credited_at FROM seed",
+        "INSERT INTO lots (id, account_id, rail, external_ref, cost_basis_cents, cost_basis_usdc_units, promotional, "
+        "credits, remaining_credits, reserved_credits, expired_credits, clawed_back_credits, credited_at, expires_at, "
+        "mint_transaction_id, details) "
+        "SELECT :first_lot + g, account_id, 'card', ref, :credits, NULL, false, :credits, :credits, 0, 0, 0, "
+        "credited_at, expires_at, :first_txn + g, '{}' FROM seed",
+        "INSERT INTO lot_movements (lot_id, transaction_id, kind, amount_credits, hold_id, created_at) "
+        "SELECT :first_lot + g, :first_txn + g, 'mint', :credits, NULL, credited_at FROM seed",
+        "DROP TABLE seed",
+    ]
+    for statement in statements:
+        conn.execute(text(statement), params)
+
+
+# --- spend clients -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Clients:
+    url: str
+    first_account: int
+    accounts: int
+
+
+def spend_client(
+    job: Clients, index: int, tag: str, ready: Queue[int], go: Event, stop: Event, results: Queue[Any]
+) -> None:
+    """Spend 1 credit on a random account, back to back, from ``go`` until ``stop``; report each spend's end."""
+    engine = make_engine(job.url, pool_size=1)
+    rng = random.Random(f"{tag}:{index}")
+
+    def one(key: str) -> None:
+        account_id = job.first_account + rng.randrange(job.accounts)
+        with unit_of_work(engine) as session:
+            spending.spend(session, account_id=account_id, amount_credits=1, idempotency_key=key)
+
+    for n in range(WARMUP_SPENDS):
+        one(f"{tag}-w{index}-{n}")
+    ready.put(index)
+    go.wait()
+    ends: list[float] = []
+    errors = 0
+    first_error: str | None = None
+    while not stop.is_set():
+        try:
+            one(f"{tag}-{index}-{len(ends) + errors}")
+            ends.append(time.time())
+        except Exception as exc:
+            errors += 1
+            first_error = first_error or f"{type(exc).__name__}: {exc}"[:300]
+    engine.dispose()
+    results.put({"ends": ends, "errors": errors, "first_error": first_error})
+
+
+class SpendLoad:
+    """N client processes, started and warmed up first, spending between ``go()`` and ``stop()``."""
+
+    def __init__(self, job: Clients, clients: int, tag: str) -> None:
+        ctx = mp.get_context("spawn")
+        self.ready: Queue[int] = ctx.Queue()
+        self.results: Queue[Any] = ctx.Queue()
+        self.go_event = ctx.Event()
+        self.stop_event = ctx.Event()
+        self.procs = [
+            ctx.Process(
+                target=spend_client,
+                args=(job, i, tag, self.ready, self.go_event, self.stop_event, self.results),
+            )
+            for i in range(clients)
+        ]
+
+    def start(self) -> SpendLoad:
+        for proc in self.procs:
+            proc.start()
+        for _ in self.procs:
+            self.ready.get(timeout=120)
+        return self
+
+    def go(self) -> float:
+        began = time.time()
+        self.go_event.set()
+        return began
+
+    def stop(self) -> tuple[list[float], int, str | None]:
+        self.stop_event.set()
+        outcomes = [self.results.get(timeout=120) for _ in self.procs]
+        for proc in self.procs:
+            proc.join(60)
+        ends = sorted(end for outcome in outcomes for end in outcome["ends"])
+        errors = sum(outcome["errors"] for outcome in outcomes)
+        first_error = next((o["first_error"] for o in outcomes if o["first_error"]), None)
+        return ends, errors, first_error
+
+
+def rate_within(ends: list[float], start: float, end: float) -> float:
+    inside = sum(1 for moment in ends if start <= moment <= end)
+    return inside / (end - start) if end > start else 0.0
+
+
+# --- the worker --------------------------------------------------------------------------------------------
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """The process's resident-memory high-water mark (Linux: VmHWM)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def start_worker(url: str, batch_size: int, log_path: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "CREDITRAIL_ENVIRONMENT": "test",
+        "CREDITRAIL_DATABASE_URL": url,
+        "CREDITRAIL_WORKER_JOBS": json.dumps([JOB]),
+        "CREDITRAIL_WORKER_LOT_EXPIRY_BATCH_SIZE": str(batch_size),
+        "CREDITRAIL_WORKER_LOT_EXPIRY_INTERVAL_SECONDS": "3600",
+        "CREDITRAIL_WORKER_LOG_LEVEL": "INFO",
+    }
+    with log_path.open("wb") as sink:
+        return subprocess.Popen(
+            [sys.executable, "-m", "services.worker"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=sink
+        )
+
+
+def worker_runs(log_path: Path) -> list[dict[str, Any]]:
+    runs = []
+    for raw in log_path.read_text(errors="replace").splitlines():
+        try:
+            line = json.loads(raw)
+        except json.JSONDecodeError:
+            continue
+        if line.get("event") == "job_run" and line.get("job") == JOB:
+            runs.append(line)
+    return runs
+
+
+def verify(engine: Engine, now: datetime, lots: int) -> dict[str, Any]:
+    with engine.connect() as conn:
+        left = conn.execute(
+            text("SELECT count(*) FROM lots WHERE remaining_credits > reserved_credits AND expires_at <= :now"),
+            {"now": now},
+        ).scalar_one()
+        breakage = conn.execute(
+            text("SELECT coalesce(sum(amount_credits), 0) FROM ledger_entries WHERE account_id = :a"),
+            {"a": SystemAccount.BREAKAGE},
+        ).scalar_one()
+        expired = conn.execute(text("SELECT coalesce(sum(expired_credits), 0) FROM lots")).scalar_one()
+        moved, movements = conn.execute(
+            text("SELECT coalesce(sum(amount_credits), 0), count(*) FROM lot_movements WHERE kind = 'expiry'")
+        ).one()
+    expected = lots * DUE_LOT_CREDITS
+    ok = left == 0 and movements == lots and expected == breakage == expired == -moved
+    return {"due_lots_left": int(left), "expiry_movements": int(movements), "breakage_credits": int(breakage), "ok": ok}
+
+
+def pgbench_tps(url: URL, clients: int, seconds: float) -> float | None:
+    """pgbench tpcb-like in the benchmark's database (its own tables, scale 10): the machine's yardstick now, as
+    other work on a shared machine moves every figure. None when pgbench is not installed."""
+    if shutil.which("pgbench") is None:
+        return None
+    args = ["-h", url.host or "127.0.0.1", "-p", str(url.port or 5432), "-U", url.username or "postgres"]
+    env = {**os.environ, **({"PGPASSWORD": url.password} if url.password else {})}
+    database = url.database or ""
+    subprocess.run(["pgbench", *args, "-i", "-s", "10", "-q", database], check=True, env=env, capture_output=True)
+    done = subprocess.run(
+        ["pgbench", *args, "-c", str(clients), "-j", str(clients), "-T", str(max(1, round(seconds))), "-n", database],
+        check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    match = re.search(r"^tps = ([0-9.]+)", done.stdout, re.MULTILINE)
+    return float(match.group(1)) if match else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="small sizes and short runs (a smoke run)")
+    parser.add_argument("--database-url", default=DEFAULT_URL, help="the benchmark's database (created if missing)")
+    parser.add_argument("--clients", type=int, default=4, help="spend client processes")
+    parser.add_argument("--seconds", type=float, help="seconds of the baseline spend run")
+    parser.add_argument("--batch-size", type=int, default=Settings().worker_lot_expiry_batch_size)
+    parser.add_argument("--check-invariants", action="store_true", help="check every ledger invariant at the end")
+    options = parser.parse_args(argv)
+    sizes = QUICK if options.quick else FULL
+    seconds = options.seconds or sizes.seconds
+
+    load_start = [round(x, 2) for x in os.getloadavg()]
+    url = make_url(options.database_url).set(drivername="postgresql+psycopg")
+    ensure_database(url)
+    engine = fresh_schema(url)
+    worker_url = url.update_query_dict({"options": f"-csearch_path={SCHEMA}"}).render_as_string(hide_password=False)
+
+    log(f"seeding {sizes.accounts} accounts and {sizes.due_lots} due lots")
+    began = time.perf_counter()
+    now = utcnow()
+    with engine.begin() as conn:
+        first_account = seed_accounts(conn, sizes.accounts, now)
+        seed_lots(
+            conn,
+            tag="spendable",
+            first_account=first_account,
+            accounts=sizes.accounts,
+            lots=sizes.accounts,
+            credits=SPENDABLE_LOT_CREDITS,
+            expires_sql=":now + interval '200 days' + g * interval '1 second'",
+        )
+        seed_lots(
+            conn,
+            tag="due",
+            first_account=first_account,
+            accounts=sizes.accounts,
+            lots=sizes.due_lots,
+            credits=DUE_LOT_CREDITS,
+            # Due over the last 30 days, in an order that interleaves the accounts (7919 is prime).
+            expires_sql=":now - interval '1 day' - ((g * 7919) % 2592000) * interval '1 second'",
+        )
+    seed_seconds = round(time.perf_counter() - began, 1)
+    maintain(engine)
+    log(f"seeded in {seed_seconds} s")
+
+    clients = Clients(worker_url, first_account, sizes.accounts)
+    spend_errors: list[str] = []
+
+    def baseline_spends(tag: str) -> float:
+        load = SpendLoad(clients, options.clients, tag).start()
+        began = load.go()
+        time.sleep(seconds)  # the measurement window itself, not a synchronisation
+        ended = time.time()
+        ends, errors, first_error = load.stop()
+        spend_errors.extend([first_error or "error"] * errors)
+        rate = rate_within(ends, began, ended)
+        log(f"spends without expiry ({tag}): {rate:.0f}/s over {options.clients} clients")
+        maintain(engine)
+        return rate
+
+    baseline_before = baseline_spends("before")
+    yardstick = pgbench_tps(url, options.clients, min(seconds, 10.0))
+    if yardstick is not None:
+        log(f"pgbench tpcb-like, {options.clients} clients: {yardstick:.0f} tps")
+
+    handle, log_name = tempfile.mkstemp(prefix="bench_worker_", suffix=".log")
+    os.close(handle)
+    log_path = Path(log_name)
+    load = SpendLoad(clients, options.clients, "during").start()
+    expiry_now = utcnow()
+    load.go()
+    worker = start_worker(worker_url, options.batch_size, log_path)
+    peak: float | None = None
+    try:
+        deadline = time.monotonic() + 3_600
+        runs: list[dict[str, Any]] = []
+        while not any(run["items"] > 0 for run in runs):
+            if worker.poll() is not None:
+                raise RuntimeError(f"the worker exited with {worker.returncode}: {log_path.read_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("the expiry run did not finish within an hour")
+            time.sleep(0.2)
+            runs = worker_runs(log_path)
+        peak = peak_rss_mb(worker.pid)
+    finally:
+        ends, during_errors, during_first_error = load.stop()
+        worker.terminate()
+        worker.wait(120)
+    spend_errors.extend([during_first_error or "error"] * during_errors)
+    run = next(run for run in runs if run["items"] > 0)
+    run_start = datetime.fromisoformat(run["started_at"]).timestamp()
+    run_end = datetime.fromisoformat(run["finished_at"]).timestamp()
+    during = rate_within(ends, run_start, run_end)
+    lots_per_s = run["items"] / (run["duration_ms"] / 1000) if run["duration_ms"] else 0.0
+    log(f"expiry: {run['items']} lots in {run['duration_ms'] / 1000:.1f} s = {lots_per_s:.0f} lots/s")
+    checks = verify(engine, expiry_now, sizes.due_lots)
+    maintain(engine)
+    # Measured before and after, as the machine's other load may change meanwhile: the baseline is their mean.
+    baseline_after = baseline_spends("after")
+    baseline = (baseline_before + baseline_after) / 2
+    log(f"spends during expiry: {during:.0f}/s ({during / baseline if baseline else 0:.2f} of baseline)")
+
+    violations: int | None = None
+    if options.check_invariants:
+        from services.ledger.invariants import check_invariants
+
+        with unit_of_work(engine) as session:
+            violations = len(check_invariants(session))
+    engine.dispose()
+
+    ratio = round(during / baseline, 3) if baseline else 0.0
+    report: dict[str, Any] = {
+        "bench": "worker",
+        "mode": "quick" if options.quick else "full",
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "accounts": sizes.accounts,
+        "expiry": {
+            "lots": run["items"],
+            "batches": run["batches"],
+            "batch_size": options.batch_size,
+            "seconds": round(run["duration_ms"] / 1000, 2),
+            "lots_per_s": round(lots_per_s, 1),
+            "worker_peak_rss_mb": round(peak, 1) if peak is not None else None,
+            "verified": checks["ok"],
+        },
+        "spend": {
+            "clients": options.clients,
+            "baseline_per_s": round(baseline, 1),
+            "baseline_before_per_s": round(baseline_before, 1),
+            "baseline_after_per_s": round(baseline_after, 1),
+            "during_expiry_per_s": round(during, 1),
+            "ratio": ratio,
+            "errors": len(spend_errors),
+            "first_error": spend_errors[0] if spend_errors else None,
+            "pgbench_tps_same_clients": round(yardstick, 1) if yardstick is not None else None,
+        },
+        "targets_met": {
+            "expiry_lots_per_s": lots_per_s >= TARGET_EXPIRY_LOTS_PER_S,
+            "spend_ratio": ratio >= TARGET_SPEND_RATIO,
+        },
+        "checks": checks,
+        "invariant_violations": violations,
+        "seed_seconds": seed_seconds,
+        # The machine is shared: its load when the run began and ended says how far to trust the figures.
+        "load_average": {"start": load_start, "end": [round(x, 2) for x in os.getloadavg()]},
+    }
+    print(json.dumps(report, separators=(",", ":")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The worker: the scheduler's periodic jobs (lot expiry, hold expiry; the rails add theirs)."""

@@ -1,0 +1,101 @@
+"""The worker's commands, for the ``creditrail`` group: ``worker`` (run the scheduler) and ``jobs`` (job health)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from datetime import datetime
+
+import click
+from sqlalchemy.engine import Engine
+
+from services.core.db import make_engine, unit_of_work
+from services.core.migrate import ensure_schema
+from services.core.settings import Settings, get_settings
+from services.worker.health import JobHealthView, list_job_health
+from services.worker.logs import configure_json_logging
+from services.worker.models import RunOutcome
+from services.worker.registry import default_jobs
+from services.worker.runner import run_job_once
+from services.worker.scheduler import create_worker
+
+
+def _engine(settings: Settings) -> Engine:
+    engine = make_engine(settings.database_url, pool_size=settings.database_pool_size)
+    ensure_schema(engine, auto_migrate=settings.auto_migrate)
+    return engine
+
+
+@click.command()
+def worker() -> None:
+    """Run the worker: every scheduled job, until SIGTERM or SIGINT (the running batches finish first)."""
+    settings = get_settings()
+    configure_json_logging(settings.worker_log_level)
+    engine = _engine(settings)
+    try:
+        create_worker(engine, settings).run_forever()
+    finally:
+        engine.dispose()
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def _table(views: list[JobHealthView]) -> str:
+    header = ("JOB", "STATUS", "LAST START", "LAST SUCCESS", "LAST ERROR AT", "ITEMS", "TOTAL", "FAILS", "LAST ERROR")
+    rows = [
+        (
+            v.job,
+            v.status,
+            _when(v.last_started_at),
+            _when(v.last_succeeded_at),
+            _when(v.last_failed_at),
+            str(v.last_items),
+            str(v.total_items),
+            str(v.consecutive_failures),
+            (v.last_error or "-")[:80],
+        )
+        for v in views
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+    head = "  ".join(cell.ljust(width) for cell, width in zip(header, widths, strict=True)).rstrip()
+    return "\n".join([head, *lines])
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def jobs(as_json: bool) -> None:
+    """Show every job's health: last start, last success, last error, items processed."""
+    settings = get_settings()
+    engine = _engine(settings)
+    try:
+        with unit_of_work(engine) as session:
+            views = list_job_health(session, default_jobs(settings))
+    finally:
+        engine.dispose()
+    if as_json:
+        click.echo(json.dumps([asdict(view) for view in views], default=str, indent=2))
+    else:
+        click.echo(_table(views))
+
+
+@click.command("run-job")
+@click.argument("name")
+def run_job(name: str) -> None:
+    """Run one job now, once (all its due work, in batches), and print how it went."""
+    settings = get_settings()
+    configure_json_logging(settings.worker_log_level)
+    specs = {spec.name: spec for spec in default_jobs(settings)}
+    if name not in specs:
+        raise click.BadParameter(f"no job named {name!r}; jobs: {', '.join(specs)}", param_hint="NAME")
+    engine = _engine(settings)
+    try:
+        run = run_job_once(engine, specs[name])
+    finally:
+        engine.dispose()
+    click.echo(json.dumps(asdict(run), default=str))
+    if run.outcome == RunOutcome.ERROR:
+        sys.exit(1)

@@ -1,0 +1,33 @@
+"""Job health over HTTP (admin only)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from fastapi import APIRouter
+
+from services.api.deps import AdminKey, SessionDep, SettingsDep
+from services.core.errors import NotFound
+from services.worker import health
+from services.worker.registry import default_jobs
+from services.worker.schemas import JobHealthOut
+
+router = APIRouter(prefix="/v1/admin/jobs", tags=["admin"])
+
+
+class JobNotFound(NotFound):
+    code = "job_not_found"
+
+
+@router.get("")
+def list_jobs(session: SessionDep, settings: SettingsDep, _admin: AdminKey) -> list[JobHealthOut]:
+    """Every job's health: last start, last success, last error and its message, items processed."""
+    return [JobHealthOut(**asdict(view)) for view in health.list_job_health(session, default_jobs(settings))]
+
+
+@router.get("/{job}")
+def get_job(job: str, session: SessionDep, settings: SettingsDep, _admin: AdminKey) -> JobHealthOut:
+    view = health.get_job_health(session, job, default_jobs(settings))
+    if view is None:
+        raise JobNotFound(f"no job named {job!r}", job=job)
+    return JobHealthOut(**asdict(view))
