@@ -1,0 +1,498 @@
+"""Card rail benchmark: Stripe webhook ingestion over HTTP on PostgreSQL, from arrival to minted credits.
+
+    .venv/bin/python scripts/bench_card.py [--quick] [--workers N] [--rate EVENTS_PER_S] [--database-url URL]
+
+The API runs under a real uvicorn server (a subprocess on 127.0.0.1, a free port) against a database of its own
+(``creditrail_bench_card``, dropped and recreated at the start), processing each event right after acknowledging
+it, as it does in production. Open purchases are seeded, then signed ``checkout.session.completed`` events (Stripe's
+real shape, signed as Stripe signs) are sent with an httpx client:
+
+1. paced: at 200 events per second (``--rate``), each request started on its own schedule whatever the others do
+   (open loop): the acknowledgement latency (p50, p99), and whether fulfilment keeps up (all minted, how long after);
+2. flat out: as fast as the server takes them (8 in flight): fulfilled purchases per second from the first
+   event sent to the last purchase minted;
+3. the ledger's one-shot mint rate in the same run (4 threads, a unit of work per mint), as the yardstick.
+
+The fulfilment path needs no Stripe call: the event carries payment_status and amount_total. The server is
+pointed at a closed port for Stripe, so any call would show up as failed events.
+
+Beside the rates: the CPU time the server's processes and the client spent per event (a machine shared with other
+work lowers the rates, much less the CPU per event) and the 1-minute load average during the run.
+
+Prints one JSON line with every figure and which targets are met; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import stripe
+from sqlalchemy import insert, select, text
+from sqlalchemy.engine import URL, Engine, make_url
+
+from services.card import repository as card_repo
+from services.card.models import PurchaseKind, PurchaseStatus
+from services.card.stripe_objects import ACCOUNT_ID_KEY, CREDITS_KEY, PACK_KEY, PURCHASE_ID_KEY
+from services.core.clock import utcnow
+from services.core.db import make_engine, unit_of_work
+from services.core.migrate import upgrade
+from services.ledger import repository as ledger_repo
+from services.ledger.minting import mint
+from services.ledger.models import AccountKind
+from services.ledger.system_accounts import SystemAccount
+
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/creditrail_bench_card"
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "whsec_bench_card"  # noqa: S105 - the benchmark signs its own events
+PACK_CREDITS = 1_000
+
+RATE = 200.0
+BURST_CONCURRENCY = 8
+MINT_THREADS = 4
+
+TARGET_ACK_P99_MS = 50.0
+TARGET_FULFILLED_PER_S = 200.0
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    paced_seconds: float
+    burst_events: int
+    mint_seconds: float
+
+
+FULL = Sizes(paced_seconds=15.0, burst_events=4_000, mint_seconds=5.0)
+QUICK = Sizes(paced_seconds=3.0, burst_events=600, mint_seconds=1.5)
+
+
+def log(message: str) -> None:
+    print(f"[bench_card] {message}", file=sys.stderr, flush=True)
+
+
+# --- the database and the server ---------------------------------------------------------------------------
+
+
+def recreate_database(url: URL) -> None:
+    admin = make_engine(url.set(database="postgres"))
+    try:
+        with admin.connect() as conn:
+            auto = conn.execution_options(isolation_level="AUTOCOMMIT")
+            auto.exec_driver_sql(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+            auto.exec_driver_sql(f'CREATE DATABASE "{url.database}"')
+    finally:
+        admin.dispose()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(url: URL, port: int, workers: int) -> subprocess.Popen[bytes]:
+    env = os.environ | {
+        "CREDITRAIL_ENVIRONMENT": "test",
+        "CREDITRAIL_DATABASE_URL": url.render_as_string(hide_password=False),
+        "CREDITRAIL_DATABASE_POOL_SIZE": "20",
+        # Migrated by the benchmark before the server starts (several workers must not race to migrate).
+        "CREDITRAIL_AUTO_MIGRATE": "false",
+        "CREDITRAIL_STRIPE_SECRET_KEY": "sk_test_bench_card",
+        "CREDITRAIL_STRIPE_WEBHOOK_SECRETS": json.dumps([SECRET]),
+        # Nothing listens here: a Stripe call on the fulfilment path would fail, and show.
+        "CREDITRAIL_STRIPE_API_BASE": "http://127.0.0.1:9",
+        "CREDITRAIL_STRIPE_MAX_NETWORK_RETRIES": "0",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "services.api.app:create_app",
+        "--factory",
+        "--workers",
+        str(workers),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
+    server = subprocess.Popen(command, cwd=ROOT, env=env)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the server exited with {server.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    server.terminate()
+    raise RuntimeError("the server did not start")
+
+
+def stop_server(server: subprocess.Popen[bytes]) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+# --- seeding and events ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Seeded:
+    purchase_id: int
+    account_id: int
+    session_id: str
+
+
+def seed(engine: Engine, tag: str, count: int) -> list[Seeded]:
+    """``count`` customer accounts, each with an open Standard purchase whose Checkout Session is paid."""
+    now = utcnow()
+    with unit_of_work(engine) as session:
+        account_ids = list(
+            session.execute(
+                insert(ledger_repo.accounts).returning(ledger_repo.accounts.c.id),
+                [
+                    {"kind": AccountKind.CUSTOMER, "name": f"{tag} {i}", "debt_credits": 0, "created_at": now}
+                    for i in range(count)
+                ],
+            ).scalars()
+        )
+        rows = [
+            {
+                "account_id": account_id,
+                "kind": PurchaseKind.CHECKOUT,
+                "pack": "standard",
+                "amount_credits": PACK_CREDITS,
+                "amount_cents": PACK_CREDITS,
+                "status": PurchaseStatus.OPEN,
+                "idempotency_key": f"checkout:{tag}-{i}",
+                "request_hash": "bench",
+                "save_card": False,
+                "checkout_session_id": f"cs_test_{tag}_{i:06d}_{uuid.uuid4().hex[:16]}",
+                "refunded_cents": 0,
+                "stripe_attempts": 0,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for i, account_id in enumerate(account_ids)
+        ]
+        purchase_ids = list(
+            session.execute(insert(card_repo.purchases).returning(card_repo.purchases.c.id), rows).scalars()
+        )
+    return [
+        Seeded(purchase_id, row["account_id"], str(row["checkout_session_id"]))
+        for purchase_id, row in zip(purchase_ids, rows, strict=True)
+    ]
+
+
+def event_payload(item: Seeded, template: dict[str, Any]) -> str:
+    """A ``checkout.session.completed`` event in Stripe's shape, for a paid session of ``item``."""
+    metadata = {
+        PURCHASE_ID_KEY: str(item.purchase_id),
+        ACCOUNT_ID_KEY: str(item.account_id),
+        CREDITS_KEY: str(PACK_CREDITS),
+        PACK_KEY: "standard",
+    }
+    session = template | {
+        "id": item.session_id,
+        "amount_subtotal": PACK_CREDITS,
+        "amount_total": PACK_CREDITS,
+        "currency": "usd",
+        "client_reference_id": str(item.purchase_id),
+        "customer": f"cus_bench{item.account_id}",
+        "metadata": metadata,
+        "mode": "payment",
+        "payment_intent": f"pi_bench_{item.purchase_id}",
+        "payment_status": "paid",
+        "status": "complete",
+        "url": None,
+    }
+    event = {
+        "id": f"evt_bench_{item.purchase_id}_{uuid.uuid4().hex[:12]}",
+        "object": "event",
+        "api_version": "2026-10-28.endive",
+        "created": int(time.time()),
+        "livemode": False,
+        "pending_webhooks": 1,
+        "request": {"id": None, "idempotency_key": None},
+        "type": "checkout.session.completed",
+        "data": {"object": session},
+    }
+    return json.dumps(event)
+
+
+def session_template() -> dict[str, Any]:
+    fixture = ROOT / "tests" / "card" / "fixtures" / "checkout_session.json"
+    loaded: dict[str, Any] = json.loads(fixture.read_text())
+    return loaded
+
+
+# --- sending -----------------------------------------------------------------------------------------------
+
+
+async def _send(client: httpx.AsyncClient, payload: str) -> float:
+    header = stripe.WebhookSignature.generate_signature_header(payload, SECRET, int(time.time()))
+    started = time.perf_counter()
+    response = await client.post(
+        "/v1/stripe/webhook", content=payload, headers={"Stripe-Signature": header, "Content-Type": "application/json"}
+    )
+    elapsed = time.perf_counter() - started
+    if response.status_code != 200:
+        raise RuntimeError(f"webhook answered {response.status_code}: {response.text}")
+    return elapsed
+
+
+async def send_paced(base: str, payloads: list[str], rate: float) -> tuple[list[float], float]:
+    """Each request starts at its own time (i / rate), whatever the others do. Returns latencies and the
+    monotonic time the first one was sent."""
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=httpx.Timeout(120, pool=None)) as client:
+        await _send(client, payloads[0])  # warm the connection; not measured
+        loop = asyncio.get_running_loop()
+        start = loop.time() + 0.05
+        first = time.monotonic() + 0.05
+
+        async def scheduled(index: int, payload: str) -> float:
+            await asyncio.sleep(max(0.0, start + index / rate - loop.time()))
+            return await _send(client, payload)
+
+        latencies = await asyncio.gather(*(scheduled(i, p) for i, p in enumerate(payloads[1:])))
+    return list(latencies), first
+
+
+async def send_flat_out(base: str, payloads: list[str], concurrency: int) -> tuple[list[float], float]:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for payload in payloads:
+        queue.put_nowait(payload)
+    latencies: list[float] = []
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=httpx.Timeout(120, pool=None)) as client:
+        first = time.monotonic()
+
+        async def worker() -> None:
+            while not queue.empty():
+                latencies.append(await _send(client, queue.get_nowait()))
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, first
+
+
+def wait_minted(engine: Engine, tag: str, count: int, timeout: float) -> tuple[float, int]:
+    """Poll until ``count`` purchases of ``tag`` are completed; returns (monotonic time seen, completed)."""
+    stmt = text("SELECT count(*) FROM card_purchases WHERE status = 'completed' AND idempotency_key LIKE :tag")
+    deadline = time.monotonic() + timeout
+    done = 0
+    with engine.connect() as conn:
+        while time.monotonic() < deadline:
+            done = int(conn.execute(stmt, {"tag": f"checkout:{tag}-%"}).scalar_one())
+            conn.commit()
+            if done >= count:
+                return time.monotonic(), done
+            time.sleep(0.01)
+    return time.monotonic(), done
+
+
+def fulfil_lags_ms(engine: Engine, tag: str) -> list[float]:
+    """Per purchase: from the event's arrival (stored in the inbox) to the purchase minted."""
+    stmt = text(
+        "SELECT EXTRACT(EPOCH FROM (p.completed_at - e.received_at)) * 1000 FROM card_purchases p "
+        "JOIN stripe_webhook_events e ON e.object_id = p.checkout_session_id "
+        "WHERE p.idempotency_key LIKE :tag AND p.status = 'completed'"
+    )
+    with engine.connect() as conn:
+        return [float(value) for value in conn.execute(stmt, {"tag": f"checkout:{tag}-%"}).scalars()]
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+# --- the ledger's yardstick ----------------------------------------------------------------------------------
+
+
+def ledger_mint_rate(engine: Engine, threads: int, seconds: float) -> float:
+    """One-shot mints per second (a unit of work each), ``threads`` clients on accounts of their own."""
+    accounts = [item.account_id for item in seed(engine, "mint", threads)]
+    counts = [0] * threads
+    stop = threading.Event()
+
+    def client(index: int) -> None:
+        while not stop.is_set():
+            with unit_of_work(engine) as session:
+                mint(
+                    session,
+                    account_id=accounts[index],
+                    amount_credits=100,
+                    rail="card",
+                    external_ref=f"bench-mint-{uuid.uuid4().hex}",
+                    funding_account_id=SystemAccount.FUNDING_CARD,
+                    cost_basis_cents=100,
+                )
+            counts[index] += 1
+
+    workers = [threading.Thread(target=client, args=(i,)) for i in range(threads)]
+    started = time.monotonic()
+    for worker in workers:
+        worker.start()
+    time.sleep(seconds)
+    stop.set()
+    for worker in workers:
+        worker.join()
+    return sum(counts) / (time.monotonic() - started)
+
+
+# --- the run -------------------------------------------------------------------------------------------------
+
+
+def cpu_seconds(server: subprocess.Popen[bytes]) -> float:
+    """CPU time (user + system) used so far by the server's processes (its workers included)."""
+    root = psutil.Process(server.pid)
+    total = 0.0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def own_cpu_seconds() -> float:
+    times = psutil.Process().cpu_times()
+    return float(times.user + times.system)
+
+
+def inbox_counts(engine: Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(card_repo.inbox.c.status, text("count(*)")).group_by(card_repo.inbox.c.status))
+        return {str(status): int(count) for status, count in rows}
+
+
+def run(url: URL, sizes: Sizes, workers: int, rate: float = RATE) -> dict[str, Any]:
+    recreate_database(url)
+    migrator = make_engine(url)
+    upgrade(migrator)
+    migrator.dispose()
+    port = free_port()
+    log(f"starting the API on 127.0.0.1:{port}")
+    server = start_server(url, port, workers)
+    engine = make_engine(url, pool_size=MINT_THREADS + 2)
+    base = f"http://127.0.0.1:{port}"
+    template = session_template()
+    try:
+        paced_count = int(rate * sizes.paced_seconds) + 1
+        paced = seed(engine, "paced", paced_count)
+        burst = seed(engine, "burst", sizes.burst_events)
+        with engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM ANALYZE")
+
+        log(f"paced: {paced_count - 1} events at {rate:.0f}/s")
+        paced_payloads = [event_payload(i, template) for i in paced]
+        server_cpu, client_cpu = cpu_seconds(server), own_cpu_seconds()
+        latencies, paced_first = asyncio.run(send_paced(base, paced_payloads, rate))
+        paced_sent = time.monotonic()
+        paced_done, paced_minted = wait_minted(engine, "paced", paced_count, timeout=120)
+        paced_server_cpu = cpu_seconds(server) - server_cpu
+        paced_client_cpu = own_cpu_seconds() - client_cpu
+        paced_lags = fulfil_lags_ms(engine, "paced")
+
+        log(f"flat out: {sizes.burst_events} events, {BURST_CONCURRENCY} in flight")
+        burst_payloads = [event_payload(i, template) for i in burst]
+        server_cpu = cpu_seconds(server)
+        burst_latencies, burst_first = asyncio.run(send_flat_out(base, burst_payloads, BURST_CONCURRENCY))
+        burst_sent = time.monotonic()
+        burst_done, burst_minted = wait_minted(engine, "burst", sizes.burst_events, timeout=300)
+        burst_server_cpu = cpu_seconds(server) - server_cpu
+        burst_lags = fulfil_lags_ms(engine, "burst")
+        counts = inbox_counts(engine)
+
+        log(f"ledger one-shot mints: {MINT_THREADS} threads for {sizes.mint_seconds:.0f}s")
+        mint_rate = ledger_mint_rate(engine, MINT_THREADS, sizes.mint_seconds)
+    finally:
+        stop_server(server)
+        engine.dispose()
+
+    paced_seconds = paced_done - paced_first
+    burst_seconds = burst_done - burst_first
+    fulfilled_per_s = burst_minted / burst_seconds if burst_seconds > 0 else 0.0
+    ack_p99 = percentile(latencies, 0.99) * 1000
+    result = {
+        "bench": "card_webhooks",
+        "server": f"uvicorn, {workers} worker process(es), processing right after the acknowledgement",
+        "paced_rate_events_per_s": rate,
+        "paced_events": len(latencies),
+        "ack_p50_ms": round(percentile(latencies, 0.50) * 1000, 2),
+        "ack_p99_ms": round(ack_p99, 2),
+        "ack_max_ms": round(max(latencies) * 1000, 2),
+        "paced_minted": paced_minted,
+        "paced_fulfilled_per_s": round(paced_minted / paced_seconds, 1) if paced_seconds > 0 else 0.0,
+        "paced_all_minted_after_last_ack_ms": round((paced_done - paced_sent) * 1000, 1),
+        "paced_fulfil_lag_p50_ms": round(percentile(paced_lags, 0.50), 2),
+        "paced_fulfil_lag_p99_ms": round(percentile(paced_lags, 0.99), 2),
+        "flat_out_events": sizes.burst_events,
+        "flat_out_concurrency": BURST_CONCURRENCY,
+        "flat_out_acks_per_s": round(sizes.burst_events / (burst_sent - burst_first), 1),
+        "flat_out_ack_p50_ms": round(percentile(burst_latencies, 0.50) * 1000, 2),
+        "flat_out_ack_p99_ms": round(percentile(burst_latencies, 0.99) * 1000, 2),
+        "flat_out_minted": burst_minted,
+        "fulfilled_per_s": round(fulfilled_per_s, 1),
+        "flat_out_fulfil_lag_p50_ms": round(percentile(burst_lags, 0.50), 2),
+        "flat_out_fulfil_lag_p99_ms": round(percentile(burst_lags, 0.99), 2),
+        "server_cpu_ms_per_event": round(burst_server_cpu / sizes.burst_events * 1000, 2),
+        "paced_server_cpu_ms_per_event": round(paced_server_cpu / len(latencies) * 1000, 2),
+        "client_cpu_ms_per_event": round(paced_client_cpu / len(latencies) * 1000, 2),
+        "inbox": counts,
+        "ledger_mint_per_s": round(mint_rate, 1),
+        "fulfilled_to_ledger_mint_ratio": round(fulfilled_per_s / mint_rate, 3) if mint_rate else None,
+        "targets": {
+            "ack_p99_ms_at_200_per_s_max": TARGET_ACK_P99_MS,
+            "fulfilled_per_s_min": TARGET_FULFILLED_PER_S,
+            "ack_p99_met": rate >= RATE and ack_p99 <= TARGET_ACK_P99_MS,
+            "fulfilled_per_s_met": fulfilled_per_s >= TARGET_FULFILLED_PER_S,
+            "all_minted": paced_minted == paced_count and burst_minted == sizes.burst_events,
+        },
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a short run (a smoke test, not a measurement)")
+    parser.add_argument("--database-url", default=DEFAULT_URL)
+    parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes (default: 2, one a core)")
+    parser.add_argument("--rate", type=float, default=RATE, help="events per second of the paced phase (default: 200)")
+    args = parser.parse_args()
+    url = make_url(args.database_url)
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+    print(json.dumps(run(url, QUICK if args.quick else FULL, args.workers, args.rate)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

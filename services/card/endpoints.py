@@ -1,0 +1,321 @@
+"""The card rail over HTTP.
+
+Customers (API key, under /v1): the packs, starting a purchase, a purchase and its success-page confirmation, the
+purchase history (rail-neutral), auto-recharge settings. Stripe: the webhook, authenticated by its signature only.
+Finance and admins: the webhook inbox and retrying an event.
+
+Endpoints that call Stripe orchestrate several short units of work, and authenticate in a unit of work of their
+own, so no transaction is open while Stripe is called.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from pydantic import AwareDatetime
+from sqlalchemy.engine import Engine
+from starlette.concurrency import run_in_threadpool
+
+from services.api.deps import (
+    CustomerKey,
+    EngineDep,
+    FinanceKey,
+    IdempotencyKey,
+    SessionDep,
+    SettingsDep,
+    _bearer,
+    get_admin,
+    get_customer,
+)
+from services.apikeys.service import Principal, authenticate
+from services.card import auto_recharge, inbox, purchases
+from services.card import repository as repo
+from services.card.errors import PurchaseNotConfirmable, WebhookPayloadTooLarge
+from services.card.fulfilment import fulfil_checkout_session
+from services.card.inbox import InlineProcessor
+from services.card.models import InboxStatus, PurchaseStatus
+from services.card.packs import CUSTOM_STEP_CREDITS, PACKS, resolve_pack
+from services.card.schemas import (
+    AutoRechargeIn,
+    AutoRechargeOut,
+    ConfirmIn,
+    ConfirmOut,
+    CustomAmountOut,
+    HistoryItemOut,
+    HistoryPage,
+    PackOut,
+    PacksOut,
+    PurchaseIn,
+    PurchaseOut,
+    RetryOut,
+    WebhookAck,
+    WebhookEventOut,
+    WebhookEventPage,
+)
+from services.card.stripe_client import StripeGateway, default_gateway
+from services.card.webhooks import MAX_PAYLOAD_BYTES, parse_event, store_event, verify_signature
+from services.core.clock import utcnow
+from services.core.db import unit_of_work
+from services.core.money import CREDITS_PER_USD
+from services.core.settings import Settings
+
+router = APIRouter(prefix="/v1", tags=["card"])
+webhook_router = APIRouter(prefix="/v1/stripe", tags=["stripe"])
+admin_router = APIRouter(prefix="/v1/admin/card", tags=["admin"])
+
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+
+def get_gateway(request: Request) -> StripeGateway:
+    """The app's Stripe gateway (``app.state.stripe_gateway`` when one was set, else built from settings)."""
+    gateway = getattr(request.app.state, "stripe_gateway", None)
+    if isinstance(gateway, StripeGateway):
+        return gateway
+    return default_gateway(request.app.state.settings)
+
+
+GatewayDep = Annotated[StripeGateway, Depends(get_gateway)]
+
+_processor_lock = threading.Lock()
+
+
+def get_processor(request: Request) -> InlineProcessor:
+    """The app's processor of freshly stored events (started on first use)."""
+    state = request.app.state
+    with _processor_lock:
+        processor = getattr(state, "card_processor", None)
+        if not isinstance(processor, InlineProcessor):
+            settings = state.settings
+            threads = settings.card_inline_processing_threads
+            processor = InlineProcessor(state.engine, get_gateway(request), settings, threads=threads)
+            state.card_processor = processor
+        return processor
+
+
+def _principal(
+    engine: EngineDep,
+    authorization: Annotated[str | None, Header()] = None,
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> Principal:
+    """Authenticate in a short unit of work of its own (for endpoints that call Stripe between their own)."""
+    with unit_of_work(engine) as session:
+        return authenticate(session, _bearer(authorization, x_api_key))
+
+
+def _customer(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+    return get_customer(principal)
+
+
+def _admin(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+    return get_admin(principal)
+
+
+CustomerOutside = Annotated[Principal, Depends(_customer)]
+AdminOutside = Annotated[Principal, Depends(_admin)]
+
+
+def _account(principal: Principal) -> int:
+    assert principal.account_id is not None  # guaranteed by the customer dependencies
+    return principal.account_id
+
+
+def _purchase_out(view: purchases.PurchaseView, replayed: bool = False) -> PurchaseOut:
+    data = asdict(view)
+    data.pop("account_id")
+    return PurchaseOut(**data, replayed=replayed)
+
+
+# --- customers ---------------------------------------------------------------------------------------------
+
+
+@router.get("/card/packs")
+def list_packs(_principal: CustomerKey, settings: SettingsDep) -> PacksOut:
+    return PacksOut(
+        packs=[
+            PackOut(code=p.code, name=p.name, amount_credits=p.amount_credits, amount_cents=p.amount_cents)
+            for p in PACKS.values()
+        ],
+        custom=CustomAmountOut(
+            min_credits=settings.card_custom_min_credits,
+            max_credits=settings.card_custom_max_credits,
+            step_credits=CUSTOM_STEP_CREDITS,
+        ),
+        credits_per_usd=CREDITS_PER_USD,
+    )
+
+
+@router.post("/card/purchases", status_code=status.HTTP_201_CREATED)
+def start_purchase(
+    body: PurchaseIn,
+    principal: CustomerOutside,
+    key: IdempotencyKey,
+    engine: EngineDep,
+    settings: SettingsDep,
+    gateway: GatewayDep,
+    response: Response,
+) -> PurchaseOut:
+    """Record the purchase, create its Stripe Checkout Session, and return the session's URL (``checkout_url``).
+    Retry with the same Idempotency-Key after an error: the same purchase and session come back."""
+    pack = resolve_pack(body.pack, body.amount_credits, settings)
+    view, replayed = purchases.start_checkout(
+        engine,
+        gateway,
+        settings,
+        account_id=_account(principal),
+        pack=pack,
+        save_card=body.save_card,
+        idempotency_key=key,
+    )
+    if replayed:
+        response.headers[REPLAYED_HEADER] = "true"
+        response.status_code = status.HTTP_200_OK
+    return _purchase_out(view, replayed)
+
+
+@router.get("/card/purchases/{purchase_id}")
+def get_purchase(purchase_id: int, session: SessionDep, principal: CustomerKey) -> PurchaseOut:
+    return _purchase_out(purchases.get_purchase(session, _account(principal), purchase_id))
+
+
+@router.post("/card/purchases/{purchase_id}/confirm")
+def confirm_purchase(
+    purchase_id: int,
+    principal: CustomerOutside,
+    engine: EngineDep,
+    gateway: GatewayDep,
+    body: ConfirmIn | None = None,
+) -> ConfirmOut:
+    """The success page: read the Checkout Session from Stripe and fulfil it now, rather than wait for the
+    webhook (the same fulfilment: it mints once whoever comes first)."""
+    account_id = _account(principal)
+    with unit_of_work(engine) as session:
+        current = purchases.get_purchase(session, account_id, purchase_id)
+    if current.status == PurchaseStatus.COMPLETED:
+        return ConfirmOut(purchase=_purchase_out(current), outcome="already_fulfilled")
+    session_id = current.checkout_session_id or (body.session_id if body else None)
+    if session_id is None:
+        raise PurchaseNotConfirmable(
+            f"purchase {purchase_id} has no Checkout Session to confirm", purchase_id=purchase_id
+        )
+    data = gateway.retrieve_checkout_session(session_id)
+    if data.purchase_id != purchase_id and data.id != current.checkout_session_id:
+        raise PurchaseNotConfirmable("that Checkout Session is not this purchase's", purchase_id=purchase_id)
+    with unit_of_work(engine) as session:
+        outcome = fulfil_checkout_session(session, data, now=utcnow())
+        latest = purchases.get_purchase(session, account_id, purchase_id)
+    return ConfirmOut(purchase=_purchase_out(latest), outcome=outcome.code)
+
+
+@router.get("/purchases")
+def purchase_history(
+    session: SessionDep,
+    principal: CustomerKey,
+    before: AwareDatetime | None = None,
+    before_id: Annotated[int | None, Query(ge=1)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> HistoryPage:
+    """Every purchase of the account, newest first: rail, amount paid, credits, status, times and the lot minted."""
+    items = purchases.history(session, _account(principal), limit=limit, before=before, before_id=before_id)
+    data = [HistoryItemOut(**asdict(item)) for item in items]
+    full = len(data) == limit
+    return HistoryPage(
+        data=data,
+        next_before=data[-1].created_at if full else None,
+        next_before_id=data[-1].id if full else None,
+    )
+
+
+@router.get("/card/auto-recharge")
+def get_auto_recharge(session: SessionDep, principal: CustomerKey) -> AutoRechargeOut:
+    """The account's auto-recharge settings and state, with the last failure (a decline, or the bank asking for
+    authentication) and why it turned itself off, if it did."""
+    return AutoRechargeOut(**asdict(auto_recharge.get_view(session, _account(principal))))
+
+
+@router.put("/card/auto-recharge")
+def set_auto_recharge(body: AutoRechargeIn, session: SessionDep, principal: CustomerKey) -> AutoRechargeOut:
+    view = auto_recharge.configure(
+        session,
+        _account(principal),
+        enabled=body.enabled,
+        threshold_credits=body.threshold_credits,
+        pack=body.pack,
+        now=utcnow(),
+    )
+    return AutoRechargeOut(**asdict(view))
+
+
+# --- Stripe ------------------------------------------------------------------------------------------------
+
+
+async def _raw_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_PAYLOAD_BYTES:
+        raise WebhookPayloadTooLarge(f"a webhook body is at most {MAX_PAYLOAD_BYTES} bytes")
+    body = await request.body()
+    if len(body) > MAX_PAYLOAD_BYTES:
+        raise WebhookPayloadTooLarge(f"a webhook body is at most {MAX_PAYLOAD_BYTES} bytes")
+    return body
+
+
+def _receive(request: Request, body: bytes, signature: str | None) -> WebhookAck:
+    """Verify, store (one short unit of work) and hand the event to the processor."""
+    engine: Engine = request.app.state.engine
+    settings: Settings = request.app.state.settings
+    payload = verify_signature(body, signature, settings, time.time())
+    event = parse_event(payload)
+    with unit_of_work(engine) as session:
+        receipt = store_event(session, event, payload, source="webhook", now=utcnow(), settings=settings)
+    if settings.card_process_webhooks_inline and receipt.status == InboxStatus.PENDING:
+        get_processor(request).submit(receipt.inbox_id, event)
+    return WebhookAck(
+        received=True,
+        event_id=receipt.event_id,
+        event_type=receipt.event_type,
+        status=receipt.status,
+        duplicate=receipt.duplicate,
+    )
+
+
+@webhook_router.post("/webhook", response_model=WebhookAck)
+async def stripe_webhook(request: Request, stripe_signature: Annotated[str | None, Header()] = None) -> Response:
+    """Stripe's webhook: the signature is verified over the raw body (400, nothing stored, when it is missing,
+    wrong or stale), the event stored once by its id and acknowledged; it is processed after the commit, off the
+    request path. (Kept lean: the one hop to a thread is the unit of work that stores the event.)"""
+    body = await _raw_body(request)
+    ack = await run_in_threadpool(_receive, request, body, stripe_signature)
+    return Response(ack.model_dump_json(), media_type="application/json")
+
+
+# --- finance and admins ------------------------------------------------------------------------------------
+
+
+@admin_router.get("/webhook-events")
+def list_webhook_events(
+    session: SessionDep,
+    _finance: FinanceKey,
+    status_filter: Annotated[str | None, Query(alias="status", max_length=16)] = None,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> WebhookEventPage:
+    """The webhook inbox (e.g. ``?status=failed`` or ``dead``), with a count per status."""
+    rows = repo.list_events(session, status=status_filter, limit=limit, after_id=after)
+    data = [WebhookEventOut.model_validate(row, from_attributes=True) for row in rows]
+    return WebhookEventPage(
+        data=data, counts=repo.count_events_by_status(session), next_after=data[-1].id if len(data) == limit else None
+    )
+
+
+@admin_router.post("/webhook-events/{event_id}/retry")
+def retry_webhook_event(
+    event_id: str, _admin_key: AdminOutside, engine: EngineDep, settings: SettingsDep, gateway: GatewayDep
+) -> RetryOut:
+    """Process a failed or dead event again now."""
+    return RetryOut(event_id=event_id, outcome=inbox.retry_event(engine, event_id, gateway, settings))
+
+
+ROUTERS = (router, webhook_router, admin_router)

@@ -1,0 +1,336 @@
+"""Processing the webhook inbox, off the request path.
+
+Each stored event is processed in three steps: read it (a short transaction), fetch from Stripe whatever the event
+lacks (no transaction open: a Checkout Session without its amount, the PaymentIntent behind a charge we cannot
+place), then one unit of work that claims the event (``FOR UPDATE SKIP LOCKED``: a second processor of the same
+event skips it), applies it and marks it processed. A failure rolls that unit back and is recorded in another:
+attempts, the error, and the next attempt after an exponential backoff; after ``card_inbox_max_attempts`` the
+event is dead and a finance exception says so. An admin can send a dead or failed event round again.
+
+The API process runs :func:`process_event` right after acknowledging a webhook (:class:`InlineProcessor`); the
+worker's inbox job (:func:`drain`) takes everything due that this missed.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from services.card import repository as repo
+from services.card.errors import StripeRejected, WebhookEventNotFound
+from services.card.fulfilment import (
+    fail_payment_intent,
+    fulfil_checkout_session,
+    fulfil_payment_intent,
+    mark_checkout_expired,
+    mark_checkout_failed,
+)
+from services.card.models import RETRYABLE_INBOX_STATUSES, InboxStatus
+from services.card.outcome import Outcome
+from services.card.refunds import record_dispute, record_refund
+from services.card.stripe_client import StripeGateway
+from services.card.stripe_objects import (
+    ChargeData,
+    CheckoutSessionData,
+    DisputeData,
+    EventData,
+    PaymentIntentData,
+)
+from services.card.webhooks import parse_event
+from services.core.clock import utcnow
+from services.core.db import unit_of_work
+from services.core.settings import Settings
+from services.finance.exceptions import raise_exception
+
+log = logging.getLogger("creditrail.card.inbox")
+
+ERROR_MAX_CHARS = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """An event with everything needed to apply it without calling Stripe."""
+
+    apply: Callable[[Session, datetime], Outcome]
+
+
+def _checkout(gateway: StripeGateway, event: EventData) -> CheckoutSessionData:
+    data = CheckoutSessionData.parse(event.object)
+    if not data.complete_enough:
+        # An event that lacks what fulfilment needs: read the session as Stripe has it now.
+        data = gateway.retrieve_checkout_session(data.id)
+    return data
+
+
+def _purchase_hint(
+    engine: Engine,
+    gateway: StripeGateway,
+    *,
+    charge_id: str | None,
+    intent_id: str | None,
+    hint: int | None,
+    read_charge: bool,
+) -> int | None:
+    """When no purchase of ours knows this charge or PaymentIntent yet (a refund or dispute that arrived before the
+    checkout's completion), the PaymentIntent's metadata names the purchase. An object Stripe does not know (or will
+    not show us) gives no hint, and the event becomes a finance exception; Stripe being down is retried."""
+    if hint is not None:
+        return hint
+    with unit_of_work(engine) as session:
+        known = repo.purchase_id_by_payment(session, charge_id=charge_id, payment_intent_id=intent_id)
+    if known is not None:
+        return known
+    try:
+        if intent_id is None and charge_id is not None and read_charge:
+            intent_id = ChargeData.parse(gateway.retrieve_charge(charge_id)).payment_intent
+        if intent_id is None:
+            return None
+        return gateway.retrieve_payment_intent(intent_id).purchase_id
+    except StripeRejected:
+        return None
+
+
+def prepare(engine: Engine, gateway: StripeGateway, event: EventData) -> Prepared:
+    kind = event.type
+    if kind in ("checkout.session.completed", "checkout.session.async_payment_succeeded"):
+        data = _checkout(gateway, event)
+        return Prepared(lambda session, now: fulfil_checkout_session(session, data, now=now))
+    if kind == "checkout.session.async_payment_failed":
+        failed = CheckoutSessionData.parse(event.object)
+        return Prepared(lambda session, now: mark_checkout_failed(session, failed, now=now))
+    if kind == "checkout.session.expired":
+        expired = CheckoutSessionData.parse(event.object)
+        return Prepared(lambda session, now: mark_checkout_expired(session, expired, now=now))
+    if kind == "payment_intent.succeeded":
+        intent = PaymentIntentData.parse(event.object)
+        return Prepared(lambda session, now: fulfil_payment_intent(session, intent, now=now))
+    if kind == "payment_intent.payment_failed":
+        declined = PaymentIntentData.parse(event.object)
+        return Prepared(lambda session, now: fail_payment_intent(session, declined, now=now))
+    if kind == "charge.refunded":
+        charge = ChargeData.parse(event.object)
+        hint = _purchase_hint(
+            engine,
+            gateway,
+            charge_id=charge.id,
+            intent_id=charge.payment_intent,
+            hint=charge.purchase_id,
+            read_charge=False,
+        )
+        return Prepared(lambda session, now: record_refund(session, charge, purchase_hint=hint, now=now))
+    if kind.startswith("charge.dispute."):
+        dispute = DisputeData.parse(event.object)
+        found = _purchase_hint(
+            engine, gateway, charge_id=dispute.charge, intent_id=dispute.payment_intent, hint=None, read_charge=True
+        )
+        return Prepared(lambda session, now: record_dispute(session, dispute, purchase_hint=found, now=now))
+    return Prepared(lambda _session, _now: Outcome("unhandled_event_type"))
+
+
+def backoff(attempts: int, settings: Settings) -> timedelta:
+    seconds = settings.card_inbox_backoff_initial_seconds * 2 ** min(attempts - 1, 30)
+    return timedelta(seconds=min(seconds, settings.card_inbox_backoff_max_seconds))
+
+
+def process_event(
+    engine: Engine,
+    inbox_id: int,
+    gateway: StripeGateway,
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    event: EventData | None = None,
+) -> str | None:
+    """Process one stored event; returns its outcome code, or None when there was nothing to do (done already,
+    or another processor holds it). ``event``: the stored event, when the caller has it (the webhook just parsed
+    it), which saves reading it back."""
+    if event is None:
+        with unit_of_work(engine) as session:
+            row = repo.get_event(session, inbox_id)
+        if row is None or row.status not in RETRYABLE_INBOX_STATUSES:
+            return None
+    try:
+        prepared = prepare(engine, gateway, event or parse_event(row.payload))
+        with unit_of_work(engine) as session:
+            if repo.claim_event(session, inbox_id) is None:
+                return None
+            moment = now or utcnow()
+            outcome = prepared.apply(session, moment)
+            repo.update_event(
+                session,
+                inbox_id,
+                status=InboxStatus.PROCESSED,
+                outcome=outcome.code[:200],
+                processed_at=moment,
+                next_attempt_at=None,
+                last_error=None,
+            )
+        return outcome.code
+    except Exception as exc:
+        _record_failure(engine, inbox_id, exc, settings, now or utcnow())
+        return "failed"
+
+
+def process_batch(
+    engine: Engine, items: list[tuple[int, EventData]], gateway: StripeGateway, settings: Settings
+) -> None:
+    """Process several freshly stored events in one unit of work (one commit for all, two statements fewer per
+    event). Should any of them fail, or the batch meet another processor's locks the wrong way round, it is rolled
+    back whole and each event is processed on its own instead, where a failure is recorded against it alone."""
+    unique: dict[int, EventData] = {}
+    for inbox_id, event in items:  # an event delivered twice while pending may be queued twice
+        unique.setdefault(inbox_id, event)
+    items = list(unique.items())
+    if len(items) == 1:
+        process_event(engine, items[0][0], gateway, settings, event=items[0][1])
+        return
+    try:
+        prepared = [(inbox_id, prepare(engine, gateway, event)) for inbox_id, event in items]
+        with unit_of_work(engine) as session:
+            claimed = repo.claim_events(session, [inbox_id for inbox_id, _ in prepared])
+            moment = utcnow()
+            outcomes = [
+                (inbox_id, ready.apply(session, moment).code) for inbox_id, ready in prepared if inbox_id in claimed
+            ]
+            repo.mark_processed(session, outcomes, moment)
+    except Exception:
+        for inbox_id, event in items:
+            process_event(engine, inbox_id, gateway, settings, event=event)
+
+
+def _record_failure(engine: Engine, inbox_id: int, exc: Exception, settings: Settings, now: datetime) -> None:
+    error = f"{type(exc).__name__}: {exc}"[:ERROR_MAX_CHARS]
+    with unit_of_work(engine) as session:
+        claimed = repo.claim_event(session, inbox_id)
+        if claimed is None:
+            return
+        attempts = claimed.attempts + 1
+        values: dict[str, Any] = {"attempts": attempts, "last_error": error}
+        if attempts >= settings.card_inbox_max_attempts:
+            row = repo.get_event(session, inbox_id)
+            values |= {"status": InboxStatus.DEAD, "next_attempt_at": None}
+            raise_exception(
+                session,
+                rail="card",
+                kind="webhook_processing_failed",
+                reference=row.event_id,
+                details={"event_type": row.event_type, "attempts": attempts, "last_error": error},
+                now=now,
+            )
+        else:
+            values |= {"status": InboxStatus.FAILED, "next_attempt_at": now + backoff(attempts, settings)}
+        repo.update_event(session, inbox_id, **values)
+    log.warning("stripe event %s failed (attempt %s): %s", inbox_id, attempts, error)
+
+
+def process_quietly(
+    engine: Engine, inbox_id: int, gateway: StripeGateway, settings: Settings, event: EventData | None = None
+) -> None:
+    """:func:`process_event` for a background task: whatever happens is recorded, nothing escapes."""
+    try:
+        process_event(engine, inbox_id, gateway, settings, event=event)
+    except Exception:
+        log.exception("processing stripe event %s right after its acknowledgement failed", inbox_id)
+
+
+def drain(engine: Engine, gateway: StripeGateway, settings: Settings, now: datetime, batch_size: int) -> int:
+    """Process up to ``batch_size`` events that are due (pending past the grace period, or failed and past their
+    backoff). Returns the events taken."""
+    with unit_of_work(engine) as session:
+        due = repo.due_event_ids(session, now, batch_size)
+    for inbox_id in due:
+        process_event(engine, inbox_id, gateway, settings, now=now)
+    return len(due)
+
+
+def retry_event(engine: Engine, event_id: str, gateway: StripeGateway, settings: Settings) -> str | None:
+    """Send a failed or dead event round again now (an admin's action), and process it."""
+    now = utcnow()
+    with unit_of_work(engine) as session:
+        row = repo.event_by_stripe_id(session, event_id)
+        if row is None:
+            raise WebhookEventNotFound(f"no stored Stripe event {event_id}", event_id=event_id)
+        if row.status in (InboxStatus.FAILED, InboxStatus.DEAD):
+            repo.update_event(session, row.id, status=InboxStatus.FAILED, next_attempt_at=now)
+        inbox_id = row.id
+    return process_event(engine, inbox_id, gateway, settings, now=now)
+
+
+class InlineProcessor:
+    """Processes stored events right after their acknowledgement, on a few threads of the API process.
+
+    The request path only verifies, stores and acknowledges; an event is then handed to this processor's queue.
+    A few threads (not one per request) keep the acknowledgements quick under load: the database round trips are
+    what takes time, and a handful of threads overlap them. Under load a thread takes what has queued up, up to
+    ``batch_size`` events, in one unit of work (:func:`process_batch`). The queue is bounded: when it is full (or
+    the process stops), the event waits in the inbox for the worker's job, after the grace period. Nothing is lost
+    either way.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        gateway: StripeGateway,
+        settings: Settings,
+        *,
+        threads: int,
+        batch_size: int = 16,
+        capacity: int = 10_000,
+    ) -> None:
+        self.engine = engine
+        self.batch_size = batch_size
+        self.gateway = gateway
+        self.settings = settings
+        self._queue: queue.Queue[tuple[int, EventData] | None] = queue.Queue(maxsize=capacity)
+        self._threads = [
+            threading.Thread(target=self._run, name=f"card-inbox-{index}", daemon=True) for index in range(threads)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, inbox_id: int, event: EventData) -> bool:
+        """Queue an event for processing; False when the queue is full (the worker's job will take it)."""
+        try:
+            self._queue.put_nowait((inbox_id, event))
+        except queue.Full:
+            return False
+        return True
+
+    def wait_idle(self) -> None:
+        """Block until every queued event has been processed (for tests and orderly shutdowns)."""
+        self._queue.join()
+
+    def close(self) -> None:
+        for _thread in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            # Whatever else is waiting goes in the same batch (under load, one commit serves several events).
+            while len(batch) < self.batch_size and batch[-1] is not None:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            items = [item for item in batch if item is not None]
+            try:
+                if items:
+                    process_batch(self.engine, items, self.gateway, self.settings)
+            except Exception:
+                log.exception("processing stripe events %s after their acknowledgement failed", items)
+            finally:
+                for _item in batch:
+                    self._queue.task_done()
+            if len(items) < len(batch):
+                return

@@ -1,0 +1,321 @@
+"""Starting a card purchase, and what the customer sees of their purchases.
+
+Starting is three steps, never a Stripe call inside a transaction:
+
+1. one unit of work records the purchase (pending), unique per (account, Idempotency-Key), and commits;
+2. outside any transaction, Stripe is asked for the account's Customer (once per account) and a Checkout Session,
+   with the idempotency key ``purchase:<id>`` so that any retry gets the same session back;
+3. another unit of work attaches the session's id and URL (pending -> open).
+
+When step 2 fails the purchase stays pending with the error recorded, and the customer's retry with the same
+Idempotency-Key repeats step 2 with the same Stripe idempotency key: nothing is created, or charged, twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from services.card import repository as repo
+from services.card.errors import PurchaseNotFound
+from services.card.models import PurchaseKind, PurchaseStatus
+from services.card.packs import Pack
+from services.card.stripe_client import StripeGateway
+from services.card.stripe_objects import ACCOUNT_ID_KEY, CREDITS_KEY, PACK_KEY, PURCHASE_ID_KEY, CheckoutSessionData
+from services.core.clock import utcnow
+from services.core.db import unit_of_work
+from services.core.errors import Conflict, CreditrailError, IdempotencyKeyReused
+from services.core.settings import Settings
+from services.ledger.accounts import require_customer_account
+from services.ledger.common import fingerprint
+from services.ledger.models import Rail
+
+CURRENCY = "usd"
+
+
+@dataclass(frozen=True, slots=True)
+class PurchaseView:
+    id: int
+    account_id: int
+    kind: str
+    pack: str
+    amount_credits: int
+    amount_cents: int
+    currency: str
+    status: str
+    save_card: bool
+    checkout_url: str | None
+    checkout_session_id: str | None
+    payment_intent_id: str | None
+    lot_id: int | None
+    amount_paid_cents: int | None
+    refunded_cents: int
+    failure_code: str | None
+    failure_message: str | None
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+
+    @property
+    def reference(self) -> str | None:
+        """The Stripe object the purchase is known by (its Checkout Session, or its PaymentIntent)."""
+        return self.checkout_session_id or self.payment_intent_id
+
+
+def view(row: Any) -> PurchaseView:
+    return PurchaseView(
+        id=row.id,
+        account_id=row.account_id,
+        kind=row.kind,
+        pack=row.pack,
+        amount_credits=row.amount_credits,
+        amount_cents=row.amount_cents,
+        currency=CURRENCY,
+        status=row.status,
+        save_card=row.save_card,
+        checkout_url=row.checkout_url,
+        checkout_session_id=row.checkout_session_id,
+        payment_intent_id=row.payment_intent_id,
+        lot_id=row.lot_id,
+        amount_paid_cents=row.amount_paid_cents,
+        refunded_cents=row.refunded_cents,
+        failure_code=row.failure_code,
+        failure_message=row.failure_message,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        completed_at=row.completed_at,
+    )
+
+
+def purchase_metadata(purchase: Any) -> dict[str, str]:
+    """What we tell Stripe about a purchase (on the Checkout Session and its PaymentIntent alike)."""
+    return {
+        PURCHASE_ID_KEY: str(purchase.id),
+        ACCOUNT_ID_KEY: str(purchase.account_id),
+        CREDITS_KEY: str(purchase.amount_credits),
+        PACK_KEY: str(purchase.pack),
+    }
+
+
+# --- step 1 and 3: our side --------------------------------------------------------------------------------
+
+
+def record_checkout_purchase(
+    session: Session, *, account_id: int, pack: Pack, save_card: bool, idempotency_key: str, now: datetime
+) -> tuple[Any, bool]:
+    """The purchase for this Idempotency-Key: recorded now (pending), or the one recorded before for the same
+    request. Returns (row, created); a key reused for another request is refused."""
+    require_customer_account(session, account_id)
+    request_hash = fingerprint(pack=pack.code, credits=pack.amount_credits, save_card=save_card)
+    # Namespaced, so that no customer key can collide with auto-recharge's "auto-recharge:<n>".
+    key = f"checkout:{idempotency_key}"
+    existing = repo.purchase_by_key(session, account_id, key)
+    if existing is None:
+        purchase_id = repo.insert_purchase(
+            session,
+            {
+                "account_id": account_id,
+                "kind": PurchaseKind.CHECKOUT,
+                "pack": pack.code,
+                "amount_credits": pack.amount_credits,
+                "amount_cents": pack.amount_cents,
+                "status": PurchaseStatus.PENDING,
+                "idempotency_key": key,
+                "request_hash": request_hash,
+                "save_card": save_card,
+                "refunded_cents": 0,
+                "stripe_attempts": 0,
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
+        if purchase_id is not None:
+            return repo.get_purchase(session, purchase_id), True
+        existing = repo.purchase_by_key(session, account_id, key)
+    if existing.request_hash != request_hash:
+        raise IdempotencyKeyReused(
+            "this idempotency key was already used for another purchase", idempotency_key=idempotency_key
+        )
+    return existing, False
+
+
+def ensure_customer(session: Session, account_id: int, stripe_customer_id: str, now: datetime) -> str:
+    """Record the account's Stripe customer (the first recorded wins) and return the one on record."""
+    repo.insert_customer(session, account_id, stripe_customer_id, now)
+    return str(repo.get_customer(session, account_id).stripe_customer_id)
+
+
+def attach_checkout_session(session: Session, purchase_id: int, data: CheckoutSessionData, now: datetime) -> Any:
+    """Attach the Checkout Session Stripe made for a pending purchase (pending -> open)."""
+    row = repo.get_purchase(session, purchase_id, lock=True)
+    if row.checkout_session_id not in (None, data.id):
+        raise Conflict(
+            f"purchase {purchase_id} already has another Checkout Session",
+            purchase_id=purchase_id,
+            checkout_session_id=row.checkout_session_id,
+        )
+    values: dict[str, Any] = {"checkout_session_id": data.id, "updated_at": now, "last_error": None}
+    if data.url:
+        values["checkout_url"] = data.url
+    if data.customer:
+        values["stripe_customer_id"] = data.customer
+    if row.status == PurchaseStatus.PENDING:
+        values["status"] = PurchaseStatus.OPEN
+    repo.update_purchase(session, purchase_id, **values)
+    return repo.get_purchase(session, purchase_id)
+
+
+def record_start_failure(session: Session, purchase_id: int, error: CreditrailError, now: datetime) -> None:
+    """The purchase stays pending (retryable); the error is kept for the customer and for operators."""
+    row = repo.get_purchase(session, purchase_id, lock=True)
+    repo.update_purchase(
+        session,
+        purchase_id,
+        stripe_attempts=row.stripe_attempts + 1,
+        last_error=f"{error.code}: {error.message}"[:500],
+        updated_at=now,
+    )
+
+
+# --- step 2: what Stripe is asked for ----------------------------------------------------------------------
+
+
+def _with_query(url: str, params: dict[str, str]) -> str:
+    # Stripe fills in {CHECKOUT_SESSION_ID} itself, so the braces must stay as they are.
+    query = urlencode(params, safe="{}")
+    return f"{url}{'&' if '?' in url else '?'}{query}"
+
+
+def checkout_session_params(purchase: Any, stripe_customer_id: str, settings: Settings) -> dict[str, Any]:
+    """A Checkout Session in payment mode for the purchase's price, on the account's Customer."""
+    metadata = purchase_metadata(purchase)
+    intent_data: dict[str, Any] = {"metadata": metadata}
+    if purchase.save_card:
+        intent_data["setup_future_usage"] = "off_session"
+    name = "Custom" if purchase.pack == "custom" else purchase.pack.capitalize()
+    return {
+        "mode": "payment",
+        "customer": stripe_customer_id,
+        "client_reference_id": str(purchase.id),
+        "line_items": [
+            {
+                "quantity": 1,
+                "price_data": {
+                    "currency": CURRENCY,
+                    "unit_amount": purchase.amount_cents,
+                    "product_data": {"name": f"{name} pack: {purchase.amount_credits:,} credits"},
+                },
+            }
+        ],
+        "metadata": metadata,
+        "payment_intent_data": intent_data,
+        "success_url": _with_query(
+            settings.card_success_url, {"purchase_id": str(purchase.id), "session_id": "{CHECKOUT_SESSION_ID}"}
+        ),
+        "cancel_url": _with_query(settings.card_cancel_url, {"purchase_id": str(purchase.id)}),
+    }
+
+
+def start_checkout(
+    engine: Engine,
+    gateway: StripeGateway,
+    settings: Settings,
+    *,
+    account_id: int,
+    pack: Pack,
+    save_card: bool,
+    idempotency_key: str,
+    now: datetime | None = None,
+) -> tuple[PurchaseView, bool]:
+    """Steps 1 to 3 (each its own unit of work; this is a boundary, like an endpoint). Returns the purchase and
+    whether it was there before (a replay). Raises a 502/504-class error, leaving the purchase retryable, when
+    Stripe fails."""
+    now = now or utcnow()
+    with unit_of_work(engine) as session:
+        row, created = record_checkout_purchase(
+            session, account_id=account_id, pack=pack, save_card=save_card, idempotency_key=idempotency_key, now=now
+        )
+        customer = repo.get_customer(session, account_id)
+    if row.status != PurchaseStatus.PENDING:
+        return view(row), not created
+    try:
+        customer_id = customer.stripe_customer_id if customer is not None else None
+        if customer_id is None:
+            made = gateway.create_customer(account_id=account_id, idempotency_key=f"customer:{account_id}")
+            with unit_of_work(engine) as session:
+                customer_id = ensure_customer(session, account_id, made, utcnow())
+        params = checkout_session_params(row, customer_id, settings)
+        data = gateway.create_checkout_session(params, idempotency_key=f"purchase:{row.id}")
+    except CreditrailError as exc:
+        with unit_of_work(engine) as session:
+            record_start_failure(session, row.id, exc, utcnow())
+        exc.details.setdefault("purchase_id", row.id)
+        raise
+    with unit_of_work(engine) as session:
+        attached = attach_checkout_session(session, row.id, data, utcnow())
+    return view(attached), not created
+
+
+# --- reading -----------------------------------------------------------------------------------------------
+
+
+def get_purchase(session: Session, account_id: int, purchase_id: int) -> PurchaseView:
+    row = repo.get_purchase(session, purchase_id)
+    if row is None or row.account_id != account_id:
+        raise PurchaseNotFound(f"purchase {purchase_id} not found", purchase_id=purchase_id)
+    return view(row)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryItem:
+    """One purchase in the rail-neutral shape every rail's history shares."""
+
+    rail: str
+    id: int
+    reference: str | None
+    amount_cents: int | None
+    amount_usdc_units: int | None
+    credits: int
+    status: str
+    created_at: datetime
+    completed_at: datetime | None
+    lot_id: int | None
+    refunded_cents: int | None
+    failure_code: str | None
+    failure_message: str | None
+    details: dict[str, Any]
+
+
+def history(
+    session: Session, account_id: int, *, limit: int, before: datetime | None = None, before_id: int | None = None
+) -> list[HistoryItem]:
+    """The account's card purchases, newest first."""
+    require_customer_account(session, account_id)
+    rows = repo.list_purchases(session, account_id, limit=limit, before=before, before_id=before_id)
+    items = []
+    for row in rows:
+        purchase = view(row)
+        items.append(
+            HistoryItem(
+                rail=Rail.CARD,
+                id=purchase.id,
+                reference=purchase.reference,
+                amount_cents=purchase.amount_cents,
+                amount_usdc_units=None,
+                credits=purchase.amount_credits,
+                status=purchase.status,
+                created_at=purchase.created_at,
+                completed_at=purchase.completed_at,
+                lot_id=purchase.lot_id,
+                refunded_cents=purchase.refunded_cents,
+                failure_code=purchase.failure_code,
+                failure_message=purchase.failure_message,
+                details={"kind": purchase.kind, "pack": purchase.pack},
+            )
+        )
+    return items

@@ -1,0 +1,377 @@
+"""The card rail's queries. SQLAlchemy Core on the caller's session: nothing here commits.
+
+``lock=True`` reads take the row lock (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's IMMEDIATE transaction
+already excludes other writers). Lock order, everywhere: the inbox event, then the purchase, then (inside the
+ledger) the customer's account.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Select, Table, bindparam, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session
+
+from services.card.models import (
+    UNFINISHED_STATUSES,
+    CardAutoRecharge,
+    CardClawback,
+    CardCustomer,
+    CardDispute,
+    CardPurchase,
+    CardSyncCursor,
+    ClawbackKind,
+    InboxStatus,
+    PurchaseKind,
+    PurchaseStatus,
+    StripeWebhookEvent,
+)
+
+
+def _table(model: type[Any]) -> Table:
+    return cast(Table, model.__table__)
+
+
+customers = _table(CardCustomer)
+purchases = _table(CardPurchase)
+disputes = _table(CardDispute)
+clawbacks = _table(CardClawback)
+inbox = _table(StripeWebhookEvent)
+auto_recharge = _table(CardAutoRecharge)
+cursors = _table(CardSyncCursor)
+
+
+def _insert(session: Session, table: Table) -> Any:
+    """An INSERT that can say ``ON CONFLICT DO NOTHING`` on either database."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
+def _locked(stmt: Select[Any], lock: bool, *, skip_locked: bool = False) -> Select[Any]:
+    return stmt.with_for_update(skip_locked=skip_locked) if lock else stmt
+
+
+# The hot path (a webhook stored, then fulfilled) runs these prebuilt statements with bound parameters, so each
+# execution reuses the compiled form instead of building and keying a new statement.
+_purchase_by_id = select(purchases).where(purchases.c.id == bindparam("purchase_id"))
+_purchase_by_id_locked = _purchase_by_id.with_for_update()
+_purchase_by_session = select(purchases).where(purchases.c.checkout_session_id == bindparam("session_id"))
+_purchase_by_session_locked = _purchase_by_session.with_for_update()
+_update_purchase = update(purchases).where(purchases.c.id == bindparam("purchase_id_"))
+_insert_event = {
+    name: dialect.insert(inbox).on_conflict_do_nothing(index_elements=["event_id"]).returning(inbox.c.id)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
+_claim_event = (
+    select(inbox.c.id, inbox.c.attempts)
+    .where(inbox.c.id == bindparam("inbox_id"), inbox.c.status.in_([InboxStatus.PENDING, InboxStatus.FAILED]))
+    .with_for_update(skip_locked=True)
+)
+_update_event = update(inbox).where(inbox.c.id == bindparam("inbox_id_"))
+
+
+# --- Stripe customers --------------------------------------------------------------------------------------
+
+
+def get_customer(session: Session, account_id: int) -> Any:
+    return session.execute(select(customers).where(customers.c.account_id == account_id)).first()
+
+
+def insert_customer(session: Session, account_id: int, stripe_customer_id: str, now: datetime) -> None:
+    """Record the account's Stripe customer; the first one recorded stays."""
+    stmt = (
+        _insert(session, customers)
+        .values(account_id=account_id, stripe_customer_id=stripe_customer_id, created_at=now, updated_at=now)
+        .on_conflict_do_nothing(index_elements=["account_id"])
+    )
+    session.execute(stmt)
+
+
+def save_payment_method(session: Session, account_id: int, payment_method_id: str, now: datetime) -> None:
+    session.execute(
+        update(customers)
+        .where(customers.c.account_id == account_id)
+        .values(payment_method_id=payment_method_id, payment_method_saved_at=now, updated_at=now)
+    )
+
+
+# --- purchases ---------------------------------------------------------------------------------------------
+
+
+def insert_purchase(session: Session, values: dict[str, Any]) -> int | None:
+    """Insert a purchase; None when (account, idempotency key) is taken already."""
+    stmt = (
+        _insert(session, purchases)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["account_id", "idempotency_key"])
+        .returning(purchases.c.id)
+    )
+    inserted = session.execute(stmt).scalar()
+    return int(inserted) if inserted is not None else None
+
+
+def get_purchase(session: Session, purchase_id: int, *, lock: bool = False) -> Any:
+    stmt = _purchase_by_id_locked if lock else _purchase_by_id
+    return session.execute(stmt, {"purchase_id": purchase_id}).first()
+
+
+def purchase_by_key(session: Session, account_id: int, idempotency_key: str) -> Any:
+    return session.execute(
+        select(purchases).where(purchases.c.account_id == account_id, purchases.c.idempotency_key == idempotency_key)
+    ).first()
+
+
+def purchase_by_session(session: Session, checkout_session_id: str, *, lock: bool = False) -> Any:
+    stmt = _purchase_by_session_locked if lock else _purchase_by_session
+    return session.execute(stmt, {"session_id": checkout_session_id}).first()
+
+
+def purchase_by_intent(session: Session, payment_intent_id: str, *, lock: bool = False) -> Any:
+    stmt = select(purchases).where(purchases.c.payment_intent_id == payment_intent_id)
+    return session.execute(_locked(stmt, lock)).first()
+
+
+def purchase_id_by_payment(session: Session, *, charge_id: str | None, payment_intent_id: str | None) -> int | None:
+    conditions = []
+    if payment_intent_id:
+        conditions.append(purchases.c.payment_intent_id == payment_intent_id)
+    if charge_id:
+        conditions.append(purchases.c.charge_id == charge_id)
+    if not conditions:
+        return None
+    found = session.execute(select(purchases.c.id).where(or_(*conditions)).limit(1)).scalar()
+    return int(found) if found is not None else None
+
+
+def update_purchase(session: Session, purchase_id: int, **values: Any) -> None:
+    session.execute(_update_purchase, {"purchase_id_": purchase_id, **values})
+
+
+def list_purchases(
+    session: Session, account_id: int, *, limit: int, before: datetime | None = None, before_id: int | None = None
+) -> list[Any]:
+    """An account's purchases, newest first; ``before`` (and ``before_id`` for ties) pages back."""
+    stmt = select(purchases).where(purchases.c.account_id == account_id)
+    if before is not None:
+        if before_id is not None:
+            stmt = stmt.where(
+                or_(
+                    purchases.c.created_at < before,
+                    (purchases.c.created_at == before) & (purchases.c.id < before_id),
+                )
+            )
+        else:
+            stmt = stmt.where(purchases.c.created_at < before)
+    stmt = stmt.order_by(purchases.c.created_at.desc(), purchases.c.id.desc()).limit(limit)
+    return list(session.execute(stmt).all())
+
+
+def unfinished_purchase_ids(session: Session, ids: Sequence[int]) -> set[int]:
+    if not ids:
+        return set()
+    stmt = select(purchases.c.id).where(
+        purchases.c.id.in_(list(ids)),
+        purchases.c.status.in_(UNFINISHED_STATUSES),
+    )
+    return {int(value) for value in session.execute(stmt).scalars()}
+
+
+def expire_unstarted(session: Session, *, created_before: datetime, now: datetime) -> int:
+    """Checkout purchases still pending (no session ever attached) since before ``created_before``: expired."""
+    result = session.execute(
+        update(purchases)
+        .where(
+            purchases.c.kind == PurchaseKind.CHECKOUT,
+            purchases.c.status == PurchaseStatus.PENDING,
+            purchases.c.checkout_session_id.is_(None),
+            purchases.c.created_at < created_before,
+        )
+        .values(
+            status=PurchaseStatus.EXPIRED,
+            failure_code="not_started",
+            failure_message="The checkout could not be started, and was not retried.",
+            updated_at=now,
+        )
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def pending_auto_recharge_purchases(session: Session, limit: int) -> list[Any]:
+    stmt = (
+        select(purchases)
+        .where(purchases.c.kind == PurchaseKind.AUTO_RECHARGE, purchases.c.status == PurchaseStatus.PENDING)
+        .order_by(purchases.c.id)
+        .limit(limit)
+    )
+    return list(session.execute(stmt).all())
+
+
+# --- disputes and clawbacks --------------------------------------------------------------------------------
+
+
+def get_dispute(session: Session, dispute_id: str) -> Any:
+    return session.execute(select(disputes).where(disputes.c.dispute_id == dispute_id)).first()
+
+
+def insert_dispute(session: Session, values: dict[str, Any]) -> None:
+    session.execute(_insert(session, disputes).values(**values).on_conflict_do_nothing(index_elements=["dispute_id"]))
+
+
+def update_dispute(session: Session, dispute_id: str, **values: Any) -> None:
+    session.execute(update(disputes).where(disputes.c.dispute_id == dispute_id).values(**values))
+
+
+def disputes_of(session: Session, purchase_id: int) -> list[Any]:
+    stmt = select(disputes).where(disputes.c.purchase_id == purchase_id).order_by(disputes.c.id)
+    return list(session.execute(stmt).all())
+
+
+def refund_clawbacks(session: Session, purchase_id: int) -> tuple[int, int]:
+    """(credits clawed back for refunds so far, refunded cents they answered)."""
+    row = session.execute(
+        select(
+            func.coalesce(func.sum(clawbacks.c.amount_credits), 0),
+            func.coalesce(func.sum(clawbacks.c.amount_cents), 0),
+        ).where(clawbacks.c.purchase_id == purchase_id, clawbacks.c.kind == ClawbackKind.REFUND)
+    ).one()
+    return int(row[0]), int(row[1])
+
+
+def insert_clawback(session: Session, values: dict[str, Any]) -> None:
+    session.execute(
+        _insert(session, clawbacks).values(**values).on_conflict_do_nothing(index_elements=["kind", "reference"])
+    )
+
+
+def clawbacks_of(session: Session, purchase_id: int) -> list[Any]:
+    stmt = select(clawbacks).where(clawbacks.c.purchase_id == purchase_id).order_by(clawbacks.c.id)
+    return list(session.execute(stmt).all())
+
+
+# --- the webhook inbox -------------------------------------------------------------------------------------
+
+
+def insert_event(session: Session, values: dict[str, Any]) -> int | None:
+    """Store an event once; None when its Stripe id is stored already."""
+    stmt = _insert_event[session.get_bind().dialect.name]
+    inserted = session.execute(stmt, values).scalar()
+    return int(inserted) if inserted is not None else None
+
+
+def get_event(session: Session, inbox_id: int) -> Any:
+    return session.execute(select(inbox).where(inbox.c.id == inbox_id)).first()
+
+
+def event_by_stripe_id(session: Session, event_id: str) -> Any:
+    return session.execute(select(inbox).where(inbox.c.event_id == event_id)).first()
+
+
+def claim_event(session: Session, inbox_id: int) -> Any:
+    """Lock the event for processing when it is still due; None when it is done or another worker has it."""
+    return session.execute(_claim_event, {"inbox_id": inbox_id}).first()
+
+
+def claim_events(session: Session, inbox_ids: Sequence[int]) -> set[int]:
+    """Lock, of these events, those still due that no other processor holds; returns their ids."""
+    stmt = (
+        select(inbox.c.id)
+        .where(inbox.c.id.in_(list(inbox_ids)), inbox.c.status.in_([InboxStatus.PENDING, InboxStatus.FAILED]))
+        .order_by(inbox.c.id)
+        .with_for_update(skip_locked=True)
+    )
+    return {int(value) for value in session.execute(stmt).scalars()}
+
+
+def mark_processed(session: Session, outcomes: Sequence[tuple[int, str]], now: datetime) -> None:
+    """Mark each (event id, outcome) processed (one statement for all)."""
+    if outcomes:
+        session.execute(
+            _update_event,
+            [
+                {
+                    "inbox_id_": inbox_id,
+                    "status": InboxStatus.PROCESSED,
+                    "outcome": outcome[:200],
+                    "processed_at": now,
+                    "next_attempt_at": None,
+                    "last_error": None,
+                }
+                for inbox_id, outcome in outcomes
+            ],
+        )
+
+
+def update_event(session: Session, inbox_id: int, **values: Any) -> None:
+    session.execute(_update_event, {"inbox_id_": inbox_id, **values})
+
+
+def due_event_ids(session: Session, now: datetime, limit: int) -> list[int]:
+    stmt = (
+        select(inbox.c.id)
+        .where(inbox.c.status.in_([InboxStatus.PENDING, InboxStatus.FAILED]), inbox.c.next_attempt_at <= now)
+        .order_by(inbox.c.next_attempt_at, inbox.c.id)
+        .limit(limit)
+    )
+    return [int(value) for value in session.execute(stmt).scalars()]
+
+
+def list_events(session: Session, *, status: str | None, limit: int, after_id: int = 0) -> list[Any]:
+    stmt = select(inbox).where(inbox.c.id > after_id)
+    if status is not None:
+        stmt = stmt.where(inbox.c.status == status)
+    return list(session.execute(stmt.order_by(inbox.c.id).limit(limit)).all())
+
+
+def count_events_by_status(session: Session) -> dict[str, int]:
+    rows = session.execute(select(inbox.c.status, func.count()).group_by(inbox.c.status)).all()
+    return {str(status): int(count) for status, count in rows}
+
+
+# --- auto-recharge -----------------------------------------------------------------------------------------
+
+
+def get_auto_recharge(session: Session, account_id: int, *, lock: bool = False) -> Any:
+    stmt = select(auto_recharge).where(auto_recharge.c.account_id == account_id)
+    return session.execute(_locked(stmt, lock)).first()
+
+
+def insert_auto_recharge(session: Session, values: dict[str, Any]) -> None:
+    session.execute(
+        _insert(session, auto_recharge).values(**values).on_conflict_do_nothing(index_elements=["account_id"])
+    )
+
+
+def update_auto_recharge(session: Session, account_id: int, **values: Any) -> None:
+    session.execute(update(auto_recharge).where(auto_recharge.c.account_id == account_id).values(**values))
+
+
+def enabled_auto_recharges(session: Session, *, after_account_id: int, limit: int) -> list[Any]:
+    """Enabled auto-recharges in account order, locked (skipping those another worker holds)."""
+    stmt = (
+        select(auto_recharge)
+        .where(auto_recharge.c.enabled.is_(True), auto_recharge.c.account_id > after_account_id)
+        .order_by(auto_recharge.c.account_id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list(session.execute(stmt).all())
+
+
+# --- sync cursors ------------------------------------------------------------------------------------------
+
+
+def get_cursor(session: Session, name: str) -> int | None:
+    value = session.execute(select(cursors.c.created_unix).where(cursors.c.name == name)).scalar()
+    return int(value) if value is not None else None
+
+
+def set_cursor(session: Session, name: str, created_unix: int, now: datetime) -> None:
+    """Move the cursor forward (never back). One sync job runs at a time (the worker's job lock)."""
+    current = get_cursor(session, name)
+    if current is None:
+        session.execute(_insert(session, cursors).values(name=name, created_unix=created_unix, updated_at=now))
+    elif created_unix > current:
+        session.execute(update(cursors).where(cursors.c.name == name).values(created_unix=created_unix, updated_at=now))

@@ -1,0 +1,165 @@
+"""The card rail's API shapes. Amounts are strict integers named with their unit."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_STORABLE = 2**63 - 1
+
+Credits = Annotated[int, Field(strict=True, gt=0, le=MAX_STORABLE)]
+ThresholdCredits = Annotated[int, Field(strict=True, ge=0, le=MAX_STORABLE)]
+PackCode = Annotated[str, Field(min_length=1, max_length=32)]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PackOut(BaseModel):
+    code: str
+    name: str
+    amount_credits: int
+    amount_cents: int
+    currency: str = "usd"
+
+
+class CustomAmountOut(BaseModel):
+    min_credits: int
+    max_credits: int
+    step_credits: int
+
+
+class PacksOut(BaseModel):
+    packs: list[PackOut]
+    custom: CustomAmountOut
+    credits_per_usd: int
+
+
+class PurchaseIn(Request):
+    """A fixed pack by its code, or a custom amount of credits (``pack`` absent or "custom")."""
+
+    pack: PackCode | None = None
+    amount_credits: Credits | None = None
+    # Keep the card for off-session charges (auto-recharge).
+    save_card: bool = False
+
+
+class PurchaseOut(BaseModel):
+    id: int
+    kind: str
+    pack: str
+    amount_credits: int
+    amount_cents: int
+    currency: str
+    status: str
+    save_card: bool
+    checkout_url: str | None
+    checkout_session_id: str | None
+    payment_intent_id: str | None
+    lot_id: int | None
+    amount_paid_cents: int | None
+    refunded_cents: int
+    failure_code: str | None
+    failure_message: str | None
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+    replayed: bool = False
+
+
+class ConfirmIn(Request):
+    # The {CHECKOUT_SESSION_ID} Stripe put in the success URL (needed only when the purchase has none on record).
+    session_id: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+
+
+class ConfirmOut(BaseModel):
+    purchase: PurchaseOut
+    # What this confirmation did: "minted", "already_fulfilled", "awaiting_payment" ...
+    outcome: str
+
+
+class HistoryItemOut(BaseModel):
+    """One purchase, the same shape for every rail (card purchases and USDC deposits)."""
+
+    rail: str
+    id: int
+    reference: str | None
+    amount_cents: int | None
+    amount_usdc_units: int | None
+    credits: int
+    status: str
+    created_at: datetime
+    completed_at: datetime | None
+    lot_id: int | None
+    refunded_cents: int | None = None
+    failure_code: str | None = None
+    failure_message: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class HistoryPage(BaseModel):
+    data: list[HistoryItemOut]
+    # Pass back as ``before`` (with ``before_id``) for the next, older page.
+    next_before: datetime | None
+    next_before_id: int | None
+
+
+class AutoRechargeIn(Request):
+    enabled: bool
+    threshold_credits: ThresholdCredits
+    pack: PackCode
+
+
+class AutoRechargeOut(BaseModel):
+    enabled: bool
+    threshold_credits: int
+    pack: str
+    amount_credits: int
+    amount_cents: int
+    has_saved_card: bool
+    armed: bool
+    crossings: int
+    consecutive_failures: int
+    last_failure_code: str | None
+    last_failure_message: str | None
+    last_failure_at: datetime | None
+    disabled_reason: str | None
+    last_purchase_id: int | None
+    updated_at: datetime | None
+
+
+class WebhookAck(BaseModel):
+    received: bool
+    event_id: str
+    event_type: str
+    status: str
+    duplicate: bool
+
+
+class WebhookEventOut(BaseModel):
+    id: int
+    event_id: str
+    event_type: str
+    source: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime | None
+    last_error: str | None
+    outcome: str | None
+    stripe_created_at: datetime
+    received_at: datetime
+    processed_at: datetime | None
+
+
+class WebhookEventPage(BaseModel):
+    data: list[WebhookEventOut]
+    counts: dict[str, int]
+    next_after: int | None
+
+
+class RetryOut(BaseModel):
+    event_id: str
+    outcome: str | None

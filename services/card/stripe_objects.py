@@ -1,0 +1,232 @@
+"""The few fields of Stripe's objects the card rail reads, parsed from their JSON into plain typed values.
+
+Parsing is tolerant: a field Stripe left out (or an older API version lacks) becomes None, and an expanded
+reference (an object where an id is usual) becomes its id. Code that needs a missing field re-reads the object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+# Metadata we put on every Checkout Session and PaymentIntent we create.
+PURCHASE_ID_KEY = "creditrail_purchase_id"
+ACCOUNT_ID_KEY = "creditrail_account_id"
+CREDITS_KEY = "amount_credits"
+PACK_KEY = "pack"
+
+
+def _str(value: Any) -> str | None:
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, Mapping):
+        return _str(value.get("id"))
+    return None
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value
+
+
+def _metadata(value: Any) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        return {}
+    return {str(key): str(item) for key, item in value.items() if item is not None}
+
+
+def metadata_int(metadata: Mapping[str, str], key: str) -> int | None:
+    """A positive integer stored in metadata, or None when absent or not one."""
+    value = metadata.get(key, "")
+    return int(value) if value.isdigit() and len(value) < 19 and int(value) > 0 else None
+
+
+def from_unix(seconds: int | None) -> datetime | None:
+    return datetime.fromtimestamp(seconds, UTC) if seconds is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckoutSessionData:
+    id: str
+    status: str | None
+    payment_status: str | None
+    amount_total: int | None
+    currency: str | None
+    mode: str | None
+    client_reference_id: str | None
+    payment_intent: str | None
+    customer: str | None
+    url: str | None
+    created: int | None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, obj: Mapping[str, Any]) -> CheckoutSessionData:
+        session_id = _str(obj.get("id"))
+        if session_id is None:
+            raise ValueError("a Checkout Session without an id")
+        currency = _str(obj.get("currency"))
+        return cls(
+            id=session_id,
+            status=_str(obj.get("status")),
+            payment_status=_str(obj.get("payment_status")),
+            amount_total=_int(obj.get("amount_total")),
+            currency=currency.lower() if currency else None,
+            mode=_str(obj.get("mode")),
+            client_reference_id=_str(obj.get("client_reference_id")),
+            payment_intent=_str(obj.get("payment_intent")),
+            customer=_str(obj.get("customer")),
+            url=_str(obj.get("url")),
+            created=_int(obj.get("created")),
+            metadata=_metadata(obj.get("metadata")),
+        )
+
+    @property
+    def complete_enough(self) -> bool:
+        """Whether fulfilment can decide from this object alone (else the session is read back from Stripe)."""
+        needed = (self.payment_status, self.amount_total, self.status, self.currency)
+        return all(value is not None for value in needed)
+
+    @property
+    def purchase_id(self) -> int | None:
+        from_metadata = metadata_int(self.metadata, PURCHASE_ID_KEY)
+        if from_metadata is not None:
+            return from_metadata
+        reference = self.client_reference_id or ""
+        return int(reference) if reference.isdigit() and len(reference) < 19 else None
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentIntentData:
+    id: str
+    status: str | None
+    amount: int | None
+    amount_received: int | None
+    currency: str | None
+    customer: str | None
+    payment_method: str | None
+    setup_future_usage: str | None
+    latest_charge: str | None
+    error_code: str | None
+    error_message: str | None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, obj: Mapping[str, Any]) -> PaymentIntentData:
+        intent_id = _str(obj.get("id"))
+        if intent_id is None:
+            raise ValueError("a PaymentIntent without an id")
+        error = obj.get("last_payment_error")
+        error = error if isinstance(error, Mapping) else {}
+        currency = _str(obj.get("currency"))
+        return cls(
+            id=intent_id,
+            status=_str(obj.get("status")),
+            amount=_int(obj.get("amount")),
+            amount_received=_int(obj.get("amount_received")),
+            currency=currency.lower() if currency else None,
+            customer=_str(obj.get("customer")),
+            payment_method=_str(obj.get("payment_method")),
+            setup_future_usage=_str(obj.get("setup_future_usage")),
+            latest_charge=_str(obj.get("latest_charge")),
+            error_code=_str(error.get("decline_code")) or _str(error.get("code")),
+            error_message=_str(error.get("message")),
+            metadata=_metadata(obj.get("metadata")),
+        )
+
+    @property
+    def purchase_id(self) -> int | None:
+        return metadata_int(self.metadata, PURCHASE_ID_KEY)
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeData:
+    id: str
+    amount: int | None
+    amount_refunded: int | None
+    currency: str | None
+    payment_intent: str | None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, obj: Mapping[str, Any]) -> ChargeData:
+        charge_id = _str(obj.get("id"))
+        if charge_id is None:
+            raise ValueError("a charge without an id")
+        currency = _str(obj.get("currency"))
+        return cls(
+            id=charge_id,
+            amount=_int(obj.get("amount")),
+            amount_refunded=_int(obj.get("amount_refunded")),
+            currency=currency.lower() if currency else None,
+            payment_intent=_str(obj.get("payment_intent")),
+            metadata=_metadata(obj.get("metadata")),
+        )
+
+    @property
+    def purchase_id(self) -> int | None:
+        return metadata_int(self.metadata, PURCHASE_ID_KEY)
+
+
+@dataclass(frozen=True, slots=True)
+class DisputeData:
+    id: str
+    charge: str
+    payment_intent: str | None
+    amount: int | None
+    currency: str | None
+    status: str | None
+
+    @classmethod
+    def parse(cls, obj: Mapping[str, Any]) -> DisputeData:
+        dispute_id, charge = _str(obj.get("id")), _str(obj.get("charge"))
+        if dispute_id is None or charge is None:
+            raise ValueError("a dispute without an id or a charge")
+        currency = _str(obj.get("currency"))
+        return cls(
+            id=dispute_id,
+            charge=charge,
+            payment_intent=_str(obj.get("payment_intent")),
+            amount=_int(obj.get("amount")),
+            currency=currency.lower() if currency else None,
+            status=_str(obj.get("status")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EventData:
+    """An event's envelope, and its ``data.object`` as a plain dict."""
+
+    id: str
+    type: str
+    created: int
+    livemode: bool
+    api_version: str | None
+    object: dict[str, Any]
+
+    @classmethod
+    def parse(cls, obj: Mapping[str, Any]) -> EventData:
+        event_id = _str(obj.get("id"))
+        event_type = _str(obj.get("type"))
+        created = _int(obj.get("created"))
+        data = obj.get("data")
+        inner = data.get("object") if isinstance(data, Mapping) else None
+        if event_id is None or event_type is None or created is None or not isinstance(inner, Mapping):
+            raise ValueError("an event needs an id, a type, a created time and data.object")
+        if obj.get("object") not in (None, "event"):
+            raise ValueError("not an event")
+        return cls(
+            id=event_id,
+            type=event_type,
+            created=created,
+            livemode=bool(obj.get("livemode", False)),
+            api_version=_str(obj.get("api_version")),
+            object=dict(inner),
+        )
+
+    @property
+    def object_id(self) -> str | None:
+        return _str(self.object.get("id"))

@@ -1,0 +1,140 @@
+"""Receiving Stripe's webhooks: verify the signature over the raw body, store the event once, acknowledge.
+
+- The ``Stripe-Signature`` header is checked with ``stripe.WebhookSignature.verify_header`` against every configured
+  endpoint secret (several are accepted during a rotation) and the configured tolerance. A missing, malformed or
+  wrong signature, and one too old, are refused with 400 and nothing is stored. The SDK does not refuse timestamps
+  from the future, so one further ahead than the allowed clock skew is refused here.
+- A verified event is stored in the inbox (``stripe_webhook_events``), unique by its event id: a redelivery or a
+  replay stores nothing new. Event types the rail does not act on are stored as ``ignored``.
+- Processing happens afterwards, off the request path (services.card.inbox).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import stripe
+from sqlmodel import Session
+
+from services.card import repository as repo
+from services.card.errors import MalformedEvent, SignatureInvalid, SignatureMissing, SignatureStale
+from services.card.models import InboxStatus
+from services.card.stripe_objects import EventData, from_unix
+from services.core.settings import Settings
+
+# What the card rail acts on; every other event is acknowledged, recorded as ignored, and left alone.
+HANDLED_EVENT_TYPES = (
+    "checkout.session.completed",
+    "checkout.session.async_payment_succeeded",
+    "checkout.session.async_payment_failed",
+    "checkout.session.expired",
+    "payment_intent.succeeded",
+    "payment_intent.payment_failed",
+    "charge.refunded",
+    "charge.dispute.created",
+    "charge.dispute.updated",
+    "charge.dispute.closed",
+)
+
+MAX_PAYLOAD_BYTES = 512 * 1024
+
+
+def _signature_timestamp(header: str) -> int | None:
+    for part in header.split(","):
+        key, _, value = part.strip().partition("=")
+        if key == "t":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def verify_signature(raw_body: bytes, header: str | None, settings: Settings, now_unix: float) -> str:
+    """The body as text when ``header`` signs it with one of our secrets, recently enough; raises otherwise."""
+    if not header or not header.strip():
+        raise SignatureMissing("the Stripe-Signature header is missing")
+    try:
+        payload = raw_body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedEvent("the body is not UTF-8 text") from exc
+    timestamp = _signature_timestamp(header)
+    if timestamp is None:
+        raise SignatureInvalid("the Stripe-Signature header is malformed")
+    secrets = [secret.get_secret_value() for secret in settings.stripe_webhook_secrets]
+    tolerance = settings.stripe_webhook_tolerance_seconds
+    if not any(_verifies(payload, header, secret, tolerance) for secret in secrets):
+        if any(_verifies(payload, header, secret, None) for secret in secrets):
+            raise SignatureStale(
+                f"the signature is older than {tolerance} seconds", signed_at=timestamp, tolerance_seconds=tolerance
+            )
+        raise SignatureInvalid("no signature in the Stripe-Signature header matches the body")
+    skew = settings.stripe_webhook_future_tolerance_seconds
+    if timestamp > now_unix + skew:
+        raise SignatureStale(
+            f"the signature is dated more than {skew} seconds in the future", signed_at=timestamp, skew_seconds=skew
+        )
+    return payload
+
+
+def _verifies(payload: str, header: str, secret: str, tolerance: int | None) -> bool:
+    try:
+        stripe.WebhookSignature.verify_header(payload, header, secret, tolerance)
+    except stripe.SignatureVerificationError:
+        return False
+    return True
+
+
+def parse_event(payload: str) -> EventData:
+    try:
+        decoded: Any = json.loads(payload)
+    except ValueError as exc:
+        raise MalformedEvent("the body is not JSON") from exc
+    if not isinstance(decoded, dict):
+        raise MalformedEvent("the body is not a Stripe event")
+    try:
+        return EventData.parse(decoded)
+    except ValueError as exc:
+        raise MalformedEvent(f"the body is not a Stripe event: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    inbox_id: int
+    event_id: str
+    event_type: str
+    status: str
+    duplicate: bool
+
+
+def store_event(
+    session: Session, event: EventData, payload: str, *, source: str, now: datetime, settings: Settings
+) -> Receipt:
+    """Store a verified event once. A new event we act on is pending: processed right after the commit (when
+    inline processing is on), or by the worker's inbox job once the grace period has passed."""
+    handled = event.type in HANDLED_EVENT_TYPES
+    grace = settings.card_inbox_grace_seconds if settings.card_process_webhooks_inline and source == "webhook" else 0
+    values = {
+        "event_id": event.id,
+        "event_type": event.type,
+        "livemode": event.livemode,
+        "api_version": event.api_version,
+        "object_id": event.object_id,
+        "stripe_created_at": from_unix(event.created),
+        "source": source,
+        "payload": payload,
+        "status": InboxStatus.PENDING if handled else InboxStatus.IGNORED,
+        "attempts": 0,
+        "next_attempt_at": now + timedelta(seconds=grace) if handled else None,
+        "outcome": None if handled else "unhandled_event_type",
+        "received_at": now,
+        "processed_at": None if handled else now,
+    }
+    inbox_id = repo.insert_event(session, values)
+    if inbox_id is not None:
+        return Receipt(inbox_id, event.id, event.type, str(values["status"]), duplicate=False)
+    existing = repo.event_by_stripe_id(session, event.id)
+    return Receipt(existing.id, event.id, existing.event_type, existing.status, duplicate=True)

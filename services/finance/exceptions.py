@@ -1,0 +1,150 @@
+"""The finance exceptions queue: raise an item (once per rail, kind and reference), list, resolve or ignore it.
+
+Nothing here commits: an exception is raised inside the unit of work that found the problem, so it is recorded
+exactly when that work is (and a retried event or batch finds it already there).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session
+
+from services.core.clock import utcnow
+from services.core.errors import Conflict, InvalidRequest, NotFound
+from services.finance.models import ExceptionStatus, FinanceException
+
+exceptions_table = cast(Table, FinanceException.__table__)  # type: ignore[attr-defined]
+
+
+class FinanceExceptionNotFound(NotFound):
+    code = "finance_exception_not_found"
+
+
+class FinanceExceptionClosed(Conflict):
+    code = "finance_exception_closed"
+
+
+@dataclass(frozen=True, slots=True)
+class ExceptionView:
+    id: int
+    rail: str
+    kind: str
+    reference: str
+    account_id: int | None
+    amount_cents: int | None
+    amount_usdc_units: int | None
+    amount_credits: int | None
+    details: dict[str, Any]
+    status: str
+    created_at: datetime
+    resolved_at: datetime | None
+    resolved_by: str | None
+    resolution: str | None
+
+
+def _view(row: Any) -> ExceptionView:
+    return ExceptionView(**{name: getattr(row, name) for name in ExceptionView.__dataclass_fields__})
+
+
+def raise_exception(
+    session: Session,
+    *,
+    rail: str,
+    kind: str,
+    reference: str,
+    details: dict[str, Any] | None = None,
+    account_id: int | None = None,
+    amount_cents: int | None = None,
+    amount_usdc_units: int | None = None,
+    amount_credits: int | None = None,
+    now: datetime | None = None,
+) -> int:
+    """Record an exception and return its id; raising the same (rail, kind, reference) again returns the first
+    one's id and changes nothing."""
+    if not rail or not kind or not reference:
+        raise InvalidRequest("a finance exception needs a rail, a kind and a reference")
+    values = {
+        "rail": rail,
+        "kind": kind,
+        "reference": reference[:255],
+        "account_id": account_id,
+        "amount_cents": amount_cents,
+        "amount_usdc_units": amount_usdc_units,
+        "amount_credits": amount_credits,
+        "details": details or {},
+        "status": ExceptionStatus.OPEN,
+        "created_at": now or utcnow(),
+    }
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    stmt = (
+        dialect.insert(exceptions_table)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["rail", "kind", "reference"])
+        .returning(exceptions_table.c.id)
+    )
+    inserted = session.execute(stmt).scalar()
+    if inserted is not None:
+        return int(inserted)
+    t = exceptions_table
+    existing = session.execute(
+        select(t.c.id).where(t.c.rail == rail, t.c.kind == kind, t.c.reference == values["reference"])
+    ).scalar_one()
+    return int(existing)
+
+
+def list_exceptions(
+    session: Session,
+    status: str | None = None,
+    *,
+    rail: str | None = None,
+    kind: str | None = None,
+    limit: int = 100,
+    after_id: int = 0,
+) -> list[ExceptionView]:
+    """Exceptions in the order they were raised, optionally only those with ``status`` (and rail, kind)."""
+    t = exceptions_table
+    stmt = select(t).where(t.c.id > after_id)
+    if status is not None:
+        stmt = stmt.where(t.c.status == status)
+    if rail is not None:
+        stmt = stmt.where(t.c.rail == rail)
+    if kind is not None:
+        stmt = stmt.where(t.c.kind == kind)
+    return [_view(row) for row in session.execute(stmt.order_by(t.c.id).limit(limit)).all()]
+
+
+def get_exception(session: Session, exception_id: int) -> ExceptionView:
+    row = session.execute(select(exceptions_table).where(exceptions_table.c.id == exception_id)).first()
+    if row is None:
+        raise FinanceExceptionNotFound(f"finance exception {exception_id} not found", exception_id=exception_id)
+    return _view(row)
+
+
+def close_exception(
+    session: Session,
+    exception_id: int,
+    *,
+    status: str,
+    resolved_by: str,
+    resolution: str,
+    now: datetime | None = None,
+) -> ExceptionView:
+    """Move an open exception to ``resolved`` or ``ignored``, saying who and what was done."""
+    if status not in (ExceptionStatus.RESOLVED, ExceptionStatus.IGNORED):
+        raise InvalidRequest("an exception is closed as resolved or ignored", field="status")
+    if not resolution.strip():
+        raise InvalidRequest("closing an exception needs the action taken", field="resolution")
+    current = get_exception(session, exception_id)
+    if current.status != ExceptionStatus.OPEN:
+        raise FinanceExceptionClosed(f"finance exception {exception_id} is already {current.status}")
+    session.execute(
+        update(exceptions_table)
+        .where(exceptions_table.c.id == exception_id)
+        .values(status=status, resolved_by=resolved_by, resolution=resolution, resolved_at=now or utcnow())
+    )
+    return get_exception(session, exception_id)

@@ -1,0 +1,440 @@
+"""An offline Stripe for tests: a ``stripe.HTTPClient`` the real SDK sends its requests to.
+
+It answers like Stripe for the calls the card rail makes (customers, Checkout Sessions, PaymentIntents, charges,
+events, lists with ``created[gte]`` and ``starting_after``), builds its objects from Stripe's real shapes
+(tests/card/fixtures), honours idempotency keys (the same key replays the first answer, errors included), records
+every request (method, path, form fields, headers), and can be told to fail: a 500, a timeout before Stripe acts, or
+a timeout after it acted (the answer lost on the way back). Helpers play Stripe's side of a payment: pay a session,
+refund, dispute, emit events, and sign a webhook body exactly as Stripe does.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import stripe
+
+FIXTURES = Path(__file__).parent / "fixtures"
+API_BASE = "http://stripe.test"
+_LIST_ITEM = re.compile(r"^([a-z_]+)\[\d+\]$")
+
+
+def fixture(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((FIXTURES / f"{name}.json").read_text())
+    return loaded
+
+
+def sign(payload: str, secret: str, timestamp: int | None = None) -> str:
+    """The Stripe-Signature header Stripe would send for ``payload``."""
+    return str(stripe.WebhookSignature.generate_signature_header(payload, secret, timestamp or int(time.time())))
+
+
+# What the SDK expects back from a request: the body, the status and the headers.
+Answer = tuple[str, int, Mapping[str, str]]
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    params: dict[str, Any]
+    headers: dict[str, str]
+
+    @property
+    def idempotency_key(self) -> str | None:
+        return self.headers.get("Idempotency-Key")
+
+
+@dataclass
+class Fault:
+    method: str
+    path_prefix: str
+    # "500", "timeout" (Stripe never saw it) or "timeout_after" (Stripe acted, the answer was lost).
+    kind: str
+    times: int = 1
+
+
+def _nest(pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """Form fields as flat keys ("metadata[pack]"); a list of scalars ("types[0]", "types[1]") is a list."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        listed = _LIST_ITEM.match(key)
+        if listed:
+            out.setdefault(listed.group(1), []).append(value)
+        else:
+            out[key] = value
+    return out
+
+
+def _sub(params: dict[str, Any], prefix: str) -> dict[str, str]:
+    return {key[len(prefix) + 1 : -1]: value for key, value in params.items() if key.startswith(prefix + "[")}
+
+
+class FakeStripe(stripe.HTTPClient):
+    name = "fake"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[Recorded] = []
+        self.customers: dict[str, dict[str, Any]] = {}
+        self.sessions: dict[str, dict[str, Any]] = {}
+        self.intents: dict[str, dict[str, Any]] = {}
+        self.charges: dict[str, dict[str, Any]] = {}
+        self.events: list[dict[str, Any]] = []
+        self.faults: list[Fault] = []
+        # What an off-session charge does: "succeed", "decline", "authentication_required", "processing".
+        self.off_session = "succeed"
+        self._ids = itertools.count(1)
+        self._replays: dict[tuple[str, str, str], Answer] = {}
+        self._intent_metadata: dict[str, dict[str, str]] = {}
+        self._intent_setup: dict[str, str] = {}
+
+    # --- the HTTPClient interface --------------------------------------------------------------------------
+
+    def _sleep_time_seconds(self, num_retries: int) -> float:
+        return 0.0
+
+    def request(self, method: str, url: str, headers: Any, post_data: Any = None, *, _usage: Any = None) -> Answer:
+        parts = urlsplit(url)
+        method = method.upper()
+        body = post_data.decode() if isinstance(post_data, bytes) else (post_data or "")
+        params = _nest(parse_qsl(body if method == "POST" else parts.query, keep_blank_values=True))
+        recorded = Recorded(method, parts.path, params, dict(headers or {}))
+        self.requests.append(recorded)
+        fault = self._take_fault(method, parts.path)
+        if fault == "timeout":
+            raise stripe.APIConnectionError("Request timed out", should_retry=True)  # type: ignore[no-untyped-call]
+        if fault == "500":
+            return self._error(500, "api_error", "An unknown error occurred")
+        key = recorded.idempotency_key
+        replay_key = (method, parts.path, key) if key and method == "POST" else None
+        if replay_key is not None and replay_key in self._replays:
+            response = self._replays[replay_key]
+        else:
+            response = self._route(method, parts.path, params)
+            if replay_key is not None and response[1] < 500:
+                self._replays[replay_key] = response
+        if fault == "timeout_after":
+            raise stripe.APIConnectionError("Request timed out", should_retry=True)  # type: ignore[no-untyped-call]
+        return response
+
+    def close(self) -> None:
+        return None
+
+    def _take_fault(self, method: str, path: str) -> str | None:
+        for fault in self.faults:
+            if fault.method == method and path.startswith(fault.path_prefix) and fault.times > 0:
+                fault.times -= 1
+                return fault.kind
+        return None
+
+    def fail(self, method: str, path_prefix: str, kind: str, times: int = 1) -> None:
+        self.faults.append(Fault(method, path_prefix, kind, times))
+
+    # --- what was sent ---------------------------------------------------------------------------------------
+
+    def sent(self, method: str, path_prefix: str) -> list[Recorded]:
+        return [r for r in self.requests if r.method == method and r.path.startswith(path_prefix)]
+
+    # --- routing -----------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _ok(obj: Any, status: int = 200) -> Answer:
+        return json.dumps(obj), status, {"Request-Id": "req_fake"}
+
+    @staticmethod
+    def _error(status: int, kind: str, message: str, **extra: Any) -> Answer:
+        return json.dumps({"error": {"type": kind, "message": message, **extra}}), status, {}
+
+    def _next(self, prefix: str) -> str:
+        return f"{prefix}_{next(self._ids):06d}"
+
+    def _route(self, method: str, path: str, params: dict[str, Any]) -> Answer:
+        parts = path.strip("/").split("/")
+        if method == "POST" and path == "/v1/customers":
+            return self._ok(self._create_customer(params))
+        if method == "POST" and path == "/v1/checkout/sessions":
+            return self._ok(self._create_session(params))
+        if method == "GET" and path == "/v1/checkout/sessions":
+            return self._ok(self._list(list(self.sessions.values()), params, "/v1/checkout/sessions"))
+        if method == "GET" and path == "/v1/events":
+            types = set(params.get("types", []))
+            chosen = [e for e in self.events if not types or e["type"] in types]
+            return self._ok(self._list(chosen, params, "/v1/events"))
+        if method == "POST" and path == "/v1/payment_intents":
+            return self._create_intent(params)
+        if method == "GET" and len(parts) == 4 and parts[1:3] == ["checkout", "sessions"]:
+            return self._found(self.sessions, parts[3])
+        if method == "GET" and len(parts) == 3 and parts[1] == "payment_intents":
+            return self._found(self.intents, parts[2])
+        if method == "GET" and len(parts) == 3 and parts[1] == "charges":
+            return self._found(self.charges, parts[2])
+        return self._error(404, "invalid_request_error", f"Unrecognized request URL ({method}: {path})")
+
+    def _found(self, store: dict[str, dict[str, Any]], object_id: str) -> Answer:
+        if object_id not in store:
+            return self._error(404, "invalid_request_error", f"No such object: '{object_id}'", code="resource_missing")
+        return self._ok(store[object_id])
+
+    @staticmethod
+    def _list(items: list[dict[str, Any]], params: dict[str, Any], url: str) -> dict[str, Any]:
+        gte = int(params.get("created[gte]", 0))
+        chosen = sorted((i for i in items if i["created"] >= gte), key=lambda i: (i["created"], i["id"]), reverse=True)
+        after = params.get("starting_after")
+        if after:
+            ids = [i["id"] for i in chosen]
+            chosen = chosen[ids.index(after) + 1 :] if after in ids else []
+        limit = int(params.get("limit", 10))
+        return {"object": "list", "url": url, "data": chosen[:limit], "has_more": len(chosen) > limit}
+
+    # --- objects -----------------------------------------------------------------------------------------------
+
+    def _create_customer(self, params: dict[str, Any]) -> dict[str, Any]:
+        customer = fixture("customer") | {"id": self._next("cus"), "created": int(time.time())}
+        customer["metadata"] = _sub(params, "metadata")
+        customer["discount"] = None
+        self.customers[customer["id"]] = customer
+        return customer
+
+    def _create_session(self, params: dict[str, Any]) -> dict[str, Any]:
+        session = fixture("checkout_session")
+        session_id = self._next("cs_test")
+        unit = int(params["line_items[0][price_data][unit_amount]"])
+        quantity = int(params.get("line_items[0][quantity]", 1))
+        session |= {
+            "id": session_id,
+            "object": "checkout.session",
+            "created": int(time.time()),
+            "expires_at": int(time.time()) + 86_400,
+            "mode": params.get("mode"),
+            "currency": params["line_items[0][price_data][currency]"],
+            "amount_subtotal": unit * quantity,
+            "amount_total": unit * quantity,
+            "customer": params.get("customer"),
+            "client_reference_id": params.get("client_reference_id"),
+            "metadata": _sub(params, "metadata"),
+            "payment_intent": None,
+            "payment_status": "unpaid",
+            "status": "open",
+            "success_url": params.get("success_url"),
+            "cancel_url": params.get("cancel_url"),
+            "url": f"https://checkout.stripe.com/c/pay/{session_id}",
+            "shipping_cost": None,
+            "total_details": {"amount_discount": 0, "amount_shipping": 0, "amount_tax": 0},
+            "currency_conversion": None,
+        }
+        self.sessions[session_id] = session
+        self._intent_metadata[session_id] = _sub(params, "payment_intent_data[metadata]")
+        self._intent_setup[session_id] = params.get("payment_intent_data[setup_future_usage]", "")
+        return session
+
+    def _new_intent(
+        self,
+        *,
+        amount: int,
+        customer: str | None,
+        metadata: dict[str, str],
+        status: str,
+        payment_method: str | None,
+        setup_future_usage: str | None,
+    ) -> dict[str, Any]:
+        intent = fixture("payment_intent")
+        intent_id = self._next("pi")
+        intent |= {
+            "id": intent_id,
+            "amount": amount,
+            "amount_received": amount if status == "succeeded" else 0,
+            "created": int(time.time()),
+            "canceled_at": None,
+            "currency": "usd",
+            "customer": customer,
+            "metadata": metadata,
+            "status": status,
+            "payment_method": payment_method,
+            "setup_future_usage": setup_future_usage,
+            "last_payment_error": None,
+            "next_action": None,
+            "client_secret": f"{intent_id}_secret_fake",
+            "transfer_data": None,
+        }
+        if status == "succeeded":
+            charge = self._new_charge(intent_id, amount, customer)
+            intent["latest_charge"] = charge["id"]
+        self.intents[intent_id] = intent
+        return intent
+
+    def _new_charge(self, intent_id: str, amount: int, customer: str | None) -> dict[str, Any]:
+        charge = fixture("charge")
+        charge |= {
+            "id": self._next("ch"),
+            "amount": amount,
+            "amount_captured": amount,
+            "amount_refunded": 0,
+            "captured": True,
+            "created": int(time.time()),
+            "customer": customer,
+            "payment_intent": intent_id,
+            "refunded": False,
+            "metadata": {},
+            "source": None,
+        }
+        charge["refunds"] = {
+            "object": "list",
+            "data": [],
+            "has_more": False,
+            "url": f"/v1/charges/{charge['id']}/refunds",
+        }
+        self.charges[charge["id"]] = charge
+        return charge
+
+    def _create_intent(self, params: dict[str, Any]) -> Answer:
+        amount = int(params["amount"])
+        metadata = _sub(params, "metadata")
+        behaviour = self.off_session
+        if behaviour in ("succeed", "processing"):
+            status = "succeeded" if behaviour == "succeed" else "processing"
+            intent = self._new_intent(
+                amount=amount,
+                customer=params.get("customer"),
+                metadata=metadata,
+                status=status,
+                payment_method=params.get("payment_method"),
+                setup_future_usage=None,
+            )
+            return self._ok(intent)
+        intent = self._new_intent(
+            amount=amount,
+            customer=params.get("customer"),
+            metadata=metadata,
+            status="requires_payment_method",
+            payment_method=None,
+            setup_future_usage=None,
+        )
+        if behaviour == "decline":
+            code, decline, message = "card_declined", "insufficient_funds", "Your card has insufficient funds."
+        else:
+            code, decline, message = "authentication_required", None, "This payment requires authentication."
+        intent["last_payment_error"] = {"type": "card_error", "code": code, "decline_code": decline, "message": message}
+        return self._error(
+            402,
+            "card_error",
+            message,
+            code=code,
+            decline_code=decline,
+            payment_intent=intent,
+        )
+
+    # --- Stripe's side of a payment ----------------------------------------------------------------------------
+
+    def pay(
+        self,
+        session_id: str,
+        *,
+        amount_total: int | None = None,
+        payment_status: str = "paid",
+        payment_method: str = "pm_card_visa",
+    ) -> dict[str, Any]:
+        """The customer pays at Checkout: the session completes, with a PaymentIntent and a charge."""
+        session = self.sessions[session_id]
+        amount = amount_total if amount_total is not None else session["amount_total"]
+        setup = self._intent_setup.get(session_id) or None
+        intent = self._new_intent(
+            amount=amount,
+            customer=session["customer"],
+            metadata=self._intent_metadata.get(session_id, {}),
+            status="succeeded" if payment_status == "paid" else "processing",
+            payment_method=payment_method,
+            setup_future_usage=setup,
+        )
+        session |= {
+            "status": "complete",
+            "payment_status": payment_status,
+            "amount_total": amount,
+            "payment_intent": intent["id"],
+        }
+        return copy.deepcopy(session)
+
+    def settle_async(self, session_id: str) -> dict[str, Any]:
+        """A delayed payment method settles."""
+        session = self.sessions[session_id]
+        intent = self.intents[session["payment_intent"]]
+        intent |= {"status": "succeeded", "amount_received": intent["amount"]}
+        intent["latest_charge"] = self._new_charge(intent["id"], intent["amount"], intent["customer"])["id"]
+        session["payment_status"] = "paid"
+        return copy.deepcopy(session)
+
+    def expire(self, session_id: str) -> dict[str, Any]:
+        self.sessions[session_id] |= {"status": "expired"}
+        return copy.deepcopy(self.sessions[session_id])
+
+    def charge_of(self, session_id: str) -> dict[str, Any]:
+        intent = self.intents[self.sessions[session_id]["payment_intent"]]
+        return self.charges[intent["latest_charge"]]
+
+    def refund(self, charge_id: str, amount_cents: int) -> dict[str, Any]:
+        """Refund part or all of a charge; returns the charge as ``charge.refunded`` carries it."""
+        charge = self.charges[charge_id]
+        refunded = charge["amount_refunded"] + amount_cents
+        refund = fixture("refund") | {
+            "id": self._next("re"),
+            "amount": amount_cents,
+            "charge": charge_id,
+            "payment_intent": charge["payment_intent"],
+            "created": int(time.time()),
+        }
+        charge |= {"amount_refunded": refunded, "refunded": refunded >= charge["amount"]}
+        charge["refunds"] = {**charge["refunds"], "data": [*charge["refunds"]["data"], refund]}
+        return copy.deepcopy(charge)
+
+    def dispute(
+        self,
+        charge_id: str,
+        *,
+        amount_cents: int | None = None,
+        status: str = "needs_response",
+        dispute_id: str | None = None,
+    ) -> dict[str, Any]:
+        charge = self.charges[charge_id]
+        dispute = fixture("dispute")
+        dispute |= {
+            "id": dispute_id or self._next("dp"),
+            "amount": amount_cents if amount_cents is not None else charge["amount"],
+            "charge": charge_id,
+            "payment_intent": charge["payment_intent"],
+            "status": status,
+            "created": int(time.time()),
+        }
+        return dispute
+
+    def event(
+        self,
+        event_type: str,
+        obj: dict[str, Any],
+        *,
+        event_id: str | None = None,
+        created: int | None = None,
+        record: bool = True,
+    ) -> dict[str, Any]:
+        """An event as Stripe would send it (and list it at /v1/events when ``record``)."""
+        event = fixture("event")
+        event |= {
+            "id": event_id or self._next("evt"),
+            "type": event_type,
+            "created": created or int(time.time()),
+            "api_version": "2026-10-28.endive",
+            "data": {"object": copy.deepcopy(obj)},
+            "livemode": False,
+            "pending_webhooks": 1,
+        }
+        if record:
+            self.events.append(event)
+        return event

@@ -1,0 +1,20 @@
+"""The card rail's jobs are registered with the worker, with their intervals and batch sizes from settings."""
+
+from __future__ import annotations
+
+from services.core.settings import Settings
+from services.worker.registry import default_jobs
+
+
+def test_the_card_jobs_are_registered_with_the_worker() -> None:
+    settings = Settings(
+        card_inbox_interval_seconds=7,
+        card_inbox_batch_size=11,
+        card_sync_interval_seconds=120,
+        card_auto_recharge_batch_size=5,
+    )
+    jobs = {job.name: job for job in default_jobs(settings)}
+    assert {"card.inbox", "card.sync", "card.auto_recharge"} <= set(jobs)
+    assert (jobs["card.inbox"].interval_seconds, jobs["card.inbox"].batch_size) == (7, 11)
+    assert jobs["card.sync"].interval_seconds == 120
+    assert jobs["card.auto_recharge"].batch_size == 5
