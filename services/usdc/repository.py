@@ -1,0 +1,277 @@
+"""The USDC rail's queries (SQLAlchemy Core on the caller's session; nothing here commits)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlmodel import Session
+
+from chain.logs import TransferLog
+from services.ledger.repository import table_of
+from services.usdc.models import ChainBlock, ChainCursor, DepositAddress, DepositStatus, UsdcDeposit
+
+addresses = table_of(DepositAddress)
+cursors = table_of(ChainCursor)
+blocks = table_of(ChainBlock)
+deposits = table_of(UsdcDeposit)
+
+# The columns a newly observed deposit is stored with, in the order the bulk insert writes them.
+DEPOSIT_INSERT_COLUMNS = (
+    "chain_id",
+    "tx_hash",
+    "log_index",
+    "block_number",
+    "block_hash",
+    "from_address",
+    "to_address",
+    "account_id",
+    "amount_usdc_units",
+    "status",
+    "observed_at",
+)
+_COPY_DEPOSITS_SQL = f"COPY usdc_deposits ({', '.join(DEPOSIT_INSERT_COLUMNS)}) FROM STDIN"
+
+
+# --- deposit addresses -------------------------------------------------------------------------------------
+
+
+def find_address(session: Session, account_id: int, chain_id: int) -> Any:
+    return session.execute(
+        select(addresses).where(addresses.c.account_id == account_id, addresses.c.chain_id == chain_id)
+    ).first()
+
+
+def insert_address(
+    session: Session, *, account_id: int, chain_id: int, derivation_index: int, address: str, now: datetime
+) -> None:
+    session.execute(
+        insert(addresses).values(
+            account_id=account_id,
+            chain_id=chain_id,
+            derivation_index=derivation_index,
+            address=address,
+            carry_usdc_units=0,
+            created_at=now,
+        )
+    )
+
+
+def deposit_address_for(session: Session, account_id: int, chain_id: int) -> Any:
+    row = find_address(session, account_id, chain_id)
+    if row is None:
+        raise LookupError(f"account {account_id} has no deposit address on chain {chain_id}")
+    return row
+
+
+def set_carry(session: Session, address_id: int, carry_usdc_units: int) -> None:
+    session.execute(update(addresses).where(addresses.c.id == address_id).values(carry_usdc_units=carry_usdc_units))
+
+
+def addresses_on_chain(session: Session, chain_id: int) -> dict[str, int]:
+    """Every deposit address on the chain, lowercase hex -> account id."""
+    rows = session.execute(select(addresses.c.address, addresses.c.account_id).where(addresses.c.chain_id == chain_id))
+    return {row.address: row.account_id for row in rows}
+
+
+# --- cursor and recent blocks ------------------------------------------------------------------------------
+
+
+def get_cursor(session: Session, chain_id: int, *, for_update: bool = False) -> Any:
+    """The chain's cursor row; ``for_update`` locks it (PostgreSQL) so that two pollers of one chain serialise."""
+    stmt = select(cursors).where(cursors.c.chain_id == chain_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    return session.execute(stmt).first()
+
+
+def insert_cursor(session: Session, chain_id: int, next_block: int, range_blocks: int, now: datetime) -> None:
+    session.execute(
+        insert(cursors).values(chain_id=chain_id, next_block=next_block, range_blocks=range_blocks, updated_at=now)
+    )
+
+
+def update_cursor(session: Session, chain_id: int, **values: Any) -> None:
+    session.execute(update(cursors).where(cursors.c.chain_id == chain_id).values(**values))
+
+
+def recent_blocks(session: Session, chain_id: int) -> dict[int, str]:
+    rows = session.execute(select(blocks.c.number, blocks.c.hash).where(blocks.c.chain_id == chain_id))
+    return {row.number: row.hash for row in rows}
+
+
+def store_blocks(session: Session, chain_id: int, new_hashes: Mapping[int, str], *, keep_blocks: int) -> None:
+    """Remember ``new_hashes`` (replacing what was stored for those blocks and above) and forget all but the newest
+    ``keep_blocks`` block numbers. A few statements, whatever the number of blocks kept."""
+    if new_hashes:
+        session.execute(delete(blocks).where(blocks.c.chain_id == chain_id, blocks.c.number >= min(new_hashes)))
+        session.execute(
+            insert(blocks), [{"chain_id": chain_id, "number": n, "hash": h} for n, h in sorted(new_hashes.items())]
+        )
+    newest = session.execute(
+        select(blocks.c.number).where(blocks.c.chain_id == chain_id).order_by(blocks.c.number.desc()).limit(1)
+    ).scalar()
+    if newest is not None:
+        session.execute(
+            delete(blocks).where(blocks.c.chain_id == chain_id, blocks.c.number <= int(newest) - keep_blocks)
+        )
+
+
+def forget_blocks_from(session: Session, chain_id: int, first_block: int) -> None:
+    """Forget the stored hashes of ``first_block`` and above (after a rewind)."""
+    session.execute(delete(blocks).where(blocks.c.chain_id == chain_id, blocks.c.number >= first_block))
+
+
+# --- deposits ----------------------------------------------------------------------------------------------
+
+
+def get_deposit(session: Session, deposit_id: int) -> Any:
+    return session.execute(select(deposits).where(deposits.c.id == deposit_id)).first()
+
+
+def deposits_by_id(session: Session, deposit_ids: Sequence[int]) -> dict[int, Any]:
+    if not deposit_ids:
+        return {}
+    rows = session.execute(select(deposits).where(deposits.c.id.in_(list(deposit_ids)))).all()
+    return {row.id: row for row in rows}
+
+
+def update_deposit(session: Session, deposit_id: int, **values: Any) -> None:
+    session.execute(update(deposits).where(deposits.c.id == deposit_id).values(**values))
+
+
+def find_deposits(session: Session, chain_id: int, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], Any]:
+    """The stored deposits among ``keys`` ((tx hash, log index) on the chain), by key."""
+    wanted = set(keys)
+    found = find_deposits_of_txs(session, chain_id, {tx for tx, _ in wanted})
+    return {key: row for key, row in found.items() if key in wanted}
+
+
+def find_deposits_of_txs(session: Session, chain_id: int, tx_hashes: Iterable[str]) -> dict[tuple[str, int], Any]:
+    """Every stored deposit of these transactions on the chain, by (tx hash, log index)."""
+    hashes = sorted(set(tx_hashes))
+    found: dict[tuple[str, int], Any] = {}
+    for start in range(0, len(hashes), 500):
+        rows = session.execute(
+            select(deposits).where(deposits.c.chain_id == chain_id, deposits.c.tx_hash.in_(hashes[start : start + 500]))
+        ).all()
+        found.update({(row.tx_hash, row.log_index): row for row in rows})
+    return found
+
+
+def insert_observed(
+    session: Session,
+    chain_id: int,
+    transfers: Sequence[TransferLog],
+    account_of: Mapping[str, int],
+    now: datetime,
+) -> int:
+    """Store ``transfers`` (none of them stored yet) as observed deposits of the accounts ``account_of`` maps their
+    recipients to; returns how many.
+
+    On PostgreSQL they go through one ``COPY`` (thousands of logs in one round trip); elsewhere as one
+    ``executemany``. Either way the unique (chain id, tx hash, log index) refuses a log stored twice.
+    """
+    if not transfers:
+        return 0
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        session.execute(insert(deposits), [_observed_row(chain_id, t, account_of, now) for t in transfers])
+        return len(transfers)
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    line = f"{chain_id:d}\t%s\t%d\t%d\t%s\t%s\t%s\t%d\t%d\t{DepositStatus.OBSERVED.value}\t{now.isoformat()}\n"
+    text = "".join(
+        [
+            line
+            % (
+                t.tx_hash,
+                t.log_index,
+                t.block_number,
+                t.block_hash,
+                t.from_address,
+                t.to_address,
+                account_of[t.to_address],
+                t.value_units,
+            )
+            for t in transfers
+        ]
+    )
+    try:
+        with driver.cursor() as cursor, cursor.copy(_COPY_DEPOSITS_SQL) as copy:
+            if _plain_copy_text(text, len(transfers)):
+                copy.write(text)
+            else:  # a value would need escaping: let the driver quote row by row
+                for t in transfers:
+                    copy.write_row(tuple(_observed_row(chain_id, t, account_of, now).values()))
+    except psycopg.Error as exc:  # raised as SQLAlchemy raises what goes through it
+        wrapped = IntegrityError if isinstance(exc, psycopg.IntegrityError) else DBAPIError
+        raise wrapped(_COPY_DEPOSITS_SQL, None, exc) from exc
+    return len(transfers)
+
+
+def _observed_row(chain_id: int, t: TransferLog, account_of: Mapping[str, int], now: datetime) -> dict[str, Any]:
+    return {
+        "chain_id": chain_id,
+        "tx_hash": t.tx_hash,
+        "log_index": t.log_index,
+        "block_number": t.block_number,
+        "block_hash": t.block_hash,
+        "from_address": t.from_address,
+        "to_address": t.to_address,
+        "account_id": account_of[t.to_address],
+        "amount_usdc_units": t.value_units,
+        "status": DepositStatus.OBSERVED.value,
+        "observed_at": now,
+    }
+
+
+def _plain_copy_text(text: str, rows: int) -> bool:
+    """Whether ``text`` is exactly ``rows`` lines of the deposit columns with nothing COPY would unescape: no value
+    held a tab, a line break or a backslash (the node's strings are hex, but they are not ours)."""
+    return (
+        text.count("\n") == rows
+        and text.count("\t") == rows * (len(DEPOSIT_INSERT_COLUMNS) - 1)
+        and "\\" not in text
+        and "\r" not in text
+    )
+
+
+def pending_deposits(session: Session, chain_id: int, up_to_block: int, limit: int) -> list[Any]:
+    """Observed deposits deep enough to confirm, oldest first."""
+    stmt = (
+        select(deposits)
+        .where(
+            deposits.c.chain_id == chain_id,
+            deposits.c.status == DepositStatus.OBSERVED,
+            deposits.c.block_number <= up_to_block,
+        )
+        .order_by(deposits.c.block_number, deposits.c.log_index)
+        .limit(limit)
+    )
+    return list(session.execute(stmt).all())
+
+
+def deposits_from_block(session: Session, chain_id: int, first_block: int) -> list[Any]:
+    """Every live (not orphaned) deposit at or above ``first_block``: what a reorg back to there may undo."""
+    live = [status.value for status in DepositStatus if status != DepositStatus.ORPHANED]
+    stmt = select(deposits).where(
+        deposits.c.chain_id == chain_id,
+        deposits.c.status.in_(live),
+        deposits.c.block_number >= first_block,
+    )
+    return list(session.execute(stmt).all())
+
+
+def account_deposits(session: Session, account_id: int, limit: int) -> list[Any]:
+    stmt = (
+        select(deposits)
+        .where(deposits.c.account_id == account_id)
+        .order_by(deposits.c.observed_at.desc(), deposits.c.id.desc())
+        .limit(limit)
+    )
+    return list(session.execute(stmt).all())

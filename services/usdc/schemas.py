@@ -1,0 +1,49 @@
+"""The USDC rail's API shapes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel
+
+
+class ChainOut(BaseModel):
+    chain_id: int
+    name: str
+    usdc_address: str
+    confirmations: int
+    use_finalized: bool
+    min_deposit_usdc_units: int
+
+
+class DepositAddressOut(BaseModel):
+    account_id: int
+    chain_id: int
+    chain_name: str
+    address: str
+    usdc_address: str
+    # EIP-681 payment request (for a QR code).
+    payment_uri: str
+    confirmations: int
+    use_finalized: bool
+    min_deposit_usdc_units: int
+    # USDC base units received but not yet credited (a sub-credit remainder, or deposits below the minimum).
+    carry_usdc_units: int
+
+
+class DepositOut(BaseModel):
+    id: int
+    chain_id: int
+    tx_hash: str
+    log_index: int
+    block_number: int
+    amount_usdc_units: int
+    status: str
+    # Blocks on top of the deposit's block as of the listener's last poll; credited once it reaches
+    # confirmations_required (and the block is still canonical then).
+    confirmations: int
+    confirmations_required: int
+    credits_minted: int | None
+    lot_id: int | None
+    observed_at: datetime
+    credited_at: datetime | None

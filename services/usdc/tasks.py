@@ -1,0 +1,135 @@
+"""The USDC rail's worker jobs, per configured chain: poll the chain for deposits, and confirm (credit) them.
+
+Both are engine-level: they talk to the chain's node, which must never happen inside a transaction, so each opens
+its own short units of work (services.usdc.listener) rather than working in a session handed to it. Both are
+state-driven (the cursor, the stored block hashes and the deposits' statuses are the only state), so a run killed
+at any instant and started again loses and duplicates nothing.
+
+A node error is written on the chain's cursor (``last_error``, for operators and the API) and raised again, so the
+worker records the failed run and backs off; the cursor does not move, and the next run catches up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy.engine import Engine
+
+from chain.errors import ChainRpcError
+from chain.rpc import ChainReader, ChainRpc
+from services.core.settings import ChainSettings, Settings
+from services.usdc.listener import (
+    DEFAULT_KEEP_BLOCKS,
+    MAX_CALLS_PER_POLL,
+    confirm_deposits,
+    poll_chain,
+    record_error,
+)
+
+if TYPE_CHECKING:
+    from services.worker.registry import JobSpec
+
+# Deposits a poll run stores before it hands back to the worker (which calls it again at once when it is reached).
+POLL_BATCH_SIZE = 5_000
+# Polls in one call at most (each a bounded scan): bounds a call on a chain that reorganises on every poll.
+MAX_POLLS_PER_CALL = 100
+
+EngineBatchFn = Callable[[Engine, datetime, int], int]
+
+
+def rpc_for(chain: ChainSettings) -> ChainRpc:
+    """The JSON-RPC client of a configured chain (it refuses a node serving another chain id)."""
+    return ChainRpc(chain.rpc_url, expected_chain_id=chain.chain_id, timeout_seconds=chain.rpc_timeout_seconds)
+
+
+def poll(
+    engine: Engine,
+    chain: ChainSettings,
+    rpc: ChainReader,
+    now: datetime,
+    batch_size: int,
+    *,
+    keep_blocks: int = DEFAULT_KEEP_BLOCKS,
+    max_polls: int = MAX_POLLS_PER_CALL,
+    max_calls_per_poll: int = MAX_CALLS_PER_POLL,
+) -> int:
+    """Poll ``chain`` until it is caught up with the node's head, ``batch_size`` deposits were stored, or
+    ``max_polls`` polls were made; returns the deposits stored (new, or back in the canonical chain). Each poll
+    commits on its own. A node error is recorded on the cursor and raised."""
+    stored = 0
+    try:
+        for _ in range(max_polls):
+            outcome = poll_chain(engine, chain, rpc, now=now, keep_blocks=keep_blocks, max_calls=max_calls_per_poll)
+            stored += outcome.stored_logs
+            if outcome.caught_up or stored >= batch_size:
+                break
+    except ChainRpcError as exc:
+        record_error(engine, chain.chain_id, exc, now)
+        raise
+    return stored
+
+
+def confirm(engine: Engine, chain: ChainSettings, rpc: ChainReader, now: datetime, batch_size: int) -> int:
+    """Credit up to ``batch_size`` observed deposits deep enough on ``chain`` (orphaning those whose block left the
+    canonical chain); returns how many it looked at, so a full batch means "call again". A node error is recorded
+    on the cursor and raised."""
+    try:
+        return confirm_deposits(engine, chain, rpc, now=now, limit=batch_size)
+    except ChainRpcError as exc:
+        record_error(engine, chain.chain_id, exc, now)
+        raise
+
+
+def poll_job_fn(chain: ChainSettings, settings: Settings, rpc: ChainReader | None = None) -> EngineBatchFn:
+    """``poll`` bound to one chain, as an engine-level batch function ``(engine, now, batch_size) -> items``."""
+    client = rpc or rpc_for(chain)
+
+    def run(engine: Engine, now: datetime, batch_size: int) -> int:
+        return poll(engine, chain, client, now, batch_size, keep_blocks=settings.usdc_recent_blocks_kept)
+
+    return run
+
+
+def confirm_job_fn(chain: ChainSettings, rpc: ChainReader | None = None) -> EngineBatchFn:
+    """``confirm`` bound to one chain, as an engine-level batch function ``(engine, now, batch_size) -> items``."""
+    client = rpc or rpc_for(chain)
+
+    def run(engine: Engine, now: datetime, batch_size: int) -> int:
+        return confirm(engine, chain, client, now, batch_size)
+
+    return run
+
+
+def usdc_job_specs(settings: Settings) -> list[JobSpec]:
+    """Two jobs per configured chain, ``usdc.poll.<chain id>`` and ``usdc.confirm.<chain id>``, every
+    ``usdc_poll_interval_seconds``; none when the rail is off (no xpub or no chains)."""
+    from services.worker.registry import JobSpec
+
+    if not settings.usdc_xpub:
+        return []
+    specs: list[JobSpec] = []
+    for chain in settings.usdc_chains:
+        rpc = rpc_for(chain)
+        specs.append(
+            JobSpec(
+                name=f"usdc.poll.{chain.chain_id}",
+                batch=None,
+                step=poll_job_fn(chain, settings, rpc),
+                interval_seconds=settings.usdc_poll_interval_seconds,
+                batch_size=POLL_BATCH_SIZE,
+                description=f"Scan chain {chain.chain_id} for USDC transfers to deposit addresses; rewind on reorgs.",
+            )
+        )
+        specs.append(
+            JobSpec(
+                name=f"usdc.confirm.{chain.chain_id}",
+                batch=None,
+                step=confirm_job_fn(chain, rpc),
+                interval_seconds=settings.usdc_poll_interval_seconds,
+                batch_size=settings.usdc_confirm_batch_size,
+                description=f"Credit deposits on chain {chain.chain_id} once deep enough and still canonical.",
+            )
+        )
+    return specs

@@ -1,0 +1,153 @@
+"""The USDC rail over HTTP: chains, the deposit address (as chain.hd derives it, with an EIP-681 URI) and deposits
+with their confirmations so far."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+
+from chain.addresses import checksum
+from chain.devchain import LocalToken, mine
+from chain.hd import DepositAddressDeriver, eip681_transfer_uri
+from chain.rpc import ChainRpc
+from services.api.app import create_app
+from services.apikeys.service import issue_key
+from services.core.db import unit_of_work
+from services.core.settings import Settings
+from services.ledger.accounts import create_customer_account
+from services.usdc import repository as usdc_repo
+
+from .conftest import CHAIN_ID, Rail, chain_settings_for, rail_settings
+from .support import send_transfer
+
+
+@dataclass
+class UsdcApi:
+    client: TestClient
+    rail: Rail
+    account_id: int
+    headers: dict[str, str]
+
+
+def customer_with_key(engine: Engine, name: str = "acme") -> tuple[int, dict[str, str]]:
+    with unit_of_work(engine) as session:
+        account_id = create_customer_account(session, name=name)
+        issued = issue_key(session, role="customer", account_id=account_id)
+    return account_id, {"Authorization": f"Bearer {issued.key}"}
+
+
+def client_for(settings: Settings, engine: Engine) -> TestClient:
+    return TestClient(create_app(settings, engine=engine), raise_server_exceptions=False)
+
+
+@pytest.fixture
+def api(engine: Engine, rpc: ChainRpc, token: LocalToken) -> Iterator[UsdcApi]:
+    mine(rpc, 8)
+    rail = Rail(engine, rail_settings(engine, chain_settings_for(rpc, token, confirmations=3)))
+    account_id, headers = customer_with_key(engine)
+    with client_for(rail.settings, engine) as client:
+        yield UsdcApi(client, rail, account_id, headers)
+
+
+def test_the_deposit_address_is_the_xpub_address_at_the_account_index_with_an_eip681_uri(
+    api: UsdcApi, token: LocalToken
+) -> None:
+    response = api.client.get("/v1/usdc/deposit-address", params={"chain_id": CHAIN_ID}, headers=api.headers)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    expected = DepositAddressDeriver(api.rail.settings.usdc_xpub).address(api.account_id)
+    assert body["address"] == checksum(expected)
+    assert body["account_id"] == api.account_id
+    assert body["chain_id"] == CHAIN_ID
+    assert body["usdc_address"] == checksum(token.address)
+    assert body["payment_uri"] == eip681_transfer_uri(
+        token=token.address, chain_id=CHAIN_ID, to=expected, value_units=0
+    )
+    assert body["payment_uri"].startswith(f"ethereum:{checksum(token.address)}@{CHAIN_ID}/transfer?address=")
+    assert (body["confirmations"], body["min_deposit_usdc_units"], body["carry_usdc_units"]) == (3, 1_000_000, 0)
+
+    priced = api.client.get(
+        "/v1/usdc/deposit-address",
+        params={"chain_id": CHAIN_ID, "amount_usdc_units": 25_000_000},
+        headers=api.headers,
+    ).json()
+    assert priced["address"] == body["address"]
+    assert priced["payment_uri"] == eip681_transfer_uri(
+        token=token.address, chain_id=CHAIN_ID, to=expected, value_units=25_000_000
+    )
+    with unit_of_work(api.rail.engine) as session:
+        count = session.execute(select(func.count()).select_from(usdc_repo.addresses)).scalar_one()
+        assert count == 1, "asked twice, created once"
+
+
+def test_chains_and_refusals(api: UsdcApi, engine: Engine, token: LocalToken) -> None:
+    chains = api.client.get("/v1/usdc/chains", headers=api.headers)
+    assert chains.status_code == 200
+    assert chains.json() == [
+        {
+            "chain_id": CHAIN_ID,
+            "name": "anvil",
+            "usdc_address": checksum(token.address),
+            "confirmations": 3,
+            "use_finalized": False,
+            "min_deposit_usdc_units": 1_000_000,
+        }
+    ]
+    unknown = api.client.get("/v1/usdc/deposit-address", params={"chain_id": 999}, headers=api.headers)
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["code"] == "chain_not_configured"
+    bad = api.client.get("/v1/usdc/deposit-address", params={"chain_id": 0}, headers=api.headers)
+    assert bad.status_code == 422
+    assert api.client.get("/v1/usdc/deposit-address", params={"chain_id": CHAIN_ID}).status_code == 401
+
+    off = Settings(environment="test", database_url=str(engine.url))
+    with client_for(off, engine) as client:
+        refused = client.get("/v1/usdc/deposit-address", params={"chain_id": CHAIN_ID}, headers=api.headers)
+        assert refused.status_code == 409
+        assert refused.json()["error"]["code"] == "usdc_rail_off"
+        assert client.get("/v1/usdc/chains", headers=api.headers).json() == []
+
+
+def test_deposits_show_their_confirmations_while_pending_and_then_credited(
+    api: UsdcApi, rpc: ChainRpc, token: LocalToken
+) -> None:
+    address = api.client.get("/v1/usdc/deposit-address", params={"chain_id": CHAIN_ID}, headers=api.headers).json()[
+        "address"
+    ]
+    _, block = send_transfer(token, address, 2_500_000)
+    rail = api.rail
+
+    def listed() -> dict[str, object]:
+        response = api.client.get("/v1/usdc/deposits", headers=api.headers)
+        assert response.status_code == 200, response.text
+        [deposit] = response.json()
+        return dict(deposit)
+
+    assert api.client.get("/v1/usdc/deposits", headers=api.headers).json() == []
+    rail.settle(rpc)
+    first = listed()
+    assert (first["status"], first["confirmations"], first["confirmations_required"]) == ("observed", 0, 3)
+    assert (first["amount_usdc_units"], first["block_number"], first["credits_minted"]) == (2_500_000, block, None)
+
+    mine(rpc, 2)
+    rail.settle(rpc)
+    assert (listed()["status"], listed()["confirmations"]) == ("observed", 2)
+
+    mine(rpc, 1)
+    rail.settle(rpc)
+    done = listed()
+    assert (done["status"], done["confirmations"], done["credits_minted"]) == ("credited", 3, 250)
+    assert done["credited_at"] is not None
+    assert done["lot_id"] is not None
+    balance = api.client.get("/v1/balance", headers=api.headers)
+    assert balance.status_code == 200
+    assert balance.json()["total_credits"] == 250
+
+    _other_id, other_headers = customer_with_key(rail.engine, "other")
+    assert api.client.get("/v1/usdc/deposits", headers=other_headers).json() == [], "one's own deposits only"
+    rail.assert_invariants()
