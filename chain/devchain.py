@@ -189,6 +189,23 @@ class LocalToken:
         return self.wallet.transact(self.address, self.transfer_many_data(recipients, value_units, rounds))
 
 
+def has_code(rpc: ChainRpc, address: str) -> bool:
+    """Whether a contract is deployed at ``address``."""
+    return str(rpc.request("eth_getCode", [normalize_address(address), "latest"])) not in ("0x", "0x0")
+
+
+def open_dev_token(rpc: ChainRpc, known_address: str | None, mint_units: int) -> LocalToken:
+    """The TestUSDC at ``known_address`` if the chain still has it (a chain restored from its state file), else a
+    new one deployed by development account 0 with ``mint_units`` minted to it."""
+    wallet = DevWallet(rpc, dev_account(0))
+    if known_address and has_code(rpc, known_address):
+        return LocalToken(wallet, known_address)
+    token = LocalToken.deploy(wallet)
+    if mint_units:
+        token.mint(wallet.address, mint_units)
+    return token
+
+
 def mine(rpc: ChainRpc, blocks: int = 1) -> None:
     """Mine ``blocks`` empty blocks at once (anvil)."""
     rpc.request("anvil_mine", [hex(blocks)])

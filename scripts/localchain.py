@@ -22,7 +22,7 @@ from typing import Any
 import click
 
 from chain.addresses import checksum, normalize_address
-from chain.devchain import DevWallet, LocalToken, dev_account, mine
+from chain.devchain import DevWallet, LocalToken, dev_account, mine, open_dev_token
 from chain.hd import eip681_transfer_uri
 from chain.node import DEFAULT_CHAIN_ID, AnvilNode, project_root
 from chain.rpc import ChainRpc
@@ -68,18 +68,6 @@ def connect(info_file: Path, rpc_url: str | None, token: str | None) -> tuple[Ch
     return rpc, LocalToken(wallet, token or str(info["token"]))
 
 
-def deploy_and_mint(rpc: ChainRpc, mint_units: int) -> LocalToken:
-    wallet = DevWallet(rpc, dev_account(0))
-    token = LocalToken.deploy(wallet)
-    if mint_units:
-        token.mint(wallet.address, mint_units)
-    return token
-
-
-def has_code(rpc: ChainRpc, address: str) -> bool:
-    return str(rpc.request("eth_getCode", [address, "latest"])) not in ("0x", "0x0")
-
-
 @click.group()
 @click.option(
     "--info-file",
@@ -117,11 +105,8 @@ def start(
     try:
         rpc = ChainRpc(node.url, expected_chain_id=chain_id)
         previous = json.loads(info_file.read_text()) if state is not None and info_file.exists() else {}
-        token_address = previous.get("token")
-        if previous.get("chain_id") == chain_id and token_address and has_code(rpc, token_address):
-            token = LocalToken(DevWallet(rpc, dev_account(0)), token_address)
-        else:
-            token = deploy_and_mint(rpc, parse_usdc_units(mint_usdc))
+        known = previous.get("token") if previous.get("chain_id") == chain_id else None
+        token = open_dev_token(rpc, known, parse_usdc_units(mint_usdc))
         deployer = token.wallet.address
         write_info(info_file, {"rpc_url": node.url, "chain_id": chain_id, "token": token.address, "deployer": deployer})
         click.echo(f"anvil        {node.url} (chain id {chain_id})")
@@ -150,7 +135,7 @@ def start(
 def deploy(info_file: Path, rpc_url: str, mint_usdc: str) -> None:
     """Deploy TestUSDC to a running node and record it."""
     rpc = ChainRpc(rpc_url)
-    token = deploy_and_mint(rpc, parse_usdc_units(mint_usdc))
+    token = open_dev_token(rpc, None, parse_usdc_units(mint_usdc))
     write_info(
         info_file,
         {"rpc_url": rpc_url, "chain_id": rpc.chain_id(), "token": token.address, "deployer": token.wallet.address},

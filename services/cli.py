@@ -58,6 +58,53 @@ def run(host: str | None, port: int | None) -> None:
 
 
 @main.command()
+@click.option("--host", default=None, help="Interface to bind (default from settings).")
+@click.option("--port", type=int, default=None, help="Port (default from settings).")
+@click.option("--no-chain", is_flag=True, help="Do not start the local chain (the USDC rail stays off).")
+def dev(host: str | None, port: int | None, no_chain: bool) -> None:
+    """Run the API and the worker together, with a local chain, on the configured (default: SQLite) database."""
+    from pathlib import Path
+
+    import uvicorn
+
+    from services.api.app import create_app
+    from services.dev import anvil_available, bootstrap_demo, dev_xpub, send_demo_deposit, start_dev_chain
+    from services.worker.scheduler import create_worker
+
+    settings = get_settings()
+    engine = _engine()
+    run_dir = Path(".run")
+    devchain = None
+    if not no_chain and not settings.usdc_chains and anvil_available():
+        devchain = start_dev_chain(run_dir)
+        settings = settings.model_copy(update={"usdc_xpub": dev_xpub(), "usdc_chains": [devchain.chain]})
+        click.echo(
+            f"local chain  {devchain.node.url} (chain id {devchain.chain.chain_id}), "
+            f"test USDC at {devchain.token.address}"
+        )
+    demo = bootstrap_demo(engine, run_dir)
+    if demo is not None:
+        click.echo(f"admin key    {demo.admin_key}")
+        click.echo(f"customer key {demo.customer_key}  (demo account {demo.account_id}, 1,000 welcome credits)")
+        click.echo(f"             shown once; kept in {run_dir / 'dev-keys.json'}")
+    worker = create_worker(engine, settings)
+    worker.start()
+    try:
+        if devchain is not None and demo is not None:
+            address = send_demo_deposit(engine, settings, devchain, demo.account_id)
+            click.echo(
+                f"sent 25 test USDC to the demo deposit address {address}; it is credited after "
+                f"{devchain.chain.confirmations} confirmations (see /v1/usdc/deposits and /v1/balance)"
+            )
+        click.echo(f"API          http://{host or settings.api_host}:{port or settings.api_port}/docs")
+        uvicorn.run(create_app(settings, engine=engine), host=host or settings.api_host, port=port or settings.api_port)
+    finally:
+        worker.shutdown(wait=True)
+        if devchain is not None:
+            devchain.close()
+
+
+@main.command()
 def migrate() -> None:
     """Bring the database schema up to date."""
     settings = get_settings()
@@ -134,11 +181,16 @@ def keys_revoke(key_id: int) -> None:
 @click.argument("account_id", type=int)
 @click.argument("amount_credits", type=int)
 @click.option("--key", "idempotency_key", required=True, help="Idempotency key: the same key grants once.")
-@click.option("--expires-at", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), default=None,
-              help="Expiry (UTC); default: the standard lot validity.")
+@click.option(
+    "--expires-at",
+    type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+    default=None,
+    help="Expiry (UTC); default: the standard lot validity.",
+)
 @click.option("--reason", default=None)
-def grant(account_id: int, amount_credits: int, idempotency_key: str, expires_at: datetime | None,
-          reason: str | None) -> None:
+def grant(
+    account_id: int, amount_credits: int, idempotency_key: str, expires_at: datetime | None, reason: str | None
+) -> None:
     """Grant promotional credits to an account."""
     from datetime import UTC
 

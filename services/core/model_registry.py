@@ -5,6 +5,10 @@ from __future__ import annotations
 from sqlmodel import SQLModel
 
 import services.apikeys.models
-import services.ledger.models  # noqa: F401
+import services.card.models
+import services.finance.models
+import services.ledger.models
+import services.usdc.models
+import services.worker.models  # noqa: F401
 
 metadata = SQLModel.metadata

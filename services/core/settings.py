@@ -5,10 +5,26 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_MARKERS = ("placeholder", "change-me", "changeme")
+
+
+class ChainSettings(BaseModel):
+    """One EVM chain the USDC rail listens on."""
+
+    chain_id: int = Field(gt=0)
+    name: str = ""
+    rpc_url: str
+    usdc_address: str
+    # Blocks on top of a deposit's block before it is credited; or wait for the node's `finalized` tag.
+    confirmations: int = Field(default=12, ge=0)
+    use_finalized: bool = False
+    start_block: int = Field(default=0, ge=0)
+    min_deposit_usdc_units: int = Field(default=1_000_000, ge=1)
+    max_range_blocks: int = Field(default=2_000, ge=1)
+    rpc_timeout_seconds: float = Field(default=10.0, gt=0)
 
 
 class Settings(BaseSettings):
@@ -35,6 +51,67 @@ class Settings(BaseSettings):
     stripe_secret_key: SecretStr = SecretStr("sk_test_placeholder")
     # Several webhook signing secrets are accepted at once, for rotation.
     stripe_webhook_secrets: list[SecretStr] = Field(default_factory=lambda: [SecretStr("whsec_placeholder")])
+
+    # Card rail: the Stripe client, what can be bought, where Checkout returns, the webhook inbox and the jobs.
+    # The client is built from these in one place (services.card.stripe_client), so tests and operators can point
+    # it anywhere; the API version is pinned so a Stripe upgrade never changes the shapes we parse.
+    stripe_api_base: str = "https://api.stripe.com"
+    stripe_api_version: str = "2026-10-28.endive"
+    stripe_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    stripe_read_timeout_seconds: float = Field(default=20.0, gt=0)
+    stripe_max_network_retries: int = Field(default=2, ge=0, le=10)
+    # Prefixed to every Stripe idempotency key we derive ("purchase:<id>"), for installs sharing a Stripe account.
+    stripe_idempotency_namespace: str = Field(default="", max_length=40)
+    # Custom card amounts: 500-credit steps between these bounds (inclusive).
+    card_custom_min_credits: int = Field(default=500, ge=500)
+    card_custom_max_credits: int = Field(default=100_000, ge=500)
+    # Where Checkout sends the customer back; the purchase id and session id are added as query parameters.
+    card_success_url: str = "http://127.0.0.1:8000/credits/purchase-complete"
+    card_cancel_url: str = "http://127.0.0.1:8000/credits/purchase-cancelled"
+    # Webhook signatures: how old a signature may be, and how far ahead of our clock (clock skew).
+    stripe_webhook_tolerance_seconds: int = Field(default=300, ge=1)
+    stripe_webhook_future_tolerance_seconds: int = Field(default=60, ge=0)
+    # Process a stored event in the API process right after its acknowledgement; the worker's inbox job takes
+    # what that missed (a crash, a failure) once it is older than the grace period.
+    card_process_webhooks_inline: bool = True
+    card_inline_processing_threads: int = Field(default=4, ge=1, le=64)
+    card_inbox_grace_seconds: float = Field(default=30.0, ge=0)
+    card_inbox_max_attempts: int = Field(default=10, ge=1)
+    card_inbox_backoff_initial_seconds: float = Field(default=30.0, gt=0)
+    card_inbox_backoff_max_seconds: float = Field(default=3_600.0, gt=0)
+    card_inbox_interval_seconds: float = Field(default=15.0, gt=0)
+    card_inbox_batch_size: int = Field(default=100, ge=1)
+    # The sync job: recent Checkout Sessions and events read back from Stripe, so a lost webhook still mints.
+    card_sync_interval_seconds: float = Field(default=300.0, gt=0)
+    card_sync_lookback_seconds: int = Field(default=3 * 86_400, ge=60)
+    card_sync_max_pages: int = Field(default=10, ge=1)
+    card_sync_batch_size: int = Field(default=1_000, ge=1)
+    # Auto-recharge: how often balances are compared with thresholds, and when a customer's recharge turns off.
+    card_auto_recharge_interval_seconds: float = Field(default=60.0, gt=0)
+    card_auto_recharge_batch_size: int = Field(default=100, ge=1)
+    card_auto_recharge_max_failures: int = Field(default=3, ge=1)
+
+    # Worker: the scheduler's periodic jobs. Each job sweeps in batches of its batch size, one database
+    # transaction per batch, every interval; a failed run is retried after an exponential backoff (doubling from
+    # the initial delay up to the maximum) instead of waiting for its next interval.
+    worker_lot_expiry_interval_seconds: float = Field(default=60.0, gt=0)
+    worker_lot_expiry_batch_size: int = Field(default=500, ge=1)
+    worker_hold_expiry_interval_seconds: float = Field(default=10.0, gt=0)
+    worker_hold_expiry_batch_size: int = Field(default=500, ge=1)
+    worker_backoff_initial_seconds: float = Field(default=1.0, gt=0)
+    worker_backoff_max_seconds: float = Field(default=300.0, gt=0)
+    worker_log_level: str = "INFO"
+    # The jobs this worker runs, by name (e.g. '["ledger.expire_lots"]'); empty: every registered job.
+    worker_jobs: list[str] = Field(default_factory=list)
+
+    # USDC rail. Deposit addresses are derived from this extended public key (the service never holds the keys that
+    # control deposits); with no xpub or no chains the rail is off.
+    usdc_xpub: str = ""
+    usdc_chains: list[ChainSettings] = Field(default_factory=list)
+    usdc_poll_interval_seconds: float = Field(default=5.0, gt=0)
+    usdc_confirm_batch_size: int = Field(default=200, ge=1)
+    # How many recent block hashes the listener keeps per chain to notice a reorg.
+    usdc_recent_blocks_kept: int = Field(default=256, ge=8)
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:

@@ -203,7 +203,7 @@ class LotMovement(SQLModel, table=True):
     __tablename__ = "lot_movements"
 
     id: int | None = Field(default=None, sa_type=BigIntPK, primary_key=True)
-    lot_id: int = _fk("lots.id", index=True)
+    lot_id: int = _fk("lots.id")
     transaction_id: int = _fk("ledger_transactions.id", index=True)
     kind: str = Field(max_length=32)
     # Signed change to the lot's remaining credits.
@@ -212,7 +212,11 @@ class LotMovement(SQLModel, table=True):
     hold_id: int | None = _fk("holds.id", nullable=True)
     created_at: datetime = _timestamp()
 
-    __table_args__ = (CheckConstraint("amount_credits <> 0", name="ck_lot_movements_nonzero"),)
+    __table_args__ = (
+        CheckConstraint("amount_credits <> 0", name="ck_lot_movements_nonzero"),
+        # A lot's history in order, and its latest movement (the expiry job's key) without a table scan.
+        Index("ix_lot_movements_lot_id_id", "lot_id", "id"),
+    )
 
 
 class Hold(SQLModel, table=True):

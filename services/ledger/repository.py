@@ -44,6 +44,7 @@ budgets = table_of(Budget)
 budget_usage = table_of(BudgetUsage)
 hold_budget_charges = table_of(HoldBudgetCharge)
 
+FIRST_DRAW_PAGE = 4
 DRAW_PAGE = 32
 
 
@@ -243,13 +244,16 @@ _drawable_stmt = (
 
 def drawable_lots(session: Session, account_id: int, now: datetime, needed_credits: int) -> list[tuple[int, int]]:
     """(lot id, unreserved credits) in draw-down order (soonest expiry, then oldest, then lowest id), only as
-    many lots as it takes to cover ``needed_credits`` (all of them when the account holds less)."""
+    many lots as it takes to cover ``needed_credits`` (all of them when the account holds less).
+
+    The first page is small (one lot usually covers a spend), so an account with many lots costs no more."""
     found: list[tuple[int, int]] = []
     covered = 0
     offset = 0
+    page_size = FIRST_DRAW_PAGE
     while covered < needed_credits:
         page = session.execute(
-            _drawable_stmt, {"account_id": account_id, "now": now, "limit": DRAW_PAGE, "offset": offset}
+            _drawable_stmt, {"account_id": account_id, "now": now, "limit": page_size, "offset": offset}
         ).all()
         for row in page:
             free = row.remaining_credits - row.reserved_credits
@@ -258,9 +262,10 @@ def drawable_lots(session: Session, account_id: int, now: datetime, needed_credi
                 covered += free
                 if covered >= needed_credits:
                     break
-        if len(page) < DRAW_PAGE:
+        if len(page) < page_size:
             break
-        offset += DRAW_PAGE
+        offset += page_size
+        page_size = DRAW_PAGE
     return found
 
 

@@ -38,9 +38,15 @@ class Api:
             account_id = create_customer_account(session, name=name)
             issued = issue_key(session, role="customer", account_id=account_id)
             if credits:
-                mint(session, account_id=account_id, amount_credits=credits, rail="card",
-                     external_ref=f"cs_test_{name}", funding_account_id=SystemAccount.FUNDING_CARD,
-                     cost_basis_cents=credits)
+                mint(
+                    session,
+                    account_id=account_id,
+                    amount_credits=credits,
+                    rail="card",
+                    external_ref=f"cs_test_{name}",
+                    funding_account_id=SystemAccount.FUNDING_CARD,
+                    cost_basis_cents=credits,
+                )
         return Customer(account_id, issued.id, {"Authorization": f"Bearer {issued.key}"})
 
     def snapshot(self) -> dict[str, int]:

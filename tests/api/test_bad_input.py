@@ -26,55 +26,80 @@ def _idem(customer: Customer, key: str = "k1") -> dict[str, str]:
 @pytest.mark.parametrize("amount", BAD_AMOUNTS)
 def test_bad_charge_amounts_are_refused(api: Api, amount: Any) -> None:
     customer = api.customer()
-    _refused(api, "POST", "/v1/charges", 422, "invalid_request", json={"amount_credits": amount},
-             headers=_idem(customer))
+    _refused(
+        api, "POST", "/v1/charges", 422, "invalid_request", json={"amount_credits": amount}, headers=_idem(customer)
+    )
 
 
 @pytest.mark.parametrize("amount", BAD_AMOUNTS)
 def test_bad_hold_amounts_are_refused(api: Api, amount: Any) -> None:
     customer = api.customer()
-    _refused(api, "POST", "/v1/holds", 422, "invalid_request", json={"amount_credits": amount},
-             headers=_idem(customer))
+    _refused(api, "POST", "/v1/holds", 422, "invalid_request", json={"amount_credits": amount}, headers=_idem(customer))
 
 
 def test_amount_above_configured_maximum_is_refused(api: Api) -> None:
     customer = api.customer()
-    _refused(api, "POST", "/v1/charges", 422, "invalid_amount", json={"amount_credits": 10**13},
-             headers=_idem(customer))
+    _refused(
+        api, "POST", "/v1/charges", 422, "invalid_amount", json={"amount_credits": 10**13}, headers=_idem(customer)
+    )
 
 
 def test_malformed_json_is_refused(api: Api) -> None:
     customer = api.customer()
-    _refused(api, "POST", "/v1/charges", 422, "malformed_json", content=b'{"amount_credits": ',
-             headers={**_idem(customer), "Content-Type": "application/json"})
+    _refused(
+        api,
+        "POST",
+        "/v1/charges",
+        422,
+        "malformed_json",
+        content=b'{"amount_credits": ',
+        headers={**_idem(customer), "Content-Type": "application/json"},
+    )
 
 
 def test_unknown_fields_are_refused(api: Api) -> None:
     customer = api.customer()
-    _refused(api, "POST", "/v1/charges", 422, "invalid_request", json={"amount_credits": 1, "account_id": 1},
-             headers=_idem(customer))
+    _refused(
+        api,
+        "POST",
+        "/v1/charges",
+        422,
+        "invalid_request",
+        json={"amount_credits": 1, "account_id": 1},
+        headers=_idem(customer),
+    )
 
 
 def test_missing_idempotency_key_is_refused(api: Api) -> None:
     customer = api.customer()
-    _refused(api, "POST", "/v1/holds", 422, "idempotency_key_required", json={"amount_credits": 1},
-             headers=customer.headers)
+    _refused(
+        api, "POST", "/v1/holds", 422, "idempotency_key_required", json={"amount_credits": 1}, headers=customer.headers
+    )
 
 
 def test_insufficient_credits(api: Api) -> None:
     customer = api.customer(credits=100)
-    _refused(api, "POST", "/v1/charges", 402, "insufficient_credits", json={"amount_credits": 101},
-             headers=_idem(customer))
+    _refused(
+        api, "POST", "/v1/charges", 402, "insufficient_credits", json={"amount_credits": 101}, headers=_idem(customer)
+    )
 
 
 def test_reused_idempotency_key_with_another_payload_conflicts(api: Api) -> None:
     customer = api.customer()
     assert api.client.post("/v1/charges", json={"amount_credits": 5}, headers=_idem(customer)).status_code == 201
-    _refused(api, "POST", "/v1/charges", 409, "idempotency_key_reused", json={"amount_credits": 6},
-             headers=_idem(customer))
+    _refused(
+        api, "POST", "/v1/charges", 409, "idempotency_key_reused", json={"amount_credits": 6}, headers=_idem(customer)
+    )
     assert api.client.post("/v1/holds", json={"amount_credits": 5}, headers=_idem(customer, "h")).status_code == 201
-    _refused(api, "POST", "/v1/holds", 409, "idempotency_key_reused", json={"amount_credits": 7},
-             headers=_idem(customer, "h"))
+    _refused(
+        api,
+        "POST",
+        "/v1/holds",
+        409,
+        "idempotency_key_reused",
+        json={"amount_credits": 7},
+        headers=_idem(customer, "h"),
+    )
 
 
 def test_unknown_and_foreign_holds_are_not_found(api: Api) -> None:
@@ -83,8 +108,15 @@ def test_unknown_and_foreign_holds_are_not_found(api: Api) -> None:
     hold = api.client.post("/v1/holds", json={"amount_credits": 50}, headers=_idem(owner)).json()
     _refused(api, "GET", "/v1/holds/999999", 404, "hold_not_found", headers=stranger.headers)
     _refused(api, "GET", f"/v1/holds/{hold['id']}", 404, "hold_not_found", headers=stranger.headers)
-    _refused(api, "POST", f"/v1/holds/{hold['id']}/capture", 404, "hold_not_found", json={"amount_credits": 1},
-             headers=stranger.headers)
+    _refused(
+        api,
+        "POST",
+        f"/v1/holds/{hold['id']}/capture",
+        404,
+        "hold_not_found",
+        json={"amount_credits": 1},
+        headers=stranger.headers,
+    )
     _refused(api, "POST", f"/v1/holds/{hold['id']}/release", 404, "hold_not_found", headers=stranger.headers)
     _refused(api, "GET", "/v1/holds/not-a-number", 422, "invalid_request", headers=owner.headers)
 
@@ -92,23 +124,56 @@ def test_unknown_and_foreign_holds_are_not_found(api: Api) -> None:
 def test_capture_above_hold_and_of_resolved_hold_conflict(api: Api) -> None:
     customer = api.customer()
     hold = api.client.post("/v1/holds", json={"amount_credits": 50}, headers=_idem(customer)).json()
-    _refused(api, "POST", f"/v1/holds/{hold['id']}/capture", 409, "capture_exceeds_hold", json={"amount_credits": 51},
-             headers=customer.headers)
-    assert api.client.post(f"/v1/holds/{hold['id']}/capture", json={"amount_credits": 50},
-                           headers=customer.headers).status_code == 200
-    _refused(api, "POST", f"/v1/holds/{hold['id']}/capture", 409, "hold_not_active", json={"amount_credits": 1},
-             headers=customer.headers)
+    _refused(
+        api,
+        "POST",
+        f"/v1/holds/{hold['id']}/capture",
+        409,
+        "capture_exceeds_hold",
+        json={"amount_credits": 51},
+        headers=customer.headers,
+    )
+    assert (
+        api.client.post(
+            f"/v1/holds/{hold['id']}/capture", json={"amount_credits": 50}, headers=customer.headers
+        ).status_code
+        == 200
+    )
+    _refused(
+        api,
+        "POST",
+        f"/v1/holds/{hold['id']}/capture",
+        409,
+        "hold_not_active",
+        json={"amount_credits": 1},
+        headers=customer.headers,
+    )
     _refused(api, "POST", f"/v1/holds/{hold['id']}/release", 409, "hold_not_active", headers=customer.headers)
 
 
 def test_unknown_budget_and_account(api: Api) -> None:
     customer = api.customer()
-    _refused(api, "PATCH", "/v1/budgets/424242", 404, "budget_not_found", json={"limit_credits": 1},
-             headers=customer.headers)
-    _refused(api, "POST", "/v1/admin/accounts/424242/grants", 404, "account_not_found", json={"amount_credits": 1},
-             headers={**api.admin, "Idempotency-Key": "g"})
-    _refused(api, "POST", "/v1/admin/accounts/3/grants", 422, "not_a_customer_account", json={"amount_credits": 1},
-             headers={**api.admin, "Idempotency-Key": "g"})
+    _refused(
+        api, "PATCH", "/v1/budgets/424242", 404, "budget_not_found", json={"limit_credits": 1}, headers=customer.headers
+    )
+    _refused(
+        api,
+        "POST",
+        "/v1/admin/accounts/424242/grants",
+        404,
+        "account_not_found",
+        json={"amount_credits": 1},
+        headers={**api.admin, "Idempotency-Key": "g"},
+    )
+    _refused(
+        api,
+        "POST",
+        "/v1/admin/accounts/3/grants",
+        422,
+        "not_a_customer_account",
+        json={"amount_credits": 1},
+        headers={**api.admin, "Idempotency-Key": "g"},
+    )
 
 
 def test_bad_budget_input(api: Api) -> None:
@@ -119,9 +184,15 @@ def test_bad_budget_input(api: Api) -> None:
         {"name": "x", "scope": "project", "scope_ref": "a", "period": "day", "limit_credits": -1},
     ):
         _refused(api, "POST", "/v1/budgets", 422, "invalid_request", json=body, headers=customer.headers)
-    _refused(api, "POST", "/v1/budgets", 422, "invalid_request",
-             json={"name": "x", "scope": "api_key", "scope_ref": "999", "period": "day", "limit_credits": 1},
-             headers=customer.headers)
+    _refused(
+        api,
+        "POST",
+        "/v1/budgets",
+        422,
+        "invalid_request",
+        json={"name": "x", "scope": "api_key", "scope_ref": "999", "period": "day", "limit_credits": 1},
+        headers=customer.headers,
+    )
 
 
 def test_bad_query_parameters(api: Api) -> None:

@@ -41,14 +41,17 @@ def test_charge_replay_returns_the_same_charge(api: Api) -> None:
 def test_hold_capture_lifecycle(api: Api) -> None:
     customer = api.customer(credits=1_000)
     created = api.client.post(
-        "/v1/holds", json={"amount_credits": 600, "ttl_seconds": 60},
+        "/v1/holds",
+        json={"amount_credits": 600, "ttl_seconds": 60},
         headers={**customer.headers, "Idempotency-Key": "h1"},
     )
     assert created.status_code == 201
     hold = created.json()
     balance = api.client.get("/v1/balance", headers=customer.headers).json()
     assert (balance["available_credits"], balance["reserved_credits"]) == (400, 600)
-    captured = api.client.post(f"/v1/holds/{hold['id']}/capture", json={"amount_credits": 250}, headers=customer.headers)
+    captured = api.client.post(
+        f"/v1/holds/{hold['id']}/capture", json={"amount_credits": 250}, headers=customer.headers
+    )
     assert captured.status_code == 200
     assert captured.json()["status"] == "captured"
     assert captured.json()["captured_credits"] == 250
@@ -77,18 +80,21 @@ def test_budget_crud_and_enforcement(api: Api) -> None:
     assert created.status_code == 201
     budget_id = created.json()["id"]
     ok = api.client.post(
-        "/v1/charges", json={"amount_credits": 200, "project": "search"},
+        "/v1/charges",
+        json={"amount_credits": 200, "project": "search"},
         headers={**customer.headers, "Idempotency-Key": "b1"},
     )
     assert ok.status_code == 201
     over = api.client.post(
-        "/v1/charges", json={"amount_credits": 200, "project": "search"},
+        "/v1/charges",
+        json={"amount_credits": 200, "project": "search"},
         headers={**customer.headers, "Idempotency-Key": "b2"},
     )
     assert over.status_code == 402
     assert over.json()["error"]["code"] == "budget_exceeded"
     other_project = api.client.post(
-        "/v1/charges", json={"amount_credits": 200, "project": "other"},
+        "/v1/charges",
+        json={"amount_credits": 200, "project": "other"},
         headers={**customer.headers, "Idempotency-Key": "b3"},
     )
     assert other_project.status_code == 201
@@ -104,25 +110,29 @@ def test_admin_grant_and_adjustments(api: Api) -> None:
     customer = api.customer(credits=0)
     path = f"/v1/admin/accounts/{customer.account_id}"
     granted = api.client.post(
-        f"{path}/grants", json={"amount_credits": 500, "expires_at": "2099-01-01T00:00:00Z", "reason": "welcome"},
+        f"{path}/grants",
+        json={"amount_credits": 500, "expires_at": "2099-01-01T00:00:00Z", "reason": "welcome"},
         headers={**api.admin, "Idempotency-Key": "g1"},
     )
     assert granted.status_code == 201
     again = api.client.post(
-        f"{path}/grants", json={"amount_credits": 500, "expires_at": "2099-01-01T00:00:00Z", "reason": "welcome"},
+        f"{path}/grants",
+        json={"amount_credits": 500, "expires_at": "2099-01-01T00:00:00Z", "reason": "welcome"},
         headers={**api.admin, "Idempotency-Key": "g1"},
     )
     assert again.json()["lot_id"] == granted.json()["lot_id"]
     lots = api.client.get("/v1/lots", headers=customer.headers).json()["data"]
     assert lots[0]["promotional"] is True
     debit = api.client.post(
-        f"{path}/adjustments", json={"amount_credits": -120, "reason": "duplicate usage"},
+        f"{path}/adjustments",
+        json={"amount_credits": -120, "reason": "duplicate usage"},
         headers={**api.admin, "Idempotency-Key": "a1"},
     )
     assert debit.status_code == 201
     assert debit.json()["amount_credits"] == -120
     credit = api.client.post(
-        f"{path}/adjustments", json={"amount_credits": 20, "reason": "goodwill"},
+        f"{path}/adjustments",
+        json={"amount_credits": 20, "reason": "goodwill"},
         headers={**api.admin, "Idempotency-Key": "a2"},
     )
     assert credit.status_code == 201

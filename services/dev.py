@@ -1,0 +1,140 @@
+"""Everything in one process for development: the API, the worker, and (when anvil is installed) a local chain with
+a test USDC token, so a newcomer sees a card-less deposit credited end to end.
+
+On its first start against an empty database it creates an admin key, a demo customer account with a key and a
+welcome grant, and prints the keys (they are also kept in ``.run/dev-keys.json``, which only this development mode
+writes). The local chain keeps its state in ``.run/`` across restarts.
+
+The deposit addresses of the local chain derive from a fixed, public development seed: never use it elsewhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bip32 import BIP32
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+
+from chain.devchain import LocalToken, open_dev_token
+from chain.node import AnvilNode, find_anvil
+from chain.rpc import ChainRpc
+from services.apikeys.models import ApiKey
+from services.apikeys.service import issue_key
+from services.core.db import unit_of_work
+from services.core.settings import ChainSettings, Settings
+from services.ledger.accounts import create_customer_account
+from services.ledger.minting import grant
+from services.ledger.repository import table_of
+from services.usdc.addresses import ensure_deposit_address
+
+log = logging.getLogger("creditrail.dev")
+
+DEV_CHAIN_ID = 31337
+DEV_DEPOSIT_SEED = hashlib.sha256(b"creditrail development deposit addresses (public, never for real funds)").digest()
+DEV_TOKEN_MINT_UNITS = 1_000_000 * 1_000_000  # one million test USDC for the deployer
+DEMO_DEPOSIT_UNITS = 25_000_000  # 25 test USDC
+WELCOME_GRANT_CREDITS = 1_000
+
+
+def dev_xpub() -> str:
+    """The extended public key (m/44'/60'/0') of the public development seed."""
+    return str(BIP32.from_seed(DEV_DEPOSIT_SEED).get_xpub_from_path("m/44'/60'/0'"))
+
+
+@dataclass
+class DevChain:
+    node: AnvilNode
+    rpc: ChainRpc
+    token: LocalToken
+    chain: ChainSettings
+
+    def close(self) -> None:
+        self.rpc.close()
+        self.node.stop()
+
+
+def start_dev_chain(run_dir: Path, *, block_time_seconds: int = 1, confirmations: int = 3) -> DevChain:
+    """Start anvil (state kept in ``run_dir``), reuse or deploy the test token, and describe the chain; also write
+    ``run_dir/localchain.json`` so ``scripts/localchain.py send`` can send to it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    info_file = run_dir / "localchain.json"
+    previous: dict[str, Any] = json.loads(info_file.read_text()) if info_file.exists() else {}
+    node = AnvilNode(
+        chain_id=DEV_CHAIN_ID, state_path=run_dir / "anvil-state.json", block_time_seconds=block_time_seconds
+    )
+    node.start()
+    rpc = ChainRpc(node.url, expected_chain_id=DEV_CHAIN_ID)
+    known = previous.get("token") if previous.get("chain_id") == DEV_CHAIN_ID else None
+    token = open_dev_token(rpc, known, DEV_TOKEN_MINT_UNITS)
+    info_file.write_text(
+        json.dumps(
+            {"rpc_url": node.url, "chain_id": DEV_CHAIN_ID, "token": token.address, "deployer": token.wallet.address},
+            indent=2,
+        )
+        + "\n"
+    )
+    chain = ChainSettings(
+        chain_id=DEV_CHAIN_ID,
+        name="local anvil",
+        rpc_url=node.url,
+        usdc_address=token.address,
+        confirmations=confirmations,
+        start_block=0,
+    )
+    return DevChain(node, rpc, token, chain)
+
+
+def anvil_available() -> bool:
+    try:
+        find_anvil()
+    except Exception:
+        return False
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class DemoSetup:
+    admin_key: str
+    customer_key: str
+    account_id: int
+
+
+def bootstrap_demo(engine: Engine, run_dir: Path) -> DemoSetup | None:
+    """On an empty database: an admin key, a demo account with a welcome grant, and its key. None otherwise."""
+    api_keys = table_of(ApiKey)
+    with unit_of_work(engine) as session:
+        if session.execute(select(func.count()).select_from(api_keys)).scalar_one():
+            return None
+        admin = issue_key(session, role="admin", account_id=None, name="development admin")
+        account_id = create_customer_account(session, name="demo")
+        customer = issue_key(session, role="customer", account_id=account_id, name="demo customer")
+        grant(
+            session,
+            account_id=account_id,
+            amount_credits=WELCOME_GRANT_CREDITS,
+            idempotency_key="welcome",
+            reason="development welcome grant",
+        )
+    setup = DemoSetup(admin.key, customer.key, account_id)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "dev-keys.json").write_text(
+        json.dumps(
+            {"admin_key": setup.admin_key, "customer_key": setup.customer_key, "demo_account_id": account_id}, indent=2
+        )
+        + "\n"
+    )
+    return setup
+
+
+def send_demo_deposit(engine: Engine, settings: Settings, devchain: DevChain, account_id: int) -> str:
+    """Send test USDC to the demo account's deposit address; returns the address."""
+    with unit_of_work(engine) as session:
+        view = ensure_deposit_address(session, settings, account_id=account_id, chain_id=devchain.chain.chain_id)
+    devchain.token.transfer(view.address, DEMO_DEPOSIT_UNITS)
+    return view.address
