@@ -13,15 +13,12 @@ from sqlalchemy.engine import Engine
 
 from services.core.db import make_engine, unit_of_work
 from services.core.errors import CreditrailError
-from services.core.migrate import ensure_schema, upgrade
+from services.core.migrate import ready_engine, upgrade
 from services.core.settings import get_settings
 
 
 def _engine() -> Engine:
-    settings = get_settings()
-    engine = make_engine(settings.database_url, pool_size=settings.database_pool_size)
-    ensure_schema(engine, auto_migrate=settings.auto_migrate)
-    return engine
+    return ready_engine(get_settings())
 
 
 def _print(data: Any) -> None:
@@ -219,6 +216,15 @@ def check() -> None:
     if violations:
         sys.exit(1)
 
+
+def _add_worker_commands() -> None:
+    from services.worker.cli import jobs, run_job, worker
+
+    for command in (worker, jobs, run_job):
+        main.add_command(command)
+
+
+_add_worker_commands()
 
 if __name__ == "__main__":
     main()

@@ -10,7 +10,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
+from services.core.db import make_engine
 from services.core.errors import CreditrailError
+from services.core.settings import Settings
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -55,3 +57,10 @@ def ensure_schema(engine: Engine, *, auto_migrate: bool) -> None:
             current=current,
             head=head,
         )
+
+
+def ready_engine(settings: Settings) -> Engine:
+    """An engine for the configured database, its schema brought up to date (or refused when behind)."""
+    engine = make_engine(settings.database_url, pool_size=settings.database_pool_size)
+    ensure_schema(engine, auto_migrate=settings.auto_migrate)
+    return engine

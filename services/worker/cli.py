@@ -10,8 +10,8 @@ from datetime import datetime
 import click
 from sqlalchemy.engine import Engine
 
-from services.core.db import make_engine, unit_of_work
-from services.core.migrate import ensure_schema
+from services.core.db import unit_of_work
+from services.core.migrate import ready_engine
 from services.core.settings import Settings, get_settings
 from services.worker.health import JobHealthView, list_job_health
 from services.worker.logs import configure_json_logging
@@ -22,9 +22,7 @@ from services.worker.scheduler import create_worker
 
 
 def _engine(settings: Settings) -> Engine:
-    engine = make_engine(settings.database_url, pool_size=settings.database_pool_size)
-    ensure_schema(engine, auto_migrate=settings.auto_migrate)
-    return engine
+    return ready_engine(settings)
 
 
 @click.command()
