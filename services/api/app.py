@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 
 from services.api.errors import install_error_handlers
+from services.api.purchases import router as purchases_router
 from services.apikeys.endpoints import router as api_keys_router
 from services.card.endpoints import ROUTERS as CARD_ROUTERS
 from services.core.db import make_engine
@@ -46,7 +47,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.engine = app_engine
     app.state.settings = settings
     install_error_handlers(app)
-    for router in (ledger_router, ledger_admin_router, api_keys_router, *CARD_ROUTERS, usdc_router):
+    for router in (ledger_router, ledger_admin_router, api_keys_router, *CARD_ROUTERS, usdc_router, purchases_router):
         app.include_router(router)
 
     @app.get("/healthz", tags=["ops"])

@@ -16,7 +16,6 @@ from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
-from pydantic import AwareDatetime
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
@@ -45,8 +44,6 @@ from services.card.schemas import (
     ConfirmIn,
     ConfirmOut,
     CustomAmountOut,
-    HistoryItemOut,
-    HistoryPage,
     PackOut,
     PacksOut,
     PurchaseIn,
@@ -208,25 +205,6 @@ def confirm_purchase(
         outcome = fulfil_checkout_session(session, data, now=utcnow())
         latest = purchases.get_purchase(session, account_id, purchase_id)
     return ConfirmOut(purchase=_purchase_out(latest), outcome=outcome.code)
-
-
-@router.get("/purchases")
-def purchase_history(
-    session: SessionDep,
-    principal: CustomerKey,
-    before: AwareDatetime | None = None,
-    before_id: Annotated[int | None, Query(ge=1)] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-) -> HistoryPage:
-    """Every purchase of the account, newest first: rail, amount paid, credits, status, times and the lot minted."""
-    items = purchases.history(session, _account(principal), limit=limit, before=before, before_id=before_id)
-    data = [HistoryItemOut(**asdict(item)) for item in items]
-    full = len(data) == limit
-    return HistoryPage(
-        data=data,
-        next_before=data[-1].created_at if full else None,
-        next_before_id=data[-1].id if full else None,
-    )
 
 
 @router.get("/card/auto-recharge")

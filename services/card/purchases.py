@@ -33,6 +33,7 @@ from services.core.errors import Conflict, CreditrailError, IdempotencyKeyReused
 from services.core.settings import Settings
 from services.ledger.accounts import require_customer_account
 from services.ledger.common import fingerprint
+from services.ledger.history import HistoryItem
 from services.ledger.models import Rail
 
 CURRENCY = "usd"
@@ -269,26 +270,6 @@ def get_purchase(session: Session, account_id: int, purchase_id: int) -> Purchas
     if row is None or row.account_id != account_id:
         raise PurchaseNotFound(f"purchase {purchase_id} not found", purchase_id=purchase_id)
     return view(row)
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryItem:
-    """One purchase in the rail-neutral shape every rail's history shares."""
-
-    rail: str
-    id: int
-    reference: str | None
-    amount_cents: int | None
-    amount_usdc_units: int | None
-    credits: int
-    status: str
-    created_at: datetime
-    completed_at: datetime | None
-    lot_id: int | None
-    refunded_cents: int | None
-    failure_code: str | None
-    failure_message: str | None
-    details: dict[str, Any]
 
 
 def history(

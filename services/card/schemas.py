@@ -102,8 +102,9 @@ class HistoryItemOut(BaseModel):
 
 class HistoryPage(BaseModel):
     data: list[HistoryItemOut]
-    # Pass back as ``before`` (with ``before_id``) for the next, older page.
+    # Pass back as ``before``, ``before_rail`` and ``before_id`` for the next, older page.
     next_before: datetime | None
+    next_before_rail: str | None = None
     next_before_id: int | None
 
 

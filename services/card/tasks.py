@@ -69,30 +69,40 @@ def inbox_job(settings: Settings) -> JobSpec:
     )
 
 
-def sync_job(settings: Settings) -> JobSpec:
+def sync_job(settings: Settings) -> list[JobSpec]:
+    """None until a real Stripe key is set: the sync reads from Stripe."""
     from services.worker.registry import JobSpec
 
-    return JobSpec(
-        name="card.sync",
-        batch=None,
-        step=sync_batch(settings),
-        interval_seconds=settings.card_sync_interval_seconds,
-        batch_size=settings.card_sync_batch_size,
-        description="Read recent Stripe events and Checkout Sessions back, so a lost webhook still mints.",
-    )
+    if not settings.stripe_configured:
+        return []
+    return [
+        JobSpec(
+            name="card.sync",
+            batch=None,
+            step=sync_batch(settings),
+            interval_seconds=settings.card_sync_interval_seconds,
+            batch_size=settings.card_sync_batch_size,
+            description="Read recent Stripe events and Checkout Sessions back, so a lost webhook still mints.",
+        )
+    ]
 
 
-def auto_recharge_job(settings: Settings) -> JobSpec:
+def auto_recharge_job(settings: Settings) -> list[JobSpec]:
+    """None until a real Stripe key is set: auto-recharge charges through Stripe."""
     from services.worker.registry import JobSpec
 
-    return JobSpec(
-        name="card.auto_recharge",
-        batch=None,
-        step=auto_recharge_batch(settings),
-        interval_seconds=settings.card_auto_recharge_interval_seconds,
-        batch_size=settings.card_auto_recharge_batch_size,
-        description="Charge saved cards off-session when a balance falls below its auto-recharge threshold.",
-    )
+    if not settings.stripe_configured:
+        return []
+    return [
+        JobSpec(
+            name="card.auto_recharge",
+            batch=None,
+            step=auto_recharge_batch(settings),
+            interval_seconds=settings.card_auto_recharge_interval_seconds,
+            batch_size=settings.card_auto_recharge_batch_size,
+            description="Charge saved cards off-session when a balance falls below its auto-recharge threshold.",
+        )
+    ]
 
 
 CARD_JOB_FACTORIES = (inbox_job, sync_job, auto_recharge_job)

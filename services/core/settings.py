@@ -11,6 +11,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PLACEHOLDER_MARKERS = ("placeholder", "change-me", "changeme")
 
 
+def is_placeholder(secret: str) -> bool:
+    lowered = secret.lower()
+    return not lowered or any(marker in lowered for marker in PLACEHOLDER_MARKERS)
+
+
 class ChainSettings(BaseModel):
     """One EVM chain the USDC rail listens on."""
 
@@ -113,6 +118,11 @@ class Settings(BaseSettings):
     # How many recent block hashes the listener keeps per chain to notice a reorg.
     usdc_recent_blocks_kept: int = Field(default=256, ge=8)
 
+    @property
+    def stripe_configured(self) -> bool:
+        """Whether a real Stripe secret key is set (the jobs that call Stripe stay off until then)."""
+        return not is_placeholder(self.stripe_secret_key.get_secret_value())
+
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:
         if self.environment != "production":
@@ -120,8 +130,7 @@ class Settings(BaseSettings):
         secrets = {"stripe_secret_key": [self.stripe_secret_key], "stripe_webhook_secrets": self.stripe_webhook_secrets}
         for name, values in secrets.items():
             for secret in values or [SecretStr("")]:
-                value = secret.get_secret_value().lower()
-                if not value or any(marker in value for marker in PLACEHOLDER_MARKERS):
+                if is_placeholder(secret.get_secret_value()):
                     raise ValueError(f"CREDITRAIL_{name.upper()} holds a placeholder; set a real secret")
         return self
 

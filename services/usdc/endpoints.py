@@ -12,7 +12,7 @@ from chain.addresses import checksum
 from services.api.deps import CustomerKey, SessionDep, SettingsDep
 from services.usdc import repository as repo
 from services.usdc.addresses import ensure_deposit_address
-from services.usdc.models import DepositStatus
+from services.usdc.history import ChainHeads
 from services.usdc.schemas import ChainOut, DepositAddressOut, DepositOut
 
 router = APIRouter(prefix="/v1/usdc", tags=["usdc"])
@@ -21,14 +21,6 @@ router = APIRouter(prefix="/v1/usdc", tags=["usdc"])
 def _account(principal: CustomerKey) -> int:
     assert principal.account_id is not None
     return principal.account_id
-
-
-def _confirmations(status: str, block_number: int, head_block: int | None) -> int:
-    """Blocks on top of the deposit's block at the listener's last poll (what the chain's ``confirmations`` counts:
-    a deposit is credited once this reaches it); 0 for an orphaned deposit."""
-    if head_block is None or status == DepositStatus.ORPHANED:
-        return 0
-    return max(0, head_block - block_number)
 
 
 @router.get("/chains")
@@ -70,12 +62,8 @@ def list_deposits(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> list[DepositOut]:
     out = []
-    heads: dict[int, int | None] = {}
+    heads = ChainHeads(session)
     for row in repo.account_deposits(session, _account(principal), limit):
-        if row.chain_id not in heads:
-            cursor = repo.get_cursor(session, row.chain_id)
-            heads[row.chain_id] = None if cursor is None else cursor.head_block
-        head = heads[row.chain_id]
         required = next((c.confirmations for c in settings.usdc_chains if c.chain_id == row.chain_id), 0)
         out.append(
             DepositOut(
@@ -86,7 +74,7 @@ def list_deposits(
                 block_number=row.block_number,
                 amount_usdc_units=row.amount_usdc_units,
                 status=row.status,
-                confirmations=_confirmations(row.status, row.block_number, head),
+                confirmations=heads.confirmations(row),
                 confirmations_required=required,
                 credits_minted=row.credits_minted,
                 lot_id=row.lot_id,

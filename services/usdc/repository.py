@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import and_, delete, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Session
 
@@ -267,11 +267,17 @@ def deposits_from_block(session: Session, chain_id: int, first_block: int) -> li
     return list(session.execute(stmt).all())
 
 
-def account_deposits(session: Session, account_id: int, limit: int) -> list[Any]:
-    stmt = (
-        select(deposits)
-        .where(deposits.c.account_id == account_id)
-        .order_by(deposits.c.observed_at.desc(), deposits.c.id.desc())
-        .limit(limit)
-    )
+def account_deposits(
+    session: Session, account_id: int, limit: int, *, before: datetime | None = None, before_id: int | None = None
+) -> list[Any]:
+    """An account's deposits, newest first; ``before`` (and ``before_id`` for ties) pages back."""
+    stmt = select(deposits).where(deposits.c.account_id == account_id)
+    if before is not None:
+        stmt = stmt.where(
+            or_(
+                deposits.c.observed_at < before,
+                and_(deposits.c.observed_at == before, deposits.c.id < (before_id or 2**63 - 1)),
+            )
+        )
+    stmt = stmt.order_by(deposits.c.observed_at.desc(), deposits.c.id.desc()).limit(limit)
     return list(session.execute(stmt).all())

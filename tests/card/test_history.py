@@ -51,7 +51,12 @@ def test_history_pages_backwards(card: Card) -> None:
         seen += [item["id"] for item in page["data"]]
         if page["next_before"] is None:
             break
-        params = {"limit": 2, "before": page["next_before"], "before_id": page["next_before_id"]}
+        params = {
+            "limit": 2,
+            "before": page["next_before"],
+            "before_rail": page["next_before_rail"],
+            "before_id": page["next_before_id"],
+        }
     assert seen == list(reversed(ids))
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import SecretStr
+
 from services.core.settings import Settings
 from services.worker.registry import default_jobs
 
@@ -12,9 +14,16 @@ def test_the_card_jobs_are_registered_with_the_worker() -> None:
         card_inbox_batch_size=11,
         card_sync_interval_seconds=120,
         card_auto_recharge_batch_size=5,
+        stripe_secret_key=SecretStr("sk_test_realistic"),
     )
     jobs = {job.name: job for job in default_jobs(settings)}
     assert {"card.inbox", "card.sync", "card.auto_recharge"} <= set(jobs)
     assert (jobs["card.inbox"].interval_seconds, jobs["card.inbox"].batch_size) == (7, 11)
     assert jobs["card.sync"].interval_seconds == 120
     assert jobs["card.auto_recharge"].batch_size == 5
+
+
+def test_the_jobs_that_call_stripe_stay_off_until_a_real_key_is_set() -> None:
+    names = {job.name for job in default_jobs(Settings())}
+    assert "card.inbox" in names
+    assert not {"card.sync", "card.auto_recharge"} & names

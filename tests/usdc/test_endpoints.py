@@ -151,3 +151,29 @@ def test_deposits_show_their_confirmations_while_pending_and_then_credited(
     _other_id, other_headers = customer_with_key(rail.engine, "other")
     assert api.client.get("/v1/usdc/deposits", headers=other_headers).json() == [], "one's own deposits only"
     rail.assert_invariants()
+
+
+def test_purchase_history_shows_deposits_pending_then_credited_beside_card_purchases(
+    api: UsdcApi, rpc: ChainRpc, token: LocalToken
+) -> None:
+    address = api.client.get("/v1/usdc/deposit-address", params={"chain_id": CHAIN_ID}, headers=api.headers).json()[
+        "address"
+    ]
+    send_transfer(token, address, 7_500_000)
+    api.rail.settle(rpc)
+    [pending] = api.client.get("/v1/purchases", headers=api.headers).json()["data"]
+    assert (pending["rail"], pending["status"], pending["amount_usdc_units"], pending["credits"]) == (
+        "usdc",
+        "pending",
+        7_500_000,
+        750,
+    )
+    assert pending["details"]["confirmations"] == 0
+    assert pending["completed_at"] is None
+
+    mine(rpc, 3)
+    api.rail.settle(rpc)
+    [credited] = api.client.get("/v1/purchases", headers=api.headers).json()["data"]
+    assert (credited["status"], credited["credits"], credited["details"]["confirmations"]) == ("credited", 750, 3)
+    assert credited["lot_id"] is not None
+    assert credited["reference"].startswith(f"{CHAIN_ID}:0x")
