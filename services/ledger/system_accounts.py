@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 
 from sqlalchemy import Connection, insert, select, text
@@ -71,13 +72,9 @@ def system_account_id(session: Session, code: str) -> int:
     found = session.execute(lookup).scalar()
     if found is not None:
         return int(found)
-    try:
-        with session.begin_nested():
-            session.execute(
-                insert(accounts).values(
-                    kind=AccountKind.SYSTEM, code=code, name=code, debt_credits=0, created_at=utcnow()
-                )
-            )
-    except IntegrityError:
-        pass
+    # The savepoint rolls back first (inner), then the duplicate is ignored (outer).
+    with contextlib.suppress(IntegrityError), session.begin_nested():
+        session.execute(
+            insert(accounts).values(kind=AccountKind.SYSTEM, code=code, name=code, debt_credits=0, created_at=utcnow())
+        )
     return int(session.execute(lookup).scalar_one())
