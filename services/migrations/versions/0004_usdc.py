@@ -99,7 +99,6 @@ def upgrade() -> None:
         )
 
 
-
 def downgrade() -> None:
     with op.batch_alter_table("usdc_deposits", schema=None) as batch_op:
         batch_op.drop_index("ix_usdc_deposits_chain_status_block")
