@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Select, Table, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -29,19 +29,15 @@ from services.card.models import (
     PurchaseStatus,
     StripeWebhookEvent,
 )
+from services.ledger.repository import table_of
 
-
-def _table(model: type[Any]) -> Table:
-    return cast(Table, model.__table__)
-
-
-customers = _table(CardCustomer)
-purchases = _table(CardPurchase)
-disputes = _table(CardDispute)
-clawbacks = _table(CardClawback)
-inbox = _table(StripeWebhookEvent)
-auto_recharge = _table(CardAutoRecharge)
-cursors = _table(CardSyncCursor)
+customers = table_of(CardCustomer)
+purchases = table_of(CardPurchase)
+disputes = table_of(CardDispute)
+clawbacks = table_of(CardClawback)
+inbox = table_of(StripeWebhookEvent)
+auto_recharge = table_of(CardAutoRecharge)
+cursors = table_of(CardSyncCursor)
 
 
 def _insert(session: Session, table: Table) -> Any:
