@@ -1,4 +1,5 @@
-"""The ``creditrail`` command: run the API, migrate, manage accounts and keys, grant credits, check invariants."""
+"""The ``creditrail`` command: run the API, migrate, manage accounts and keys, grant credits, check invariants;
+the worker's commands (services.worker.cli) and finance's (services.finance.cli) are added to it."""
 
 from __future__ import annotations
 
@@ -217,14 +218,15 @@ def check() -> None:
         sys.exit(1)
 
 
-def _add_worker_commands() -> None:
+def _add_domain_commands() -> None:
+    from services.finance.cli import finance
     from services.worker.cli import jobs, run_job, worker
 
-    for command in (worker, jobs, run_job):
+    for command in (worker, jobs, run_job, finance):
         main.add_command(command)
 
 
-_add_worker_commands()
+_add_domain_commands()
 
 if __name__ == "__main__":
     main()

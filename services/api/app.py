@@ -16,6 +16,7 @@ from services.card.endpoints import ROUTERS as CARD_ROUTERS
 from services.core.db import make_engine
 from services.core.migrate import ensure_schema
 from services.core.settings import Settings, get_settings
+from services.finance.endpoints import router as finance_router
 from services.ledger.endpoints import admin_router as ledger_admin_router
 from services.ledger.endpoints import router as ledger_router
 from services.usdc.endpoints import router as usdc_router
@@ -47,7 +48,16 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.engine = app_engine
     app.state.settings = settings
     install_error_handlers(app)
-    for router in (ledger_router, ledger_admin_router, api_keys_router, *CARD_ROUTERS, usdc_router, purchases_router):
+    routers = (
+        ledger_router,
+        ledger_admin_router,
+        api_keys_router,
+        *CARD_ROUTERS,
+        usdc_router,
+        purchases_router,
+        finance_router,
+    )
+    for router in routers:
         app.include_router(router)
 
     @app.get("/healthz", tags=["ops"])

@@ -61,6 +61,21 @@ def get_principal(
 CurrentKey = Annotated[Principal, Depends(get_principal)]
 
 
+def get_principal_outside(
+    engine: EngineDep,
+    authorization: Annotated[str | None, Header()] = None,
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> Principal:
+    """Authenticate in a short unit of work of its own, for endpoints that call the network (Stripe, a chain node)
+    between their own units of work, so that no transaction is open while they wait."""
+    with unit_of_work(engine) as session:
+        return authenticate(session, _bearer(authorization, x_api_key))
+
+
+def get_finance_outside(principal: Annotated[Principal, Depends(get_principal_outside)]) -> Principal:
+    return get_finance(principal)
+
+
 def _require(principal: Principal, *roles: str) -> Principal:
     if principal.role not in roles:
         raise Forbidden(f"this needs the {' or '.join(roles)} role", role=principal.role)
@@ -85,6 +100,7 @@ def get_finance(principal: CurrentKey) -> Principal:
 CustomerKey = Annotated[Principal, Depends(get_customer)]
 AdminKey = Annotated[Principal, Depends(get_admin)]
 FinanceKey = Annotated[Principal, Depends(get_finance)]
+FinanceOutside = Annotated[Principal, Depends(get_finance_outside)]
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 200
 

@@ -26,11 +26,11 @@ from services.api.deps import (
     IdempotencyKey,
     SessionDep,
     SettingsDep,
-    _bearer,
     get_admin,
     get_customer,
+    get_principal_outside,
 )
-from services.apikeys.service import Principal, authenticate
+from services.apikeys.service import Principal
 from services.card import auto_recharge, inbox, purchases
 from services.card import repository as repo
 from services.card.errors import PurchaseNotConfirmable, WebhookPayloadTooLarge
@@ -93,21 +93,11 @@ def get_processor(request: Request) -> InlineProcessor:
         return processor
 
 
-def _principal(
-    engine: EngineDep,
-    authorization: Annotated[str | None, Header()] = None,
-    x_api_key: Annotated[str | None, Header()] = None,
-) -> Principal:
-    """Authenticate in a short unit of work of its own (for endpoints that call Stripe between their own)."""
-    with unit_of_work(engine) as session:
-        return authenticate(session, _bearer(authorization, x_api_key))
-
-
-def _customer(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+def _customer(principal: Annotated[Principal, Depends(get_principal_outside)]) -> Principal:
     return get_customer(principal)
 
 
-def _admin(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+def _admin(principal: Annotated[Principal, Depends(get_principal_outside)]) -> Principal:
     return get_admin(principal)
 
 

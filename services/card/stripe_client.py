@@ -126,11 +126,32 @@ class StripeGateway:
     def retrieve_charge(self, charge_id: str) -> dict[str, Any]:
         return _as_dict(_translate(lambda: self.client.v1.charges.retrieve(charge_id)))
 
-    def list_checkout_sessions(self, *, created_gte: int, starting_after: str | None = None) -> Page:
-        params: dict[str, Any] = {"created": {"gte": created_gte}, "limit": LIST_PAGE_SIZE}
+    def list_checkout_sessions(
+        self, *, created_gte: int, created_lt: int | None = None, starting_after: str | None = None
+    ) -> Page:
+        """Checkout Sessions created at or after ``created_gte`` (and before ``created_lt``), newest first."""
+        created: dict[str, int] = {"gte": created_gte}
+        if created_lt is not None:
+            created["lt"] = created_lt
+        params: dict[str, Any] = {"created": created, "limit": LIST_PAGE_SIZE}
         if starting_after:
             params["starting_after"] = starting_after
         page = _translate(lambda: self.client.v1.checkout.sessions.list(params))  # type: ignore[arg-type]
+        return Page([_as_dict(item) for item in page.data], bool(page.has_more))
+
+    def list_balance_transactions(
+        self, *, created_gte: int, created_lt: int, starting_after: str | None = None
+    ) -> Page:
+        """Balance transactions created in [``created_gte``, ``created_lt``), newest first, each with its source
+        (the charge, refund or dispute that moved the money) expanded in place of the source's id."""
+        params: dict[str, Any] = {
+            "created": {"gte": created_gte, "lt": created_lt},
+            "expand": ["data.source"],
+            "limit": LIST_PAGE_SIZE,
+        }
+        if starting_after:
+            params["starting_after"] = starting_after
+        page = _translate(lambda: self.client.v1.balance_transactions.list(params))  # type: ignore[arg-type]
         return Page([_as_dict(item) for item in page.data], bool(page.has_more))
 
     def list_events(self, *, created_gte: int, types: list[str], starting_after: str | None = None) -> Page:

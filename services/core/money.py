@@ -7,6 +7,11 @@ the caller, who carries it; nothing is ever rounded away.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sqlalchemy.sql.elements import ColumnElement
+
 USDC_DECIMALS = 6
 CENTS_PER_CREDIT = 1
 USDC_UNITS_PER_CREDIT = 10_000  # 10 ** (USDC_DECIMALS - 2)
@@ -22,6 +27,11 @@ def cents_to_credits(amount_cents: int) -> int:
     return amount_cents // CENTS_PER_CREDIT
 
 
+def cents_to_credits_sql(amount_cents: ColumnElement[int]) -> ColumnElement[int]:
+    """:func:`cents_to_credits` as a SQL expression (integer division on both databases)."""
+    return amount_cents // CENTS_PER_CREDIT
+
+
 def credits_to_usdc_units(amount_credits: int) -> int:
     return amount_credits * USDC_UNITS_PER_CREDIT
 
@@ -31,6 +41,11 @@ def usdc_units_to_credits(amount_usdc_units: int) -> tuple[int, int]:
     if amount_usdc_units < 0:
         raise ValueError("a USDC amount cannot be negative")
     return divmod(amount_usdc_units, USDC_UNITS_PER_CREDIT)
+
+
+def usdc_units_to_credits_sql(amount_usdc_units: ColumnElement[int]) -> ColumnElement[int]:
+    """The whole credits of :func:`usdc_units_to_credits` as a SQL expression (the remainder is the carry)."""
+    return amount_usdc_units // USDC_UNITS_PER_CREDIT
 
 
 def share_of_credits(amount_credits: int, part_cents: int, whole_cents: int) -> int:

@@ -118,6 +118,14 @@ class Settings(BaseSettings):
     # How many recent block hashes the listener keeps per chain to notice a reorg.
     usdc_recent_blocks_kept: int = Field(default=256, ge=8)
 
+    # Finance. A period's external records are gathered this far either side of it, so that items paid in one
+    # period and credited in the next (or refunded later) are matched, and shown as late.
+    finance_late_window_seconds: int = Field(default=3 * 86_400, ge=0)
+    # The daily reconciliation: every interval, the last ``finance_reconcile_days`` whole UTC days (yesterday, and
+    # the days before it again, so late items settle), each rail that is on.
+    finance_reconcile_interval_seconds: float = Field(default=86_400.0, gt=0)
+    finance_reconcile_days: int = Field(default=2, ge=1, le=31)
+
     @property
     def stripe_configured(self) -> bool:
         """Whether a real Stripe secret key is set (the jobs that call Stripe stay off until then)."""

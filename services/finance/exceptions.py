@@ -45,6 +45,8 @@ class ExceptionView:
     resolved_at: datetime | None
     resolved_by: str | None
     resolution: str | None
+    action: str | None
+    transaction_id: int | None
 
 
 def _view(row: Any) -> ExceptionView:

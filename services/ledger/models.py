@@ -196,6 +196,8 @@ class Lot(SQLModel, table=True):
             postgresql_where=text("remaining_credits > reserved_credits"),
         ),
         Index("ix_lots_account_credited", "account_id", "credited_at"),
+        # A rail's lots by the time they were credited (finance's reports and reconciliation of a period).
+        Index("ix_lots_rail_credited", "rail", "credited_at"),
     )
 
 

@@ -19,6 +19,7 @@ from services.ledger.clawback import clawback, reinstate
 from services.ledger.common import lock_customer
 from services.ledger.minting import mint
 from services.ledger.models import Rail
+from services.ledger.repository import find_lot_by_ref
 from services.ledger.system_accounts import system_account_id, usdc_funding_code
 from services.usdc import repository as repo
 from services.usdc.models import DepositStatus
@@ -78,6 +79,26 @@ def credit_locked_deposit(
 
     address = repo.deposit_address_for(session, current.account_id, current.chain_id)
     carry_in = int(address.carry_usdc_units)
+    reference = deposit_reference(current.chain_id, current.tx_hash, current.log_index)
+    minted_by_hand = find_lot_by_ref(session, Rail.USDC, reference)
+    if minted_by_hand is not None:
+        # Finance minted this transfer's lot while working an exception (the listener had not credited it): the
+        # deposit takes that lot as its own (a deep reorg claws it back like any other), and the carry is left as
+        # it was: the only deposits for which the amount identity above does not hold, by finance's decision.
+        repo.update_deposit(
+            session,
+            current.id,
+            status=DepositStatus.CREDITED,
+            confirmed_at=now,
+            credited_at=now,
+            carry_in_usdc_units=carry_in,
+            credits_minted=int(minted_by_hand.credits),
+            carry_out_usdc_units=carry_in,
+            lot_id=minted_by_hand.id,
+        )
+        return CreditOutcome(
+            current.id, DepositStatus.CREDITED, int(minted_by_hand.credits), carry_in, minted_by_hand.id
+        )
     total_units = carry_in + int(current.amount_usdc_units)
     credits, remainder_units = usdc_units_to_credits(total_units)
     if total_units < min_deposit_usdc_units or credits == 0:
@@ -98,7 +119,7 @@ def credit_locked_deposit(
         account_id=current.account_id,
         amount_credits=credits,
         rail=Rail.USDC,
-        external_ref=deposit_reference(current.chain_id, current.tx_hash, current.log_index),
+        external_ref=reference,
         funding_account_id=funding_account_id or funding_account(session, current.chain_id),
         cost_basis_usdc_units=credits_to_usdc_units(credits),
         credited_at=now,

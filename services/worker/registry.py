@@ -30,6 +30,7 @@ from sqlmodel import Session
 
 from services.card.tasks import CARD_JOB_FACTORIES
 from services.core.settings import Settings
+from services.finance.tasks import finance_job_specs
 from services.ledger.tasks import expire_holds_batch, expire_lots_batch
 from services.usdc.tasks import usdc_job_specs
 
@@ -87,7 +88,13 @@ def hold_expiry_job(settings: Settings) -> JobSpec:
 
 
 # The jobs of this repository's domains, in the order they are listed. The rails append theirs here.
-JOB_FACTORIES: list[JobFactory] = [lot_expiry_job, hold_expiry_job, *CARD_JOB_FACTORIES, usdc_job_specs]
+JOB_FACTORIES: list[JobFactory] = [
+    lot_expiry_job,
+    hold_expiry_job,
+    *CARD_JOB_FACTORIES,
+    usdc_job_specs,
+    finance_job_specs,
+]
 
 _registered: dict[str, JobFactory] = {}
 

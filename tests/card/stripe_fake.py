@@ -1,16 +1,23 @@
 """An offline Stripe for tests: a ``stripe.HTTPClient`` the real SDK sends its requests to.
 
-It answers like Stripe for the calls the card rail makes (customers, Checkout Sessions, PaymentIntents, charges,
-events, lists with ``created[gte]`` and ``starting_after``), builds its objects from Stripe's real shapes
-(tests/card/fixtures), honours idempotency keys (the same key replays the first answer, errors included), records
-every request (method, path, form fields, headers), and can be told to fail: a 500, a timeout before Stripe acts, or
-a timeout after it acted (the answer lost on the way back). Helpers play Stripe's side of a payment: pay a session,
-refund, dispute, emit events, and sign a webhook body exactly as Stripe does.
+It answers like Stripe for the calls the card rail and finance make (customers, Checkout Sessions, PaymentIntents,
+charges, refunds, disputes, balance transactions, events, lists with ``created`` bounds, ``starting_after``, ``limit``
+and ``expand[]=data.source``), builds its objects from Stripe's real shapes (tests/card/fixtures), honours idempotency
+keys (the same key replays the first answer, errors included), records every request (method, path, form fields,
+headers), and can be told to fail: a 500, a timeout before Stripe acts, or a timeout after it acted (the answer lost
+on the way back), from the first matching request or after a number of them. Helpers play Stripe's side of a
+payment: pay a session, refund, dispute (and win or lose it), emit events, and sign a webhook body exactly as Stripe
+does.
+
+Money moves as Stripe moves it: every charge, refund, dispute withdrawal and dispute reversal also makes a balance
+transaction with Stripe's fee and the net (a card charge costs 2.9% + 30 cents, a refund nothing, a dispute 15.00
+on the withdrawal). ``now`` pins the clock objects are created at (unset, it is the real time).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import json
 import re
@@ -26,11 +33,27 @@ import stripe
 FIXTURES = Path(__file__).parent / "fixtures"
 API_BASE = "http://stripe.test"
 _LIST_ITEM = re.compile(r"^([a-z_]+)\[\d+\]$")
+# Stripe's pricing for US cards, and the fee for a dispute (taken with the disputed funds).
+CARD_FEE_PERCENT_TENTHS = 29
+CARD_FEE_FIXED_CENTS = 30
+DISPUTE_FEE_CENTS = 1_500
+# A charge's funds become available two days after it, on the standard payout schedule.
+AVAILABLE_AFTER_SECONDS = 2 * 86_400
+
+
+@functools.cache
+def _fixture_text(name: str) -> str:
+    return (FIXTURES / f"{name}.json").read_text()
 
 
 def fixture(name: str) -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads((FIXTURES / f"{name}.json").read_text())
+    loaded: dict[str, Any] = json.loads(_fixture_text(name))
     return loaded
+
+
+def card_fee_cents(amount_cents: int) -> int:
+    """Stripe's fee on a card charge: 2.9% (rounded half up to a cent) + 30 cents."""
+    return (amount_cents * CARD_FEE_PERCENT_TENTHS + 500) // 1000 + CARD_FEE_FIXED_CENTS
 
 
 def sign(payload: str, secret: str, timestamp: int | None = None) -> str:
@@ -61,6 +84,8 @@ class Fault:
     # "500", "timeout" (Stripe never saw it) or "timeout_after" (Stripe acted, the answer was lost).
     kind: str
     times: int = 1
+    # Matching requests to let through before the first failure.
+    after: int = 0
 
 
 def _nest(pairs: list[tuple[str, str]]) -> dict[str, Any]:
@@ -89,7 +114,12 @@ class FakeStripe(stripe.HTTPClient):
         self.sessions: dict[str, dict[str, Any]] = {}
         self.intents: dict[str, dict[str, Any]] = {}
         self.charges: dict[str, dict[str, Any]] = {}
+        self.refunds: dict[str, dict[str, Any]] = {}
+        self.disputes: dict[str, dict[str, Any]] = {}
+        self.balance_transactions: dict[str, dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
+        # Unix seconds that new objects are created at; None is the real clock.
+        self.now: int | None = None
         self.faults: list[Fault] = []
         # What an off-session charge does: "succeed", "decline", "authentication_required", "processing".
         self.off_session = "succeed"
@@ -133,12 +163,17 @@ class FakeStripe(stripe.HTTPClient):
     def _take_fault(self, method: str, path: str) -> str | None:
         for fault in self.faults:
             if fault.method == method and path.startswith(fault.path_prefix) and fault.times > 0:
+                if fault.after > 0:
+                    fault.after -= 1
+                    continue
                 fault.times -= 1
                 return fault.kind
         return None
 
-    def fail(self, method: str, path_prefix: str, kind: str, times: int = 1) -> None:
-        self.faults.append(Fault(method, path_prefix, kind, times))
+    def fail(self, method: str, path_prefix: str, kind: str, times: int = 1, *, after: int = 0) -> None:
+        """The next ``times`` requests matching ``method`` and ``path_prefix`` fail as ``kind``, once ``after``
+        matching requests have been answered normally."""
+        self.faults.append(Fault(method, path_prefix, kind, times, after))
 
     # --- what was sent ---------------------------------------------------------------------------------------
 
@@ -158,6 +193,9 @@ class FakeStripe(stripe.HTTPClient):
     def _next(self, prefix: str) -> str:
         return f"{prefix}_{next(self._ids):06d}"
 
+    def _time(self) -> int:
+        return self.now if self.now is not None else int(time.time())
+
     def _route(self, method: str, path: str, params: dict[str, Any]) -> Answer:
         parts = path.strip("/").split("/")
         if method == "POST" and path == "/v1/customers":
@@ -170,6 +208,11 @@ class FakeStripe(stripe.HTTPClient):
             types = set(params.get("types", []))
             chosen = [e for e in self.events if not types or e["type"] in types]
             return self._ok(self._list(chosen, params, "/v1/events"))
+        if method == "GET" and path == "/v1/balance_transactions":
+            listed = self._list(list(self.balance_transactions.values()), params, "/v1/balance_transactions")
+            if "data.source" in params.get("expand", []):
+                listed["data"] = [self._expand_source(item) for item in listed["data"]]
+            return self._ok(listed)
         if method == "POST" and path == "/v1/payment_intents":
             return self._create_intent(params)
         if method == "GET" and len(parts) == 4 and parts[1:3] == ["checkout", "sessions"]:
@@ -178,6 +221,12 @@ class FakeStripe(stripe.HTTPClient):
             return self._found(self.intents, parts[2])
         if method == "GET" and len(parts) == 3 and parts[1] == "charges":
             return self._found(self.charges, parts[2])
+        if method == "GET" and len(parts) == 3 and parts[1] == "refunds":
+            return self._found(self.refunds, parts[2])
+        if method == "GET" and len(parts) == 3 and parts[1] == "disputes":
+            return self._found(self.disputes, parts[2])
+        if method == "GET" and len(parts) == 3 and parts[1] == "balance_transactions":
+            return self._found(self.balance_transactions, parts[2])
         return self._error(404, "invalid_request_error", f"Unrecognized request URL ({method}: {path})")
 
     def _found(self, store: dict[str, dict[str, Any]], object_id: str) -> Answer:
@@ -187,8 +236,18 @@ class FakeStripe(stripe.HTTPClient):
 
     @staticmethod
     def _list(items: list[dict[str, Any]], params: dict[str, Any], url: str) -> dict[str, Any]:
-        gte = int(params.get("created[gte]", 0))
-        chosen = sorted((i for i in items if i["created"] >= gte), key=lambda i: (i["created"], i["id"]), reverse=True)
+        """Newest first, within the ``created`` bounds given, from after ``starting_after``, at most ``limit``."""
+        bounds = {op: int(params[f"created[{op}]"]) for op in ("gt", "gte", "lt", "lte") if f"created[{op}]" in params}
+
+        def within(created: int) -> bool:
+            return (
+                created > bounds.get("gt", -1)
+                and created >= bounds.get("gte", 0)
+                and ("lt" not in bounds or created < bounds["lt"])
+                and ("lte" not in bounds or created <= bounds["lte"])
+            )
+
+        chosen = sorted((i for i in items if within(i["created"])), key=lambda i: (i["created"], i["id"]), reverse=True)
         after = params.get("starting_after")
         if after:
             ids = [i["id"] for i in chosen]
@@ -196,10 +255,17 @@ class FakeStripe(stripe.HTTPClient):
         limit = int(params.get("limit", 10))
         return {"object": "list", "url": url, "data": chosen[:limit], "has_more": len(chosen) > limit}
 
+    def _expand_source(self, transaction: dict[str, Any]) -> dict[str, Any]:
+        source_id = transaction["source"]
+        for store in (self.charges, self.refunds, self.disputes):
+            if source_id in store:
+                return transaction | {"source": copy.deepcopy(store[source_id])}
+        return transaction
+
     # --- objects -----------------------------------------------------------------------------------------------
 
     def _create_customer(self, params: dict[str, Any]) -> dict[str, Any]:
-        customer = fixture("customer") | {"id": self._next("cus"), "created": int(time.time())}
+        customer = fixture("customer") | {"id": self._next("cus"), "created": self._time()}
         customer["metadata"] = _sub(params, "metadata")
         customer["discount"] = None
         self.customers[customer["id"]] = customer
@@ -213,8 +279,8 @@ class FakeStripe(stripe.HTTPClient):
         session |= {
             "id": session_id,
             "object": "checkout.session",
-            "created": int(time.time()),
-            "expires_at": int(time.time()) + 86_400,
+            "created": self._time(),
+            "expires_at": self._time() + 86_400,
             "mode": params.get("mode"),
             "currency": params["line_items[0][price_data][currency]"],
             "amount_subtotal": unit * quantity,
@@ -246,14 +312,16 @@ class FakeStripe(stripe.HTTPClient):
         status: str,
         payment_method: str | None,
         setup_future_usage: str | None,
+        created: int | None = None,
     ) -> dict[str, Any]:
         intent = fixture("payment_intent")
         intent_id = self._next("pi")
+        created = created if created is not None else self._time()
         intent |= {
             "id": intent_id,
             "amount": amount,
             "amount_received": amount if status == "succeeded" else 0,
-            "created": int(time.time()),
+            "created": created,
             "canceled_at": None,
             "currency": "usd",
             "customer": customer,
@@ -267,20 +335,23 @@ class FakeStripe(stripe.HTTPClient):
             "transfer_data": None,
         }
         if status == "succeeded":
-            charge = self._new_charge(intent_id, amount, customer)
+            charge = self._new_charge(intent_id, amount, customer, created=created)
             intent["latest_charge"] = charge["id"]
         self.intents[intent_id] = intent
         return intent
 
-    def _new_charge(self, intent_id: str, amount: int, customer: str | None) -> dict[str, Any]:
+    def _new_charge(
+        self, intent_id: str, amount: int, customer: str | None, *, created: int | None = None
+    ) -> dict[str, Any]:
         charge = fixture("charge")
+        created = created if created is not None else self._time()
         charge |= {
             "id": self._next("ch"),
             "amount": amount,
             "amount_captured": amount,
             "amount_refunded": 0,
             "captured": True,
-            "created": int(time.time()),
+            "created": created,
             "customer": customer,
             "payment_intent": intent_id,
             "refunded": False,
@@ -293,8 +364,64 @@ class FakeStripe(stripe.HTTPClient):
             "has_more": False,
             "url": f"/v1/charges/{charge['id']}/refunds",
         }
+        fee = card_fee_cents(amount)
+        charge["balance_transaction"] = self._balance_transaction(
+            charge["id"],
+            kind="charge",
+            category="charge",
+            amount=amount,
+            fee=fee,
+            fee_description="Stripe processing fees",
+            created=created,
+            status="pending",
+        )["id"]
         self.charges[charge["id"]] = charge
         return charge
+
+    def _balance_transaction(
+        self,
+        source_id: str,
+        *,
+        kind: str,
+        category: str,
+        amount: int,
+        fee: int,
+        fee_description: str,
+        created: int,
+        status: str = "available",
+    ) -> dict[str, Any]:
+        """The balance transaction Stripe records for money moved by ``source_id`` (net = amount - fee)."""
+        transaction = fixture("balance_transaction")
+        transaction |= {
+            "id": self._next("txn"),
+            "amount": amount,
+            "fee": fee,
+            "net": amount - fee,
+            "fee_details": (
+                [
+                    {
+                        "amount": fee,
+                        "application": None,
+                        "currency": "usd",
+                        "description": fee_description,
+                        "type": "stripe_fee",
+                    }
+                ]
+                if fee
+                else []
+            ),
+            "currency": "usd",
+            "created": created,
+            "available_on": created + AVAILABLE_AFTER_SECONDS,
+            "description": None,
+            "exchange_rate": None,
+            "reporting_category": category,
+            "source": source_id,
+            "status": status,
+            "type": kind,
+        }
+        self.balance_transactions[transaction["id"]] = transaction
+        return transaction
 
     def _create_intent(self, params: dict[str, Any]) -> Answer:
         amount = int(params["amount"])
@@ -389,8 +516,18 @@ class FakeStripe(stripe.HTTPClient):
             "amount": amount_cents,
             "charge": charge_id,
             "payment_intent": charge["payment_intent"],
-            "created": int(time.time()),
+            "created": self._time(),
         }
+        refund["balance_transaction"] = self._balance_transaction(
+            refund["id"],
+            kind="refund",
+            category="refund",
+            amount=-amount_cents,
+            fee=0,
+            fee_description="",
+            created=refund["created"],
+        )["id"]
+        self.refunds[refund["id"]] = refund
         charge |= {"amount_refunded": refunded, "refunded": refunded >= charge["amount"]}
         charge["refunds"] = {**charge["refunds"], "data": [*charge["refunds"]["data"], refund]}
         return copy.deepcopy(charge)
@@ -403,6 +540,11 @@ class FakeStripe(stripe.HTTPClient):
         status: str = "needs_response",
         dispute_id: str | None = None,
     ) -> dict[str, Any]:
+        """The cardholder disputes a charge. Stripe withdraws the disputed amount and its dispute fee at once
+        (an inquiry, status ``warning_*``, withdraws nothing)."""
+        if dispute_id is not None and dispute_id in self.disputes:
+            self.disputes[dispute_id]["status"] = status
+            return copy.deepcopy(self.disputes[dispute_id])
         charge = self.charges[charge_id]
         dispute = fixture("dispute")
         dispute |= {
@@ -411,9 +553,68 @@ class FakeStripe(stripe.HTTPClient):
             "charge": charge_id,
             "payment_intent": charge["payment_intent"],
             "status": status,
-            "created": int(time.time()),
+            "created": self._time(),
+            "balance_transactions": [],
         }
-        return dispute
+        if not status.startswith("warning_"):
+            withdrawal = self._balance_transaction(
+                dispute["id"],
+                kind="adjustment",
+                category="dispute",
+                amount=-dispute["amount"],
+                fee=DISPUTE_FEE_CENTS,
+                fee_description="Dispute fee",
+                created=dispute["created"],
+            )
+            dispute["balance_transactions"] = [copy.deepcopy(withdrawal)]
+            charge["disputed"] = True
+        self.disputes[dispute["id"]] = dispute
+        return copy.deepcopy(dispute)
+
+    def close_dispute(self, dispute_id: str, status: str = "won", *, fee_returned_cents: int = 0) -> dict[str, Any]:
+        """The dispute is decided. Won, the withdrawn funds come back (a dispute reversal; the dispute fee too,
+        where ``fee_returned_cents`` says so); lost, the withdrawal stands."""
+        dispute = self.disputes[dispute_id]
+        dispute["status"] = status
+        if status == "won" and dispute["balance_transactions"]:
+            reversal = self._balance_transaction(
+                dispute_id,
+                kind="adjustment",
+                category="dispute_reversal",
+                amount=dispute["amount"],
+                fee=-fee_returned_cents,
+                fee_description="Dispute fee returned",
+                created=self._time(),
+            )
+            dispute["balance_transactions"] = [*dispute["balance_transactions"], copy.deepcopy(reversal)]
+        return copy.deepcopy(dispute)
+
+    def payment_without_purchase(self, amount_cents: int, *, created: int | None = None) -> dict[str, Any]:
+        """A card payment made outside this service (a PaymentIntent with no Checkout Session and no metadata of
+        ours); returns its charge's balance transaction."""
+        intent = self._new_intent(
+            amount=amount_cents,
+            customer=None,
+            metadata={},
+            status="succeeded",
+            payment_method="pm_card_visa",
+            setup_future_usage=None,
+            created=created,
+        )
+        charge = self.charges[intent["latest_charge"]]
+        return copy.deepcopy(self.balance_transactions[charge["balance_transaction"]])
+
+    def add_balance_transactions(
+        self, count: int, *, amount_cents: int = 1_000, created: int | None = None
+    ) -> list[dict[str, Any]]:
+        """``count`` charges (and their balance transactions) with no purchase behind them, all created at
+        ``created`` (the clock by default): lists long enough to page through."""
+        at = created if created is not None else self._time()
+        made = []
+        for _ in range(count):
+            charge = self._new_charge(self._next("pi"), amount_cents, None, created=at)
+            made.append(copy.deepcopy(self.balance_transactions[charge["balance_transaction"]]))
+        return made
 
     def event(
         self,
@@ -429,7 +630,7 @@ class FakeStripe(stripe.HTTPClient):
         event |= {
             "id": event_id or self._next("evt"),
             "type": event_type,
-            "created": created or int(time.time()),
+            "created": created or self._time(),
             "api_version": "2026-10-28.endive",
             "data": {"object": copy.deepcopy(obj)},
             "livemode": False,

@@ -1,0 +1,98 @@
+"""Finance's HTTP shapes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+MAX_BIGINT = 2**63 - 1
+
+
+class ExceptionOut(BaseModel):
+    id: int
+    rail: str
+    kind: str
+    reference: str
+    account_id: int | None
+    amount_cents: int | None
+    amount_usdc_units: int | None
+    amount_credits: int | None
+    details: dict[str, Any]
+    status: str
+    created_at: datetime
+    resolved_at: datetime | None
+    resolved_by: str | None
+    resolution: str | None
+    action: str | None
+    transaction_id: int | None
+
+
+class ExceptionPage(BaseModel):
+    items: list[ExceptionOut]
+    # Pass as ``after_id`` for the next page; null when this page is the last.
+    next_after_id: int | None
+
+
+class ResolveIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["mint", "clawback", "ignore", "note"]
+    reason: str = Field(min_length=1, max_length=2000)
+    # For a mint: the account to credit, when the exception does not know it (or knows it wrongly).
+    account_id: int | None = Field(default=None, gt=0, le=MAX_BIGINT)
+    # For a mint or a clawback: the credits, when not those the exception computed.
+    amount_credits: int | None = Field(default=None, gt=0, le=MAX_BIGINT)
+
+
+class ReconcileIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # "card", "usdc" (every chain), "usdc:<chain id>" or "all".
+    rail: str = Field(min_length=1, max_length=32)
+    period_start: AwareDatetime
+    period_end: AwareDatetime
+
+
+class RunOut(BaseModel):
+    id: int
+    rail: str
+    period_start: datetime
+    period_end: datetime
+    status: str
+    attempts: int
+    external_records: int
+    ledger_records: int
+    matched: int
+    missing_in_ledger: int
+    missing_externally: int
+    amount_mismatch: int
+    late: int
+    last_error: str | None
+    started_at: datetime
+    finished_at: datetime | None
+
+
+class ItemOut(BaseModel):
+    id: int
+    kind: str
+    category: str
+    late: bool
+    external_ref: str | None
+    lot_ref: str | None
+    lot_id: int | None
+    account_id: int | None
+    external_amount_cents: int | None
+    external_amount_usdc_units: int | None
+    expected_credits: int | None
+    ledger_credits: int | None
+    external_at: datetime | None
+    ledger_at: datetime | None
+    note: str | None
+
+
+class ItemPage(BaseModel):
+    run: RunOut
+    items: list[ItemOut]
+    next_after_id: int | None
