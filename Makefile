@@ -27,4 +27,8 @@ migrate: setup
 
 bench: setup
 	scripts/ensure-postgres
-	.venv/bin/python scripts/bench_ledger.py
+	.venv/bin/python -m scripts.bench_ledger
+	.venv/bin/python -m scripts.bench_worker
+	.venv/bin/python -m scripts.bench_card
+	.venv/bin/python -m scripts.bench_usdc
+	.venv/bin/python -m scripts.bench_finance
