@@ -10,7 +10,9 @@ settings change, or to be fought over by replicas; changing an interval is a res
 
 Overlapping runs of a job cannot happen: within a process APScheduler starts at most one instance of a job
 (``max_instances=1``) and collapses a backlog of due runs into one (``coalesce=True``); across replicas on
-PostgreSQL the runner's advisory lock lets one run at a time (services.worker.runner). On SQLite, run one worker.
+PostgreSQL the runner's advisory lock lets one run at a time (services.worker.runner). On SQLite (one node), one
+worker per database file: a second one refuses to start (an exclusive lock on a file beside the database, which the
+operating system releases however the first one ends, SIGKILL included).
 
 A failed run is tried again after the runner's exponential backoff (rather than at the next interval): the job's
 next run time is moved to the retry time, and once a run succeeds the interval applies again.
@@ -23,6 +25,7 @@ batch that did not commit left nothing behind and the next run picks up what is 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import signal
@@ -30,6 +33,7 @@ import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC
 from types import FrameType
+from typing import IO
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
@@ -38,6 +42,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.engine import Engine
 
 from services.core.clock import utcnow
+from services.core.errors import Conflict
 from services.core.settings import Settings
 from services.worker.health import JobRun
 from services.worker.registry import JobSpec, enabled_jobs
@@ -48,6 +53,27 @@ __all__ = ["Worker", "create_worker", "run_job_once"]
 logger = logging.getLogger("creditrail.worker")
 
 RunListener = Callable[[JobRun], None]
+
+
+class WorkerAlreadyRunning(Conflict):
+    code = "worker_already_running"
+
+
+def _sqlite_worker_lock(engine: Engine) -> IO[str] | None:
+    """On a SQLite file, the exclusive lock that makes this the file's only worker (None on PostgreSQL, where the
+    advisory locks let replicas share the work, and for an in-memory database)."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return None
+    handle = open(f"{database}.worker.lock", "a+")  # noqa: SIM115 - held for the worker's life
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise WorkerAlreadyRunning(
+            f"another worker is running on {database}; on SQLite run one worker (use PostgreSQL for replicas)"
+        ) from None
+    return handle
 
 
 class Worker:
@@ -82,6 +108,7 @@ class Worker:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
         )
         self._signals = 0
+        self._file_lock: IO[str] | None = None
 
     @property
     def stopping(self) -> bool:
@@ -89,6 +116,7 @@ class Worker:
 
     def start(self) -> None:
         """Schedule every job (each runs at once, then every interval) and return; the jobs run in threads."""
+        self._file_lock = _sqlite_worker_lock(self.engine)
         now = utcnow()
         for spec in self.jobs:
             self.scheduler.add_job(
@@ -123,6 +151,9 @@ class Worker:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=wait)
             logger.info("worker_stopped", extra={"fields": {"owner": self.owner}})
+        if self._file_lock is not None:
+            self._file_lock.close()
+            self._file_lock = None
 
     def run_forever(self) -> None:
         """Start and block until SIGTERM or SIGINT, then stop gracefully (from the main thread only)."""
