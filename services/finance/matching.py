@@ -583,13 +583,18 @@ def _usdc_lot_items(
     min_deposit_usdc_units: int,
 ) -> None:
     """The period's USDC lots of the chain whose Transfer is not among the period's blocks: sent in another period
-    (late), or not on the chain at all any more (missing externally; noted when already clawed back)."""
+    (late), or not on the chain at all any more: missing externally, unless already clawed back in full (matched,
+    noted "clawed_back")."""
     first, last = blocks if blocks is not None else (1, 0)
     r = transfers
     limit = carry_limit_usdc_units(min_deposit_usdc_units)
     floor_credits = usdc_units_to_credits_sql(r.c.amount_usdc_units)
     ceiling_credits = usdc_units_to_credits_sql(r.c.amount_usdc_units + literal(limit - 1, Integer))
+    clawed_back = and_(r.c.id.is_(None), lots.c.clawed_back_credits >= lots.c.credits)
     category = case(
+        # Gone from the chain and already clawed back in full (a deep reorg the listener caught): the ledger nets
+        # to nothing, as the chain does.
+        (clawed_back, literal(ItemCategory.MATCHED.value)),
         (r.c.id.is_(None), literal(ItemCategory.MISSING_EXTERNALLY.value)),
         (
             or_(lots.c.credits < floor_credits, lots.c.credits > ceiling_credits),
@@ -597,9 +602,7 @@ def _usdc_lot_items(
         ),
         else_=literal(ItemCategory.MATCHED.value),
     )
-    note = case(
-        (and_(r.c.id.is_(None), lots.c.clawed_back_credits >= lots.c.credits), literal("clawed_back")), else_=null()
-    )
+    note = case((clawed_back, literal("clawed_back")), else_=null())
     source = (
         select(
             literal(run_id),

@@ -202,6 +202,10 @@ def test_usdc_items_are_sorted_into_their_categories(engine: Engine) -> None:
         lost = transfer(s, 3, block=152, amount_usdc_units=2_000_000, to_address=BOB_ADDRESS)
         reorged = f"{CHAIN_ID}:0x{4:064x}:0"
         usdc_lot(s, bob, reorged, credits=700, credited=at(11))
+        # Also reorged away, but the listener caught it and clawed it back: nets to nothing on both sides.
+        handled = f"{CHAIN_ID}:0x{10:064x}:0"
+        handled_lot = usdc_lot(s, bob, handled, credits=300, credited=at(11, 30))
+        claw(s, handled_lot, 300, at(11, 40), "deep-reorg")
         big = transfer(s, 5, block=153, amount_usdc_units=1_000_000, to_address=BOB_ADDRESS)
         usdc_lot(s, bob, big.reference, credits=300, credited=at(12))
         # Carried dust makes a lot a little bigger than its own transfer: still matched.
@@ -230,6 +234,9 @@ def test_usdc_items_are_sorted_into_their_categories(engine: Engine) -> None:
     assert found[lost.reference].category == ItemCategory.MISSING_IN_LEDGER
     assert found[lost.reference].account_id == bob
     assert found[lost.reference].expected_credits == 200
+    caught = next(row for row in found.values() if row.lot_ref == handled)
+    assert caught.category == ItemCategory.MATCHED
+    assert caught.note == "clawed_back"
     gone = next(row for row in found.values() if row.lot_ref == reorged)
     assert gone.category == ItemCategory.MISSING_EXTERNALLY
     assert gone.ledger_credits == 700
@@ -240,7 +247,7 @@ def test_usdc_items_are_sorted_into_their_categories(engine: Engine) -> None:
     assert found[early.reference].category == ItemCategory.MATCHED
     assert found[early.reference].late
     assert (run.matched, run.missing_in_ledger, run.missing_externally, run.amount_mismatch, run.late) == (
-        5,
+        6,
         1,
         1,
         1,
