@@ -227,19 +227,28 @@ def _insert_items(session: Session, source: Select[Any]) -> None:
 # --- card ------------------------------------------------------------------------------------------------------
 
 
+def _category(*whens: tuple[ColumnElement[bool], ItemCategory]) -> ColumnElement[str]:
+    """The first category whose condition holds, else matched."""
+    return case(*((when, literal(category.value)) for when, category in whens), else_=literal(ItemCategory.MATCHED))
+
+
+def _card_amount_differs(lot: Any, payment: Any) -> ColumnElement[bool]:
+    """A card lot that is not what its payment bought: other credits, or another cost basis."""
+    return or_(
+        lot.c.credits != cents_to_credits_sql(payment.c.amount_cents),
+        lot.c.cost_basis_cents.is_distinct_from(payment.c.amount_cents),
+    )
+
+
 def _card_payment_items(session: Session, run_id: int, period_start: datetime, period_end: datetime) -> None:
     """Every payment balance transaction of the period against the lot it should have minted."""
     b, s = balance_txns, sessions
     lot = lots.alias("lot")
     lot_ref = func.coalesce(s.c.stripe_id, b.c.payment_intent_id)
     expected = cents_to_credits_sql(b.c.amount_cents)
-    category = case(
-        (lot.c.id.is_(None), literal(ItemCategory.MISSING_IN_LEDGER.value)),
-        (
-            or_(lot.c.credits != expected, lot.c.cost_basis_cents.is_distinct_from(b.c.amount_cents)),
-            literal(ItemCategory.AMOUNT_MISMATCH.value),
-        ),
-        else_=literal(ItemCategory.MATCHED.value),
+    category = _category(
+        (lot.c.id.is_(None), ItemCategory.MISSING_IN_LEDGER),
+        (_card_amount_differs(lot, b), ItemCategory.AMOUNT_MISMATCH),
     )
     source = (
         select(
@@ -275,13 +284,9 @@ def _card_lot_items(session: Session, run_id: int, period_start: datetime, perio
     b, s = balance_txns, sessions
     intent = func.coalesce(s.c.payment_intent_id, lots.c.external_ref)
     expected = cents_to_credits_sql(b.c.amount_cents)
-    category = case(
-        (b.c.id.is_(None), literal(ItemCategory.MISSING_EXTERNALLY.value)),
-        (
-            or_(lots.c.credits != expected, lots.c.cost_basis_cents.is_distinct_from(b.c.amount_cents)),
-            literal(ItemCategory.AMOUNT_MISMATCH.value),
-        ),
-        else_=literal(ItemCategory.MATCHED.value),
+    category = _category(
+        (b.c.id.is_(None), ItemCategory.MISSING_EXTERNALLY),
+        (_card_amount_differs(lots, b), ItemCategory.AMOUNT_MISMATCH),
     )
     source = (
         select(
@@ -519,6 +524,14 @@ def carry_limit_usdc_units(min_deposit_usdc_units: int) -> int:
     return max(min_deposit_usdc_units, USDC_UNITS_PER_CREDIT)
 
 
+def _usdc_amount_differs(lot: Any, transfer: Any, min_deposit_usdc_units: int) -> ColumnElement[bool]:
+    """A USDC lot holding fewer credits than its transfer alone is worth, or more than its transfer and the most
+    the account's carry can have added."""
+    limit = carry_limit_usdc_units(min_deposit_usdc_units)
+    ceiling = usdc_units_to_credits_sql(transfer.c.amount_usdc_units + literal(limit - 1, Integer))
+    return or_(lot.c.credits < usdc_units_to_credits_sql(transfer.c.amount_usdc_units), lot.c.credits > ceiling)
+
+
 def _deposit_items(
     session: Session,
     run_id: int,
@@ -532,19 +545,15 @@ def _deposit_items(
     first, last = blocks if blocks is not None else (1, 0)
     r, da = transfers, addresses
     lot = lots.alias("lot")
-    limit = carry_limit_usdc_units(min_deposit_usdc_units)
+    # Too small to mint on its own: carried to the account's next deposit, no lot of its own expected.
+    carried = and_(lot.c.id.is_(None), r.c.amount_usdc_units < carry_limit_usdc_units(min_deposit_usdc_units))
     floor_credits = usdc_units_to_credits_sql(r.c.amount_usdc_units)
-    ceiling_credits = usdc_units_to_credits_sql(r.c.amount_usdc_units + literal(limit - 1, Integer))
-    category = case(
-        (and_(lot.c.id.is_(None), r.c.amount_usdc_units < limit), literal(ItemCategory.MATCHED.value)),
-        (lot.c.id.is_(None), literal(ItemCategory.MISSING_IN_LEDGER.value)),
-        (
-            or_(lot.c.credits < floor_credits, lot.c.credits > ceiling_credits),
-            literal(ItemCategory.AMOUNT_MISMATCH.value),
-        ),
-        else_=literal(ItemCategory.MATCHED.value),
+    category = _category(
+        (carried, ItemCategory.MATCHED),
+        (lot.c.id.is_(None), ItemCategory.MISSING_IN_LEDGER),
+        (_usdc_amount_differs(lot, r, min_deposit_usdc_units), ItemCategory.AMOUNT_MISMATCH),
     )
-    note = case((and_(lot.c.id.is_(None), r.c.amount_usdc_units < limit), literal("carried")), else_=null())
+    note = case((carried, literal("carried")), else_=null())
     source = (
         select(
             literal(run_id),
@@ -587,20 +596,14 @@ def _usdc_lot_items(
     noted "clawed_back")."""
     first, last = blocks if blocks is not None else (1, 0)
     r = transfers
-    limit = carry_limit_usdc_units(min_deposit_usdc_units)
     floor_credits = usdc_units_to_credits_sql(r.c.amount_usdc_units)
-    ceiling_credits = usdc_units_to_credits_sql(r.c.amount_usdc_units + literal(limit - 1, Integer))
+    # Gone from the chain and already clawed back in full (a deep reorg the listener caught): the ledger nets to
+    # nothing, as the chain does.
     clawed_back = and_(r.c.id.is_(None), lots.c.clawed_back_credits >= lots.c.credits)
-    category = case(
-        # Gone from the chain and already clawed back in full (a deep reorg the listener caught): the ledger nets
-        # to nothing, as the chain does.
-        (clawed_back, literal(ItemCategory.MATCHED.value)),
-        (r.c.id.is_(None), literal(ItemCategory.MISSING_EXTERNALLY.value)),
-        (
-            or_(lots.c.credits < floor_credits, lots.c.credits > ceiling_credits),
-            literal(ItemCategory.AMOUNT_MISMATCH.value),
-        ),
-        else_=literal(ItemCategory.MATCHED.value),
+    category = _category(
+        (clawed_back, ItemCategory.MATCHED),
+        (r.c.id.is_(None), ItemCategory.MISSING_EXTERNALLY),
+        (_usdc_amount_differs(lots, r, min_deposit_usdc_units), ItemCategory.AMOUNT_MISMATCH),
     )
     note = case((clawed_back, literal("clawed_back")), else_=null())
     source = (
