@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 
+from services.api.credits_page import router as credits_page_router
 from services.api.errors import install_error_handlers
 from services.api.purchases import router as purchases_router
 from services.apikeys.endpoints import router as api_keys_router
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         usdc_router,
         purchases_router,
         finance_router,
+        credits_page_router,
     )
     for router in routers:
         app.include_router(router)

@@ -1,0 +1,31 @@
+"""The customer's credits page: balance, lots with their expiry dates, purchases of both rails, recent
+transactions, buying a pack (to Stripe Checkout and back) and the USDC deposit address.
+
+A static page: it asks for the customer's API key (kept for the browser tab only) and calls the same /v1 endpoints
+as any client. Stripe's success and cancel URLs point here by default, and the page confirms the purchase on return.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter
+from fastapi.responses import HTMLResponse
+
+router = APIRouter(tags=["pages"], include_in_schema=False)
+
+PAGE = Path(__file__).parent / "static" / "credits.html"
+# The page defines every script and style itself, and talks only to this origin.
+HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+@router.get("/credits", response_class=HTMLResponse)
+@router.get("/credits/purchase-complete", response_class=HTMLResponse)
+@router.get("/credits/purchase-cancelled", response_class=HTMLResponse)
+def credits_page() -> HTMLResponse:
+    return HTMLResponse(PAGE.read_text(encoding="utf-8"), headers=HEADERS)
