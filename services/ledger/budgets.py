@@ -4,6 +4,7 @@ capture is given back to the period it was charged to."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -36,6 +37,29 @@ class BudgetView:
     updated_at: datetime
 
 
+def budgets_to_charge(
+    applicable: Iterable[Any], amount_credits: int, now: datetime, used_credits: Callable[[int, datetime], int]
+) -> list[tuple[int, datetime]]:
+    """The (budget id, period start) pairs ``amount_credits`` counts against, or raise if it would take any of
+    ``applicable`` (rows with id, name, period and limit_credits, in id order) over its limit this period.
+    ``used_credits(budget id, period start)`` is what already counts against a budget in that period."""
+    charged: list[tuple[int, datetime]] = []
+    for budget in applicable:
+        start = period_start(now, budget.period)
+        used = used_credits(budget.id, start)
+        if used + amount_credits > budget.limit_credits:
+            raise BudgetExceeded(
+                f"budget {budget.name!r} allows {budget.limit_credits - used} more credits this {budget.period}",
+                budget_id=budget.id,
+                budget=budget.name,
+                limit_credits=budget.limit_credits,
+                used_credits=used,
+                requested_credits=amount_credits,
+            )
+        charged.append((budget.id, start))
+    return charged
+
+
 def charge_budgets(
     session: Session,
     locked: repo.LockedAccount,
@@ -51,20 +75,9 @@ def charge_budgets(
     if not locked.has_budgets:
         return []
     applicable = repo.applicable_budgets(session, locked.id, api_key_id, project)
-    charged: list[tuple[int, datetime]] = []
-    for budget in applicable:
-        start = period_start(now, budget.period)
-        used = repo.budget_used(session, budget.id, start)
-        if used + amount_credits > budget.limit_credits:
-            raise BudgetExceeded(
-                f"budget {budget.name!r} allows {budget.limit_credits - used} more credits this {budget.period}",
-                budget_id=budget.id,
-                budget=budget.name,
-                limit_credits=budget.limit_credits,
-                used_credits=used,
-                requested_credits=amount_credits,
-            )
-        charged.append((budget.id, start))
+    charged = budgets_to_charge(
+        applicable, amount_credits, now, lambda budget_id, start: repo.budget_used(session, budget_id, start)
+    )
     for budget_id, start in charged:
         repo.add_budget_usage(session, budget_id, start, amount_credits)
     return charged

@@ -14,11 +14,19 @@ from typing import Any
 from sqlmodel import Session
 
 from services.core.clock import utcnow
-from services.core.errors import IdempotencyKeyReused, InvalidRequest
+from services.core.errors import InvalidRequest
 from services.core.settings import get_settings
+from services.ledger import pg_fastpath
 from services.ledger import repository as repo
 from services.ledger.budgets import charge_budgets, refund_hold_budgets
-from services.ledger.common import fingerprint, lock_customer, movement_row, require_amount
+from services.ledger.common import (
+    check_same_request,
+    fingerprint,
+    lock_customer,
+    movement_row,
+    require_amount,
+    split_reservation,
+)
 from services.ledger.errors import CaptureExceedsHold, HoldExpired, HoldNotActive, HoldNotFound
 from services.ledger.models import HoldStatus, MovementKind, TransactionKind
 from services.ledger.spending import plan_draw
@@ -82,14 +90,25 @@ def create_hold(
     request_hash = fingerprint(
         credits=amount_credits, ttl=ttl, project=project, description=description, api_key=api_key_id
     )
+    expires_at = now + timedelta(seconds=ttl)
+    if (pg := pg_fastpath.driver_of(session)) is not None:
+        row, replayed = pg_fastpath.create_hold(
+            pg,
+            account_id=account_id,
+            amount_credits=amount_credits,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+            now=now,
+            expires_at=expires_at,
+            api_key_id=api_key_id,
+            project=project,
+            description=description,
+        )
+        return _view(row, replayed=replayed)
     locked = lock_customer(session, account_id)
     existing = repo.find_hold_by_key(session, account_id, idempotency_key)
     if existing is not None:
-        if existing.request_hash != request_hash:
-            raise IdempotencyKeyReused(
-                "this idempotency key was already used with a different request",
-                idempotency_key=idempotency_key,
-            )
+        check_same_request(existing.request_hash, request_hash, idempotency_key)
         return _view(existing, replayed=True)
 
     draws = plan_draw(session, locked, amount_credits, now)
@@ -109,7 +128,7 @@ def create_hold(
             "status": HoldStatus.ACTIVE,
             "description": description,
             "created_at": now,
-            "expires_at": now + timedelta(seconds=ttl),
+            "expires_at": expires_at,
         },
     )
     repo.change_reserved(session, draws)
@@ -139,19 +158,42 @@ def get_hold(session: Session, *, account_id: int | None, hold_id: int) -> HoldV
     """The hold, if it belongs to ``account_id`` (None: any account, for admins and jobs)."""
     row = repo.get_hold(session, hold_id)
     if row is None or (account_id is not None and row.account_id != account_id):
-        raise HoldNotFound(f"hold {hold_id} not found", hold_id=hold_id)
+        raise _not_found(hold_id)
     return _view(row)
 
 
-def _locked_active_hold(session: Session, account_id: int | None, hold_id: int, now: datetime) -> Any:
-    owner = get_hold(session, account_id=account_id, hold_id=hold_id).account_id
-    lock_customer(session, owner)
-    row = repo.get_hold(session, hold_id)  # read again under the lock
+def _not_found(hold_id: int) -> HoldNotFound:
+    return HoldNotFound(f"hold {hold_id} not found", hold_id=hold_id)
+
+
+def _locked_active_hold(session: Session, account_id: int | None, hold_id: int, now: datetime) -> tuple[Any, Any]:
+    """The hold's row, read under its account's lock, if it is still active; with what ``_resolve`` settles (on
+    PostgreSQL, the hold with its allocations)."""
+    hold: Any
+    if (pg := pg_fastpath.driver_of(session)) is not None:
+        hold = pg_fastpath.lock_hold(pg, account_id=account_id, hold_id=hold_id)
+        if hold is None:
+            raise _not_found(hold_id)
+        row = hold.row
+    else:
+        owner = get_hold(session, account_id=account_id, hold_id=hold_id).account_id
+        lock_customer(session, owner)
+        hold = row = repo.get_hold(session, hold_id)  # read again under the lock
     if row.status != HoldStatus.ACTIVE:
         raise HoldNotActive(f"hold {hold_id} is already {row.status}", hold_id=hold_id, status=row.status)
     if row.expires_at <= now:
         raise HoldExpired(f"hold {hold_id} expired at {row.expires_at.isoformat()}", hold_id=hold_id)
-    return row
+    return row, hold
+
+
+def _resolve(session: Session, hold: Any, capture_credits: int, now: datetime, status: str) -> Any:
+    """Settle a hold from ``_locked_active_hold``; returns its row as resolved."""
+    if isinstance(hold, pg_fastpath.LockedHold):
+        pg = pg_fastpath.driver_of(session)
+        assert pg is not None
+        return pg_fastpath.settle_hold(pg, hold, capture_credits, now, status)
+    _settle(session, hold, capture_credits, now, status)
+    return repo.get_hold(session, hold.id)
 
 
 def capture_hold(
@@ -165,7 +207,7 @@ def capture_hold(
     """Charge ``amount_credits`` (at most the hold) from the reserved lots; the rest is released."""
     require_amount(amount_credits)
     now = now or utcnow()
-    row = _locked_active_hold(session, account_id, hold_id, now)
+    row, hold = _locked_active_hold(session, account_id, hold_id, now)
     if amount_credits > row.amount_credits:
         raise CaptureExceedsHold(
             f"capture of {amount_credits} credits exceeds the hold's {row.amount_credits}",
@@ -173,16 +215,14 @@ def capture_hold(
             hold_credits=row.amount_credits,
             requested_credits=amount_credits,
         )
-    _settle(session, row, amount_credits, now, HoldStatus.CAPTURED)
-    return _view(repo.get_hold(session, hold_id))
+    return _view(_resolve(session, hold, amount_credits, now, HoldStatus.CAPTURED))
 
 
 def release_hold(session: Session, *, account_id: int | None, hold_id: int, now: datetime | None = None) -> HoldView:
     """Release the whole hold: nothing is charged."""
     now = now or utcnow()
-    row = _locked_active_hold(session, account_id, hold_id, now)
-    _settle(session, row, 0, now, HoldStatus.RELEASED)
-    return _view(repo.get_hold(session, hold_id))
+    _row, hold = _locked_active_hold(session, account_id, hold_id, now)
+    return _view(_resolve(session, hold, 0, now, HoldStatus.RELEASED))
 
 
 def expire_holds(session: Session, *, now: datetime | None = None, limit: int = 500) -> int:
@@ -209,17 +249,9 @@ def _settle(session: Session, hold: Any, capture_credits: int, now: datetime, st
     """Resolve a locked, active hold: draw ``capture_credits`` from its lots in order, un-reserve everything,
     expire at once what it frees on lots that have expired, and give unused budget back."""
     allocations = repo.hold_allocations(session, hold.id)
-    draws: list[tuple[int, int]] = []
-    expiring: list[tuple[int, int]] = []
-    left = capture_credits
-    for allocation in allocations:
-        take = min(allocation.amount_credits, left)
-        left -= take
-        if take:
-            draws.append((allocation.lot_id, take))
-        freed = allocation.amount_credits - take
-        if freed and allocation.expires_at <= now:
-            expiring.append((allocation.lot_id, freed))
+    draws, expiring = split_reservation(
+        ((a.lot_id, a.amount_credits, a.expires_at) for a in allocations), capture_credits, now
+    )
     repo.change_reserved(session, [(a.lot_id, -a.amount_credits) for a in allocations])
 
     capture_txn_id: int | None = None

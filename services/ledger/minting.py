@@ -16,8 +16,16 @@ from sqlmodel import Session
 from services.core.clock import add_calendar_months, utcnow
 from services.core.errors import IdempotencyKeyReused, InvalidRequest
 from services.core.settings import get_settings
+from services.ledger import pg_fastpath
 from services.ledger import repository as repo
-from services.ledger.common import check_replay, fingerprint, lock_customer, movement_row, require_amount
+from services.ledger.common import (
+    check_replay,
+    debt_repaid,
+    fingerprint,
+    lock_customer,
+    movement_row,
+    require_amount,
+)
 from services.ledger.models import MovementKind, Rail, TransactionKind
 from services.ledger.system_accounts import SystemAccount
 
@@ -65,6 +73,30 @@ def mint(
         raise InvalidRequest("a lot must expire after it is credited", expires_at=expiry.isoformat())
     key = f"mint:{rail}:{external_ref}"
     request_hash = fingerprint(account=account_id, credits=amount_credits, rail=rail, ref=external_ref)
+    if (pg := pg_fastpath.driver_of(session)) is not None:
+        minted = pg_fastpath.mint(
+            pg,
+            account_id=account_id,
+            amount_credits=amount_credits,
+            idempotency_key=key,
+            request_hash=request_hash,
+            kind=kind,
+            funding_account_id=funding_account_id,
+            rail=rail,
+            external_ref=external_ref,
+            cost_basis_cents=cost_basis_cents,
+            cost_basis_usdc_units=cost_basis_usdc_units,
+            promotional=promotional,
+            credited_at=now,
+            expires_at=expiry,
+            description=description,
+            details=details,
+        )
+        if isinstance(minted, pg_fastpath.Replay):
+            return _replayed_mint(session, rail, external_ref, minted.transaction_id)
+        return MintResult(
+            minted.lot_id, minted.transaction_id, amount_credits, minted.debt_repaid_credits, expiry, replayed=False
+        )
     locked = lock_customer(session, account_id, key)
     replay_of = check_replay(locked, request_hash, key)
     if replay_of is not None:
@@ -81,7 +113,7 @@ def mint(
         description=description,
         details=details,
     )
-    repaid = min(locked.debt_credits, amount_credits)
+    repaid = debt_repaid(locked.debt_credits, amount_credits)
     lot_id = repo.insert_lot(
         session,
         {

@@ -9,10 +9,17 @@ from sqlmodel import Session
 
 from services.core.clock import utcnow
 from services.core.errors import InvalidRequest
+from services.ledger import pg_fastpath
 from services.ledger import repository as repo
 from services.ledger.budgets import charge_budgets
-from services.ledger.common import check_replay, fingerprint, lock_customer, movement_row, require_amount
-from services.ledger.errors import InsufficientCredits
+from services.ledger.common import (
+    check_replay,
+    fingerprint,
+    lock_customer,
+    movement_row,
+    plan_draws,
+    require_amount,
+)
 from services.ledger.models import MovementKind, TransactionKind
 from services.ledger.system_accounts import SystemAccount
 
@@ -32,30 +39,22 @@ def plan_draw(
 ) -> list[tuple[int, int]]:
     """Which lots give ``amount_credits``, soonest expiry first; the account's debt must stay covered, so a
     customer in debt can only spend what exceeds it."""
-    needed = amount_credits + locked.debt_credits
-    candidates = repo.drawable_lots(session, locked.id, now, needed)
-    free = sum(credits for _, credits in candidates)
-    if free < needed:
-        raise InsufficientCredits(
-            f"{amount_credits} credits requested, {max(0, free - locked.debt_credits)} available",
-            requested_credits=amount_credits,
-            available_credits=max(0, free - locked.debt_credits),
-        )
-    plan: list[tuple[int, int]] = []
-    left = amount_credits
-    for lot_id, credits in candidates:
-        if left == 0:
-            break
-        take = min(credits, left)
-        plan.append((lot_id, take))
-        left -= take
-    return plan
+    candidates = repo.drawable_lots(session, locked.id, now, amount_credits + locked.debt_credits)
+    return plan_draws(candidates, amount_credits, locked.debt_credits)
 
 
 def _replayed(session: Session, transaction_id: int, amount_credits: int) -> SpendResult:
     txn = repo.get_transaction(session, transaction_id)
     draws = [(m.lot_id, -m.amount_credits) for m in repo.transaction_movements(session, transaction_id)]
     return SpendResult(transaction_id, amount_credits, draws, txn.created_at, replayed=True)
+
+
+def _drawn(
+    session: Session, drawn: pg_fastpath.Drawn | pg_fastpath.Replay, amount_credits: int, now: datetime
+) -> SpendResult:
+    if isinstance(drawn, pg_fastpath.Replay):
+        return _replayed(session, drawn.transaction_id, amount_credits)
+    return SpendResult(drawn.transaction_id, amount_credits, drawn.draws, now, replayed=False)
 
 
 def spend(
@@ -76,6 +75,24 @@ def spend(
     now = now or utcnow()
     key = f"spend:{account_id}:{idempotency_key}"
     request_hash = fingerprint(credits=amount_credits, project=project, description=description, api_key=api_key_id)
+    details = {"project": project, "api_key_id": api_key_id} if (project or api_key_id) else None
+    if (pg := pg_fastpath.driver_of(session)) is not None:
+        drawn = pg_fastpath.draw(
+            pg,
+            account_id=account_id,
+            amount_credits=amount_credits,
+            idempotency_key=key,
+            request_hash=request_hash,
+            kind=TransactionKind.SPEND,
+            movement_kind=MovementKind.SPEND,
+            counter_account_id=SystemAccount.REVENUE_USAGE,
+            now=now,
+            description=description,
+            details=details,
+            api_key_id=api_key_id,
+            project=project,
+        )
+        return _drawn(session, drawn, amount_credits, now)
     locked = lock_customer(session, account_id, key)
     replay_of = check_replay(locked, request_hash, key)
     if replay_of is not None:
@@ -92,7 +109,7 @@ def spend(
         created_at=now,
         legs=[(account_id, -amount_credits), (SystemAccount.REVENUE_USAGE, amount_credits)],
         description=description,
-        details={"project": project, "api_key_id": api_key_id} if (project or api_key_id) else None,
+        details=details,
     )
     repo.change_remaining(session, draws)
     repo.insert_movements(
@@ -118,6 +135,22 @@ def debit_adjustment(
     now = now or utcnow()
     key = f"adjustment:{account_id}:{idempotency_key}"
     request_hash = fingerprint(credits=-amount_credits, reason=reason)
+    details = {"reason": reason, "actor": actor}
+    if (pg := pg_fastpath.driver_of(session)) is not None:
+        drawn = pg_fastpath.draw(
+            pg,
+            account_id=account_id,
+            amount_credits=amount_credits,
+            idempotency_key=key,
+            request_hash=request_hash,
+            kind=TransactionKind.ADJUSTMENT,
+            movement_kind=MovementKind.ADJUSTMENT,
+            counter_account_id=SystemAccount.ADJUSTMENTS,
+            now=now,
+            description=reason,
+            details=details,
+        )
+        return _drawn(session, drawn, amount_credits, now)
     locked = lock_customer(session, account_id, key)
     replay_of = check_replay(locked, request_hash, key)
     if replay_of is not None:
@@ -132,7 +165,7 @@ def debit_adjustment(
         created_at=now,
         legs=[(account_id, -amount_credits), (SystemAccount.ADJUSTMENTS, amount_credits)],
         description=reason,
-        details={"reason": reason, "actor": actor},
+        details=details,
     )
     repo.change_remaining(session, draws)
     repo.insert_movements(

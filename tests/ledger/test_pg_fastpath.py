@@ -1,0 +1,460 @@
+"""The PostgreSQL fast path (``services/ledger/pg_fastpath.py``) against the Core path, on PostgreSQL.
+
+The same operations, run once each way on an empty database, give the same results and the same errors, and leave
+the same rows in every table, to the last id, timestamp and JSON detail. A refused operation writes nothing, even
+when the caller commits regardless (on both backends). Then what the fast path is for: few round trips, and
+nothing sent through SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from psycopg.pq import Trace
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from services.core.db import unit_of_work
+from services.core.errors import CreditrailError
+from services.ledger import pg_fastpath
+from services.ledger.budgets import create_budget
+from services.ledger.clawback import clawback
+from services.ledger.expiry import expire_lots
+from services.ledger.holds import capture_hold, create_hold, expire_holds, release_hold
+from services.ledger.invariants import check_invariants
+from services.ledger.minting import grant, mint
+from services.ledger.models import Rail
+from services.ledger.spending import debit_adjustment, spend
+from services.ledger.system_accounts import SystemAccount
+from tests.ledger.support import T0, new_account, new_api_key, snapshot
+
+Op = tuple[Any, ...]
+
+
+@contextmanager
+def core_path(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every ledger operation takes the Core path, as on SQLite."""
+    with monkeypatch.context() as patched:
+        patched.setattr(pg_fastpath, "driver_of", lambda session: None)
+        yield
+
+
+@dataclass
+class Ledger:
+    """Runs operations on two funded customers with API keys and budgets; each outcome is what came back or the
+    error raised, with its code and details."""
+
+    engine: Engine
+    now: datetime = T0
+    accounts: list[int] = field(default_factory=list)
+    api_keys: list[int] = field(default_factory=list)
+    lots: list[int] = field(default_factory=list)
+    # (hold id, its account id)
+    holds: list[tuple[int, int]] = field(default_factory=list)
+    mints: list[tuple[int, int, str]] = field(default_factory=list)
+    refs: int = 0
+
+    def setup(self) -> None:
+        self.accounts = [new_account(self.engine, f"customer {n}") for n in range(2)]
+        self.api_keys = [new_api_key(self.engine, account_id) for account_id in self.accounts]
+        budgets = [
+            (self.accounts[0], "api_key", str(self.api_keys[0]), "day", 400),
+            (self.accounts[0], "project", "alpha", "total", 700),
+            (self.accounts[1], "project", "alpha", "week", 300),
+        ]
+        for account_id, scope, scope_ref, period, limit in budgets:
+            with unit_of_work(self.engine) as session:
+                create_budget(
+                    session,
+                    account_id=account_id,
+                    name=f"{scope}:{scope_ref}:{period}",
+                    scope=scope,
+                    scope_ref=scope_ref,
+                    period=period,
+                    limit_credits=limit,
+                    now=self.now,
+                )
+
+    def run(self, ops: list[Op]) -> list[Any]:
+        self.setup()
+        return [self.outcome(op) for op in ops]
+
+    def outcome(self, op: Op) -> Any:
+        try:
+            with unit_of_work(self.engine) as session:
+                result = getattr(self, f"do_{op[0]}")(session, *op[1:])
+        except CreditrailError as refused:
+            return (op[0], type(refused).__name__, refused.to_dict())
+        if result is None:
+            return (op[0], None)
+        if isinstance(result, int):
+            return (op[0], result)
+        found = asdict(result)
+        if op[0] == "hold" and not found["replayed"]:
+            self.holds.append((found["id"], found["account_id"]))
+        if op[0] in ("mint", "grant") and not found["replayed"]:
+            self.lots.append(found["lot_id"])
+        return (op[0], found)
+
+    def scope(self, account: int, tag: int) -> dict[str, Any]:
+        """No budget, the project, the account's API key, both, or another project."""
+        scopes: list[dict[str, Any]] = [
+            {},
+            {"project": "alpha"},
+            {"api_key_id": self.api_keys[account]},
+            {"project": "alpha", "api_key_id": self.api_keys[account]},
+            {"project": "beta"},
+        ]
+        return scopes[tag]
+
+    def do_tick(self, _session: Any, seconds: int) -> None:
+        self.now += timedelta(seconds=seconds)
+
+    def do_mint(self, session: Any, account: int, credits: int) -> Any:
+        self.refs += 1
+        ref = f"cs_test_{self.refs}"
+        self.mints.append((account, credits, ref))
+        return self.mint(session, account, credits, ref)
+
+    def mint(self, session: Any, account: int, credits: int, ref: str) -> Any:
+        return mint(
+            session,
+            account_id=self.accounts[account],
+            amount_credits=credits,
+            rail=Rail.CARD,
+            external_ref=ref,
+            funding_account_id=SystemAccount.FUNDING_CARD,
+            cost_basis_cents=credits,
+            credited_at=self.now,
+            description="card purchase",
+            details={"purchase": self.refs},
+        )
+
+    def do_mint_again(self, session: Any, pick: int, same: bool) -> Any:
+        if not self.mints:
+            return None
+        account, credits, ref = self.mints[pick % len(self.mints)]
+        return self.mint(session, account, credits if same else credits + 1, ref)
+
+    def do_grant(self, session: Any, account: int, credits: int, lifetime_s: int) -> Any:
+        self.refs += 1
+        return grant(
+            session,
+            account_id=self.accounts[account],
+            amount_credits=credits,
+            idempotency_key=f"grant-{self.refs}",
+            expires_at=self.now + timedelta(seconds=lifetime_s),
+            reason="promotion",
+            now=self.now,
+        )
+
+    def do_spend(self, session: Any, account: int, credits: int, key: int, tag: int) -> Any:
+        return spend(
+            session,
+            account_id=self.accounts[account],
+            amount_credits=credits,
+            idempotency_key=f"spend-{key}",
+            description=f"tool call {key}",
+            now=self.now,
+            **self.scope(account, tag),
+        )
+
+    def do_debit(self, session: Any, account: int, credits: int, key: int) -> Any:
+        return debit_adjustment(
+            session,
+            account_id=self.accounts[account],
+            amount_credits=credits,
+            idempotency_key=f"debit-{key}",
+            reason="correction",
+            actor="admin",
+            now=self.now,
+        )
+
+    def do_hold(self, session: Any, account: int, credits: int, key: int, tag: int, ttl: int) -> Any:
+        return create_hold(
+            session,
+            account_id=self.accounts[account],
+            amount_credits=credits,
+            idempotency_key=f"hold-{key}",
+            ttl_seconds=ttl,
+            description=f"hold {key}",
+            now=self.now,
+            **self.scope(account, tag),
+        )
+
+    def hold_owner(self, pick: int, owner: int) -> tuple[int | None, int]:
+        """A hold made earlier, asked for through its account, the other account, or no account (an admin)."""
+        hold_id, account_id = self.holds[pick % len(self.holds)]
+        other = sum(self.accounts) - account_id
+        return [account_id, other, None][owner], hold_id
+
+    def do_capture(self, session: Any, pick: int, credits: int, owner: int) -> Any:
+        if not self.holds:
+            return None
+        account_id, hold_id = self.hold_owner(pick, owner)
+        return capture_hold(session, account_id=account_id, hold_id=hold_id, amount_credits=credits, now=self.now)
+
+    def do_release(self, session: Any, pick: int, owner: int) -> Any:
+        if not self.holds:
+            return None
+        account_id, hold_id = self.hold_owner(pick, owner)
+        return release_hold(session, account_id=account_id, hold_id=hold_id, now=self.now)
+
+    def do_clawback(self, session: Any, pick: int, credits: int) -> Any:
+        if not self.lots:
+            return None
+        self.refs += 1
+        return clawback(
+            session,
+            lot_id=self.lots[pick % len(self.lots)],
+            amount_credits=credits,
+            idempotency_key=f"clawback-{self.refs}",
+            reason="refund",
+            now=self.now,
+        )
+
+    def do_expire_lots(self, session: Any) -> Any:
+        return expire_lots(session, now=self.now).lots_expired
+
+    def do_expire_holds(self, session: Any) -> Any:
+        return expire_holds(session, now=self.now)
+
+
+def both_ways(
+    engine: Engine, reset: Callable[[], None], monkeypatch: pytest.MonkeyPatch, ops: list[Op]
+) -> tuple[list[Any], list[Any]]:
+    """Run ``ops`` on the fast path, then on the Core path, each from an empty database; compare every row."""
+    reset()
+    fast = Ledger(engine).run(ops)
+    with unit_of_work(engine) as session:
+        assert check_invariants(session) == []
+    fast_rows = rows(engine)
+    reset()
+    with core_path(monkeypatch):
+        core = Ledger(engine).run(ops)
+    assert fast == core
+    assert fast_rows == rows(engine)
+    return fast, core
+
+
+def rows(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, but for what differs from one database reset to the next whatever the ledger
+    does: when the system accounts were created, and the API keys' random prefixes."""
+    found = snapshot(engine)
+    found["accounts"] = [row[:5] for row in found["accounts"]]  # id, kind, code, name, debt_credits
+    del found["api_keys"]
+    return found
+
+
+accounts = st.integers(0, 1)
+credits = st.integers(1, 300)
+keys = st.integers(0, 6)
+tags = st.integers(0, 4)
+picks = st.integers(0, 1_000)
+owners = st.integers(0, 2)
+operations = st.one_of(
+    st.tuples(st.just("mint"), accounts, st.integers(1, 1_000)),
+    st.tuples(st.just("mint_again"), picks, st.booleans()),
+    st.tuples(st.just("grant"), accounts, st.integers(1, 200), st.integers(60, 30 * 86_400)),
+    st.tuples(st.just("spend"), accounts, credits, keys, tags),
+    st.tuples(st.just("debit"), accounts, credits, keys),
+    st.tuples(st.just("hold"), accounts, credits, keys, tags, st.integers(1, 3_600)),
+    st.tuples(st.just("capture"), picks, credits, owners),
+    st.tuples(st.just("release"), picks, owners),
+    st.tuples(st.just("clawback"), picks, credits),
+    st.tuples(st.just("expire_lots")),
+    st.tuples(st.just("expire_holds")),
+    st.tuples(st.just("tick"), st.integers(1, 7 * 86_400)),
+)
+
+
+@pytest.fixture
+def reset(pg_engine: Engine, request: pytest.FixtureRequest) -> Callable[[], None]:
+    return cast(Callable[[], None], request.getfixturevalue("postgres_database").reset)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(operations, min_size=5, max_size=30))
+def test_random_operations_give_the_same_results_and_rows_on_both_paths(pg_engine, reset, monkeypatch, ops):
+    both_ways(pg_engine, reset, monkeypatch, [("mint", 0, 800), ("grant", 1, 150, 3_600), *ops])
+
+
+def test_a_mixed_day_gives_the_same_results_and_rows_on_both_paths(pg_engine, reset, monkeypatch):
+    ops: list[Op] = [
+        ("mint", 0, 500),
+        ("grant", 0, 50, 600),  # expires while held below
+        ("mint", 1, 500),
+        ("hold", 0, 60, 1, 1, 1_200),  # the grant first, then the card lot; counted against the project's budget
+        ("hold", 0, 60, 1, 1, 1_200),  # replayed
+        ("hold", 0, 61, 1, 1, 1_200),  # the key reused for another request
+        ("spend", 0, 30, 1, 0),
+        ("spend", 0, 30, 1, 0),  # replayed
+        ("spend", 0, 31, 1, 0),  # the key reused
+        ("spend", 0, 10_000, 2, 0),  # more than the account holds
+        ("spend", 0, 300, 3, 2),  # within the API key's day budget
+        ("spend", 0, 150, 4, 3),  # over the API key's budget: refused, nothing written
+        ("hold", 1, 250, 2, 1, 3_600),
+        ("hold", 1, 100, 3, 1, 3_600),  # over the week budget
+        ("tick", 900),  # the grant has expired, still reserved
+        ("capture", 0, 20, 0),  # draws the grant, expires the rest of its reservation at once
+        ("capture", 0, 20, 0),  # already captured
+        ("capture", 1, 300, 0),  # more than the hold
+        ("capture", 1, 10, 1),  # through another account: not found
+        ("tick", 3_600),
+        ("release", 1, 2),  # past its time to live
+        ("expire_holds",),
+        ("clawback", 0, 400),  # partly into debt
+        ("mint", 0, 100),  # repays the debt first
+        ("mint", 0, 500),
+        ("debit", 0, 5, 1),
+        ("debit", 0, 5, 1),  # replayed
+        ("mint_again", 0, True),  # replayed
+        ("mint_again", 0, False),  # the reference reused
+        ("expire_lots",),
+    ]
+    fast, _core = both_ways(pg_engine, reset, monkeypatch, ops)
+    refused = [(op[0], outcome[2]["code"]) for op, outcome in zip(ops, fast, strict=True) if len(outcome) == 3]
+    assert refused == [
+        ("hold", "idempotency_key_reused"),
+        ("spend", "idempotency_key_reused"),
+        ("spend", "insufficient_credits"),
+        ("spend", "budget_exceeded"),
+        ("hold", "budget_exceeded"),
+        ("capture", "hold_not_active"),
+        ("capture", "capture_exceeds_hold"),
+        ("capture", "hold_not_found"),
+        ("release", "hold_expired"),
+        ("mint_again", "idempotency_key_reused"),
+    ]
+    replayed = [
+        op[0]
+        for op, outcome in zip(ops, fast, strict=True)
+        if isinstance(outcome[1], dict) and outcome[1].get("replayed")
+    ]
+    assert replayed == ["hold", "spend", "debit", "mint_again"]
+
+
+def test_draws_beyond_the_first_pages_of_lots_give_the_same_results_and_rows_on_both_paths(
+    pg_engine, reset, monkeypatch
+):
+    # 300 lots of 1 credit, expiring one after the other; a hold leaves some with nothing unreserved.
+    ops: list[Op] = [("grant", 0, 1, 86_400 + n) for n in range(300)]
+    ops += [
+        ("hold", 0, 3, 1, 0, 3_600),  # the first three lots
+        ("spend", 0, 295, 1, 0),  # the next 295: the fourth page of lots
+        ("spend", 0, 3, 2, 0),  # 2 left: refused, every page read
+        ("hold", 0, 2, 2, 0, 3_600),  # the last two
+        ("capture", 1, 1, 0),
+        ("release", 0, 0),
+        ("spend", 0, 4, 3, 0),  # the released three and the one the capture left
+        ("clawback", 299, 1),  # drawn already: into debt
+        ("spend", 0, 1, 4, 0),  # nothing left over the debt
+    ]
+    fast, _core = both_ways(pg_engine, reset, monkeypatch, ops)
+    spent = [outcome[1] for outcome in fast if outcome[0] == "spend" and isinstance(outcome[1], dict)]
+    assert [len(result["draws"]) for result in spent] == [295, 4]
+    refused = [outcome[2] for outcome in fast if outcome[0] == "spend" and len(outcome) == 3]
+    assert [(error["code"], error["details"]["available_credits"]) for error in refused] == [
+        ("insufficient_credits", 2),
+        ("insufficient_credits", 0),
+    ]
+
+
+def test_a_refused_operation_writes_nothing_even_when_the_caller_commits(engine):
+    ledger = Ledger(engine)
+    ledger.setup()
+    done = [("mint", 0, 500), ("spend", 0, 10, 1, 0), ("hold", 0, 50, 1, 1, 60), ("capture", 0, 10, 0)]
+    done += [("hold", 0, 20, 2, 1, 60)]
+    assert [len(ledger.outcome(op)) for op in done] == [2] * len(done)
+    refused: list[tuple[Op, str]] = [
+        (("spend", 0, 10_000, 3, 0), "insufficient_credits"),
+        (("spend", 0, 11, 1, 0), "idempotency_key_reused"),
+        (("spend", 0, 401, 4, 2), "budget_exceeded"),  # the API key's day budget is 400
+        (("debit", 0, 10_000, 1), "insufficient_credits"),
+        (("hold", 0, 51, 1, 1, 60), "idempotency_key_reused"),
+        (("hold", 0, 10_000, 3, 0, 60), "insufficient_credits"),
+        (("hold", 0, 401, 4, 2, 60), "budget_exceeded"),
+        (("capture", 0, 5, 0), "hold_not_active"),
+        (("capture", 1, 21, 0), "capture_exceeds_hold"),
+        (("release", 1, 1), "hold_not_found"),
+        (("mint_again", 0, False), "idempotency_key_reused"),
+        (("tick", 60), ""),
+        (("capture", 1, 5, 0), "hold_expired"),
+    ]
+    for op, code in refused:
+        before = snapshot(engine)
+        if not code:
+            ledger.outcome(op)
+            continue
+        with unit_of_work(engine) as session, pytest.raises(CreditrailError) as refusal:
+            getattr(ledger, f"do_{op[0]}")(session, *op[1:])
+        assert (refusal.value.code, snapshot(engine)) == (code, before), op
+
+
+# --- what the fast path is for ------------------------------------------------------------------------------
+
+
+def round_trips(engine: Engine, operation: Callable[[], Any]) -> int:
+    """Times the client waited for the server during ``operation`` (from a libpq trace of the pooled connection;
+    the engine's pool must hand out that one connection)."""
+    pooled = engine.raw_connection()
+    pgconn = cast(Any, pooled.driver_connection).pgconn
+    pooled.close()
+    fd, path = tempfile.mkstemp(suffix=".trace")
+    try:
+        pgconn.trace(fd)
+        pgconn.set_trace_flags(Trace.SUPPRESS_TIMESTAMPS)
+        operation()
+        pgconn.untrace()
+        os.close(fd)
+        with open(path) as trace:
+            directions = [line.split("\t", 1)[0] for line in trace if line[:2] in ("F\t", "B\t")]
+    finally:
+        os.unlink(path)
+    return sum(1 for pair in itertools.pairwise(directions) if pair == ("F", "B"))
+
+
+def test_each_hot_operation_takes_five_round_trips_and_nothing_through_sqlalchemy(pg_engine):
+    pg_engine.dispose()  # the operations below check out the one connection the pool then holds
+    account_id = new_account(pg_engine)
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    def in_unit_of_work(operation: Callable[[Any], Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            with unit_of_work(pg_engine) as session:
+                return operation(session)
+
+        return run
+
+    found: dict[str, Any] = {}
+    operations: dict[str, Callable[[Any], Any]] = {
+        "mint": lambda session: Ledger(pg_engine, accounts=[account_id]).mint(session, 0, 1_000, "cs_round_trips"),
+        "spend": lambda session: spend(session, account_id=account_id, amount_credits=5, idempotency_key="s", now=T0),
+        "hold": lambda session: found.setdefault(
+            "hold", create_hold(session, account_id=account_id, amount_credits=5, idempotency_key="h", now=T0)
+        ),
+        "capture": lambda session: capture_hold(
+            session, account_id=account_id, hold_id=found["hold"].id, amount_credits=2, now=T0
+        ),
+    }
+    event.listen(pg_engine, "before_cursor_execute", count)
+    try:
+        trips = {name: round_trips(pg_engine, in_unit_of_work(operation)) for name, operation in operations.items()}
+    finally:
+        event.remove(pg_engine, "before_cursor_execute", count)
+    # The pool's ping, BEGIN, the lock with the reads, the writes, COMMIT.
+    assert trips == {"mint": 5, "spend": 5, "hold": 5, "capture": 5}
+    assert statements == []
