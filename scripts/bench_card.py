@@ -5,7 +5,7 @@
 The API runs under a real uvicorn server (a subprocess on 127.0.0.1, a free port) against a database of its own
 (``creditrail_bench_card``, dropped and recreated at the start), processing each event right after acknowledging
 it, as it does in production. Open purchases are seeded, then signed ``checkout.session.completed`` events (Stripe's
-real shape, signed as Stripe signs) are sent with an httpx client:
+real shape, signed as Stripe signs) are sent over keep-alive HTTP/1.1 connections by a lean client of its own:
 
 1. paced: at 200 events per second (``--rate``), each request started on its own schedule whatever the others do
    (open loop): the acknowledgement latency (p50, p99), and whether fulfilment keeps up (all minted, how long after);
@@ -252,50 +252,102 @@ def session_template() -> dict[str, Any]:
 # --- sending -----------------------------------------------------------------------------------------------
 
 
-async def _send(client: httpx.AsyncClient, payload: str) -> float:
-    header = stripe.WebhookSignature.generate_signature_header(payload, SECRET, int(time.time()))
+class Connection:
+    """One keep-alive HTTP/1.1 connection to the server. The benchmark's own client is kept lean (a request is a
+    few bytes written and a response read back), so that on a machine it shares with the server it takes as little
+    CPU as it can: a general-purpose async client spent several milliseconds per request here."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.head = (f"POST /v1/stripe/webhook HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n").encode()
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> Connection:
+        reader, writer = await asyncio.open_connection(host, port)
+        return cls(reader, writer, f"{host}:{port}")
+
+    async def post(self, payload: bytes, signature: str) -> tuple[int, bytes]:
+        self.writer.write(
+            self.head + f"Stripe-Signature: {signature}\r\nContent-Length: {len(payload)}\r\n\r\n".encode() + payload
+        )
+        status_line = await self.reader.readline()
+        status = int(status_line.split(b" ", 2)[1])
+        length = None
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        if length is None:
+            raise RuntimeError("the server answered without a Content-Length")
+        return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def _send(connections: asyncio.Queue[Connection], payload: str) -> float:
+    """Send one event on a free connection; returns the time from the call to the acknowledgement (waiting for a
+    free connection included)."""
     started = time.perf_counter()
-    response = await client.post(
-        "/v1/stripe/webhook", content=payload, headers={"Stripe-Signature": header, "Content-Type": "application/json"}
-    )
+    header = stripe.WebhookSignature.generate_signature_header(payload, SECRET, int(time.time()))
+    connection = await connections.get()
+    try:
+        status, body = await connection.post(payload.encode(), header)
+    finally:
+        connections.put_nowait(connection)
     elapsed = time.perf_counter() - started
-    if response.status_code != 200:
-        raise RuntimeError(f"webhook answered {response.status_code}: {response.text}")
+    if status != 200:
+        raise RuntimeError(f"webhook answered {status}: {body.decode(errors='replace')}")
     return elapsed
 
 
-async def send_paced(base: str, payloads: list[str], rate: float) -> tuple[list[float], float]:
-    """Each request starts at its own time (i / rate), whatever the others do. Returns latencies and the
-    monotonic time the first one was sent."""
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=httpx.Timeout(120, pool=None)) as client:
-        await _send(client, payloads[0])  # warm the connection; not measured
+async def _connections(host: str, port: int, count: int) -> asyncio.Queue[Connection]:
+    pool: asyncio.Queue[Connection] = asyncio.Queue()
+    for connection in await asyncio.gather(*(Connection.open(host, port) for _ in range(count))):
+        pool.put_nowait(connection)
+    return pool
+
+
+def _close_all(pool: asyncio.Queue[Connection]) -> None:
+    while not pool.empty():
+        pool.get_nowait().close()
+
+
+async def send_paced(host: str, port: int, payloads: list[str], rate: float) -> tuple[list[float], float]:
+    """Each request starts at its own time (i / rate), whatever the others do (up to 64 in flight). Returns
+    latencies and the monotonic time the first one was sent."""
+    pool = await _connections(host, port, 64)
+    try:
+        await _send(pool, payloads[0])  # warm up; not measured
         loop = asyncio.get_running_loop()
         start = loop.time() + 0.05
         first = time.monotonic() + 0.05
 
         async def scheduled(index: int, payload: str) -> float:
             await asyncio.sleep(max(0.0, start + index / rate - loop.time()))
-            return await _send(client, payload)
+            return await _send(pool, payload)
 
         latencies = await asyncio.gather(*(scheduled(i, p) for i, p in enumerate(payloads[1:])))
+    finally:
+        _close_all(pool)
     return list(latencies), first
 
 
-async def send_flat_out(base: str, payloads: list[str], concurrency: int) -> tuple[list[float], float]:
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    queue: asyncio.Queue[str] = asyncio.Queue()
-    for payload in payloads:
-        queue.put_nowait(payload)
+async def send_flat_out(host: str, port: int, payloads: list[str], concurrency: int) -> tuple[list[float], float]:
+    pool = await _connections(host, port, concurrency)
+    pending = iter(payloads)
     latencies: list[float] = []
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=httpx.Timeout(120, pool=None)) as client:
+    try:
         first = time.monotonic()
 
         async def worker() -> None:
-            while not queue.empty():
-                latencies.append(await _send(client, queue.get_nowait()))
+            for payload in pending:
+                latencies.append(await _send(pool, payload))
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
+    finally:
+        _close_all(pool)
     return latencies, first
 
 
@@ -402,7 +454,6 @@ def run(url: URL, sizes: Sizes, workers: int, rate: float = RATE) -> dict[str, A
     log(f"starting the API on 127.0.0.1:{port}")
     server = start_server(url, port, workers)
     engine = make_engine(url, pool_size=MINT_THREADS + 2)
-    base = f"http://127.0.0.1:{port}"
     template = session_template()
     try:
         paced_count = int(rate * sizes.paced_seconds) + 1
@@ -414,7 +465,7 @@ def run(url: URL, sizes: Sizes, workers: int, rate: float = RATE) -> dict[str, A
         log(f"paced: {paced_count - 1} events at {rate:.0f}/s")
         paced_payloads = [event_payload(i, template) for i in paced]
         server_cpu, client_cpu = cpu_seconds(server), own_cpu_seconds()
-        latencies, paced_first = asyncio.run(send_paced(base, paced_payloads, rate))
+        latencies, paced_first = asyncio.run(send_paced("127.0.0.1", port, paced_payloads, rate))
         paced_sent = time.monotonic()
         paced_done, paced_minted = wait_minted(engine, "paced", paced_count, timeout=120)
         paced_server_cpu = cpu_seconds(server) - server_cpu
@@ -424,7 +475,7 @@ def run(url: URL, sizes: Sizes, workers: int, rate: float = RATE) -> dict[str, A
         log(f"flat out: {sizes.burst_events} events, {BURST_CONCURRENCY} in flight")
         burst_payloads = [event_payload(i, template) for i in burst]
         server_cpu = cpu_seconds(server)
-        burst_latencies, burst_first = asyncio.run(send_flat_out(base, burst_payloads, BURST_CONCURRENCY))
+        burst_latencies, burst_first = asyncio.run(send_flat_out("127.0.0.1", port, burst_payloads, BURST_CONCURRENCY))
         burst_sent = time.monotonic()
         burst_done, burst_minted = wait_minted(engine, "burst", sizes.burst_events, timeout=300)
         burst_server_cpu = cpu_seconds(server) - server_cpu

@@ -10,6 +10,7 @@ own, so no transaction is open while Stripe is called.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from dataclasses import asdict
@@ -36,6 +37,7 @@ from services.card import repository as repo
 from services.card.errors import PurchaseNotConfirmable, WebhookPayloadTooLarge
 from services.card.fulfilment import fulfil_checkout_session
 from services.card.inbox import InlineProcessor
+from services.card.intake import InboxWriter
 from services.card.models import InboxStatus, PurchaseStatus
 from services.card.packs import CUSTOM_STEP_CREDITS, PACKS, resolve_pack
 from services.card.schemas import (
@@ -54,7 +56,8 @@ from services.card.schemas import (
     WebhookEventPage,
 )
 from services.card.stripe_client import StripeGateway, default_gateway
-from services.card.webhooks import MAX_PAYLOAD_BYTES, parse_event, store_event, verify_signature
+from services.card.stripe_objects import EventData
+from services.card.webhooks import MAX_PAYLOAD_BYTES, Receipt, parse_event, store_event, verify_signature
 from services.core.clock import utcnow
 from services.core.db import unit_of_work
 from services.core.money import CREDITS_PER_USD
@@ -230,32 +233,46 @@ async def _raw_body(request: Request) -> bytes:
     return body
 
 
-def _receive(request: Request, body: bytes, signature: str | None) -> WebhookAck:
-    """Verify, store (one short unit of work) and hand the event to the processor."""
-    engine: Engine = request.app.state.engine
-    settings: Settings = request.app.state.settings
-    payload = verify_signature(body, signature, settings, time.time())
-    event = parse_event(payload)
+def get_writer(request: Request) -> InboxWriter:
+    """The app's writer of verified webhook events to the inbox (started on first use)."""
+    state = request.app.state
+    with _processor_lock:
+        writer = getattr(state, "card_inbox_writer", None)
+        if not isinstance(writer, InboxWriter):
+            writer = InboxWriter(state.engine, state.settings)
+            state.card_inbox_writer = writer
+        return writer
+
+
+def _store(engine: Engine, settings: Settings, event: EventData, payload: str) -> Receipt:
     with unit_of_work(engine) as session:
-        receipt = store_event(session, event, payload, source="webhook", now=utcnow(), settings=settings)
+        return store_event(session, event, payload, source="webhook", now=utcnow(), settings=settings)
+
+
+@webhook_router.post("/webhook", response_model=WebhookAck)
+async def stripe_webhook(request: Request, stripe_signature: Annotated[str | None, Header()] = None) -> Response:
+    """Stripe's webhook: the signature is verified over the raw body (400, nothing stored, when it is missing,
+    wrong or stale), the event stored once by its id and acknowledged after the commit; it is processed
+    afterwards, off the request path. Verifying and parsing take microseconds and run here; storing is the
+    inbox writer's (several requests' events in one commit under load, services.card.intake)."""
+    body = await _raw_body(request)
+    settings: Settings = request.app.state.settings
+    payload = verify_signature(body, stripe_signature, settings, time.time())
+    event = parse_event(payload)
+    stored = get_writer(request).submit(event, payload)
+    if stored is not None:
+        receipt = await asyncio.wrap_future(stored)
+    else:
+        receipt = await run_in_threadpool(_store, request.app.state.engine, settings, event, payload)
     if settings.card_process_webhooks_inline and receipt.status == InboxStatus.PENDING:
         get_processor(request).submit(receipt.inbox_id, event)
-    return WebhookAck(
+    ack = WebhookAck(
         received=True,
         event_id=receipt.event_id,
         event_type=receipt.event_type,
         status=receipt.status,
         duplicate=receipt.duplicate,
     )
-
-
-@webhook_router.post("/webhook", response_model=WebhookAck)
-async def stripe_webhook(request: Request, stripe_signature: Annotated[str | None, Header()] = None) -> Response:
-    """Stripe's webhook: the signature is verified over the raw body (400, nothing stored, when it is missing,
-    wrong or stale), the event stored once by its id and acknowledged; it is processed after the commit, off the
-    request path. (Kept lean: the one hop to a thread is the unit of work that stores the event.)"""
-    body = await _raw_body(request)
-    ack = await run_in_threadpool(_receive, request, body, stripe_signature)
     return Response(ack.model_dump_json(), media_type="application/json")
 
 

@@ -61,6 +61,17 @@ _insert_event = {
     name: dialect.insert(inbox).on_conflict_do_nothing(index_elements=["event_id"]).returning(inbox.c.id)
     for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
 }
+# Several events in one statement (SQLAlchemy sends the parameter sets as one multi-row INSERT); the event id comes
+# back with each inserted row's id, since a row already stored returns nothing.
+_insert_events = {
+    name: dialect.insert(inbox)
+    .on_conflict_do_nothing(index_elements=["event_id"])
+    .returning(inbox.c.id, inbox.c.event_id)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
+_events_by_stripe_ids = select(inbox.c.id, inbox.c.event_id, inbox.c.event_type, inbox.c.status).where(
+    inbox.c.event_id.in_(bindparam("event_ids", expanding=True))
+)
 _claim_event = (
     select(inbox.c.id, inbox.c.attempts)
     .where(inbox.c.id == bindparam("inbox_id"), inbox.c.status.in_([InboxStatus.PENDING, InboxStatus.FAILED]))
@@ -255,6 +266,22 @@ def insert_event(session: Session, values: dict[str, Any]) -> int | None:
     stmt = _insert_event[session.get_bind().dialect.name]
     inserted = session.execute(stmt, values).scalar()
     return int(inserted) if inserted is not None else None
+
+
+def insert_events(session: Session, rows: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """Store several events (distinct event ids) at once; returns the inbox id of each one newly stored, by event id
+    (those stored already are left out)."""
+    if not rows:
+        return {}
+    result = session.execute(_insert_events[session.get_bind().dialect.name], list(rows))
+    return {str(event_id): int(inbox_id) for inbox_id, event_id in result}
+
+
+def events_by_stripe_ids(session: Session, event_ids: Sequence[str]) -> list[Any]:
+    """(id, event_id, event_type, status) of the stored events among ``event_ids``."""
+    if not event_ids:
+        return []
+    return list(session.execute(_events_by_stripe_ids, {"event_ids": list(event_ids)}).all())
 
 
 def get_event(session: Session, inbox_id: int) -> Any:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -110,14 +111,10 @@ class Receipt:
     duplicate: bool
 
 
-def store_event(
-    session: Session, event: EventData, payload: str, *, source: str, now: datetime, settings: Settings
-) -> Receipt:
-    """Store a verified event once. A new event we act on is pending: processed right after the commit (when
-    inline processing is on), or by the worker's inbox job once the grace period has passed."""
+def _inbox_row(event: EventData, payload: str, *, source: str, now: datetime, settings: Settings) -> dict[str, Any]:
     handled = event.type in HANDLED_EVENT_TYPES
     grace = settings.card_inbox_grace_seconds if settings.card_process_webhooks_inline and source == "webhook" else 0
-    values = {
+    return {
         "event_id": event.id,
         "event_type": event.type,
         "livemode": event.livemode,
@@ -133,8 +130,47 @@ def store_event(
         "received_at": now,
         "processed_at": None if handled else now,
     }
+
+
+def store_event(
+    session: Session, event: EventData, payload: str, *, source: str, now: datetime, settings: Settings
+) -> Receipt:
+    """Store a verified event once. A new event we act on is pending: processed right after the commit (when
+    inline processing is on), or by the worker's inbox job once the grace period has passed."""
+    values = _inbox_row(event, payload, source=source, now=now, settings=settings)
     inbox_id = repo.insert_event(session, values)
     if inbox_id is not None:
         return Receipt(inbox_id, event.id, event.type, str(values["status"]), duplicate=False)
     existing = repo.event_by_stripe_id(session, event.id)
     return Receipt(existing.id, event.id, existing.event_type, existing.status, duplicate=True)
+
+
+def store_events(
+    session: Session, items: Sequence[tuple[EventData, str]], *, source: str, now: datetime, settings: Settings
+) -> list[Receipt]:
+    """:func:`store_event` for several events at once (one multi-row INSERT, and one read of those stored
+    already); a receipt for each item, in order. The same event given twice is stored once: the second receipt
+    is a duplicate's."""
+    rows: dict[str, dict[str, Any]] = {}
+    for event, payload in items:
+        if event.id not in rows:
+            rows[event.id] = _inbox_row(event, payload, source=source, now=now, settings=settings)
+    inserted = repo.insert_events(session, list(rows.values()))
+    stored = {row.event_id: row for row in repo.events_by_stripe_ids(session, [i for i in rows if i not in inserted])}
+    receipts: list[Receipt] = []
+    for event, _payload in items:
+        inbox_id = inserted.pop(event.id, None)
+        if inbox_id is not None:
+            receipts.append(Receipt(inbox_id, event.id, event.type, str(rows[event.id]["status"]), duplicate=False))
+            stored[event.id] = _Stored(inbox_id, event.type, str(rows[event.id]["status"]))
+        else:
+            existing = stored[event.id]
+            receipts.append(Receipt(existing.id, event.id, existing.event_type, existing.status, duplicate=True))
+    return receipts
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    id: int
+    event_type: str
+    status: str

@@ -20,6 +20,7 @@ from services.api.app import create_app
 from services.apikeys.service import issue_key
 from services.card import repository as repo
 from services.card.inbox import InlineProcessor
+from services.card.intake import InboxWriter
 from services.card.stripe_client import StripeGateway, build_stripe_client
 from services.core.db import unit_of_work
 from services.core.model_registry import metadata
@@ -198,6 +199,9 @@ def make_card(engine: Engine, **overrides: Any) -> Iterator[Card]:
     processor = getattr(app.state, "card_processor", None)
     if isinstance(processor, InlineProcessor):
         processor.close()
+    writer = getattr(app.state, "card_inbox_writer", None)
+    if isinstance(writer, InboxWriter):
+        writer.close()
 
 
 @pytest.fixture

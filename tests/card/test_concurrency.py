@@ -15,8 +15,9 @@ from sqlalchemy.engine import Engine
 
 from services.card import inbox
 from services.card.fulfilment import fulfil_checkout_session
+from services.card.intake import InboxWriter
 from services.card.stripe_objects import CheckoutSessionData
-from services.card.webhooks import parse_event, store_event, verify_signature
+from services.card.webhooks import Receipt, parse_event, store_event, verify_signature
 from services.core.clock import utcnow
 from services.core.db import unit_of_work
 from tests.card.conftest import WEBHOOK_SECRET, Card, make_card
@@ -132,3 +133,31 @@ def test_concurrent_refund_events_claw_back_once(pg_card: Card) -> None:
 def _signed(event: dict[str, Any]) -> tuple[str, str]:
     payload = json.dumps(event)
     return payload, sign(payload, WEBHOOK_SECRET)
+
+
+def test_two_inbox_writers_storing_the_same_events_at_once_store_each_once(pg_card: Card) -> None:
+    """Two API processes' writers, each with a batch holding the same events: every event stored once, and each is
+    new to exactly one of them."""
+    card = pg_card
+    events = []
+    for index in range(5):
+        purchase = card.bought(card.customer(f"w{index}"))
+        paid = card.stripe.pay(purchase["checkout_session_id"])
+        payload = json.dumps(card.stripe.event("checkout.session.completed", paid))
+        events.append((parse_event(payload), payload))
+    writers = [InboxWriter(card.engine, card.settings) for _ in range(2)]
+
+    def store_all(writer: InboxWriter) -> list[Receipt]:
+        futures = [writer.submit(event, payload) for event, payload in events]
+        return [future.result(timeout=30) for future in futures if future is not None]
+
+    try:
+        results = _together([partial(store_all, writer) for writer in writers])
+    finally:
+        for writer in writers:
+            writer.close()
+    assert card.count("stripe_webhook_events") == 5
+    for position, (event, _payload) in enumerate(events):
+        receipts = [receipts[position] for receipts in results]
+        assert sorted(r.duplicate for r in receipts) == [False, True]
+        assert {r.inbox_id for r in receipts} == {card.inbox_event(event.id).id}
