@@ -6,12 +6,16 @@ relies on node-side filters or subscriptions.
 
 Each ``eth_getLogs`` call covers ``range_blocks`` blocks. When the node refuses a query as too large or times out,
 the range halves (down to one block, then the address list is split further); when a call comes back with few
-logs, the range doubles, up to a maximum. Long address lists are split into several queries per range (providers
-limit the size of a topic list).
+logs, the range doubles, up to a maximum. With ``target_logs_per_scan`` set, a call that brought more logs than that
+narrows the next range to what should hold about that many at the density just seen, and a scan ends once it holds
+that many: the caller gets batches of a bounded size (to store one while the next is fetched) however dense the
+chain. Long address lists are split into several queries per range (providers limit the size of a topic list).
 
 Near the head, the scanner also reads the canonical hashes of the blocks it scanned (``block_hashes`` in the result)
 and checks the logs it got against them, so the caller can detect a later reorganisation with
-:func:`chain.reorg.detect_reorg`.
+:func:`chain.reorg.detect_reorg`. Blocks given as ``recheck`` (the ones a scan builds on, say) have their hashes read
+again once the scan's logs are in, in the same request as its last block hashes when it reads any
+(``rechecked_hashes`` in the result): a reorganisation during the scan is noticed without a call of its own.
 """
 
 from __future__ import annotations
@@ -75,6 +79,9 @@ class ScannerConfig:
     - ``hash_window_blocks``: canonical hashes are read for the scanned blocks within this many blocks of the
       target, for reorganisation detection (0 turns it off).
     - ``max_calls_per_scan`` bounds the ``eth_getLogs`` calls of one :meth:`TransferScanner.scan` (one batch).
+    - ``target_logs_per_scan``: a scan ends after the call that brings it to this many logs, and a call that returned
+      more narrows the next range in proportion (not below ``min_range_blocks``; the ceiling that refusals set is
+      left alone). ``None``: scans are bounded by calls only, and only refusals narrow the range.
     """
 
     tokens: tuple[str, ...] | None
@@ -86,6 +93,7 @@ class ScannerConfig:
     max_addresses_per_query: int = 500
     hash_window_blocks: int = 64
     max_calls_per_scan: int = 100
+    target_logs_per_scan: int | None = None
 
     def __post_init__(self) -> None:
         if self.tokens is not None:
@@ -98,6 +106,8 @@ class ScannerConfig:
             raise ValueError("max_addresses_per_query must be at least 1")
         if self.hash_window_blocks < 0 or self.max_calls_per_scan < 1 or self.grow_below_logs < 0:
             raise ValueError("hash_window_blocks, grow_below_logs must be >= 0 and max_calls_per_scan >= 1")
+        if self.target_logs_per_scan is not None and self.target_logs_per_scan < 1:
+            raise ValueError("target_logs_per_scan must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -111,6 +121,8 @@ class ScanResult:
     - ``caught_up``: the scan reached ``target_block``.
     - ``interrupted_by``: set when a node error stopped the scan after some progress (the progress is kept); with
       no progress the error is raised instead.
+    - ``rechecked_hashes``: the canonical hashes of the ``recheck`` blocks (``None`` for a block the node lacks),
+      read after the scan's last logs; empty when the scan scanned nothing or the node failed to answer.
     """
 
     transfers: list[TransferLog]
@@ -124,6 +136,7 @@ class ScanResult:
     calls: int = 0
     shrinks: int = 0
     skipped_logs: int = 0
+    rechecked_hashes: dict[int, str | None] = field(default_factory=dict)
 
     @property
     def scanned_blocks(self) -> int:
@@ -154,11 +167,13 @@ class TransferScanner:
         addresses: Iterable[str] | None,
         *,
         to_block: int | None = None,
+        recheck: Iterable[int] = (),
     ) -> ScanResult:
         """Scan from ``state.next_block`` towards the target (or ``to_block``, which must not exceed the node's
         head), in at most ``max_calls_per_scan`` calls.
 
-        ``addresses``: recipients to watch (``None`` for all recipients, which needs ``tokens``). Raises a
+        ``addresses``: recipients to watch (``None`` for all recipients, which needs ``tokens``). ``recheck``: block
+        numbers whose hashes to read again after the scan's logs (see ``ScanResult.rechecked_hashes``). Raises a
         :class:`~chain.errors.ChainRpcError` if the node fails before any progress; ``state`` is never modified.
         """
         config = self.config
@@ -170,19 +185,31 @@ class TransferScanner:
         range_blocks = min(max(state.range_blocks, config.min_range_blocks), config.max_range_blocks)
         start = state.next_block
         first = start
+        recheck_blocks = sorted(set(recheck))
         if start > target:
             return ScanResult([], replace(state, range_blocks=range_blocks), first, start - 1, target)
         if watched is not None and not watched:
             # Nothing to watch yet: no log can concern us, so the range is scanned by definition.
-            hashes = self._window_hashes(start, target, target)
-            return ScanResult([], ScanState(target + 1, range_blocks), first, target, target, hashes)
+            hashes, read_again = self._hashes(start, target, target, recheck_blocks)
+            return ScanResult(
+                [],
+                ScanState(target + 1, range_blocks),
+                first,
+                target,
+                target,
+                hashes,
+                rechecked_hashes=read_again or {},
+            )
 
         watched_topics = None if watched is None else [_ADDRESS_TOPIC_PAD + a[2:] for a in watched]
         address_chunk = config.max_addresses_per_query
         ceiling = config.max_range_blocks  # the largest span not refused during this scan
         transfers: list[TransferLog] = []
         hashes_out: dict[int, str] = {}
-        calls = shrinks = skipped = 0
+        calls = shrinks = skipped = fetched = 0
+        target_logs = config.target_logs_per_scan
+        # The recheck blocks' hashes as read with the last call's block hashes (None if that call read none).
+        rechecked: dict[int, str | None] | None = None
         error: ChainRpcError | None = None
         token_set = None if config.tokens is None else frozenset(config.tokens)
         watched_set = None if watched is None else frozenset(watched)
@@ -221,19 +248,31 @@ class TransferScanner:
                 skipped += len(chunk) - len(kept)
                 chunk = kept
             try:
-                hashes = self._window_hashes(start, end, target)
+                hashes, read_again = self._hashes(start, end, target, recheck_blocks, optional_recheck=True)
                 _check_consistent(chunk, hashes)
             except ChainRpcError as exc:
                 error = exc
                 break
+            rechecked = read_again
             transfers.extend(chunk)
             hashes_out.update(hashes)
+            span = end - start + 1
             start = end + 1
-            if len(raws) < config.grow_below_logs:
+            fetched += len(raws)
+            if target_logs is not None and len(raws) > target_logs:
+                range_blocks = max(config.min_range_blocks, span * target_logs // len(raws))
+            elif len(raws) < config.grow_below_logs:
                 range_blocks = min(ceiling, range_blocks * 2)
+            if target_logs is not None and fetched >= target_logs:
+                break
 
         if error is not None and start == first:
             raise error
+        if recheck_blocks and rechecked is None:
+            try:
+                rechecked = self.rpc.block_hashes(recheck_blocks)
+            except ChainRpcError:
+                rechecked = {}  # not read: the caller checks them itself
         return ScanResult(
             transfers=transfers,
             state=ScanState(start, range_blocks),
@@ -246,6 +285,7 @@ class TransferScanner:
             calls=calls,
             shrinks=shrinks,
             skipped_logs=skipped,
+            rechecked_hashes=rechecked or {},
         )
 
     def _fetch(
@@ -271,18 +311,25 @@ class TransferScanner:
             raws.sort(key=_raw_order)
         return raws, calls
 
-    def _window_hashes(self, start: int, end: int, target: int) -> dict[int, str]:
+    def _hashes(
+        self, start: int, end: int, target: int, recheck: Sequence[int], *, optional_recheck: bool = False
+    ) -> tuple[dict[int, str], dict[int, str | None] | None]:
+        """The canonical hashes of the blocks ``start..end`` within the hash window of ``target``, and of the
+        ``recheck`` blocks, in one request. With ``optional_recheck``, no request is made for the recheck blocks
+        alone (their hashes are then ``None``: the caller reads them later)."""
         window = self.config.hash_window_blocks
-        if window == 0:
-            return {}
         low = max(start, target - window + 1)
-        if low > end:
-            return {}
-        hashes = self.rpc.block_hashes(range(low, end + 1))
-        missing = [number for number, value in hashes.items() if value is None]
+        scanned = range(low, end + 1) if window and low <= end else range(0)
+        if not scanned and optional_recheck:
+            return {}, None
+        if not scanned and not recheck:
+            return {}, {}
+        hashes = self.rpc.block_hashes([*scanned, *recheck])
+        missing = [number for number in scanned if hashes.get(number) is None]
         if missing:
             raise ChainInconsistentError(f"the node does not know block {missing[0]} it just scanned")
-        return {number: value for number, value in hashes.items() if value is not None}
+        window_hashes = {number: value for number in scanned if (value := hashes.get(number)) is not None}
+        return window_hashes, {number: hashes.get(number) for number in recheck}
 
 
 def _raw_order(raw: RawLog) -> tuple[int, int]:

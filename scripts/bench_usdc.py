@@ -6,11 +6,12 @@ makes ``--transfers`` Transfer logs to them (``transferMany``: 1,000 per transac
 
 - raw fetch: one ``eth_getLogs`` of the whole range for the deposit addresses, the node's JSON parsed and nothing
   else (``raw_fetch_logs_per_s``);
-- catch-up: ``poll_chain`` in a loop (as the poll job runs it) from the start block until caught up, i.e. fetch,
-  decode, reorg checks and every deposit stored in PostgreSQL (``catchup_logs_per_s``; target: at least half the
-  raw rate). Raw fetch and catch-up are interleaved, ``--repeats`` times each, and the medians compared. The CPU
-  time each used (this process, the database server, anvil) is reported beside, as the wall clock of a shared
-  machine varies with its load;
+- catch-up: from the start block until caught up as the poll job runs it (``catch_up`` with the job's batch of
+  deposits, called again while a call fills its batch: each range's scan overlapping the store of the range before
+  it), i.e. fetch, decode, reorg checks and every deposit stored in PostgreSQL (``catchup_logs_per_s``; target: at
+  least half the raw rate). Raw fetch and catch-up are interleaved, ``--repeats`` times each, and the medians
+  compared. The CPU time each used (this process, the database server, anvil) is reported beside, as the wall
+  clock of a shared machine varies with its load;
 - decoding alone (``decode_us_per_log``; target: at most 50 us);
 - confirmation: the whole backlog credited by ``confirm_deposits`` in batches (``confirm_deposits_per_s``);
 - steady state: the node mines a block every ``--block-time`` seconds; transfers keep arriving while the listener
@@ -52,8 +53,9 @@ from services.core.settings import ChainSettings, Settings
 from services.ledger.accounts import create_customer_account
 from services.usdc import repository as repo
 from services.usdc.addresses import ensure_deposit_address
-from services.usdc.listener import confirm_deposits, poll_chain
+from services.usdc.listener import catch_up, confirm_deposits
 from services.usdc.models import DepositStatus
+from services.usdc.tasks import POLL_BATCH_SIZE
 
 CHAIN_ID = 31337
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/creditrail_bench_usdc"
@@ -148,16 +150,23 @@ def reset_listener(engine: Engine) -> None:
         session.execute(text("TRUNCATE usdc_deposits, chain_blocks, chain_cursors"))
 
 
-def catch_up(engine: Engine, chain: ChainSettings, rpc: ChainRpc) -> tuple[float, int, int]:
-    """Seconds to poll from the start block until caught up (the poll job's loop of ``poll_chain``), the polls made
-    and the deposits stored."""
+def poll_job(engine: Engine, chain: ChainSettings, rpc: ChainRpc) -> tuple[int, int, bool]:
+    """One call of the poll job's step (services.usdc.tasks.poll): the polls it made (units of work), the deposits
+    it stored, and whether it caught up."""
+    outcomes = catch_up(engine, chain, rpc, max_stored=POLL_BATCH_SIZE)
+    return len(outcomes), sum(o.stored_logs for o in outcomes), outcomes[-1].caught_up
+
+
+def catch_up_from_start(engine: Engine, chain: ChainSettings, rpc: ChainRpc) -> tuple[float, int, int]:
+    """Seconds to poll from the start block until caught up (the poll job's step called again and again), the polls
+    made and the deposits stored."""
     started = time.perf_counter()
     polls = stored = 0
     while True:
-        outcome = poll_chain(engine, chain, rpc)
-        polls += 1
-        stored += outcome.stored_logs
-        if outcome.caught_up:
+        made, done, caught_up = poll_job(engine, chain, rpc)
+        polls += made
+        stored += done
+        if caught_up:
             return time.perf_counter() - started, polls, stored
 
 
@@ -213,7 +222,7 @@ def steady_state(
                     token.wallet.sign(token.address, token.transfer_data(recipients[sent % len(recipients)], 2_000_000))
                 )
                 sent += 1
-            poll_chain(engine, chain, rpc)
+            poll_job(engine, chain, rpc)
             confirm_deposits(engine, chain, rpc, limit=settings.usdc_confirm_batch_size)
             polls += 1
             head = rpc.block_number()
@@ -290,7 +299,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             reset_listener(engine)
             gc.collect()
             before = cpu_seconds(engine, node)
-            seconds, poll_count, stored = catch_up(engine, chain, rpc)
+            seconds, poll_count, stored = catch_up_from_start(engine, chain, rpc)
             catchup_cpu.append(cpu_spent(before, cpu_seconds(engine, node)))
             if stored != args.transfers:
                 raise SystemExit(f"the listener stored {stored} deposits, expected {args.transfers}")

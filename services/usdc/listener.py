@@ -5,31 +5,42 @@ results in another unit of work. The stored cursor and recent block hashes are t
 anywhere resumes from the last committed cursor, and storing a log twice is impossible (unique chain id, tx hash and
 log index). Node-side filters and subscriptions are never used: ``eth_getLogs`` over bounded ranges is the truth.
 
-Reorgs: before each scan the newest stored block hash is compared with the node's (chain.reorg.detect_reorg), and
-again after the scan, before anything is stored (a reorg during the scan would otherwise leave the hashes of two
-chains stored and go unnoticed). When it changed, the cursor rewinds to the fork point: deposits at or above it
-whose block is no longer canonical are orphaned if they were only observed (a rescan revives them if they are still
-in the chain, in whatever block they landed), and undone if they were credited (clawback and a finance exception:
-the reorg was deeper than the confirmations; a later re-inclusion reinstates the same lot).
+Reorgs: each scan builds on the newest block hash stored (or, while catching up, the newest of the ranges scanned
+before it) and reads that block's hash again once its logs are in, in the same request as its own block hashes,
+before anything is stored: a reorg before or during the scan would otherwise leave the hashes of two chains stored
+and go unnoticed. When it changed (chain.reorg.detect_reorg then walks back to the common ancestor), nothing of the
+scan is stored and the cursor rewinds to the fork point: deposits at or above it whose block is no longer canonical
+are orphaned if they were only observed (a rescan revives them if they are still in the chain, in whatever block
+they landed), and undone if they were credited (clawback and a finance exception: the reorg was deeper than the
+confirmations; a later re-inclusion reinstates the same lot).
 
 Deposit addresses created while a poll runs: the poll reads the node's head first and the watched addresses after
 it. A customer only learns an address once it is committed, so a transfer to an address this poll does not watch
 lands in a block after that head, which the next poll scans.
+
+Catching up (:func:`catch_up`, the poll job): polls follow one another with the next range's scan overlapping the
+current range's store. The scan runs in the calling thread while a helper thread stores the range before it; the
+stores run one at a time, in order, each a unit of work that moves the cursor only when it commits (and refuses to
+store a range that does not start at the cursor). A range scanned ahead lives only in memory until its turn: a
+crash at any instant leaves the last committed cursor, and the next run scans again from there. Each scan is
+checked against the hashes of the ranges before it, stored or still in memory, so a reorg under a range not yet
+stored is noticed too: the ranges before it are stored first, then the rewind undoes what the reorg took away.
 """
 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from chain.addresses import normalize_address
-from chain.reorg import ReorgCheck, detect_reorg, forget_from, non_canonical_blocks
+from chain.logs import TransferLog
+from chain.reorg import NO_REORG, ReorgCheck, detect_reorg, non_canonical_blocks, remember_block_hashes
 from chain.rpc import ChainReader
-from chain.scanner import DEFAULT_INITIAL_RANGE_BLOCKS, ScannerConfig, ScanResult, ScanState, TransferScanner
+from chain.scanner import ScannerConfig, ScanResult, ScanState, TransferScanner
 from services.core.clock import utcnow
 from services.core.db import unit_of_work
 from services.core.settings import ChainSettings
@@ -44,6 +55,14 @@ MAX_ERROR_LENGTH = 1000
 DEFAULT_KEEP_BLOCKS = 256
 # eth_getLogs calls of one poll at most (each over at most the chain's max_range_blocks).
 MAX_CALLS_PER_POLL = 100
+# Logs one poll's scan gathers at most (it ends with the eth_getLogs call that reaches this many): each unit of work
+# stays short, and while one range is stored the next one is fetched. A call that brought more narrows the range.
+SCAN_TARGET_LOGS = 2_000
+# The range a new cursor starts with: narrow, so that a dense chain is not asked for an oversized first answer; it
+# doubles with each call that brings fewer than half the target, up to the chain's max_range_blocks.
+INITIAL_RANGE_BLOCKS = 10
+# Polls of one catch_up call at most (the poll job's run).
+MAX_POLLS_PER_CATCH_UP = 100
 # Deposits credited per unit of work in the confirmation pass: the customers' locks are held that long at most.
 CREDIT_CHUNK = 25
 _SETTLED = (DepositStatus.CREDITED, DepositStatus.CARRIED)
@@ -86,24 +105,24 @@ def scanner_for(
         max_range_blocks=chain.max_range_blocks,
         hash_window_blocks=hash_window_blocks(chain),
         max_calls_per_scan=max_calls_per_scan,
+        grow_below_logs=SCAN_TARGET_LOGS // 2,
+        target_logs_per_scan=SCAN_TARGET_LOGS,
     )
     return TransferScanner(rpc, config, chain_id=chain.chain_id)
 
 
-def _cursor(engine: Engine, chain: ChainSettings, now: datetime) -> tuple[Any, dict[int, str]]:
-    """The chain's cursor (created at the configured start block on first use) and its recent block hashes."""
+def _start(engine: Engine, chain: ChainSettings, now: datetime) -> tuple[ScanState, dict[str, int], dict[int, str]]:
+    """Where the chain's cursor stands (created at the configured start block on first use), the watched addresses
+    (address -> account id) and the stored block hashes, in one short unit of work."""
     with unit_of_work(engine) as session:
         cursor = repo.get_cursor(session, chain.chain_id)
         if cursor is None:
-            initial_range = min(DEFAULT_INITIAL_RANGE_BLOCKS, chain.max_range_blocks)
+            initial_range = min(INITIAL_RANGE_BLOCKS, chain.max_range_blocks)
             repo.insert_cursor(session, chain.chain_id, chain.start_block, initial_range, now)
             cursor = repo.get_cursor(session, chain.chain_id)
-        return cursor, repo.recent_blocks(session, chain.chain_id)
-
-
-def _watched(engine: Engine, chain: ChainSettings) -> tuple[Any, dict[str, int]]:
-    with unit_of_work(engine) as session:
-        return repo.get_cursor(session, chain.chain_id), repo.addresses_on_chain(session, chain.chain_id)
+        watched = repo.addresses_on_chain(session, chain.chain_id)
+        known_hashes = repo.recent_blocks(session, chain.chain_id)
+    return ScanState(int(cursor.next_block), int(cursor.range_blocks)), watched, known_hashes
 
 
 def record_error(engine: Engine, chain_id: int, error: BaseException, now: datetime | None = None) -> None:
@@ -120,13 +139,14 @@ def record_error(engine: Engine, chain_id: int, error: BaseException, now: datet
 
 @dataclass(frozen=True, slots=True)
 class _Scanned:
-    """One scan, not yet stored: where it started, what it watched and found, and the hashes it built on."""
+    """One scan, not yet stored: where it started, what it watched and found, and whether the blocks it builds on
+    (stored, or of the scans before it) were still canonical once its logs were in."""
 
     start: ScanState
     watched: dict[str, int]
     result: ScanResult
-    # The stored hashes this scan continues (checked canonical after it), and what a reorg check then found.
-    known_hashes: dict[int, str]
+    # The transfers to store: of the chain's USDC, of some value, to a watched address.
+    transfers: list[TransferLog]
     reorg_after: ReorgCheck
 
 
@@ -139,66 +159,164 @@ def poll_chain(
     keep_blocks: int = DEFAULT_KEEP_BLOCKS,
     max_calls: int = MAX_CALLS_PER_POLL,
 ) -> PollOutcome:
-    """Detect a reorg, scan the next bounded range (at most ``max_calls`` ``eth_getLogs`` calls), store what it
-    found and move the cursor."""
+    """Scan the next bounded range (at most ``max_calls`` ``eth_getLogs`` calls and about :data:`SCAN_TARGET_LOGS`
+    logs), then store what it found and move the cursor; or rewind, if the blocks it builds on changed."""
     now = now or utcnow()
     keep_blocks = max(keep_blocks, hash_window_blocks(chain))
-    known_hashes, rewound_to = _check_before(engine, chain, rpc, now)
-    scanned = _scan(engine, chain, rpc, scanner_for(rpc, chain, max_calls_per_scan=max_calls), known_hashes)
-    return _store_or_rewind(engine, chain, rpc, scanned, now, keep_blocks, rewound_to)
-
-
-def _check_before(
-    engine: Engine, chain: ChainSettings, rpc: ChainReader, now: datetime
-) -> tuple[dict[int, str], int | None]:
-    """The stored block hashes, after rewinding if they are no longer canonical; and where it rewound to."""
-    _cursor_row, known_hashes = _cursor(engine, chain, now)
-    check = detect_reorg(rpc, known_hashes)
-    if not check.reorged or check.rewind_to_block is None:
-        return known_hashes, None
-    _rewind(engine, chain, rpc, check.rewind_to_block, now, deeper_than_memory=check.deeper_than_memory)
-    return forget_from(known_hashes, check.rewind_to_block), check.rewind_to_block
-
-
-def _scan(
-    engine: Engine, chain: ChainSettings, rpc: ChainReader, scanner: TransferScanner, known_hashes: dict[int, str]
-) -> _Scanned:
-    """Scan from the stored cursor towards the head; no transaction is open while the node is asked."""
+    scanner = scanner_for(rpc, chain, max_calls_per_scan=max_calls)
     target = scanner.target_block()  # before reading the addresses: see the module's docstring
-    cursor, watched = _watched(engine, chain)
-    start = ScanState(int(cursor.next_block), int(cursor.range_blocks))
-    result = scanner.scan(start, watched.keys(), to_block=target)
-    # The blocks this scan builds on must still be canonical now that it is done (a reorg during the scan would
-    # otherwise leave stored hashes of two different chains, and the next check would miss it).
-    return _Scanned(start, watched, result, known_hashes, detect_reorg(rpc, known_hashes))
+    start, watched, known_hashes = _start(engine, chain, now)
+    scanned = _scan(chain, rpc, scanner, start, watched, target, known_hashes)
+    if scanned.reorg_after.reorged:
+        return _rewind_after(engine, chain, rpc, scanned, now)
+    return _store(engine, chain, scanned, now, keep_blocks)
 
 
-def _store_or_rewind(
+def catch_up(
     engine: Engine,
     chain: ChainSettings,
     rpc: ChainReader,
-    scanned: _Scanned,
-    now: datetime,
-    keep_blocks: int,
-    rewound_to: int | None,
-) -> PollOutcome:
-    start, result, after = scanned.start, scanned.result, scanned.reorg_after
-    if after.reorged and after.rewind_to_block is not None:
-        _rewind(engine, chain, rpc, after.rewind_to_block, now, deeper_than_memory=after.deeper_than_memory)
-        return PollOutcome(
-            chain.chain_id,
-            start.next_block,
-            start.next_block - 1,
-            result.target_block,
-            0,
-            0,
-            after.rewind_to_block,
-            False,
-        )
+    *,
+    now: datetime | None = None,
+    keep_blocks: int = DEFAULT_KEEP_BLOCKS,
+    max_polls: int = MAX_POLLS_PER_CATCH_UP,
+    max_calls: int = MAX_CALLS_PER_POLL,
+    max_stored: int | None = None,
+) -> list[PollOutcome]:
+    """Polls (each what :func:`poll_chain` does) until caught up with the head, with each range's scan overlapping
+    the store of the range before it (see the module's docstring); returns their outcomes, in order.
 
-    watched = scanned.watched
-    token = normalize_address(chain.usdc_address)
-    transfers = [t for t in result.transfers if t.value_units and t.token == token and t.to_address in watched]
+    Ends when caught up, after ``max_polls`` polls, or once ``max_stored`` deposits were stored. A node error that
+    cuts a scan short after some progress is recorded on the cursor and that progress stored, and the catch-up goes
+    on; a node error with no progress is raised once the store before it has finished (committed or not).
+    """
+    now = now or utcnow()
+    keep_blocks = max(keep_blocks, hash_window_blocks(chain))
+    scanner = scanner_for(rpc, chain, max_calls_per_scan=max_calls)
+    run = _CatchUp(engine, chain, rpc, scanner, now, keep_blocks, max_polls, max_stored)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"usdc-store-{chain.chain_id}") as storer:
+        while not run.over() and not run.pass_to_head(storer):
+            pass
+    return run.outcomes
+
+
+class _CatchUp:
+    """The state of one :func:`catch_up` call: its settings, and the outcomes of the polls stored so far."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        chain: ChainSettings,
+        rpc: ChainReader,
+        scanner: TransferScanner,
+        now: datetime,
+        keep_blocks: int,
+        max_polls: int,
+        max_stored: int | None,
+    ) -> None:
+        self.engine, self.chain, self.rpc, self.scanner = engine, chain, rpc, scanner
+        self.now, self.keep_blocks, self.max_polls, self.max_stored = now, keep_blocks, max_polls, max_stored
+        self.outcomes: list[PollOutcome] = []
+        self.stored = 0
+
+    def over(self) -> bool:
+        """Whether the polls or the deposits of this call are used up."""
+        return len(self.outcomes) >= self.max_polls or (self.max_stored is not None and self.stored >= self.max_stored)
+
+    def _done(self, outcome: PollOutcome) -> None:
+        self.outcomes.append(outcome)
+        self.stored += outcome.stored_logs
+
+    def pass_to_head(self, storer: ThreadPoolExecutor) -> bool:
+        """Scan and store from the cursor to the head as read now, one range ahead of the stores. Returns whether
+        the catch-up is finished (caught up, or its budget used); False to start another pass (after a rewind, or a
+        scan a node error cut short)."""
+        engine, chain, rpc, now = self.engine, self.chain, self.rpc, self.now
+        target = self.scanner.target_block()  # before reading the addresses: see the module's docstring
+        start, watched, known_hashes = _start(engine, chain, now)
+        pending: Future[PollOutcome] | None = None
+        try:
+            while True:
+                scanned = _scan(chain, rpc, self.scanner, start, watched, target, known_hashes)
+                if pending is not None:
+                    previous, pending = pending, None
+                    self._done(previous.result())
+                    if self.over():
+                        return True  # the range just scanned is dropped: the next call scans it again
+                if scanned.reorg_after.reorged:
+                    self._done(_rewind_after(engine, chain, rpc, scanned, now))
+                    return False
+                result = scanned.result
+                polls_left = self.max_polls - len(self.outcomes) - 1
+                may_fill = self.max_stored is not None and self.stored + len(scanned.transfers) >= self.max_stored
+                if result.caught_up or result.interrupted_by is not None or polls_left <= 0 or may_fill:
+                    # Nothing to scan ahead, or perhaps nothing more wanted: stored here and now, as its outcome
+                    # decides what comes next.
+                    self._done(_store(engine, chain, scanned, now, self.keep_blocks))
+                    if result.caught_up or self.over():
+                        return True
+                    if result.interrupted_by is not None:
+                        return False
+                else:
+                    pending = storer.submit(_store, engine, chain, scanned, now, self.keep_blocks)
+                known_hashes = remember_block_hashes(known_hashes, result.block_hashes, keep_blocks=self.keep_blocks)
+                start = result.state
+        except BaseException as exc:
+            # The store in flight finishes (commits or rolls back) before anything is raised; its own failure wins.
+            if pending is not None and (store_error := pending.exception()) is not None:
+                raise store_error from exc
+            raise
+
+
+def _scan(
+    chain: ChainSettings,
+    rpc: ChainReader,
+    scanner: TransferScanner,
+    start: ScanState,
+    watched: dict[str, int],
+    target: int,
+    known_hashes: dict[int, str],
+) -> _Scanned:
+    """Scan from ``start`` towards ``target``; only the node is asked (no transaction is open)."""
+    newest = max(known_hashes, default=None)
+    result = scanner.scan(start, watched.keys(), to_block=target, recheck=() if newest is None else (newest,))
+    # The scanner keeps only the configured token's transfers to watched addresses; transfers of nothing are no
+    # deposits.
+    transfers = [t for t in result.transfers if t.value_units]
+    # The blocks this scan builds on must still be canonical now that its logs are in (a reorg before or during the
+    # scan would otherwise leave stored hashes of two different chains, and the next check would miss it).
+    after = NO_REORG
+    if newest is not None and not _same_hash(result.rechecked_hashes.get(newest), known_hashes[newest]):
+        after = detect_reorg(rpc, known_hashes)
+    return _Scanned(start, watched, result, transfers, after)
+
+
+def _same_hash(canonical: str | None, known: str) -> bool:
+    return canonical is not None and canonical.lower() == known.lower()
+
+
+def _rewind_after(
+    engine: Engine, chain: ChainSettings, rpc: ChainReader, scanned: _Scanned, now: datetime
+) -> PollOutcome:
+    """The chain changed under a scan: store nothing of it, rewind to the fork point."""
+    start, after = scanned.start, scanned.reorg_after
+    assert after.rewind_to_block is not None
+    _rewind(engine, chain, rpc, after.rewind_to_block, now, deeper_than_memory=after.deeper_than_memory)
+    return PollOutcome(
+        chain.chain_id,
+        start.next_block,
+        start.next_block - 1,
+        scanned.result.target_block,
+        0,
+        0,
+        after.rewind_to_block,
+        False,
+    )
+
+
+def _store(engine: Engine, chain: ChainSettings, scanned: _Scanned, now: datetime, keep_blocks: int) -> PollOutcome:
+    """Store one scan in one unit of work that moves the cursor past it (the database only: no node call)."""
+    start, result, watched, transfers = scanned.start, scanned.result, scanned.watched, scanned.transfers
     with unit_of_work(engine) as session:
         current = repo.get_cursor(session, chain.chain_id, for_update=True)
         if int(current.next_block) != start.next_block:
@@ -235,7 +353,7 @@ def _store_or_rewind(
         result.target_block,
         new,
         revived,
-        rewound_to,
+        None,
         result.caught_up,
     )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -20,21 +20,25 @@ cursors = table_of(ChainCursor)
 blocks = table_of(ChainBlock)
 deposits = table_of(UsdcDeposit)
 
-# The columns a newly observed deposit is stored with, in the order the bulk insert writes them.
+# The columns a newly observed deposit is stored with, in the order the bulk insert writes them, with their
+# PostgreSQL types (the COPY is binary: nothing to escape, and nothing for the server to parse).
 DEPOSIT_INSERT_COLUMNS = (
-    "chain_id",
-    "tx_hash",
-    "log_index",
-    "block_number",
-    "block_hash",
-    "from_address",
-    "to_address",
-    "account_id",
-    "amount_usdc_units",
-    "status",
-    "observed_at",
+    ("chain_id", "int8"),
+    ("tx_hash", "varchar"),
+    ("log_index", "int8"),
+    ("block_number", "int8"),
+    ("block_hash", "varchar"),
+    ("from_address", "varchar"),
+    ("to_address", "varchar"),
+    ("account_id", "int8"),
+    ("amount_usdc_units", "int8"),
+    ("status", "varchar"),
+    ("observed_at", "timestamptz"),
 )
-_COPY_DEPOSITS_SQL = f"COPY usdc_deposits ({', '.join(DEPOSIT_INSERT_COLUMNS)}) FROM STDIN"
+_COPY_DEPOSITS_SQL = (
+    f"COPY usdc_deposits ({', '.join(name for name, _ in DEPOSIT_INSERT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+)
+_COPY_DEPOSIT_TYPES = [pg_type for _, pg_type in DEPOSIT_INSERT_COLUMNS]
 
 
 # --- deposit addresses -------------------------------------------------------------------------------------
@@ -81,12 +85,17 @@ def addresses_on_chain(session: Session, chain_id: int) -> dict[str, int]:
 # --- cursor and recent blocks ------------------------------------------------------------------------------
 
 
+# The listener runs the cursor and block statements below, and find_deposits_of_txs, for each range it stores: they
+# go to the session's connection directly, as the ORM layer of Session.execute costs more than such a statement
+# (nothing here writes ORM objects, so there is nothing to flush first).
+
+
 def get_cursor(session: Session, chain_id: int, *, for_update: bool = False) -> Any:
     """The chain's cursor row; ``for_update`` locks it (PostgreSQL) so that two pollers of one chain serialise."""
     stmt = select(cursors).where(cursors.c.chain_id == chain_id)
     if for_update:
         stmt = stmt.with_for_update()
-    return session.execute(stmt).first()
+    return session.connection().execute(stmt).first()
 
 
 def insert_cursor(session: Session, chain_id: int, next_block: int, range_blocks: int, now: datetime) -> None:
@@ -96,7 +105,7 @@ def insert_cursor(session: Session, chain_id: int, next_block: int, range_blocks
 
 
 def update_cursor(session: Session, chain_id: int, **values: Any) -> None:
-    session.execute(update(cursors).where(cursors.c.chain_id == chain_id).values(**values))
+    session.connection().execute(update(cursors).where(cursors.c.chain_id == chain_id).values(**values))
 
 
 def recent_blocks(session: Session, chain_id: int) -> dict[int, str]:
@@ -106,19 +115,20 @@ def recent_blocks(session: Session, chain_id: int) -> dict[int, str]:
 
 def store_blocks(session: Session, chain_id: int, new_hashes: Mapping[int, str], *, keep_blocks: int) -> None:
     """Remember ``new_hashes`` (replacing what was stored for those blocks and above) and forget all but the newest
-    ``keep_blocks`` block numbers. A few statements, whatever the number of blocks kept."""
-    if new_hashes:
-        session.execute(delete(blocks).where(blocks.c.chain_id == chain_id, blocks.c.number >= min(new_hashes)))
-        session.execute(
-            insert(blocks), [{"chain_id": chain_id, "number": n, "hash": h} for n, h in sorted(new_hashes.items())]
+    ``keep_blocks`` block numbers. Two statements, whatever the number of blocks; none without new hashes."""
+    if not new_hashes:
+        return
+    # Everything stored from the first new block on is replaced, so the newest block stored is the newest new one.
+    connection = session.connection()
+    connection.execute(
+        delete(blocks).where(
+            blocks.c.chain_id == chain_id,
+            or_(blocks.c.number >= min(new_hashes), blocks.c.number <= max(new_hashes) - keep_blocks),
         )
-    newest = session.execute(
-        select(blocks.c.number).where(blocks.c.chain_id == chain_id).order_by(blocks.c.number.desc()).limit(1)
-    ).scalar()
-    if newest is not None:
-        session.execute(
-            delete(blocks).where(blocks.c.chain_id == chain_id, blocks.c.number <= int(newest) - keep_blocks)
-        )
+    )
+    connection.execute(
+        insert(blocks), [{"chain_id": chain_id, "number": n, "hash": h} for n, h in sorted(new_hashes.items())]
+    )
 
 
 def forget_blocks_from(session: Session, chain_id: int, first_block: int) -> None:
@@ -155,8 +165,9 @@ def find_deposits_of_txs(session: Session, chain_id: int, tx_hashes: Iterable[st
     """Every stored deposit of these transactions on the chain, by (tx hash, log index)."""
     hashes = sorted(set(tx_hashes))
     found: dict[tuple[str, int], Any] = {}
+    connection = session.connection()
     for start in range(0, len(hashes), 500):
-        rows = session.execute(
+        rows = connection.execute(
             select(deposits).where(deposits.c.chain_id == chain_id, deposits.c.tx_hash.in_(hashes[start : start + 500]))
         ).all()
         found.update({(row.tx_hash, row.log_index): row for row in rows})
@@ -173,7 +184,7 @@ def insert_observed(
     """Store ``transfers`` (none of them stored yet) as observed deposits of the accounts ``account_of`` maps their
     recipients to; returns how many.
 
-    On PostgreSQL they go through one ``COPY`` (thousands of logs in one round trip); elsewhere as one
+    On PostgreSQL they go through one binary ``COPY`` (thousands of logs in one round trip); elsewhere as one
     ``executemany``. Either way the unique (chain id, tx hash, log index) refuses a log stored twice.
     """
     if not transfers:
@@ -184,31 +195,30 @@ def insert_observed(
         return len(transfers)
     driver = connection.connection.driver_connection
     assert driver is not None
-    line = f"{chain_id:d}\t%s\t%d\t%d\t%s\t%s\t%s\t%d\t%d\t{DepositStatus.OBSERVED.value}\t{now.isoformat()}\n"
-    text = "".join(
-        [
-            line
-            % (
-                t.tx_hash,
-                t.log_index,
-                t.block_number,
-                t.block_hash,
-                t.from_address,
-                t.to_address,
-                account_of[t.to_address],
-                t.value_units,
-            )
-            for t in transfers
-        ]
-    )
+    observed_at = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
+    status = DepositStatus.OBSERVED.value
     try:
         with driver.cursor() as cursor, cursor.copy(_COPY_DEPOSITS_SQL) as copy:
-            if _plain_copy_text(text, len(transfers)):
-                copy.write(text)
-            else:  # a value would need escaping: let the driver quote row by row
-                for t in transfers:
-                    copy.write_row(tuple(_observed_row(chain_id, t, account_of, now).values()))
-    except psycopg.Error as exc:  # raised as SQLAlchemy raises what goes through it
+            copy.set_types(_COPY_DEPOSIT_TYPES)
+            write_row = copy.write_row
+            for t in transfers:
+                write_row(
+                    (
+                        chain_id,
+                        t.tx_hash,
+                        t.log_index,
+                        t.block_number,
+                        t.block_hash,
+                        t.from_address,
+                        t.to_address,
+                        account_of[t.to_address],
+                        t.value_units,
+                        status,
+                        observed_at,
+                    )
+                )
+    except (psycopg.Error, OverflowError) as exc:  # raised as SQLAlchemy raises what goes through it
+        # (an amount beyond a bigint fails here, in the client, rather than in the server as a text COPY would)
         wrapped = IntegrityError if isinstance(exc, psycopg.IntegrityError) else DBAPIError
         raise wrapped(_COPY_DEPOSITS_SQL, None, exc) from exc
     return len(transfers)
@@ -228,17 +238,6 @@ def _observed_row(chain_id: int, t: TransferLog, account_of: Mapping[str, int], 
         "status": DepositStatus.OBSERVED.value,
         "observed_at": now,
     }
-
-
-def _plain_copy_text(text: str, rows: int) -> bool:
-    """Whether ``text`` is exactly ``rows`` lines of the deposit columns with nothing COPY would unescape: no value
-    held a tab, a line break or a backslash (the node's strings are hex, but they are not ours)."""
-    return (
-        text.count("\n") == rows
-        and text.count("\t") == rows * (len(DEPOSIT_INSERT_COLUMNS) - 1)
-        and "\\" not in text
-        and "\r" not in text
-    )
 
 
 def pending_deposits(session: Session, chain_id: int, up_to_block: int, limit: int) -> list[Any]:

@@ -23,16 +23,18 @@ from services.core.settings import ChainSettings, Settings
 from services.usdc.listener import (
     DEFAULT_KEEP_BLOCKS,
     MAX_CALLS_PER_POLL,
+    catch_up,
     confirm_deposits,
-    poll_chain,
     record_error,
 )
 
 if TYPE_CHECKING:
     from services.worker.registry import JobSpec
 
-# Deposits a poll run stores before it hands back to the worker (which calls it again at once when it is reached).
-POLL_BATCH_SIZE = 5_000
+# Deposits a poll run stores before it hands back to the worker (which calls it again at once when it is reached):
+# about a second of catching up, so the worker still sees a stop request or a lost lock soon, while a run is long
+# enough for its fetches and stores to overlap (each run starts with a fetch and ends with a store alone).
+POLL_BATCH_SIZE = 20_000
 # Polls in one call at most (each a bounded scan): bounds a call on a chain that reorganises on every poll.
 MAX_POLLS_PER_CALL = 100
 
@@ -57,18 +59,23 @@ def poll(
 ) -> int:
     """Poll ``chain`` until it is caught up with the node's head, ``batch_size`` deposits were stored, or
     ``max_polls`` polls were made; returns the deposits stored (new, or back in the canonical chain). Each poll
-    commits on its own. A node error is recorded on the cursor and raised."""
-    stored = 0
+    commits on its own, while the next range is fetched (services.usdc.listener.catch_up). A node error is recorded
+    on the cursor and raised."""
     try:
-        for _ in range(max_polls):
-            outcome = poll_chain(engine, chain, rpc, now=now, keep_blocks=keep_blocks, max_calls=max_calls_per_poll)
-            stored += outcome.stored_logs
-            if outcome.caught_up or stored >= batch_size:
-                break
+        outcomes = catch_up(
+            engine,
+            chain,
+            rpc,
+            now=now,
+            keep_blocks=keep_blocks,
+            max_polls=max_polls,
+            max_calls=max_calls_per_poll,
+            max_stored=batch_size,
+        )
     except ChainRpcError as exc:
         record_error(engine, chain.chain_id, exc, now)
         raise
-    return stored
+    return sum(outcome.stored_logs for outcome in outcomes)
 
 
 def confirm(engine: Engine, chain: ChainSettings, rpc: ChainReader, now: datetime, batch_size: int) -> int:

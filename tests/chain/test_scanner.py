@@ -1,3 +1,5 @@
+from collections.abc import Iterable
+
 import pytest
 
 from chain.devchain import LocalToken, mine
@@ -208,3 +210,73 @@ def test_failure_before_any_progress_raises_and_failure_later_keeps_progress(rpc
 
     rest = TransferScanner(rpc, ScannerConfig(tokens=(token.address,))).scan(partial.state, watched, to_block=head)
     assert partial.transfers + rest.transfers == expected
+
+
+class CountingHashes(WrappedRpc):
+    """Records each block_hashes request (the block numbers asked), and can run a hook before the next one."""
+
+    def __init__(self, inner: ChainReader) -> None:
+        super().__init__(inner)
+        self.hash_requests: list[list[int]] = []
+
+    def block_hashes(self, numbers: Iterable[int]) -> dict[int, str | None]:
+        wanted = sorted(numbers)
+        self.hash_requests.append(wanted)
+        return self.inner.block_hashes(wanted)
+
+
+def test_a_log_target_ends_each_scan_at_about_that_many_logs_and_narrows_a_dense_range(rpc, token, new_addresses):
+    watched = new_addresses(20)
+    start = rpc.block_number() + 1
+    expected = make_transfers(rpc, token, watched, txs=6, rounds=2)  # 40 logs every third block
+    head = rpc.block_number()
+    wrapped = WrappedRpc(rpc)
+    scanner = TransferScanner(
+        wrapped, ScannerConfig(tokens=(token.address,), grow_below_logs=25, target_logs_per_scan=50)
+    )
+
+    found, state, results = scan_until_caught_up(scanner, ScanState(start, range_blocks=9), watched, to_block=head)
+
+    assert found == expected
+    assert state.next_block == head + 1
+    assert wrapped.answered[0][2] == 120, "three dense blocks in the first, wide call"
+    assert results[0].state.range_blocks == 9 * 50 // 120, "the next range narrowed to about 50 logs"
+    assert all(n <= 50 for _, _, n in wrapped.answered[1:]), "narrow enough from then on"
+    for result in results:
+        # A scan ends with the call that reaches the target: without its last call it held fewer logs.
+        calls = [n for frm, to, n in wrapped.answered if result.from_block <= frm <= result.to_block]
+        assert sum(calls[:-1]) < 50
+    assert sum(r.shrinks for r in results) == 0, "narrowing on density is not a refusal"
+
+
+def test_recheck_blocks_are_read_again_after_the_logs_with_the_scans_own_block_hashes(rpc, token, new_addresses):
+    watched = new_addresses(2)
+    before = rpc.block_number()
+    start = before + 1
+    make_transfers(rpc, token, watched, txs=2, gap_blocks=1)
+    head = rpc.block_number()
+    earlier = rpc.block_hashes([before - 1, before])
+
+    near = CountingHashes(rpc)
+    result = TransferScanner(near, ScannerConfig(tokens=(token.address,), max_range_blocks=2)).scan(
+        ScanState(start, range_blocks=2), watched, to_block=head, recheck=[before - 1, before]
+    )
+    assert result.caught_up
+    assert result.rechecked_hashes == earlier
+    assert len(near.hash_requests) == result.calls, "no request of their own: they come with each call's hashes"
+    assert all({before - 1, before} <= set(asked) for asked in near.hash_requests)
+
+    far = CountingHashes(rpc)  # no block hashes read near the target: one request after the logs
+    result = TransferScanner(far, ScannerConfig(tokens=(token.address,), hash_window_blocks=0)).scan(
+        ScanState(start), watched, to_block=head, recheck=[before]
+    )
+    assert result.rechecked_hashes == {before: earlier[before]}
+    assert far.hash_requests == [[before]]
+    assert far.asked, "after the logs"
+
+    nothing = CountingHashes(rpc)
+    result = TransferScanner(nothing, ScannerConfig(tokens=(token.address,))).scan(
+        ScanState(head + 1), watched, to_block=head, recheck=[before]
+    )
+    assert result.rechecked_hashes == {}, "nothing scanned, nothing read"
+    assert nothing.hash_requests == []

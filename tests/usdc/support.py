@@ -79,3 +79,36 @@ class FlakyRpc(WrappedRpc):
         self.calls += 1
         if self.calls % 2 == 0:
             raise ChainResponseError("temporarily unavailable", method="eth_getLogs")
+
+
+class CountingRpc:
+    """A ChainReader forwarding to a real one, counting the requests of each kind."""
+
+    def __init__(self, inner: ChainReader) -> None:
+        self.inner = inner
+        self.calls: dict[str, int] = {}
+
+    def _count(self, method: str) -> None:
+        self.calls[method] = self.calls.get(method, 0) + 1
+
+    def chain_id(self) -> int:
+        return self.inner.chain_id()
+
+    def block_number(self, tag: BlockTag = "latest") -> int:
+        self._count("block_number")
+        return self.inner.block_number(tag)
+
+    def block_hashes(self, numbers: Iterable[int]) -> dict[int, str | None]:
+        self._count("block_hashes")
+        return self.inner.block_hashes(numbers)
+
+    def get_logs(
+        self,
+        *,
+        from_block: int,
+        to_block: int,
+        address: str | Sequence[str] | None = None,
+        topics: Sequence[Topic] = (),
+    ) -> list[RawLog]:
+        self._count("get_logs")
+        return self.inner.get_logs(from_block=from_block, to_block=to_block, address=address, topics=topics)

@@ -3,6 +3,7 @@ of the run."""
 
 from __future__ import annotations
 
+import threading
 from itertools import pairwise
 from typing import Any
 
@@ -13,14 +14,14 @@ from chain.rpc import ChainRpc
 from services.core.clock import utcnow
 from services.usdc import repository as usdc_repo
 from services.usdc import tasks
-from services.usdc.listener import PollOutcome, poll_chain
+from services.usdc.listener import PollOutcome, catch_up, poll_chain
 from tests.chain.helpers import RangeLimitedRpc
 
 from .conftest import Rail
 from .support import HookedRpc, send_transfer
 
 
-def catch_up(usdc: Rail, rpc: Any) -> list[PollOutcome]:
+def poll_one_call_at_a_time(usdc: Rail, rpc: Any) -> list[PollOutcome]:
     """Polls of one eth_getLogs call each, until caught up."""
     outcomes = [poll_chain(usdc.engine, usdc.chain, rpc, now=utcnow(), max_calls=1)]
     while not outcomes[-1].caught_up:
@@ -39,7 +40,7 @@ def test_catching_up_over_many_ranges_stores_every_log_once_without_gaps(
         mine(rpc, 2)
     counting = RangeLimitedRpc(rpc, max_blocks=3)
 
-    outcomes = catch_up(usdc, counting)
+    outcomes = poll_one_call_at_a_time(usdc, counting)
     assert len(outcomes) > 4
     assert outcomes[-1].caught_up
     assert all(b.from_block == a.to_block + 1 for a, b in pairwise(outcomes)), "in order, no gap, no overlap"
@@ -110,8 +111,50 @@ def test_a_reorg_below_a_later_poll_of_the_run_rewinds_and_the_deposit_is_credit
     assert usdc.deposits(account_id)[0].status == "orphaned"
 
     mine(rpc, usdc.chain.confirmations)
-    catch_up(usdc, rpc)
+    poll_one_call_at_a_time(usdc, rpc)
     usdc.confirm(rpc)
+    [deposit] = usdc.deposits(account_id)
+    assert (deposit.status, deposit.block_number) == ("credited", block + 2)
+    assert usdc.balance(account_id).total_credits == 700
+    usdc.assert_invariants()
+
+
+def test_a_reorg_under_a_range_scanned_but_not_yet_stored_is_noticed_and_the_deposit_credited_once(
+    make_rail: Any, rpc: ChainRpc, token: LocalToken, wallet: DevWallet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    usdc: Rail = make_rail(max_range_blocks=2, confirmations=2)
+    account_id, address = usdc.customer()
+    signed, block = send_transfer(token, address, 7_000_000)  # in the first range
+    mine(rpc, 5)
+    reorged = threading.Event()
+
+    def transfer_moves_up() -> None:
+        # While the first range is being stored, the second one's fetch sees the chain change under the first.
+        reorg(rpc, rpc.block_number() - block + 1, [(signed, 2)])
+        wallet.sync_nonce()
+        reorged.set()
+
+    insert_observed = usdc_repo.insert_observed
+
+    def insert_once_reorged(session: Any, chain_id: int, transfers: Any, account_of: Any, now: Any) -> int:
+        if transfers and not reorged.is_set():
+            assert reorged.wait(30), "the next range is fetched while this one is stored"
+        return insert_observed(session, chain_id, transfers, account_of, now)
+
+    monkeypatch.setattr(usdc_repo, "insert_observed", insert_once_reorged)
+    hooked = HookedRpc(rpc, "get_logs", transfer_moves_up, after_calls=1)
+    outcomes = catch_up(usdc.engine, usdc.chain, hooked, now=utcnow(), max_calls=1)
+
+    assert outcomes[0].new_deposits == 1, "the first range was stored, as it was before the reorg"
+    assert [o.rewound_to for o in outcomes if o.rewound_to is not None] == [block]
+    assert sum(o.revived_deposits for o in outcomes) == 1
+    assert outcomes[-1].caught_up
+    [deposit] = usdc.deposits(account_id)
+    assert (deposit.status, deposit.block_number) == ("observed", block + 2)
+    assert deposit.block_hash == rpc.block_hashes([block + 2])[block + 2]
+
+    mine(rpc, usdc.chain.confirmations)
+    usdc.settle(rpc)
     [deposit] = usdc.deposits(account_id)
     assert (deposit.status, deposit.block_number) == ("credited", block + 2)
     assert usdc.balance(account_id).total_credits == 700

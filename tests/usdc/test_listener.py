@@ -22,7 +22,7 @@ from tests.chain.conftest import random_address
 from tests.chain.helpers import RangeLimitedRpc
 
 from .conftest import CHAIN_ID, Rail
-from .support import HookedRpc, send_transfer
+from .support import CountingRpc, HookedRpc, send_transfer
 
 
 def test_a_deposit_is_credited_after_its_confirmations_and_not_before(
@@ -295,3 +295,18 @@ def test_the_stored_block_hashes_stay_bounded(make_rail: Any, rpc: ChainRpc) -> 
     head = rpc.block_number()
     assert sorted(stored) == list(range(head - 69, head + 1))
     assert stored == {n: h for n, h in rpc.block_hashes(stored).items() if h is not None}
+
+
+def test_a_poll_near_the_head_asks_the_node_three_times(usdc: Rail, rpc: ChainRpc, token: LocalToken) -> None:
+    _, address = usdc.customer()
+    usdc.poll_until_caught_up(rpc)
+    _, block = send_transfer(token, address, 4_000_000)
+    counting = CountingRpc(rpc)
+
+    outcome = poll_chain(usdc.engine, usdc.chain, counting, now=utcnow())
+
+    assert (outcome.new_deposits, outcome.to_block, outcome.caught_up) == (1, block, True)
+    # The head, the logs, and the hashes of the blocks scanned together with the one the scan builds on.
+    assert counting.calls == {"block_number": 1, "get_logs": 1, "block_hashes": 1}
+    with unit_of_work(usdc.engine) as session:
+        assert max(usdc_repo.recent_blocks(session, usdc.chain.chain_id)) == block

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.engine import Engine
@@ -128,6 +129,51 @@ def test_a_poller_killed_mid_transaction_leaves_nothing_and_the_rerun_stores_eac
     tasks.poll(usdc.engine, usdc.chain, rpc, utcnow(), 100)
     deposits = usdc.deposits(account_id)
     assert [d.amount_usdc_units for d in deposits] == [1_000_000, 2_000_000, 3_000_000]
+    assert usdc.cursor().next_block == rpc.block_number() + 1
+    mine(rpc, usdc.chain.confirmations)
+    tasks.confirm(usdc.engine, usdc.chain, rpc, utcnow(), 100)
+    assert usdc.balance(account_id).total_credits == 600
+    usdc.assert_invariants()
+
+
+@pytest.mark.parametrize("kill_at_store", [1, 2])
+def test_a_catch_up_killed_while_it_stores_one_range_and_holds_the_next_loses_and_duplicates_nothing(
+    make_rail: Any,
+    rpc: ChainRpc,
+    token: LocalToken,
+    backend: str,
+    request: pytest.FixtureRequest,
+    kill_at_store: int,
+) -> None:
+    usdc: Rail = make_rail(max_range_blocks=1)  # one block per range
+    account_id, address = usdc.customer()
+    amounts = [1_000_000, 2_000_000, 3_000_000]
+    blocks = [send_transfer(token, address, value_units)[1] for value_units in amounts]
+    schema = request.getfixturevalue("postgres_database").schema if backend == "postgresql" else ""
+    job = {
+        "database_url": usdc.engine.url.render_as_string(hide_password=False),
+        "schema": schema,
+        "chain": usdc.chain.model_dump(),
+        "kill_at_store": kill_at_store,
+    }
+    completed = subprocess.run(
+        [sys.executable, str(KILLED_POLLER), json.dumps(job)],
+        cwd=Path(__file__).parents[2],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == -signal.SIGKILL, completed.stderr.decode()[-2000:]
+    assert b"prefetched\nstoring 1 deposits" in completed.stdout, "it died storing a range with the next one fetched"
+    # What committed before the killed store stays; the killed store and the range fetched ahead left nothing.
+    committed = amounts[: kill_at_store - 1]
+    assert [d.amount_usdc_units for d in usdc.deposits(account_id)] == committed
+    assert usdc.cursor().next_block == blocks[kill_at_store - 1]
+
+    assert tasks.poll(usdc.engine, usdc.chain, rpc, utcnow(), 100) == len(amounts) - len(committed)
+    deposits = usdc.deposits(account_id)
+    assert [(d.amount_usdc_units, d.block_number) for d in deposits] == list(zip(amounts, blocks, strict=True))
     assert usdc.cursor().next_block == rpc.block_number() + 1
     mine(rpc, usdc.chain.confirmations)
     tasks.confirm(usdc.engine, usdc.chain, rpc, utcnow(), 100)
