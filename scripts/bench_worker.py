@@ -11,7 +11,8 @@
    may have changed meanwhile), and the two averaged.
 3. The worker itself (``python -m services.worker`` with only the lot-expiry job) as a process of its own, while
    the same clients spend. Its run's log line gives the lots expired and the run's duration; its peak resident
-   memory is the process's high-water mark. The spend rate is counted inside the run's start and end.
+   memory is the process's high-water mark; the CPU time it and its database backends used gives the expiry's
+   cost per lot and its share of the machine. The spend rate is counted inside the run's start and end.
 4. Checks that nothing due is left and every expired credit reached breakage once, and prints one JSON line.
 
 Targets: expiry at least 20,000 lots/s; spends keep at least 0.8 of their rate while it runs. The database
@@ -53,6 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/creditrail_bench_worker"
 SCHEMA = "bench"
 JOB = "ledger.expire_lots"
+WORKER_APPLICATION = "creditrail-bench-worker"
 
 TARGET_EXPIRY_LOTS_PER_S = 20_000.0
 TARGET_SPEND_RATIO = 0.8
@@ -273,6 +275,23 @@ def peak_rss_mb(pid: int) -> float | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User and system CPU time the process has used so far (Linux: /proc/<pid>/stat)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def backend_pids(engine: Engine, application_name: str) -> list[int]:
+    with engine.connect() as conn:
+        found = conn.execute(
+            text("SELECT pid FROM pg_stat_activity WHERE application_name = :name"), {"name": application_name}
+        )
+        return [int(pid) for pid in found.scalars()]
+
+
 def start_worker(url: str, batch_size: int, log_path: Path) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
@@ -357,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     ensure_database(url)
     engine = fresh_schema(url)
     worker_url = url.update_query_dict({"options": f"-csearch_path={SCHEMA}"}).render_as_string(hide_password=False)
+    # The worker's connections carry a name of their own, so that its database backends can be found.
+    expiry_url = make_url(worker_url).update_query_dict({"application_name": WORKER_APPLICATION})
 
     log(f"seeding {sizes.accounts} accounts and {sizes.due_lots} due lots")
     began = time.perf_counter()
@@ -412,8 +433,12 @@ def main(argv: list[str] | None = None) -> int:
     load = SpendLoad(clients, options.clients, "during").start()
     expiry_now = utcnow()
     load.go()
-    worker = start_worker(worker_url, options.batch_size, log_path)
+    worker = start_worker(expiry_url.render_as_string(hide_password=False), options.batch_size, log_path)
     peak: float | None = None
+    # CPU time of the worker (from its first connection on) and of its database backends, read while they live.
+    worker_cpu_start: float | None = None
+    worker_cpu_end: float | None = None
+    backend_cpu: dict[int, float | None] = {}
     try:
         deadline = time.monotonic() + 3_600
         runs: list[dict[str, Any]] = []
@@ -423,8 +448,14 @@ def main(argv: list[str] | None = None) -> int:
             if time.monotonic() > deadline:
                 raise RuntimeError("the expiry run did not finish within an hour")
             time.sleep(0.2)
+            for pid in backend_pids(engine, WORKER_APPLICATION):
+                if worker_cpu_start is None:
+                    worker_cpu_start = cpu_seconds(worker.pid)
+                backend_cpu[pid] = cpu_seconds(pid)
             runs = worker_runs(log_path)
         peak = peak_rss_mb(worker.pid)
+        worker_cpu_end = cpu_seconds(worker.pid)
+        backend_cpu.update({pid: cpu_seconds(pid) for pid in backend_cpu})
     finally:
         ends, during_errors, during_first_error = load.stop()
         worker.terminate()
@@ -434,9 +465,18 @@ def main(argv: list[str] | None = None) -> int:
     run_start = datetime.fromisoformat(run["started_at"]).timestamp()
     run_end = datetime.fromisoformat(run["finished_at"]).timestamp()
     during = rate_within(ends, run_start, run_end)
-    lots_per_s = run["items"] / (run["duration_ms"] / 1000) if run["duration_ms"] else 0.0
-    log(f"expiry: {run['items']} lots in {run['duration_ms'] / 1000:.1f} s = {lots_per_s:.0f} lots/s")
+    # The run's items are the lots its batches examined (a lot whose account was busy is examined again later);
+    # the rate counts the lots it expired.
     checks = verify(engine, expiry_now, sizes.due_lots)
+    expired = checks["expiry_movements"]
+    lots_per_s = expired / (run["duration_ms"] / 1000) if run["duration_ms"] else 0.0
+    log(f"expiry: {expired} lots in {run['duration_ms'] / 1000:.1f} s = {lots_per_s:.0f} lots/s")
+    expiry_cpu: float | None = None
+    cpu_share: float | None = None
+    if worker_cpu_start is not None and worker_cpu_end is not None and None not in backend_cpu.values():
+        expiry_cpu = worker_cpu_end - worker_cpu_start + sum(cpu for cpu in backend_cpu.values() if cpu is not None)
+        cpu_share = expiry_cpu / (run["duration_ms"] / 1000 * (os.cpu_count() or 1)) if run["duration_ms"] else None
+        log(f"expiry CPU (worker and its backends): {expiry_cpu:.1f} s, {cpu_share or 0:.0%} of the machine")
     maintain(engine)
     # Measured before and after, as the machine's other load may change meanwhile: the baseline is their mean.
     baseline_after = baseline_spends("after")
@@ -458,12 +498,17 @@ def main(argv: list[str] | None = None) -> int:
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "accounts": sizes.accounts,
         "expiry": {
-            "lots": run["items"],
+            "lots": expired,
+            "lots_examined": run["items"],
             "batches": run["batches"],
             "batch_size": options.batch_size,
             "seconds": round(run["duration_ms"] / 1000, 2),
             "lots_per_s": round(lots_per_s, 1),
             "worker_peak_rss_mb": round(peak, 1) if peak is not None else None,
+            # CPU the expiry took (the worker process and its database backends): per lot, and as a share of every
+            # core during the run. Spends that keep the cores busy lose about that share whatever the locks do.
+            "cpu_us_per_lot": round(expiry_cpu / run["items"] * 1e6, 1) if expiry_cpu and run["items"] else None,
+            "cpu_share_of_machine": round(cpu_share, 3) if cpu_share is not None else None,
             "verified": checks["ok"],
         },
         "spend": {

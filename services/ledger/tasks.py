@@ -19,7 +19,9 @@ from services.ledger.holds import sweep_expired_holds
 
 
 def expire_lots_batch(session: Session, now: datetime, batch_size: int) -> int:
-    """Expire the unreserved remainder of up to ``batch_size`` lots whose time has come."""
+    """Expire the unreserved remainder of up to ``batch_size`` lots whose time has come, in one journal transaction
+    (on PostgreSQL, passing over the accounts busy right now: their lots count as examined and wait for a later
+    batch)."""
     return expire_lots(session, now=now, limit=batch_size).lots_examined
 
 

@@ -1,12 +1,23 @@
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
 from services.core.db import unit_of_work
+from services.ledger import expiry
+from services.ledger import repository as repo
+from services.ledger.balance import list_transactions
 from services.ledger.clawback import clawback, reinstate
 from services.ledger.errors import InsufficientCredits
-from services.ledger.expiry import ExpiryBatch, expire_lots
+from services.ledger.expiry import ExpiryBatch, expire_lots, expiry_key
+from services.ledger.holds import capture_hold, create_hold
 from services.ledger.models import MovementKind, TransactionKind
 from services.ledger.spending import SpendResult, spend
 from services.ledger.system_accounts import SystemAccount
@@ -24,6 +35,12 @@ from tests.ledger.support import (
     transactions_of_kind,
     violations,
 )
+
+
+def lots_of(engine: Engine, *account_ids: int) -> list[Any]:
+    with unit_of_work(engine) as session:
+        lots = repo.lots
+        return list(session.execute(select(lots).where(lots.c.account_id.in_(account_ids)).order_by(lots.c.id)).all())
 
 
 def run_expiry(engine: Engine, now: datetime, limit: int = 5_000) -> ExpiryBatch:
@@ -47,7 +64,7 @@ def test_expiry_moves_the_unspent_remainder_to_breakage_in_one_transaction(engin
     row = lot_row(engine, lot.lot_id)
     assert (row.remaining_credits, row.expired_credits) == (0, 70)
     [expiry] = transactions_of_kind(engine, TransactionKind.EXPIRY)
-    assert expiry.account_id == account_id
+    assert expiry.id == batch.transaction_id
     assert expiry.created_at == lot.expires_at
     assert entries_of(engine, expiry.id) == {account_id: -70, SystemAccount.BREAKAGE: 70}
     assert movements_of(engine, expiry.id) == [(lot.lot_id, MovementKind.EXPIRY, -70)]
@@ -79,7 +96,7 @@ def test_credits_cannot_be_spent_once_their_time_has_come_even_before_the_job_ru
     assert balance_of(engine, account_id, lot.expires_at).available_credits == 0
 
 
-def test_expiry_posts_one_transaction_per_account_for_all_its_due_lots(engine):
+def test_a_batch_posts_one_transaction_with_an_entry_per_account_and_one_for_breakage(engine):
     first, second = new_account(engine, "first"), new_account(engine, "second")
     due_at = T0 + timedelta(days=10)
     for account_id in (first, second):
@@ -90,14 +107,37 @@ def test_expiry_posts_one_transaction_per_account_for_all_its_due_lots(engine):
     batch = run_expiry(engine, due_at)
 
     assert (batch.lots_expired, batch.credits_expired, batch.accounts) == (4, 60, 2)
-    expiries = transactions_of_kind(engine, TransactionKind.EXPIRY)
-    assert {txn.account_id: entries_of(engine, txn.id) for txn in expiries} == {
-        first: {first: -30, SystemAccount.BREAKAGE: 30},
-        second: {second: -30, SystemAccount.BREAKAGE: 30},
-    }
+    [expiry] = transactions_of_kind(engine, TransactionKind.EXPIRY)
+    assert expiry.account_id is None  # it concerns several customers; each has its own entry
+    assert entries_of(engine, expiry.id) == {first: -30, second: -30, SystemAccount.BREAKAGE: 60}
+    assert sorted(lot_id for lot_id, _, _ in movements_of(engine, expiry.id)) == sorted(
+        row.id for row in lots_of(engine, first, second) if row.id != lasting.lot_id
+    )
     assert lot_row(engine, lasting.lot_id).remaining_credits == 500
     assert (ledger_balance(engine, first), ledger_balance(engine, second)) == (500, 0)
     assert violations(engine) == []
+
+
+def test_each_customer_sees_only_its_own_share_of_a_batch_in_its_history(engine):
+    first, second = new_account(engine, "first"), new_account(engine, "second")
+    due_at = T0 + timedelta(days=10)
+    grant_credits(engine, first, 10, expires_at=due_at)
+    grant_credits(engine, second, 25, expires_at=due_at)
+
+    batch = run_expiry(engine, due_at)
+
+    with unit_of_work(engine) as session:
+        seen = {
+            account_id: [
+                (row.id, row.kind, row.amount_credits, row.details)
+                for row in list_transactions(session, account_id, kind=TransactionKind.EXPIRY)
+            ]
+            for account_id in (first, second)
+        }
+    assert seen == {
+        first: [(batch.transaction_id, TransactionKind.EXPIRY, -10, {})],
+        second: [(batch.transaction_id, TransactionKind.EXPIRY, -25, {})],
+    }
 
 
 def test_running_expiry_again_changes_nothing(engine):
@@ -123,6 +163,39 @@ def test_expiry_works_in_bounded_batches_soonest_first(engine):
 
     assert (second.lots_expired, second.credits_expired) == (1, 10)
     assert ledger_balance(engine, account_id) == 0
+    assert violations(engine) == []
+
+
+def test_a_batch_takes_every_due_lot_of_the_accounts_it_reaches_together(engine):
+    first, second = new_account(engine, "first"), new_account(engine, "second")
+    grant_credits(engine, first, 10, expires_at=T0 + timedelta(days=1))
+    grant_credits(engine, second, 20, expires_at=T0 + timedelta(days=2))
+    grant_credits(engine, first, 30, expires_at=T0 + timedelta(days=3))
+
+    one = run_expiry(engine, T0 + timedelta(days=5), limit=2)
+    two = run_expiry(engine, T0 + timedelta(days=5), limit=2)
+
+    # The soonest lot's account first, with all of its due lots: one entry for both of them.
+    assert (one.lots_expired, one.credits_expired, one.accounts) == (2, 40, 1)
+    assert one.transaction_id is not None
+    assert entries_of(engine, one.transaction_id) == {first: -40, SystemAccount.BREAKAGE: 40}
+    assert (two.lots_expired, two.credits_expired, two.accounts, two.lots_examined) == (1, 20, 1, 1)
+    assert violations(engine) == []
+
+
+def test_a_batch_never_takes_more_than_its_limit_even_of_one_account(engine):
+    account_id = new_account(engine)
+    for days in range(1, 6):
+        grant_credits(engine, account_id, days, expires_at=T0 + timedelta(days=days))
+
+    batches = [run_expiry(engine, T0 + timedelta(days=10), limit=2) for _ in range(4)]
+
+    assert [(b.lots_expired, b.credits_expired, b.lots_examined) for b in batches] == [
+        (2, 1 + 2, 2),
+        (2, 3 + 4, 2),
+        (1, 5, 1),
+        (0, 0, 0),
+    ]
     assert violations(engine) == []
 
 
@@ -166,3 +239,284 @@ def test_a_lot_due_again_at_the_same_instant_after_a_clawback_and_reinstatement_
     assert len(transactions_of_kind(engine, TransactionKind.EXPIRY)) == 2
     assert ledger_balance(engine, account_id) == 0
     assert violations(engine) == []
+
+
+# --- idempotency: a batch that did not commit left nothing, and an expiry is never posted twice ------------------
+
+
+def latest_movement(engine: Engine, lot_id: int) -> int:
+    with unit_of_work(engine) as session:
+        m = repo.movements
+        return int(session.execute(select(func.max(m.c.id)).where(m.c.lot_id == lot_id)).scalar_one())
+
+
+class Crash(Exception):
+    pass
+
+
+def test_a_batch_rolled_back_before_its_commit_is_redone_whole_under_the_same_key(engine):
+    account_id = new_account(engine)
+    lot = mint_card(engine, account_id, 100)
+    spend_credits(engine, account_id, 30, key="before-expiry")
+    expected_key = expiry_key([(lot.lot_id, 70, 0, latest_movement(engine, lot.lot_id))])
+    before = snapshot(engine)
+
+    def expire_then_crash() -> None:
+        with unit_of_work(engine) as session:
+            crashed = expire_lots(session, now=lot.expires_at)
+            assert crashed.lots_expired == 1
+            raise Crash
+
+    with pytest.raises(Crash):
+        expire_then_crash()
+    assert snapshot(engine) == before
+    batch = run_expiry(engine, lot.expires_at + timedelta(minutes=1))
+    assert (batch.lots_expired, batch.credits_expired) == (1, 70)
+    [posted] = transactions_of_kind(engine, TransactionKind.EXPIRY)
+    assert posted.idempotency_key == expected_key
+    assert run_expiry(engine, lot.expires_at + timedelta(minutes=2)).lots_expired == 0
+    assert violations(engine) == []
+
+
+def test_the_same_expiry_can_never_be_posted_twice(engine):
+    account_id = new_account(engine)
+    lot = mint_card(engine, account_id, 100)
+    key = expiry_key([(lot.lot_id, 100, 0, latest_movement(engine, lot.lot_id))])
+    # As if the same batch had been posted already (its transaction committed without its lot changes).
+    with unit_of_work(engine) as session:
+        repo.insert_transaction(
+            session,
+            kind=TransactionKind.EXPIRY,
+            idempotency_key=key,
+            account_id=None,
+            created_at=lot.expires_at,
+            legs=[(account_id, -1), (SystemAccount.BREAKAGE, 1)],
+        )
+    before = snapshot(engine)
+
+    with pytest.raises(IntegrityError):
+        run_expiry(engine, lot.expires_at)
+
+    assert snapshot(engine) == before
+
+
+def test_two_visits_to_the_same_state_at_the_same_instant_have_different_keys(engine):
+    account_id = new_account(engine)
+    lot = mint_card(engine, account_id, 100)
+    at = lot.expires_at
+    run_expiry(engine, at)
+    with unit_of_work(engine) as session:
+        clawback(session, lot_id=lot.lot_id, amount_credits=100, idempotency_key="cb", reason="refund", now=at)
+        reinstate(session, lot_id=lot.lot_id, amount_credits=100, idempotency_key="rs", reason="won", now=at)
+    run_expiry(engine, at)
+
+    keys = [txn.idempotency_key for txn in transactions_of_kind(engine, TransactionKind.EXPIRY)]
+    assert len(keys) == len(set(keys)) == 2
+    assert all(key.startswith(expiry.KEY_PREFIX) for key in keys)
+
+
+# --- the PostgreSQL batch: one statement, never waiting for a customer -----------------------------------------
+
+
+@contextmanager
+def account_locked(engine: Engine, account_id: int) -> Iterator[None]:
+    """The account's row locked as a spend locks it, on a connection of its own, for the block's duration."""
+    with engine.connect() as holder, holder.begin():
+        holder.execute(text("SELECT id FROM accounts WHERE id = :a FOR UPDATE"), {"a": account_id})
+        yield
+
+
+def test_a_batch_passes_over_a_busy_account_without_waiting_and_a_later_one_takes_its_lots(pg_engine):
+    busy, free = new_account(pg_engine, "busy"), new_account(pg_engine, "free")
+    due_at = T0 + timedelta(days=10)
+    for account_id in (busy, free):
+        grant_credits(pg_engine, account_id, 10, expires_at=due_at)
+        grant_credits(pg_engine, account_id, 20, expires_at=due_at - timedelta(days=1))
+
+    with account_locked(pg_engine, busy), unit_of_work(pg_engine) as session:
+        session.execute(text("SET LOCAL lock_timeout = '5s'"))  # waiting would fail the test rather than hang it
+        passed_over = expire_lots(session, now=due_at)
+    taken = run_expiry(pg_engine, due_at)
+
+    assert (passed_over.lots_expired, passed_over.credits_expired, passed_over.accounts) == (2, 30, 1)
+    assert passed_over.lots_examined == 4  # a full batch: the job goes on to the next one
+    assert (taken.lots_expired, taken.credits_expired, taken.accounts) == (2, 30, 1)
+    assert (ledger_balance(pg_engine, busy), ledger_balance(pg_engine, free)) == (0, 0)
+    assert violations(pg_engine) == []
+
+
+def test_the_write_leaves_alone_a_lot_whose_remainder_changed_since_it_was_picked(pg_engine):
+    account_id = new_account(pg_engine)
+    lot = grant_credits(pg_engine, account_id, 10, expires_at=T0 + timedelta(days=1))
+    before = snapshot(pg_engine)
+
+    with unit_of_work(pg_engine) as session:
+        written = session.execute(
+            expiry._write_sql,
+            {
+                "lots": [lot.lot_id],
+                "amounts": [7],  # what a pick would have read before a hold or a capture changed the lot
+                "now": T0 + timedelta(days=2),
+                "kind": TransactionKind.EXPIRY.value,
+                "movement_kind": MovementKind.EXPIRY.value,
+                "key_prefix": expiry.KEY_PREFIX,
+                "breakage": SystemAccount.BREAKAGE,
+            },
+        ).one()
+
+    assert (written.transaction_id, written.lots, written.credits) == (None, 0, 0)
+    assert snapshot(pg_engine) == before
+
+
+def expiry_rows(engine: Engine) -> dict[str, list[Any]]:
+    """What expiry wrote and the lots it changed (a database reset restarts the ids, so they compare too)."""
+    t, e, m, lots = repo.transactions, repo.entries, repo.movements, repo.lots
+    expiries = select(t.c.id).where(t.c.kind == TransactionKind.EXPIRY)
+    with unit_of_work(engine) as session:
+        return {
+            "transactions": [
+                tuple(row)
+                for row in session.execute(
+                    select(t.c.id, t.c.idempotency_key, t.c.account_id, t.c.created_at, t.c.details)
+                    .where(t.c.kind == TransactionKind.EXPIRY)
+                    .order_by(t.c.id)
+                )
+            ],
+            "entries": sorted(
+                tuple(row)
+                for row in session.execute(
+                    select(e.c.transaction_id, e.c.account_id, e.c.amount_credits, e.c.created_at).where(
+                        e.c.transaction_id.in_(expiries)
+                    )
+                )
+            ),
+            "movements": [
+                tuple(row)
+                for row in session.execute(
+                    select(m.c.id, m.c.lot_id, m.c.transaction_id, m.c.kind, m.c.amount_credits, m.c.created_at)
+                    .where(m.c.transaction_id.in_(expiries))
+                    .order_by(m.c.id)
+                )
+            ],
+            "lots": [
+                tuple(row)
+                for row in session.execute(
+                    select(
+                        lots.c.id, lots.c.remaining_credits, lots.c.reserved_credits, lots.c.expired_credits
+                    ).order_by(lots.c.id)
+                )
+            ],
+        }
+
+
+def seed_mixed_lots(engine: Engine) -> datetime:
+    """Three accounts with lots due at different times, spent in part, one reserved in part, and a lot not yet due;
+    returns when the batches run."""
+    accounts = [new_account(engine, f"customer {n}") for n in range(3)]
+    for n, account_id in enumerate(accounts):
+        for days in (3, 1, 2):
+            grant_credits(engine, account_id, 10 * (n + days), expires_at=T0 + timedelta(days=days))
+        mint_card(engine, account_id, 100)
+        spend_credits(engine, account_id, 5 + n, key=f"spend-{n}")
+    with unit_of_work(engine) as session:
+        create_hold(session, account_id=accounts[0], amount_credits=12, idempotency_key="held", ttl_seconds=60, now=T0)
+    return T0 + timedelta(days=30)
+
+
+def expire_all(engine: Engine, batch: Any, now: datetime, limit: int) -> list[tuple[int, int, int, int]]:
+    done = []
+    while True:
+        with unit_of_work(engine) as session:
+            result = batch(session, now, limit)
+        done.append((result.lots_expired, result.credits_expired, result.accounts, result.lots_examined))
+        if result.lots_examined < limit:
+            return done
+
+
+@pytest.mark.parametrize("limit", [2, 5_000])
+def test_the_postgresql_batch_writes_exactly_what_the_portable_one_does(pg_engine, limit, request):
+    due_at = seed_mixed_lots(pg_engine)
+    portable = expire_all(pg_engine, expiry._expire_row_by_row, due_at, limit)
+    written_by_statements = expiry_rows(pg_engine)
+    assert violations(pg_engine) == []
+
+    request.getfixturevalue("postgres_database").reset()
+    assert seed_mixed_lots(pg_engine) == due_at
+    set_based = expire_all(pg_engine, expiry._expire_set_based, due_at, limit)
+
+    assert set_based == portable
+    assert sum(lots for lots, *_ in set_based) == 8  # the ninth is wholly reserved
+    assert expiry_rows(pg_engine) == written_by_statements
+    assert violations(pg_engine) == []
+
+
+# --- racing the customers' own operations ------------------------------------------------------------------------
+
+
+def test_batches_racing_spends_and_captures_on_the_same_accounts_lose_and_double_nothing(pg_engine):
+    accounts = [new_account(pg_engine, f"customer {n}") for n in range(6)]
+    due_at = T0 + timedelta(days=1)
+    for account_id in accounts:
+        for _ in range(4):
+            grant_credits(pg_engine, account_id, 50, expires_at=due_at)
+        mint_card(pg_engine, account_id, 1_000)
+    with unit_of_work(pg_engine) as session:
+        holds = {
+            account_id: create_hold(
+                session,
+                account_id=account_id,
+                amount_credits=60,
+                idempotency_key="tool-call",
+                ttl_seconds=3_600,
+                now=due_at - timedelta(minutes=5),
+            )
+            for account_id in accounts
+        }
+    spends_each, spend_credits_each, captured_credits = 5, 7, 25
+    start = threading.Barrier(2 * len(accounts) + 1, timeout=30)
+
+    def spender(account_id: int) -> None:
+        start.wait()
+        for n in range(spends_each):  # just before the grants' time: drawn from them while they last
+            spend_credits(
+                pg_engine, account_id, spend_credits_each, key=f"spend-{n}", now=due_at - timedelta(seconds=1)
+            )
+
+    def capturer(account_id: int) -> None:
+        start.wait()
+        with unit_of_work(pg_engine) as session:
+            capture_hold(
+                session,
+                account_id=account_id,
+                hold_id=holds[account_id].id,
+                amount_credits=captured_credits,
+                now=due_at + timedelta(seconds=1),
+            )
+
+    def expirer() -> None:
+        start.wait()
+        for _ in range(20):
+            run_expiry(pg_engine, due_at + timedelta(seconds=2), limit=3)
+
+    with ThreadPoolExecutor(max_workers=2 * len(accounts) + 1) as pool:
+        futures = [pool.submit(spender, a) for a in accounts] + [pool.submit(capturer, a) for a in accounts]
+        futures.append(pool.submit(expirer))
+        for future in futures:
+            future.result(timeout=120)  # any error fails the test
+    while run_expiry(pg_engine, due_at + timedelta(seconds=2), limit=3).lots_examined:
+        pass
+
+    spent = spends_each * spend_credits_each + captured_credits
+    expired_total = 0
+    for account_id in accounts:
+        grants, [card] = lots_of(pg_engine, account_id)[:4], lots_of(pg_engine, account_id)[4:]
+        drawn_from_card = card.credits - card.remaining_credits
+        expired = sum(lot.expired_credits for lot in grants)
+        # Every credit of the grants was either drawn (before its time, or from the hold) or expired, once; the
+        # card lot paid what the grants no longer could.
+        assert [(lot.remaining_credits, lot.reserved_credits) for lot in grants] == [(0, 0)] * 4
+        assert expired + spent - drawn_from_card == 200
+        assert ledger_balance(pg_engine, account_id) == 1_200 - spent - expired
+        expired_total += expired
+    assert ledger_balance(pg_engine, SystemAccount.BREAKAGE) == expired_total
+    assert violations(pg_engine) == []

@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -23,6 +24,7 @@ from services.ledger.minting import mint
 from services.ledger.models import HoldStatus, Rail
 from services.ledger.system_accounts import SystemAccount
 from services.ledger.tasks import expire_holds_batch
+from services.worker.health import JobRun
 from services.worker.models import RunOutcome
 from services.worker.registry import hold_expiry_job, lot_expiry_job
 from services.worker.runner import run_job_once
@@ -241,3 +243,43 @@ def test_the_hold_expiry_job_releasing_a_hold_on_an_expired_lot_expires_what_it_
     with unit_of_work(engine) as session:
         assert get_hold(session, account_id=None, hold_id=view.id).status == HoldStatus.EXPIRED
     assert_invariants(engine)
+
+
+# --- a customer busy while the lot-expiry job runs -------------------------------------------------------------------
+
+
+@pytest.mark.postgresql_only
+def test_the_lot_expiry_job_passes_over_a_busy_account_and_a_later_run_takes_its_lots(pg_engine: Engine) -> None:
+    due_at = T0 + timedelta(days=365)
+    busy, *others = [new_customer(pg_engine, 100, expires_at=due_at) for _ in range(9)]  # busy's lot comes first
+    job = lot_expiry_job(SETTINGS)  # batches of 4
+    runs: list[JobRun] = []
+
+    def run_in_thread() -> threading.Thread:
+        thread = threading.Thread(target=lambda: runs.append(run_job_once(pg_engine, job, now=due_at)))
+        thread.start()
+        return thread
+
+    with pg_engine.connect() as spender:
+        with spender.begin():
+            spender.execute(text("SELECT id FROM accounts WHERE id = :a FOR UPDATE"), {"a": busy})  # as a spend does
+            # The first run expires every other lot without waiting for the busy account (in a thread, so that a
+            # run waiting for it would fail the test rather than hang it).
+            first = run_in_thread()
+            first.join(30)
+            assert not first.is_alive(), "the run waited for the busy account"
+            assert (balance(pg_engine, busy), [balance(pg_engine, a) for a in others]) == (100, [0] * 8)
+            # With nothing else left to do, the next run waits for it rather than pick the same lot again and again.
+            second = run_in_thread()
+            second.join(0.5)
+            assert second.is_alive()
+        second.join(30)
+    assert not second.is_alive()
+
+    assert [(run.outcome, run.items) for run in runs] == [
+        (RunOutcome.SUCCESS, 4 + 4 + 3),  # the busy account's lot was examined by each batch
+        (RunOutcome.SUCCESS, 1),
+    ]
+    assert balance(pg_engine, busy) == 0
+    assert balance(pg_engine, SystemAccount.BREAKAGE) == 900
+    assert_invariants(pg_engine)

@@ -172,7 +172,7 @@ def test_two_workers_on_one_postgresql_database_do_each_job_once(
 
     assert_expired_exactly_once(pg_engine, seeded)
     assert expiry_movements(pg_engine) == total
-    # One expiry transaction per account and batch; never two for the same lots.
+    # One expiry transaction per batch, one movement per lot in it; never two for the same lot.
     assert (
         scalar(
             pg_engine,
