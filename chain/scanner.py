@@ -235,18 +235,9 @@ class TransferScanner:
                 error = exc
                 break
             calls += used_calls
-            decoded = decode_transfer_logs(raws, chain_id)
+            decoded = decode_transfer_logs(raws, chain_id, tokens=token_set, recipients=watched_set)
             chunk = decoded.transfers
-            skipped += decoded.not_erc20_count + decoded.removed_count
-            if token_set is not None or watched_set is not None:
-                kept = [
-                    log
-                    for log in chunk
-                    if (token_set is None or log.token in token_set)
-                    and (watched_set is None or log.to_address in watched_set)
-                ]
-                skipped += len(chunk) - len(kept)
-                chunk = kept
+            skipped += decoded.not_erc20_count + decoded.removed_count + decoded.unwanted_count
             try:
                 hashes, read_again = self._hashes(start, end, target, recheck_blocks, optional_recheck=True)
                 _check_consistent(chunk, hashes)

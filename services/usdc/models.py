@@ -82,7 +82,10 @@ class UsdcDeposit(SQLModel, table=True):
     block_hash: str = Field(max_length=66)
     from_address: str = Field(max_length=42)
     to_address: str = Field(max_length=42)
-    account_id: int = Field(sa_column=Column(BigInteger, ForeignKey("accounts.id"), nullable=False))
+    # The account of the deposit address (to_address). It must name an account, as a foreign key to accounts.id
+    # would make it, but the check is triggers (migration 0007): once per statement on PostgreSQL, where the
+    # listener stores thousands of deposits in one COPY, rather than a query and a row lock per deposit.
+    account_id: int = Field(sa_type=BigInteger)
     amount_usdc_units: int = Field(sa_type=BigInteger)
     status: str = Field(default=DepositStatus.OBSERVED, max_length=16)
     observed_at: datetime = Field(sa_type=UTCDateTime)

@@ -3,14 +3,20 @@ never send (a tab, a line break, a backslash) stored as they are rather than shi
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlmodel import Session
 
 from chain.logs import TransferLog
 from services.core.clock import utcnow
 from services.core.db import unit_of_work
 from services.ledger.accounts import create_customer_account
+from services.ledger.models import Account
+from services.ledger.repository import table_of
 from services.usdc import repository as repo
 
 from .conftest import CHAIN_ID
@@ -50,3 +56,92 @@ def test_observed_deposits_are_stored_exactly_as_given(engine: Engine, odd_tx_ha
 
     with pytest.raises(IntegrityError), unit_of_work(engine) as session:
         repo.insert_observed(session, CHAIN_ID, transfers[:1], {to: account_id}, now)
+
+
+# --- the account reference (triggers, not a foreign key: migration 0007) ------------------------------------
+
+
+def test_deposits_naming_a_missing_account_are_refused_whole(engine: Engine) -> None:
+    now = utcnow()
+    with unit_of_work(engine) as session:
+        account_id = create_customer_account(session, name="customer")
+    good, bad = "0x" + "e" * 40, "0x" + "f" * 40
+    transfers = [
+        transfer("0x" + "1" * 64, 0, good),
+        transfer("0x" + "1" * 64, 1, bad),
+        transfer("0x" + "2" * 64, 0, good),
+    ]
+    with pytest.raises(IntegrityError), unit_of_work(engine) as session:
+        repo.insert_observed(session, CHAIN_ID, transfers, {good: account_id, bad: account_id + 1_000}, now)
+    with unit_of_work(engine) as session:
+        assert repo.find_deposits(session, CHAIN_ID, [(t.tx_hash, t.log_index) for t in transfers]) == {}
+        assert repo.insert_observed(session, CHAIN_ID, transfers, {good: account_id, bad: account_id}, now) == 3
+
+
+def test_a_deposit_moved_to_a_missing_account_is_refused(engine: Engine) -> None:
+    now = utcnow()
+    with unit_of_work(engine) as session:
+        first = create_customer_account(session, name="first")
+        second = create_customer_account(session, name="second")
+    to = "0x" + "e" * 40
+    with unit_of_work(engine) as session:
+        repo.insert_observed(session, CHAIN_ID, [transfer("0x" + "1" * 64, 0, to)], {to: first}, now)
+        (deposit,) = repo.find_deposits(session, CHAIN_ID, [("0x" + "1" * 64, 0)]).values()
+    with pytest.raises(IntegrityError), unit_of_work(engine) as session:
+        repo.update_deposit(session, deposit.id, account_id=second + 1_000)
+    with unit_of_work(engine) as session:
+        repo.update_deposit(session, deposit.id, account_id=second)
+        repo.update_deposit(session, deposit.id, status="confirmed")  # other changes are not checked again
+        assert repo.get_deposit(session, deposit.id).account_id == second
+
+
+def test_an_account_with_deposits_can_neither_go_nor_change_its_id(engine: Engine) -> None:
+    accounts = table_of(Account)
+    with unit_of_work(engine) as session:
+        kept = create_customer_account(session, name="with deposits")
+        unused = create_customer_account(session, name="without")
+    to = "0x" + "e" * 40
+    with unit_of_work(engine) as session:
+        repo.insert_observed(session, CHAIN_ID, [transfer("0x" + "1" * 64, 0, to)], {to: kept}, utcnow())
+    with pytest.raises(IntegrityError), unit_of_work(engine) as session:
+        session.execute(delete(accounts).where(accounts.c.id == kept))
+    with pytest.raises(IntegrityError), unit_of_work(engine) as session:
+        session.execute(update(accounts).where(accounts.c.id == kept).values(id=unused + 1_000))
+    with unit_of_work(engine) as session:
+        session.execute(update(accounts).where(accounts.c.id == kept).values(name="renamed"))
+        session.execute(delete(accounts).where(accounts.c.id == unused))
+        assert session.execute(select(accounts.c.id).where(accounts.c.id.in_([kept, unused]))).scalars().all() == [kept]
+
+
+def test_storing_deposits_locks_their_accounts_against_deletion_until_commit(pg_engine: Engine) -> None:
+    """As a foreign key's check does (FOR KEY SHARE): an account cannot be deleted under deposits not yet
+    committed, and no deposit can be stored for an account whose deletion is not yet committed."""
+    accounts = table_of(Account)
+    with unit_of_work(pg_engine) as session:
+        account_id = create_customer_account(session, name="customer")
+    to = "0x" + "e" * 40
+
+    def store(tx_hash: str) -> Callable[[Session], object]:
+        return lambda session: repo.insert_observed(
+            session, CHAIN_ID, [transfer(tx_hash, 0, to)], {to: account_id}, utcnow()
+        )
+
+    def delete_account(session: Session) -> object:
+        return session.execute(delete(accounts).where(accounts.c.id == account_id))
+
+    with unit_of_work(pg_engine) as storing:
+        store("0x" + "1" * 64)(storing)
+        with pytest.raises(DBAPIError, match="lock timeout"):
+            briefly(pg_engine, delete_account)
+    with unit_of_work(pg_engine) as deleting:
+        deleting.execute(text("DELETE FROM usdc_deposits"))
+        delete_account(deleting)
+        with pytest.raises(DBAPIError, match="lock timeout"):
+            briefly(pg_engine, store("0x" + "2" * 64))
+
+
+def briefly(engine: Engine, work: Callable[[Session], object]) -> None:
+    """``work`` in a unit of work that gives up waiting for a lock after 50 ms."""
+    with unit_of_work(engine) as session:
+        session.execute(text("SET LOCAL lock_timeout = '50ms'"))
+        work(session)
