@@ -11,6 +11,7 @@ import re
 from eth_utils.address import to_checksum_address
 
 _ADDRESS_RE = re.compile(r"^0x[0-9a-f]{40}$")
+_CANONICAL_ADDRESS_RE = re.compile(r"0x[0-9a-f]{40}")
 _HASH_RE = re.compile(r"^0x[0-9a-f]{64}$")
 _TOPIC_PAD = "0x" + "0" * 24
 
@@ -20,6 +21,8 @@ def normalize_address(address: str) -> str:
 
     A mixed-case address must carry a valid EIP-55 checksum, so a mistyped address is refused rather than used.
     """
+    if _CANONICAL_ADDRESS_RE.fullmatch(address):
+        return address  # already lowercase 0x hex (the scanner normalises its watched addresses on every scan)
     text = address.strip()
     if not text.startswith(("0x", "0X")):
         text = "0x" + text

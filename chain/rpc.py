@@ -1,16 +1,19 @@
 """A JSON-RPC client for one EVM chain: timeouts, retries with exponential backoff, and classified errors.
 
-Hot paths (``eth_getLogs``, block hashes) go through the web3 HTTP provider's raw ``make_request`` and return the
-node's JSON as plain dicts, without web3's per-item result formatting (about ten times slower on large log sets).
-Everything else may use :attr:`ChainRpc.web3`, a ``Web3`` on the same provider.
+Calls go straight to the node over a requests session (one per thread) and return the node's JSON as plain dicts,
+without web3's per-item result formatting (about ten times slower on large log sets) or its provider's per-call
+work (reading the proxy settings from the environment again on every call, among others). Everything else may use
+:attr:`ChainRpc.web3`, a ``Web3`` on an HTTP provider of the same node.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import random
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,7 +24,6 @@ import requests
 from web3 import Web3
 from web3.middleware import ExtraDataToPOAMiddleware
 from web3.providers.rpc import HTTPProvider
-from web3.types import RPCEndpoint
 
 from chain.errors import (
     ChainIdMismatchError,
@@ -51,6 +53,7 @@ _NOT_A_SIZE_LIMIT_RE = re.compile(
     re.IGNORECASE,
 )
 _RETRYABLE_HTTP_STATUSES = frozenset({408, 425, 500, 502, 503, 504})
+_USER_AGENT = "creditrail-chain-rpc"
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,7 @@ class ChainReader(Protocol):
 class ChainRpc:
     """A JSON-RPC client for one chain's HTTP endpoint.
 
-    Thread-safe for concurrent calls (the provider keeps one HTTP session per thread).
+    Thread-safe for concurrent calls (one HTTP session per thread).
     """
 
     def __init__(
@@ -154,14 +157,19 @@ class ChainRpc:
         self.retry = retry or RetryPolicy()
         self.batch_size = batch_size
         self._sleep = sleep
-        self._provider = HTTPProvider(
-            url,
-            request_kwargs={"timeout": (connect_timeout_seconds, timeout_seconds)},
-            exception_retry_configuration=None,
-        )
+        self._timeouts = (connect_timeout_seconds, timeout_seconds)
+        self._provider: HTTPProvider | None = None
         self._poa = poa
         self._web3: Web3 | None = None
         self._chain_id: int | None = None
+        # The JSON-RPC calls go through one requests session per thread. What requests reads from the environment
+        # (proxies and no_proxy, CA bundle, .netrc) is read once here, not on every call.
+        self._environment = requests.Session().merge_environment_settings(url, {}, None, None, None)
+        self._netrc_auth = requests.utils.get_netrc_auth(url)
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._sessions_lock = threading.Lock()
+        self._ids = itertools.count(1)
 
     def __repr__(self) -> str:
         return f"ChainRpc({self.endpoint!r}, expected_chain_id={self.expected_chain_id})"
@@ -170,6 +178,10 @@ class ChainRpc:
     def web3(self) -> Web3:
         """A ``Web3`` on this client's provider (its calls bypass this client's retries and error mapping)."""
         if self._web3 is None:
+            if self._provider is None:
+                self._provider = HTTPProvider(
+                    self.url, request_kwargs={"timeout": self._timeouts}, exception_retry_configuration=None
+                )
             w3 = Web3(self._provider)
             if self._poa:
                 w3.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0)
@@ -271,14 +283,40 @@ class ChainRpc:
             raise ChainResponseError("the node's answer has no result", method=method, endpoint=self.endpoint)
         return response["result"]
 
+    def _session(self) -> requests.Session:
+        """This thread's HTTP session (a requests session is not meant to be shared between threads)."""
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.trust_env = False  # read once, in __init__
+            session.proxies.update(self._environment["proxies"])
+            session.verify = self._environment["verify"]
+            session.cert = self._environment["cert"]
+            session.auth = self._netrc_auth
+            session.headers.update({"Content-Type": "application/json", "User-Agent": _USER_AGENT})
+            self._local.session = session
+            with self._sessions_lock:
+                self._sessions.append(session)
+        return session
+
+    def _post_json(self, body: Any) -> Any:
+        """POST ``body`` as JSON and parse the answer (an HTTP error status raises ``requests.HTTPError``)."""
+        data = json.dumps(body, separators=(",", ":"), default=_json_default).encode()
+        with self._session().post(self.url, data=data, timeout=self._timeouts) as response:
+            response.raise_for_status()
+            return json.loads(response.content)
+
+    def _call(self, method: str, params: list[Any]) -> dict[str, Any]:
+        return {"jsonrpc": "2.0", "method": method, "params": params, "id": next(self._ids)}
+
     def _request_once(self, method: str, params: list[Any]) -> Any:
-        response = self._post(method, lambda: self._provider.make_request(RPCEndpoint(method), params))
+        response = self._post(method, lambda: self._post_json(self._call(method, params)))
         return self._result(method, response)
 
     def _batch_once(self, chunk: list[tuple[str, list[Any]]]) -> list[Any]:
         label = chunk[0][0]
-        requests_ = [(RPCEndpoint(method), params) for method, params in chunk]
-        responses = self._post(label, lambda: self._provider.make_batch_request(requests_))
+        calls = [self._call(method, params) for method, params in chunk]
+        responses = self._post(label, lambda: self._post_json(calls))
         if not isinstance(responses, list):
             # A node that does not take batches answers with one error object.
             self._result(label, responses)
@@ -289,6 +327,14 @@ class ChainRpc:
                 method=label,
                 endpoint=self.endpoint,
             )
+        # Answers may come in any order: each is matched to its call by id.
+        by_id = {answer.get("id"): answer for answer in responses if isinstance(answer, dict)}
+        try:
+            responses = [by_id[call["id"]] for call in calls]
+        except KeyError:
+            raise ChainResponseError(
+                "the node's batch answers do not match the calls", method=label, endpoint=self.endpoint
+            ) from None
         return [self._result(method, response) for (method, _), response in zip(chunk, responses, strict=True)]
 
     # ---- typed helpers ----
@@ -362,13 +408,24 @@ class ChainRpc:
         return cast(list[RawLog], result)
 
     def close(self) -> None:
-        """Close the provider's HTTP sessions (best effort)."""
+        """Close the HTTP sessions (best effort)."""
+        with self._sessions_lock:
+            sessions, self._sessions = self._sessions, []
+        for own in sessions:
+            own.close()
         manager = getattr(self._provider, "_request_session_manager", None)
         cache = getattr(manager, "session_cache", None)
         if cache is not None:
             for session in list(getattr(cache, "_data", {}).values()):
                 if isinstance(session, requests.Session):
                     session.close()
+
+
+def _json_default(value: Any) -> Any:
+    """Bytes in JSON-RPC parameters (a signed transaction, say) as 0x hex, as web3 sends them."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "0x" + bytes(value).hex()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
 def _hex_int(value: Any, method: str) -> int:

@@ -317,11 +317,26 @@ def _rewind_after(
 def _store(engine: Engine, chain: ChainSettings, scanned: _Scanned, now: datetime, keep_blocks: int) -> PollOutcome:
     """Store one scan in one unit of work that moves the cursor past it (the database only: no node call)."""
     start, result, watched, transfers = scanned.start, scanned.result, scanned.watched, scanned.transfers
+    cursor_values: dict[str, Any] = {
+        "next_block": result.state.next_block,
+        "range_blocks": result.state.range_blocks,
+        "head_block": result.target_block,
+        "updated_at": now,
+    }
+    if result.interrupted_by is None:
+        cursor_values.update(last_error=None, last_error_at=None)
     with unit_of_work(engine) as session:
-        current = repo.get_cursor(session, chain.chain_id, for_update=True)
-        if int(current.next_block) != start.next_block:
+        # The cursor is locked first; it moves (and the block hashes change) only if this unit of work commits.
+        was_at, existing = repo.advance_cursor(
+            session,
+            chain.chain_id,
+            tx_hashes={t.tx_hash for t in transfers},
+            new_hashes=result.block_hashes,
+            keep_blocks=keep_blocks,
+            values=cursor_values,
+        )
+        if was_at != start.next_block:
             raise CursorMoved(f"chain {chain.chain_id}: the cursor moved during the poll; not storing this scan")
-        existing = repo.find_deposits_of_txs(session, chain.chain_id, {t.tx_hash for t in transfers})
         fresh = transfers
         back: list[tuple[Any, Any]] = []  # (stored deposit, transfer now seen in another block or again)
         if existing:
@@ -334,16 +349,6 @@ def _store(engine: Engine, chain: ChainSettings, scanned: _Scanned, now: datetim
                     back.append((found, transfer))
         new = repo.insert_observed(session, chain.chain_id, fresh, watched, now)
         revived = _revive(session, back, now)
-        repo.store_blocks(session, chain.chain_id, result.block_hashes, keep_blocks=keep_blocks)
-        repo.update_cursor(
-            session,
-            chain.chain_id,
-            next_block=result.state.next_block,
-            range_blocks=result.state.range_blocks,
-            head_block=result.target_block,
-            updated_at=now,
-            **({"last_error": None, "last_error_at": None} if result.interrupted_by is None else {}),
-        )
     if result.interrupted_by is not None:
         record_error(engine, chain.chain_id, result.interrupted_by, now)
     return PollOutcome(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import psycopg
+from psycopg import sql as pg_sql
+from psycopg.rows import namedtuple_row
 from sqlalchemy import and_, delete, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Session
@@ -39,6 +42,7 @@ _COPY_DEPOSITS_SQL = (
     f"COPY usdc_deposits ({', '.join(name for name, _ in DEPOSIT_INSERT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 )
 _COPY_DEPOSIT_TYPES = [pg_type for _, pg_type in DEPOSIT_INSERT_COLUMNS]
+_PIPELINE = psycopg.Pipeline.is_supported()
 
 
 # --- deposit addresses -------------------------------------------------------------------------------------
@@ -131,6 +135,96 @@ def store_blocks(session: Session, chain_id: int, new_hashes: Mapping[int, str],
     )
 
 
+def advance_cursor(
+    session: Session,
+    chain_id: int,
+    *,
+    tx_hashes: Iterable[str],
+    new_hashes: Mapping[int, str],
+    keep_blocks: int,
+    values: Mapping[str, Any],
+) -> tuple[int | None, dict[tuple[str, int], Any]]:
+    """The reads and writes of storing one scanned range, but the deposits: lock the chain's cursor and read where
+    it stood, find the stored deposits of ``tx_hashes`` (each with its id, tx hash, log index, status, block hash
+    and account id), remember ``new_hashes`` (as :func:`store_blocks`) and set the cursor's ``values``.
+
+    Returns the cursor's ``next_block`` as it was before (None without a cursor) and the deposits found, by (tx hash,
+    log index): the caller checks the cursor and raises (rolling the unit of work back) if it is not where the scan
+    started. On PostgreSQL, one round trip (a pipeline of the statements, the lock first); elsewhere, one after the
+    other.
+    """
+    hashes = sorted(set(tx_hashes))
+    driver = _psycopg_of(session)
+    if driver is None:
+        current = get_cursor(session, chain_id, for_update=True)
+        found = find_deposits_of_txs(session, chain_id, hashes)
+        store_blocks(session, chain_id, new_hashes, keep_blocks=keep_blocks)
+        update_cursor(session, chain_id, **values)
+        return (None if current is None else int(current.next_block)), found
+    update_sql = _update_cursor_sql(tuple(values))
+    try:
+        cursor_read = driver.cursor()
+        deposits_read = driver.cursor(row_factory=namedtuple_row)
+        with driver.pipeline(), driver.cursor() as writes:
+            cursor_read.execute(_LOCK_CURSOR_SQL, (chain_id,))
+            if hashes:
+                deposits_read.execute(_DEPOSITS_OF_TXS_SQL, (chain_id, hashes))
+            if new_hashes:
+                numbers = sorted(new_hashes)
+                writes.execute(_FORGET_BLOCKS_SQL, (chain_id, numbers[0], numbers[-1] - keep_blocks))
+                writes.execute(_REMEMBER_BLOCKS_SQL, (chain_id, numbers, [new_hashes[n] for n in numbers]))
+            writes.execute(update_sql, (*(_aware(value) for value in values.values()), chain_id))
+        current = cursor_read.fetchone()
+        rows: list[Any] = deposits_read.fetchall() if hashes else []
+        cursor_read.close()
+        deposits_read.close()
+    except psycopg.Error as exc:
+        raise _wrapped(exc, "advance_cursor") from exc
+    return (None if current is None else int(current[0])), {(row.tx_hash, row.log_index): row for row in rows}
+
+
+_LOCK_CURSOR_SQL = "SELECT next_block FROM chain_cursors WHERE chain_id = %s FOR UPDATE"
+_DEPOSITS_OF_TXS_SQL = (
+    "SELECT id, tx_hash, log_index, status, block_hash, account_id FROM usdc_deposits"
+    " WHERE chain_id = %s AND tx_hash = ANY(%s)"
+)
+_FORGET_BLOCKS_SQL = "DELETE FROM chain_blocks WHERE chain_id = %s AND (number >= %s OR number <= %s)"
+_REMEMBER_BLOCKS_SQL = (
+    "INSERT INTO chain_blocks (chain_id, number, hash) SELECT %s, number, hash"
+    " FROM unnest(%s::int8[], %s::varchar[]) AS new_block (number, hash)"
+)
+
+
+@functools.cache
+def _update_cursor_sql(columns: tuple[str, ...]) -> pg_sql.Composed:
+    unknown = set(columns) - set(cursors.c.keys())
+    if unknown or not columns:
+        raise ValueError(f"not columns of chain_cursors: {sorted(unknown)}")
+    assignments = pg_sql.SQL(", ").join(pg_sql.SQL("{} = %s").format(pg_sql.Identifier(name)) for name in columns)
+    return pg_sql.SQL("UPDATE chain_cursors SET {} WHERE chain_id = %s").format(assignments)
+
+
+def _psycopg_of(session: Session) -> psycopg.Connection[Any] | None:
+    """The session's psycopg connection on PostgreSQL (in pipeline-capable libpq), else None."""
+    connection = session.connection()
+    if connection.dialect.driver != "psycopg" or not _PIPELINE:
+        return None
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    return cast("psycopg.Connection[Any]", driver)
+
+
+def _aware(value: Any) -> Any:
+    """Datetimes as timestamptz wants them (naive ones are UTC, as the columns' type takes them)."""
+    return value.replace(tzinfo=UTC) if isinstance(value, datetime) and value.tzinfo is None else value
+
+
+def _wrapped(exc: psycopg.Error | OverflowError, statement: str) -> DBAPIError:
+    """A driver error raised as SQLAlchemy raises what goes through it (IntegrityError for constraints)."""
+    wrapped = IntegrityError if isinstance(exc, psycopg.IntegrityError) else DBAPIError
+    return wrapped(statement, None, exc)
+
+
 def forget_blocks_from(session: Session, chain_id: int, first_block: int) -> None:
     """Forget the stored hashes of ``first_block`` and above (after a rewind)."""
     session.execute(delete(blocks).where(blocks.c.chain_id == chain_id, blocks.c.number >= first_block))
@@ -201,26 +295,26 @@ def insert_observed(
         with driver.cursor() as cursor, cursor.copy(_COPY_DEPOSITS_SQL) as copy:
             copy.set_types(_COPY_DEPOSIT_TYPES)
             write_row = copy.write_row
-            for t in transfers:
+            # (TransferLog is a tuple: unpacked, rather than read attribute by attribute)
+            for _chain, block_number, block_hash, tx_hash, log_index, _token, sender, to, value_units in transfers:
                 write_row(
                     (
                         chain_id,
-                        t.tx_hash,
-                        t.log_index,
-                        t.block_number,
-                        t.block_hash,
-                        t.from_address,
-                        t.to_address,
-                        account_of[t.to_address],
-                        t.value_units,
+                        tx_hash,
+                        log_index,
+                        block_number,
+                        block_hash,
+                        sender,
+                        to,
+                        account_of[to],
+                        value_units,
                         status,
                         observed_at,
                     )
                 )
     except (psycopg.Error, OverflowError) as exc:  # raised as SQLAlchemy raises what goes through it
         # (an amount beyond a bigint fails here, in the client, rather than in the server as a text COPY would)
-        wrapped = IntegrityError if isinstance(exc, psycopg.IntegrityError) else DBAPIError
-        raise wrapped(_COPY_DEPOSITS_SQL, None, exc) from exc
+        raise _wrapped(exc, _COPY_DEPOSITS_SQL) from exc
     return len(transfers)
 
 

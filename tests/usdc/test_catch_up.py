@@ -64,16 +64,17 @@ def test_a_failed_store_during_catch_up_keeps_what_was_committed_and_the_rerun_c
     for amount in amounts:
         send_transfer(token, address, amount)
         mine(rpc, 1)
-    store_blocks = usdc_repo.store_blocks
+    insert_observed = usdc_repo.insert_observed
     calls = {"n": 0}
 
-    def fails_on_the_third(*args: Any, **kwargs: Any) -> None:
+    def fails_on_the_third(*args: Any, **kwargs: Any) -> int:
         calls["n"] += 1
+        stored = insert_observed(*args, **kwargs)
         if calls["n"] == 3:
-            raise RuntimeError("the database went away")
-        store_blocks(*args, **kwargs)
+            raise RuntimeError("the database went away")  # after the writes, before the commit
+        return stored
 
-    monkeypatch.setattr(usdc_repo, "store_blocks", fails_on_the_third)
+    monkeypatch.setattr(usdc_repo, "insert_observed", fails_on_the_third)
     with pytest.raises(RuntimeError, match="went away"):
         tasks.poll(usdc.engine, usdc.chain, rpc, utcnow(), 100, max_calls_per_poll=1)
     cursor = usdc.cursor()

@@ -201,10 +201,13 @@ def test_a_poll_that_fails_after_its_scan_stores_nothing_and_the_rerun_stores_ea
         send_transfer(token, address, value_units)
         mine(rpc, 1)
 
-    def killed(*args: Any, **kwargs: Any) -> None:
-        raise RuntimeError("killed after storing the deposits, before the cursor")
+    insert_observed = usdc_repo.insert_observed
 
-    monkeypatch.setattr(usdc_repo, "store_blocks", killed)
+    def killed(*args: Any, **kwargs: Any) -> None:
+        insert_observed(*args, **kwargs)
+        raise RuntimeError("killed after storing the deposits and moving the cursor, before the commit")
+
+    monkeypatch.setattr(usdc_repo, "insert_observed", killed)
     with pytest.raises(RuntimeError, match="killed"):
         poll_chain(usdc.engine, usdc.chain, rpc, now=utcnow())
     assert len(usdc.deposits()) == 2, "the unit of work rolled back"
