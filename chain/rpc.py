@@ -15,6 +15,7 @@ import random
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, cast
@@ -167,7 +168,8 @@ class ChainRpc:
         self._environment = requests.Session().merge_environment_settings(url, {}, None, None, None)
         self._netrc_auth = requests.utils.get_netrc_auth(url)
         self._local = threading.local()
-        self._sessions: list[requests.Session] = []
+        # For close(): a thread's session goes with the thread (only its thread-local holds it strongly).
+        self._sessions: weakref.WeakSet[requests.Session] = weakref.WeakSet()
         self._sessions_lock = threading.Lock()
         self._ids = itertools.count(1)
 
@@ -296,7 +298,7 @@ class ChainRpc:
             session.headers.update({"Content-Type": "application/json", "User-Agent": _USER_AGENT})
             self._local.session = session
             with self._sessions_lock:
-                self._sessions.append(session)
+                self._sessions.add(session)
         return session
 
     def _post_json(self, body: Any) -> Any:
@@ -410,7 +412,7 @@ class ChainRpc:
     def close(self) -> None:
         """Close the HTTP sessions (best effort)."""
         with self._sessions_lock:
-            sessions, self._sessions = self._sessions, []
+            sessions = list(self._sessions)
         for own in sessions:
             own.close()
         manager = getattr(self._provider, "_request_session_manager", None)

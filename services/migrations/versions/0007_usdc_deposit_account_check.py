@@ -11,6 +11,9 @@ triggers instead of the constraint:
 - deleting an account, or changing its id, fails while deposits name it (checked after the row, as a foreign
   key's NO ACTION does).
 
+The functions resolve table names in the schema the migration ran in (``SET search_path FROM CURRENT``), as a
+foreign key refers to its table whatever the caller's search path.
+
 On SQLite the same checks are row triggers (a failed one aborts the statement as a foreign key does).
 
 Revision ID: 0007
@@ -38,17 +41,21 @@ _ACCOUNT_MESSAGE = 'update or delete on table "accounts" leaves deposits of tabl
 
 _PG_UPGRADE = [
     f"""
-    CREATE FUNCTION usdc_deposits_accounts_exist() RETURNS trigger LANGUAGE plpgsql AS $$
+    CREATE FUNCTION usdc_deposits_accounts_exist() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT
+    AS $$
     DECLARE
         named bigint;
         locked bigint;
+        missing bigint;
     BEGIN
         SELECT count(DISTINCT account_id) INTO named FROM inserted_deposits;
         SELECT count(*) INTO locked FROM (
             SELECT 1 FROM accounts WHERE id IN (SELECT account_id FROM inserted_deposits) FOR KEY SHARE
         ) AS found;
         IF locked <> named THEN
-            RAISE EXCEPTION '{_DEPOSIT_MESSAGE}' USING ERRCODE = 'foreign_key_violation';
+            SELECT account_id INTO missing FROM inserted_deposits AS d
+            WHERE NOT EXISTS (SELECT FROM accounts AS a WHERE a.id = d.account_id) LIMIT 1;
+            RAISE EXCEPTION '{_DEPOSIT_MESSAGE} (account %)', missing USING ERRCODE = 'foreign_key_violation';
         END IF;
         RETURN NULL;
     END $$
@@ -59,11 +66,12 @@ _PG_UPGRADE = [
     FOR EACH STATEMENT EXECUTE FUNCTION usdc_deposits_accounts_exist()
     """,
     f"""
-    CREATE FUNCTION usdc_deposit_account_exists() RETURNS trigger LANGUAGE plpgsql AS $$
+    CREATE FUNCTION usdc_deposit_account_exists() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT
+    AS $$
     BEGIN
         PERFORM FROM accounts WHERE id = NEW.account_id FOR KEY SHARE;
         IF NOT FOUND THEN
-            RAISE EXCEPTION '{_DEPOSIT_MESSAGE}' USING ERRCODE = 'foreign_key_violation';
+            RAISE EXCEPTION '{_DEPOSIT_MESSAGE} (account %)', NEW.account_id USING ERRCODE = 'foreign_key_violation';
         END IF;
         RETURN NULL;
     END $$
@@ -74,10 +82,11 @@ _PG_UPGRADE = [
     EXECUTE FUNCTION usdc_deposit_account_exists()
     """,
     f"""
-    CREATE FUNCTION accounts_keep_usdc_deposits() RETURNS trigger LANGUAGE plpgsql AS $$
+    CREATE FUNCTION accounts_keep_usdc_deposits() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT
+    AS $$
     BEGIN
         IF EXISTS (SELECT FROM usdc_deposits WHERE account_id = OLD.id) THEN
-            RAISE EXCEPTION '{_ACCOUNT_MESSAGE}' USING ERRCODE = 'foreign_key_violation';
+            RAISE EXCEPTION '{_ACCOUNT_MESSAGE} (account %)', OLD.id USING ERRCODE = 'foreign_key_violation';
         END IF;
         RETURN NULL;
     END $$
