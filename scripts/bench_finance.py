@@ -30,7 +30,8 @@ from typing import Any
 
 from sqlalchemy.engine import URL, Engine, make_url
 
-from scripts.bench_ledger import DEFAULT_URL, ensure_database, fresh_schema, maintain
+from scripts.bench_ledger import DEFAULT_URL
+from scripts.benchdb import ensure_database, fresh_schema, maintain
 from services.core.db import make_engine, unit_of_work
 from services.finance.matching import reconcile_usdc
 

@@ -1,6 +1,6 @@
 """Ledger benchmark on PostgreSQL, measured against pgbench in the same run.
 
-    .venv/bin/python scripts/bench_ledger.py [--quick] [--skip-expiry] [--database-url URL]
+    .venv/bin/python -m scripts.bench_ledger [--quick] [--skip-expiry] [--database-url URL]
 
 In one run: pgbench tpcb-like at 1, 4 and 8 clients, each followed by the ledger at the same client count (one-shot
 spends and hold+capture pairs, each client a process of its own, over 10,000 accounts); one hot account spent from
@@ -8,8 +8,10 @@ by 8 clients; the latency of a spend on an account with 1 lot against one with 1
 due lots by the expiry job in a process of its own (lots per second and that process's peak memory).
 
 Prints one JSON line with every figure, the ratios to pgbench and which targets are met; progress goes to stderr.
-The ledger runs in a schema of its own (``bench``, dropped and recreated at the start) of its own database
-(``creditrail_bench``), pgbench in another database (``creditrail_pgbench``); both are created when missing.
+It runs on a private PostgreSQL server with production's settings unless ``--database-url`` names one (see
+``scripts/benchdb.py``). The ledger runs in a schema of its own (``bench``, dropped and recreated at the start) of
+its own database (``creditrail_bench``), pgbench in another database (``creditrail_pgbench``) of the same server;
+both are created when missing.
 ``--skip-expiry`` leaves out the expiry of due lots, which takes longest.
 """
 
@@ -20,10 +22,8 @@ import json
 import multiprocessing as mp
 import os
 import random
-import re
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -34,15 +34,27 @@ from multiprocessing.synchronize import Event
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.engine import URL, Engine
 
+from scripts.benchdb import (
+    DUE_EXPIRES_SQL,
+    bench_server,
+    ensure_database,
+    fresh_schema,
+    maintain,
+    pgbench_init,
+    pgbench_tps,
+    seed_accounts,
+    seed_lots,
+)
 from services.core.clock import utcnow
 from services.core.db import make_engine, unit_of_work
-from services.core.migrate import upgrade
 from services.ledger import expiry, holds, spending
 from services.ledger.system_accounts import SystemAccount
 
-DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/creditrail_bench"
+DATABASE = "creditrail_bench"
+# The machine's own server, for the tools that measure there (profile_ledger, bench_finance).
+DEFAULT_URL = f"postgresql://postgres@127.0.0.1:5432/{DATABASE}"
 PGBENCH_DATABASE = "creditrail_pgbench"
 SCHEMA = "bench"
 CLIENT_COUNTS = (1, 4, 8)
@@ -81,133 +93,6 @@ QUICK = Sizes(accounts=1_000, seconds=2.0, pgbench_scale=10, latency_spends=300,
 
 def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-# --- databases ---------------------------------------------------------------------------------------------
-
-
-def ensure_database(url: URL) -> None:
-    """Create the database ``url`` names when it does not exist (through the server's ``postgres`` database)."""
-    admin = make_engine(url.set(database="postgres"))
-    try:
-        with admin.connect() as conn:
-            auto = conn.execution_options(isolation_level="AUTOCOMMIT")
-            found = auto.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": url.database})
-            if found.scalar() is None:
-                auto.exec_driver_sql(f'CREATE DATABASE "{url.database}"')
-    finally:
-        admin.dispose()
-
-
-def fresh_schema(url: URL, schema: str = SCHEMA) -> Engine:
-    """Drop and recreate the benchmark schema, migrate it, and return an engine on it."""
-    admin = make_engine(url)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    admin.dispose()
-    engine = make_engine(url, schema=schema)
-    upgrade(engine)
-    return engine
-
-
-def maintain(engine: Engine) -> None:
-    """VACUUM ANALYZE the engine's schema and take a checkpoint between phases, so that neither lands inside a
-    measurement (and the planner knows what was just loaded)."""
-    with engine.connect() as conn:
-        auto = conn.execution_options(isolation_level="AUTOCOMMIT")
-        tables = auto.exec_driver_sql(
-            "SELECT quote_ident(schemaname) || '.' || quote_ident(tablename) FROM pg_tables "
-            "WHERE schemaname = current_schema()"
-        ).scalars()
-        auto.exec_driver_sql(f"VACUUM ANALYZE {', '.join(tables)}")
-        auto.exec_driver_sql("CHECKPOINT")
-
-
-# --- seeding -----------------------------------------------------------------------------------------------
-
-
-def reserve_ids(conn: Connection, table: str, count: int) -> int:
-    """Take ``count`` consecutive ids from ``table``'s sequence; returns the first (nothing else writes now)."""
-    sequence = conn.execute(text("SELECT pg_get_serial_sequence(:t, 'id')"), {"t": table}).scalar_one()
-    first = int(conn.execute(text("SELECT nextval(:s)"), {"s": sequence}).scalar_one())
-    conn.execute(text("SELECT setval(:s, :last)"), {"s": sequence, "last": first + count - 1})
-    return first
-
-
-def seed_accounts(conn: Connection, count: int, now: datetime) -> int:
-    """``count`` customer accounts with consecutive ids; returns the first id."""
-    first = reserve_ids(conn, "accounts", count)
-    conn.execute(
-        text(
-            "INSERT INTO accounts (id, kind, code, name, debt_credits, created_at) "
-            "SELECT :first + g, 'customer', NULL, 'bench ' || (:first + g), 0, :now "
-            "FROM generate_series(0, :count - 1) AS g"
-        ),
-        {"first": first, "count": count, "now": now},
-    )
-    return first
-
-
-def seed_lots(
-    conn: Connection,
-    *,
-    tag: str,
-    first_account: int,
-    accounts: int,
-    lots: int,
-    lot_credits: int,
-    expires_sql: str,
-    now: datetime,
-) -> None:
-    """Mint ``lots`` card lots of ``lot_credits`` each, round-robin over the accounts, as the ledger would: per lot
-    one mint transaction funded by ``funding:card`` (two entries summing to zero), the lot, and its mint movement.
-
-    ``expires_sql`` is the lot's expiry as SQL over ``g`` (the lot's number) and ``:now``; every lot was credited
-    twelve months before it expires. Generated on the server, so a million lots take seconds.
-    """
-    if conn.execute(text("SELECT current_setting('is_superuser') = 'on'")).scalar_one():
-        # Skip the per-row foreign-key checks for the rest of this transaction (a bulk load's usual step, and
-        # most of its time): every row references the system account or a row written just before it here.
-        conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
-    first_txn = reserve_ids(conn, "ledger_transactions", lots)
-    first_lot = reserve_ids(conn, "lots", lots)
-    params = {
-        "tag": tag,
-        "first_account": first_account,
-        "accounts": accounts,
-        "lots": lots,
-        "credits": lot_credits,
-        "first_txn": first_txn,
-        "first_lot": first_lot,
-        "now": now,
-    }
-    conn.exec_driver_sql("DROP TABLE IF EXISTS bench_seed")
-    statements = [
-        "CREATE TEMP TABLE bench_seed AS "
-        "SELECT g, :first_account + (g % :accounts) AS account_id, "
-        "'cs_bench_' || CAST(:tag AS text) || '_' || g AS external_ref, "
-        "due.expires_at - interval '12 months' AS credited_at, due.expires_at "
-        f"FROM generate_series(CAST(0 AS bigint), :lots - 1) AS g, LATERAL (SELECT {expires_sql} AS expires_at) AS due",
-        "INSERT INTO ledger_transactions "
-        "(id, kind, idempotency_key, request_hash, account_id, created_at, description, details) "
-        "SELECT :first_txn + g, 'mint', 'mint:card:' || external_ref, NULL, account_id, credited_at, NULL, '{}' "
-        "FROM bench_seed",
-        "INSERT INTO ledger_entries (transaction_id, account_id, amount_credits, created_at) "
-        f"SELECT :first_txn + g, {SystemAccount.FUNDING_CARD}, -CAST(:credits AS bigint), credited_at "
-        "FROM bench_seed "
-        "UNION ALL SELECT :first_txn + g, account_id, :credits, credited_at FROM bench_seed",
-        "INSERT INTO lots (id, account_id, rail, external_ref, cost_basis_cents, cost_basis_usdc_units, promotional, "
-        "credits, remaining_credits, reserved_credits, expired_credits, clawed_back_credits, credited_at, expires_at, "
-        "mint_transaction_id, details) "
-        "SELECT :first_lot + g, account_id, 'card', external_ref, :credits, NULL, false, :credits, :credits, 0, 0, 0, "
-        "credited_at, expires_at, :first_txn + g, '{}' FROM bench_seed",
-        "INSERT INTO lot_movements (lot_id, transaction_id, kind, amount_credits, hold_id, created_at) "
-        "SELECT :first_lot + g, :first_txn + g, 'mint', :credits, NULL, credited_at FROM bench_seed",
-        "DROP TABLE bench_seed",
-    ]
-    for statement in statements:
-        conn.execute(text(statement), params)
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,40 +153,6 @@ def seed_customers(engine: Engine, accounts: int) -> Seeded:
             now=now,
         )
     return Seeded(first_account, hot_account, one_lot_account, one_lot_account + 1)
-
-
-# --- pgbench -----------------------------------------------------------------------------------------------
-
-
-def pgbench_args(url: URL) -> tuple[list[str], dict[str, str]]:
-    args = ["-h", url.host or "127.0.0.1", "-p", str(url.port or 5432), "-U", url.username or "postgres"]
-    env = {**os.environ, "PGPASSWORD": str(url.password)} if url.password else dict(os.environ)
-    return args, env
-
-
-def pgbench_init(url: URL, scale: int) -> None:
-    args, env = pgbench_args(url)
-    database = url.database or PGBENCH_DATABASE
-    subprocess.run(["pgbench", *args, "-i", "-s", str(scale), "-q", database], check=True, env=env, capture_output=True)
-
-
-def pgbench_tps(url: URL, clients: int, seconds: float) -> float:
-    """tpcb-like transactions per second at ``clients`` clients (pgbench's own figure, connections excluded)."""
-    args, env = pgbench_args(url)
-    database = url.database or PGBENCH_DATABASE
-    duration = str(max(1, round(seconds)))
-    done = subprocess.run(
-        ["pgbench", *args, "-c", str(clients), "-j", str(clients), "-T", duration, "-n", database],
-        check=True,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    match = re.search(r"^tps = ([0-9.]+)", done.stdout, re.MULTILINE)
-    if match is None:
-        raise RuntimeError(f"no tps in pgbench output:\n{done.stdout}\n{done.stderr}")
-    log(f"pgbench {clients} clients: {float(match.group(1)):.0f} tps")
-    return float(match.group(1))
 
 
 # --- ledger clients ----------------------------------------------------------------------------------------
@@ -518,7 +369,7 @@ def measure_expiry(
             lots=sizes.expiry_lots,
             lot_credits=DUE_LOT_CREDITS,
             # Due over the last 30 days, in an order that interleaves the accounts (7919 is prime).
-            expires_sql=":now - interval '1 day' - ((g * 7919) % 2592000) * interval '1 second'",
+            expires_sql=DUE_EXPIRES_SQL,
             now=expiry_now,
         )
     seed_seconds["due_lots"] = round(time.perf_counter() - began, 2)
@@ -552,27 +403,34 @@ def ratio(numerator: float, denominator: float) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="small sizes and short runs (a smoke run)")
-    parser.add_argument("--database-url", default=DEFAULT_URL, help="the ledger's database (created if missing)")
+    parser.add_argument(
+        "--database-url", help="the ledger's database (created if missing); by default a private server's"
+    )
     parser.add_argument("--pgbench-database", default=PGBENCH_DATABASE, help="pgbench's database, same server")
     parser.add_argument("--seconds", type=float, help="seconds per throughput run")
     parser.add_argument("--check-invariants", action="store_true", help="check every ledger invariant at the end")
     parser.add_argument("--skip-expiry", action="store_true", help="leave out the expiry of due lots (the long part)")
     options = parser.parse_args(argv)
+    with bench_server(options.database_url, DATABASE) as (url, server):
+        report = run(options, url, server)
+    print(json.dumps(report, separators=(",", ":")), flush=True)
+    return 0
+
+
+def run(options: argparse.Namespace, url: URL, server: dict[str, str]) -> dict[str, Any]:
     sizes = QUICK if options.quick else FULL
     seconds = options.seconds or sizes.seconds
     run_started = time.perf_counter()
 
-    url = make_url(options.database_url).set(drivername="postgresql+psycopg")
     pgbench_url = url.set(database=options.pgbench_database)
     url_text = url.render_as_string(hide_password=False)
-    ensure_database(url)
     ensure_database(pgbench_url)
 
     log(f"pgbench scale {sizes.pgbench_scale}, {seconds:g} s per run")
     pgbench_init(pgbench_url, sizes.pgbench_scale)
     load_before = os.getloadavg()[0]
 
-    engine = fresh_schema(url)
+    engine = fresh_schema(url, SCHEMA)
     seed_seconds: dict[str, float] = {}
     began = time.perf_counter()
     seeded = seed_customers(engine, sizes.accounts)
@@ -599,6 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     pairs_per_s: dict[str, float] = {}
     for clients in CLIENT_COUNTS:
         tps[str(clients)] = pgbench_tps(pgbench_url, clients, seconds)
+        log(f"pgbench {clients} clients: {tps[str(clients)]:.0f} tps")
         job = ClientJob(url_text, SCHEMA, spend_op, first_account, sizes.accounts, f"s{clients}")
         spend_per_s[str(clients)] = round(measure(f"spend {clients} clients", job, clients), 1)
         job = ClientJob(url_text, SCHEMA, hold_capture_op, first_account, sizes.accounts, f"h{clients}")
@@ -648,6 +507,7 @@ def main(argv: list[str] | None = None) -> int:
         targets_met["expiry_verified"] = bool(expiry_figures["verified"])
     report: dict[str, Any] = {
         "mode": "quick" if options.quick else "full",
+        "server": server,
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "accounts": sizes.accounts,
         "seconds_per_run": seconds,
@@ -678,8 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if invariant_violations is not None:
         report["invariant_violations"] = invariant_violations
-    print(json.dumps(report, separators=(",", ":")), flush=True)
-    return 0
+    return report
 
 
 if __name__ == "__main__":

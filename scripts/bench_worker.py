@@ -1,6 +1,6 @@
 """Worker benchmark on PostgreSQL: the lot-expiry job expiring 1,000,000 lots, and one-shot spends while it runs.
 
-    .venv/bin/python scripts/bench_worker.py [--quick] [--database-url URL] [--clients N] [--seconds S]
+    .venv/bin/python -m scripts.bench_worker [--quick] [--database-url URL] [--clients N] [--seconds S]
 
 1. Seeds, with bulk ``INSERT ... SELECT`` on the server, 10,000 customer accounts each holding one spendable lot,
    and 1,000,000 lots whose time came over the last 30 days, interleaved over those accounts. Every lot is minted
@@ -15,9 +15,10 @@
    cost per lot and its share of the machine. The spend rate is counted inside the run's start and end.
 4. Checks that nothing due is left and every expired credit reached breakage once, and prints one JSON line.
 
-Targets: expiry at least 20,000 lots/s; spends keep at least 0.8 of their rate while it runs. The database
-(``creditrail_bench_worker``) is created when missing; everything lives in its schema ``bench``, dropped and
-recreated at the start.
+Targets: expiry at least 20,000 lots/s; spends keep at least 0.8 of their rate while it runs. It runs on a private
+PostgreSQL server with production's settings unless ``--database-url`` names one (see ``scripts/benchdb.py``); the
+database (``creditrail_bench_worker``) is created when missing, and everything lives in its schema ``bench``,
+dropped and recreated at the start. pgbench at the same client count is reported beside, from the same server.
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ import json
 import multiprocessing as mp
 import os
 import random
-import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,17 +40,29 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 
+from scripts.benchdb import (
+    DUE_EXPIRES_SQL,
+    bench_server,
+    ensure_database,
+    fresh_schema,
+    maintain,
+    pgbench_init,
+    pgbench_tps,
+    seed_accounts,
+    seed_lots,
+)
 from services.core.clock import utcnow
 from services.core.db import make_engine, unit_of_work
-from services.core.migrate import upgrade
 from services.core.settings import Settings
 from services.ledger import spending
 from services.ledger.system_accounts import SystemAccount
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/creditrail_bench_worker"
+DATABASE = "creditrail_bench_worker"
+PGBENCH_DATABASE = "creditrail_pgbench"
+PGBENCH_SCALE = 10
 SCHEMA = "bench"
 JOB = "ledger.expire_lots"
 WORKER_APPLICATION = "creditrail-bench-worker"
@@ -77,103 +88,6 @@ QUICK = Sizes(accounts=1_000, due_lots=50_000, seconds=5.0)
 
 def log(message: str) -> None:
     print(f"[bench_worker] {message}", file=sys.stderr, flush=True)
-
-
-# --- the database ------------------------------------------------------------------------------------------
-
-
-def ensure_database(url: URL) -> None:
-    admin = make_engine(url.set(database="postgres"))
-    try:
-        with admin.connect() as conn:
-            auto = conn.execution_options(isolation_level="AUTOCOMMIT")
-            found = auto.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": url.database})
-            if found.scalar() is None:
-                auto.exec_driver_sql(f'CREATE DATABASE "{url.database}"')
-    finally:
-        admin.dispose()
-
-
-def fresh_schema(url: URL) -> Engine:
-    admin = make_engine(url)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{SCHEMA}" CASCADE')
-        conn.exec_driver_sql(f'CREATE SCHEMA "{SCHEMA}"')
-    admin.dispose()
-    engine = make_engine(url, schema=SCHEMA)
-    upgrade(engine)
-    return engine
-
-
-def maintain(engine: Engine) -> None:
-    """VACUUM ANALYZE and a checkpoint, so neither lands inside a measurement."""
-    with engine.connect() as conn:
-        auto = conn.execution_options(isolation_level="AUTOCOMMIT")
-        auto.exec_driver_sql("VACUUM ANALYZE")
-        auto.exec_driver_sql("CHECKPOINT")
-
-
-def take_ids(conn: Connection, table: str, count: int) -> int:
-    """``count`` consecutive ids from ``table``'s sequence (nothing else writes meanwhile); returns the first."""
-    sequence = conn.execute(text("SELECT pg_get_serial_sequence(:t, 'id')"), {"t": table}).scalar_one()
-    first = int(conn.execute(text("SELECT nextval(:s)"), {"s": sequence}).scalar_one())
-    conn.execute(text("SELECT setval(:s, :last)"), {"s": sequence, "last": first + count - 1})
-    return first
-
-
-def seed_accounts(conn: Connection, count: int, now: datetime) -> int:
-    first = take_ids(conn, "accounts", count)
-    conn.execute(
-        text(
-            "INSERT INTO accounts (id, kind, code, name, debt_credits, created_at) "
-            "SELECT :first + g, 'customer', NULL, 'bench ' || (:first + g), 0, :now "
-            "FROM generate_series(0, :count - 1) AS g"
-        ),
-        {"first": first, "count": count, "now": now},
-    )
-    return first
-
-
-def seed_lots(
-    conn: Connection, *, tag: str, first_account: int, accounts: int, lots: int, credits: int, expires_sql: str
-) -> None:
-    """``lots`` card lots of ``credits``, lot g on account ``first_account + g % accounts``, minted as the ledger
-    mints (transaction, two entries, lot, movement). ``expires_sql``: the expiry as SQL over ``g`` and ``:now``;
-    each lot was credited twelve months before it expires."""
-    first_txn = take_ids(conn, "ledger_transactions", lots)
-    first_lot = take_ids(conn, "lots", lots)
-    params = {
-        "tag": tag,
-        "first_account": first_account,
-        "accounts": accounts,
-        "lots": lots,
-        "credits": credits,
-        "first_txn": first_txn,
-        "first_lot": first_lot,
-        "now": utcnow(),
-    }
-    statements = [
-        "CREATE TEMP TABLE seed ON COMMIT DROP AS "
-        "SELECT g, :first_account + (g % :accounts) AS account_id, 'cs_' || CAST(:tag AS text) || '_' || g AS ref, "
-        "due.expires_at - interval '12 months' AS credited_at, due.expires_at "
-        f"FROM generate_series(CAST(0 AS bigint), :lots - 1) AS g, LATERAL (SELECT {expires_sql} AS expires_at) AS due",
-        "INSERT INTO ledger_transactions "
-        "(id, kind, idempotency_key, request_hash, account_id, created_at, description, details) "
-        "SELECT :first_txn + g, 'mint', 'mint:card:' || ref, NULL, account_id, credited_at, NULL, '{}' FROM seed",
-        "INSERT INTO ledger_entries (transaction_id, account_id, amount_credits, created_at) "
-        f"SELECT :first_txn + g, {SystemAccount.FUNDING_CARD}, -CAST(:credits AS bigint), credited_at FROM seed "
-        "UNION ALL SELECT :first_txn + g, account_id, :credits, credited_at FROM seed",
-        "INSERT INTO lots (id, account_id, rail, external_ref, cost_basis_cents, cost_basis_usdc_units, promotional, "
-        "credits, remaining_credits, reserved_credits, expired_credits, clawed_back_credits, credited_at, expires_at, "
-        "mint_transaction_id, details) "
-        "SELECT :first_lot + g, account_id, 'card', ref, :credits, NULL, false, :credits, :credits, 0, 0, 0, "
-        "credited_at, expires_at, :first_txn + g, '{}' FROM seed",
-        "INSERT INTO lot_movements (lot_id, transaction_id, kind, amount_credits, hold_id, created_at) "
-        "SELECT :first_lot + g, :first_txn + g, 'mint', :credits, NULL, credited_at FROM seed",
-        "DROP TABLE seed",
-    ]
-    for statement in statements:
-        conn.execute(text(statement), params)
 
 
 # --- spend clients -----------------------------------------------------------------------------------------
@@ -339,45 +253,35 @@ def verify(engine: Engine, now: datetime, lots: int) -> dict[str, Any]:
     return {"due_lots_left": int(left), "expiry_movements": int(movements), "breakage_credits": int(breakage), "ok": ok}
 
 
-def pgbench_tps(url: URL, clients: int, seconds: float) -> float | None:
-    """pgbench tpcb-like in the benchmark's database (its own tables, scale 10): the machine's yardstick now, as
-    other work on a shared machine moves every figure. None when pgbench is not installed."""
-    if shutil.which("pgbench") is None:
-        return None
-    args = ["-h", url.host or "127.0.0.1", "-p", str(url.port or 5432), "-U", url.username or "postgres"]
-    env = {**os.environ, **({"PGPASSWORD": url.password} if url.password else {})}
-    database = url.database or ""
-    subprocess.run(["pgbench", *args, "-i", "-s", "10", "-q", database], check=True, env=env, capture_output=True)
-    done = subprocess.run(
-        ["pgbench", *args, "-c", str(clients), "-j", str(clients), "-T", str(max(1, round(seconds))), "-n", database],
-        check=True,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    match = re.search(r"^tps = ([0-9.]+)", done.stdout, re.MULTILINE)
-    return float(match.group(1)) if match else None
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="small sizes and short runs (a smoke run)")
-    parser.add_argument("--database-url", default=DEFAULT_URL, help="the benchmark's database (created if missing)")
+    parser.add_argument(
+        "--database-url", help="the benchmark's database (created if missing); by default a private server's"
+    )
     parser.add_argument("--clients", type=int, default=4, help="spend client processes")
     parser.add_argument("--seconds", type=float, help="seconds of the baseline spend run")
     parser.add_argument("--batch-size", type=int, default=Settings().worker_lot_expiry_batch_size)
     parser.add_argument("--check-invariants", action="store_true", help="check every ledger invariant at the end")
     options = parser.parse_args(argv)
+    with bench_server(options.database_url, DATABASE) as (url, server):
+        report = run(options, url, server)
+    print(json.dumps(report, separators=(",", ":")))
+    return 0
+
+
+def run(options: argparse.Namespace, url: URL, server: dict[str, str]) -> dict[str, Any]:
     sizes = QUICK if options.quick else FULL
     seconds = options.seconds or sizes.seconds
 
     load_start = [round(x, 2) for x in os.getloadavg()]
-    url = make_url(options.database_url).set(drivername="postgresql+psycopg")
-    ensure_database(url)
-    engine = fresh_schema(url)
+    engine = fresh_schema(url, SCHEMA)
     worker_url = url.update_query_dict({"options": f"-csearch_path={SCHEMA}"}).render_as_string(hide_password=False)
     # The worker's connections carry a name of their own, so that its database backends can be found.
     expiry_url = make_url(worker_url).update_query_dict({"application_name": WORKER_APPLICATION})
+    pgbench_url = url.set(database=PGBENCH_DATABASE)
+    ensure_database(pgbench_url)
+    pgbench_init(pgbench_url, PGBENCH_SCALE)
 
     log(f"seeding {sizes.accounts} accounts and {sizes.due_lots} due lots")
     began = time.perf_counter()
@@ -390,8 +294,9 @@ def main(argv: list[str] | None = None) -> int:
             first_account=first_account,
             accounts=sizes.accounts,
             lots=sizes.accounts,
-            credits=SPENDABLE_LOT_CREDITS,
+            lot_credits=SPENDABLE_LOT_CREDITS,
             expires_sql=":now + interval '200 days' + g * interval '1 second'",
+            now=now,
         )
         seed_lots(
             conn,
@@ -399,9 +304,9 @@ def main(argv: list[str] | None = None) -> int:
             first_account=first_account,
             accounts=sizes.accounts,
             lots=sizes.due_lots,
-            credits=DUE_LOT_CREDITS,
-            # Due over the last 30 days, in an order that interleaves the accounts (7919 is prime).
-            expires_sql=":now - interval '1 day' - ((g * 7919) % 2592000) * interval '1 second'",
+            lot_credits=DUE_LOT_CREDITS,
+            expires_sql=DUE_EXPIRES_SQL,
+            now=now,
         )
     seed_seconds = round(time.perf_counter() - began, 1)
     maintain(engine)
@@ -423,9 +328,8 @@ def main(argv: list[str] | None = None) -> int:
         return rate
 
     baseline_before = baseline_spends("before")
-    yardstick = pgbench_tps(url, options.clients, min(seconds, 10.0))
-    if yardstick is not None:
-        log(f"pgbench tpcb-like, {options.clients} clients: {yardstick:.0f} tps")
+    yardstick = pgbench_tps(pgbench_url, options.clients, min(seconds, 10.0))
+    log(f"pgbench tpcb-like, {options.clients} clients: {yardstick:.0f} tps")
 
     handle, log_name = tempfile.mkstemp(prefix="bench_worker_", suffix=".log")
     os.close(handle)
@@ -495,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "bench": "worker",
         "mode": "quick" if options.quick else "full",
+        "server": server,
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "accounts": sizes.accounts,
         "expiry": {
@@ -520,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
             "ratio": ratio,
             "errors": len(spend_errors),
             "first_error": spend_errors[0] if spend_errors else None,
-            "pgbench_tps_same_clients": round(yardstick, 1) if yardstick is not None else None,
+            "pgbench_tps_same_clients": round(yardstick, 1),
         },
         "targets_met": {
             "expiry_lots_per_s": lots_per_s >= TARGET_EXPIRY_LOTS_PER_S,
@@ -532,8 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         # The machine is shared: its load when the run began and ended says how far to trust the figures.
         "load_average": {"start": load_start, "end": [round(x, 2) for x in os.getloadavg()]},
     }
-    print(json.dumps(report, separators=(",", ":")))
-    return 0
+    return report
 
 
 if __name__ == "__main__":

@@ -45,17 +45,11 @@ from scripts.bench_ledger import (
     PGBENCH_DATABASE,
     ClientJob,
     client_engine,
-    ensure_database,
-    fresh_schema,
-    maintain,
-    pgbench_init,
-    pgbench_tps,
     ratio,
     run_clients,
-    seed_accounts,
-    seed_lots,
     spend_op,
 )
+from scripts.benchdb import ensure_database, fresh_schema, maintain, pgbench_init, pgbench_tps, seed_accounts, seed_lots
 from services.core.clock import utcnow
 from services.core.db import make_engine, unit_of_work
 from services.ledger import expiry, holds, spending
