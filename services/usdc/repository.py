@@ -89,9 +89,10 @@ def addresses_on_chain(session: Session, chain_id: int) -> dict[str, int]:
 # --- cursor and recent blocks ------------------------------------------------------------------------------
 
 
-# The listener runs the cursor and block statements below, and find_deposits_of_txs, for each range it stores: they
-# go to the session's connection directly, as the ORM layer of Session.execute costs more than such a statement
-# (nothing here writes ORM objects, so there is nothing to flush first).
+# The listener stores each range through advance_cursor and insert_observed: on PostgreSQL straight on the psycopg
+# connection (one pipelined round trip, then a COPY); elsewhere through the cursor and block statements below and
+# find_deposits_of_txs, which go to the session's connection directly, as the ORM layer of Session.execute costs
+# more than such a statement (nothing here writes ORM objects, so there is nothing to flush first).
 
 
 def get_cursor(session: Session, chain_id: int, *, for_update: bool = False) -> Any:

@@ -145,3 +145,48 @@ def briefly(engine: Engine, work: Callable[[Session], object]) -> None:
     with unit_of_work(engine) as session:
         session.execute(text("SET LOCAL lock_timeout = '50ms'"))
         work(session)
+
+
+def test_advancing_the_cursor_reads_where_it_was_and_the_stored_deposits_and_writes_the_rest(engine: Engine) -> None:
+    """The reads and writes of storing a range but the deposits (one pipelined round trip on PostgreSQL): the
+    same outcome on both databases."""
+    now = utcnow()
+    to = "0x" + "e" * 40
+    with unit_of_work(engine) as session:
+        account_id = create_customer_account(session, name="customer")
+        repo.insert_cursor(session, CHAIN_ID, 100, 10, now)
+        repo.update_cursor(session, CHAIN_ID, last_error="RuntimeError: boom", last_error_at=now)
+        repo.store_blocks(session, CHAIN_ID, {n: "0x" + f"{n:064x}" for n in range(90, 100)}, keep_blocks=64)
+        repo.insert_observed(session, CHAIN_ID, [transfer("0x" + "1" * 64, 3, to)], {to: account_id}, now)
+    new_hashes = {n: "0x" + f"{n + 1_000:064x}" for n in range(98, 103)}
+    with unit_of_work(engine) as session:
+        was_at, found = repo.advance_cursor(
+            session,
+            CHAIN_ID,
+            tx_hashes=["0x" + "1" * 64, "0x" + "2" * 64, "0x" + "1" * 64],
+            new_hashes=new_hashes,
+            keep_blocks=8,
+            values={
+                "next_block": 103,
+                "range_blocks": 20,
+                "head_block": 110,
+                "last_error": None,
+                "last_error_at": None,
+            },
+        )
+    assert was_at == 100
+    assert list(found) == [("0x" + "1" * 64, 3)]
+    (row,) = found.values()
+    assert (row.status, row.block_hash, row.account_id) == ("observed", "0x" + "b" * 64, account_id)
+    with unit_of_work(engine) as session:
+        cursor = repo.get_cursor(session, CHAIN_ID)
+        assert (cursor.next_block, cursor.range_blocks, cursor.head_block) == (103, 20, 110)
+        assert (cursor.last_error, cursor.last_error_at) == (None, None)
+        # Stored from block 98 on replaced; all but the newest 8 block numbers (95..102) forgotten.
+        assert repo.recent_blocks(session, CHAIN_ID) == {
+            **{n: "0x" + f"{n:064x}" for n in range(95, 98)},
+            **new_hashes,
+        }
+        assert repo.advance_cursor(
+            session, 999, tx_hashes=[], new_hashes={}, keep_blocks=8, values={"next_block": 1}
+        ) == (None, {})
