@@ -2,8 +2,8 @@
 
 Taken, in order: what is left of the lot unreserved; then what of it expired (reversing that breakage, as those
 credits were never used); the rest was spent and becomes debt, which the next mint repays first. A won dispute
-reinstates: it cancels the debt first, and puts the rest back on the lot (where the expiry job takes it again if
-the lot's time has passed)."""
+reinstates: it cancels the debt first, and puts the rest back on the lot; on a lot whose time has passed, what it
+puts back expires at once, in an expiry transaction of its own (so the expiry job takes a lot's remainder once)."""
 
 from __future__ import annotations
 
@@ -125,8 +125,8 @@ def reinstate(
     reason: str,
     now: datetime | None = None,
 ) -> ClawbackResult:
-    """Give back clawed-back credits: first cancelling the account's debt, the rest back onto the lot (where the
-    expiry job takes it if the lot's time has passed)."""
+    """Give back clawed-back credits: first cancelling the account's debt, the rest back onto the lot (and to
+    breakage at once, if the lot's time has passed)."""
     require_amount(amount_credits)
     now = now or utcnow()
     lot = repo.get_lot(session, lot_id)
@@ -164,7 +164,26 @@ def reinstate(
     if to_lot:
         repo.change_remaining(session, [(lot_id, -to_lot)])
         repo.insert_movements(session, [movement_row(lot_id, txn_id, MovementKind.REINSTATEMENT, to_lot, now)])
+        if lot.expires_at <= now:
+            _expire_reinstated(session, lot.account_id, lot_id, to_lot, key, txn_id, now)
     repo.update_lot(session, lot_id, clawed_back_credits=lot.clawed_back_credits - amount_credits)
     if debt_cancelled:
         repo.set_debt(session, lot.account_id, locked.debt_credits - debt_cancelled)
     return ClawbackResult(txn_id, lot_id, amount_credits, to_lot, 0, debt_cancelled, False)
+
+
+def _expire_reinstated(
+    session: Session, account_id: int, lot_id: int, credits: int, key: str, reinstatement_id: int, now: datetime
+) -> None:
+    """Credits reinstated on a lot whose time has passed go to breakage at once."""
+    expiry_txn_id = repo.insert_transaction(
+        session,
+        kind=TransactionKind.EXPIRY,
+        idempotency_key=f"expiry:{key}",
+        account_id=account_id,
+        created_at=now,
+        legs=[(account_id, -credits), (SystemAccount.BREAKAGE, credits)],
+        details={"lot_id": lot_id, "reinstatement_transaction_id": reinstatement_id},
+    )
+    repo.expire_from_lots(session, [(lot_id, credits)])
+    repo.insert_movements(session, [movement_row(lot_id, expiry_txn_id, MovementKind.EXPIRY, -credits, now)])

@@ -9,18 +9,19 @@ part stays until its hold resolves (see holds._settle).
 
 Locks. A customer's operations serialise on the account row, so the batch locks the accounts of its lots, but on
 PostgreSQL it does not wait for them: ``SKIP LOCKED`` passes over an account that a spend or a hold holds right
-now, and its lots wait for a later batch (only a batch whose accounts are all busy waits for them). Every write is
-one statement that starts once the locks are granted (so it reads what their previous holders committed) and changes
-only the lots whose unreserved remainder is still what the batch picked, so the locks last that statement and the
-commit. The commit does not wait for the disk (a batch lost in a crash is simply due again, and any later commit
-that depends on it flushes it first): call it in a transaction of its own, as the job does. On SQLite the
-transaction's write lock excludes every other writer already.
+now, and its lots wait for a later batch (only a batch whose accounts are all busy waits for them). The pick and
+the locks are one statement; every write is another, which starts once the locks are granted (so it reads what
+their previous holders committed) and changes only the lots whose unreserved remainder is still what the batch
+picked, so the locks last that statement and the commit. The commit does not wait for the disk (a batch lost in a
+crash is simply due again, and any later commit that depends on it flushes it first): call it in a transaction of
+its own, as the job does. On SQLite the transaction's write lock excludes every other writer already.
 
 Idempotency. The state is the cursor: a lot is due while ``remaining > reserved`` and its time has come, so a batch
-killed before its commit leaves nothing behind, and a rerun picks up exactly what is left. The transaction's key
-is derived from what it expires: each lot's id, the credits it expires, its reserved credits and its latest
-movement (which tells apart two visits to the same state, say expired, clawed back, reinstated and due again), so
-the same expiry can never be posted twice.
+killed before its commit leaves nothing behind, and a rerun picks up exactly what is left. The job takes a lot's
+unreserved remainder once: after that, whatever frees credits on the lot expires them at once in its own
+transaction (a hold resolving, a reinstatement), so the lot is never due again. The transaction's key is derived
+from what it expires (each lot's id, the credits it expires and its reserved credits), so the same expiry can
+never be posted twice.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, text
+from sqlalchemy import bindparam, select, text
 from sqlmodel import Session
 
 from services.core.clock import utcnow
@@ -60,9 +61,9 @@ class ExpiryBatch:
     transaction_id: int | None = None
 
 
-def expiry_key(expiring: Iterable[tuple[int, int, int, int | None]]) -> str:
-    """The idempotency key of the expiry of (lot id, credits expiring, reserved credits, latest movement id)."""
-    state = ",".join(f"{lot_id}:{amount}:{reserved}:{last or 0}" for lot_id, amount, reserved, last in sorted(expiring))
+def expiry_key(expiring: Iterable[tuple[int, int, int]]) -> str:
+    """The idempotency key of the expiry of (lot id, credits expiring, reserved credits)."""
+    state = ",".join(f"{lot_id}:{amount}:{reserved}" for lot_id, amount, reserved in sorted(expiring))
     return KEY_PREFIX + hashlib.sha256(state.encode()).hexdigest()[:32]
 
 
@@ -81,13 +82,12 @@ _soonest_stmt = (
 )
 
 
-# --- PostgreSQL: pick, lock, then one statement for every write --------------------------------------------------
+# --- PostgreSQL: pick and lock in one statement, then one statement for every write ---------------------------
 
 # The soonest lots due, and for each that is its account's first lot due, all of that account's lots due (soonest
 # first), until the batch is full. A nested loop read lazily: it stops as soon as the batch is full, so a backlog of
 # many lots per account reads only the accounts it takes.
-_pick_sql = text(
-    """
+_PICK = """
 SELECT l.id, l.account_id, l.amount
 FROM (
     SELECT id, account_id, expires_at FROM lots
@@ -108,23 +108,37 @@ WHERE NOT EXISTS (
 )
 LIMIT :limit
 """
+
+# The pick, and the accounts of its lots locked, without waiting for any: NO KEY UPDATE excludes the customers'
+# operations (they lock FOR UPDATE) but not other tables' foreign-key checks, and SKIP LOCKED passes over an account
+# a customer's operation holds. The lots of the accounts locked come back as arrays (what the write takes), with
+# the accounts picked, for when none could be locked. The transaction's commit need not wait for the disk (see the
+# module's docstring), and its statements keep one plan each rather than being planned again at every batch.
+_pick_and_lock_sql = text(
+    f"""
+WITH settings AS MATERIALIZED (
+    SELECT set_config('synchronous_commit', 'off', true), set_config('plan_cache_mode', 'force_generic_plan', true)
+), picked AS MATERIALIZED ({_PICK}
+), locked AS MATERIALIZED (
+    SELECT id FROM accounts WHERE id IN (SELECT account_id FROM picked) AND EXISTS (SELECT FROM settings)
+    ORDER BY id FOR NO KEY UPDATE SKIP LOCKED
+)
+SELECT (SELECT count(*) FROM picked) AS examined,
+       (SELECT array_agg(DISTINCT account_id ORDER BY account_id) FROM picked) AS accounts,
+       array_agg(picked.id ORDER BY picked.id) AS lots, array_agg(picked.amount ORDER BY picked.id) AS amounts
+FROM picked JOIN locked ON locked.id = picked.account_id
+"""
 ).bindparams(bindparam("now", type_=UTCDateTime))
 
-# For the batch's transaction: its commit need not wait for the disk (see above), and its statements keep one plan
-# each rather than being planned again at every batch.
-_batch_settings_sql = text(
-    "SELECT set_config('synchronous_commit', 'off', true), set_config('plan_cache_mode', 'force_generic_plan', true)"
-)
-
-# NO KEY UPDATE excludes the customers' operations (they lock FOR UPDATE) but not other tables' foreign-key checks.
-_lock_free_accounts_sql = text(
-    "SELECT id FROM accounts WHERE id = ANY(CAST(:accounts AS bigint[])) ORDER BY id FOR NO KEY UPDATE SKIP LOCKED"
-)
 # When every account the batch picked is busy, it waits for them (in the fixed lock order) rather than pick the same
-# lots again and again.
+# lots again and again; then it writes the lots it picked.
 _lock_accounts_sql = text(
     "SELECT id FROM accounts WHERE id = ANY(CAST(:accounts AS bigint[])) ORDER BY id FOR NO KEY UPDATE"
 )
+_lots_of_accounts_sql = text(
+    "SELECT array_agg(picked.id ORDER BY picked.id) AS lots, array_agg(picked.amount ORDER BY picked.id) AS amounts "
+    f"FROM ({_PICK}) AS picked WHERE picked.account_id = ANY(CAST(:accounts AS bigint[]))"
+).bindparams(bindparam("now", type_=UTCDateTime))
 
 # Everything the batch writes, in one statement, once the accounts are locked. ``drained`` changes only lots whose
 # unreserved remainder is still what was picked, and the transaction, entries and movements are built from what it
@@ -137,15 +151,13 @@ WITH drained AS (
     FROM unnest(CAST(:lots AS bigint[]), CAST(:amounts AS bigint[])) AS picked (id, amount)
     WHERE l.id = picked.id AND l.remaining_credits - l.reserved_credits = picked.amount AND picked.amount > 0
       AND l.expires_at <= :now
-    RETURNING l.id, l.account_id, picked.amount, l.reserved_credits,
-              (SELECT max(m.id) FROM lot_movements AS m WHERE m.lot_id = l.id) AS last_movement_id
+    RETURNING l.id, l.account_id, picked.amount, l.reserved_credits
 ), txn AS (
     INSERT INTO ledger_transactions
         (kind, idempotency_key, request_hash, account_id, created_at, description, details)
     SELECT CAST(:kind AS text),
            :key_prefix || left(encode(sha256(convert_to(string_agg(
-               id || ':' || amount || ':' || reserved_credits || ':' || coalesce(last_movement_id, 0), ','
-               ORDER BY id), 'UTF8')), 'hex'), 32),
+               id || ':' || amount || ':' || reserved_credits, ',' ORDER BY id), 'UTF8')), 'hex'), 32),
            NULL, NULL, :now, NULL, CAST('{}' AS json)
     FROM drained
     HAVING count(*) > 0
@@ -170,20 +182,18 @@ FROM drained
 
 
 def _expire_set_based(session: Session, now: datetime, limit: int) -> ExpiryBatch:
-    session.execute(_batch_settings_sql)
-    candidates = session.execute(_pick_sql, {"now": now, "limit": limit}).all()
-    if not candidates:
+    picked = session.execute(_pick_and_lock_sql, {"now": now, "limit": limit}).one()
+    if not picked.examined:
         return ExpiryBatch(0, 0, 0)
-    accounts = {"accounts": sorted({row.account_id for row in candidates})}
-    locked = set(session.execute(_lock_free_accounts_sql, accounts).scalars())
-    if not locked:
-        locked = set(session.execute(_lock_accounts_sql, accounts).scalars())
-    mine = [row for row in candidates if row.account_id in locked]
+    mine = (picked.lots, picked.amounts)
+    if picked.lots is None:
+        session.execute(_lock_accounts_sql, {"accounts": picked.accounts})
+        mine = session.execute(_lots_of_accounts_sql, {"now": now, "limit": limit, "accounts": picked.accounts}).one()
     written = session.execute(
         _write_sql,
         {
-            "lots": [row.id for row in mine],
-            "amounts": [row.amount for row in mine],
+            "lots": mine[0] or [],
+            "amounts": mine[1] or [],
             "now": now,
             "kind": TransactionKind.EXPIRY.value,
             "movement_kind": MovementKind.EXPIRY.value,
@@ -192,7 +202,7 @@ def _expire_set_based(session: Session, now: datetime, limit: int) -> ExpiryBatc
         },
     ).one()
     return ExpiryBatch(
-        int(written.lots), int(written.credits), int(written.accounts), len(candidates), written.transaction_id
+        int(written.lots), int(written.credits), int(written.accounts), int(picked.examined), written.transaction_id
     )
 
 
@@ -208,7 +218,7 @@ _account_due_stmt = (
 
 
 def _pick(session: Session, now: datetime, limit: int) -> list[Any]:
-    """What ``_pick_sql`` picks, one account at a time."""
+    """What ``_PICK`` picks, one account at a time."""
     accounts = dict.fromkeys(row.account_id for row in session.execute(_soonest_stmt, {"now": now, "limit": limit}))
     picked: list[Any] = []
     for account_id in accounts:
@@ -225,14 +235,12 @@ def _expire_row_by_row(session: Session, now: datetime, limit: int) -> ExpiryBat
         return ExpiryBatch(0, 0, 0)
     repo.lock_accounts(session, (row.account_id for row in candidates))
     # Read again under the locks: a hold or a spend may have changed them since.
-    last_movement = select(func.max(repo.movements.c.id)).where(repo.movements.c.lot_id == lots.c.id).scalar_subquery()
     current = session.execute(
         select(
             lots.c.id,
             lots.c.account_id,
             (lots.c.remaining_credits - lots.c.reserved_credits).label("amount"),
             lots.c.reserved_credits,
-            last_movement.label("last_movement_id"),
         )
         .where(lots.c.id.in_([row.id for row in candidates]), *_due)
         .order_by(lots.c.id),
@@ -248,7 +256,7 @@ def _expire_row_by_row(session: Session, now: datetime, limit: int) -> ExpiryBat
     txn_id = repo.insert_transaction(
         session,
         kind=TransactionKind.EXPIRY,
-        idempotency_key=expiry_key((r.id, r.amount, r.reserved_credits, r.last_movement_id) for r in current),
+        idempotency_key=expiry_key((r.id, r.amount, r.reserved_credits) for r in current),
         account_id=None,
         created_at=now,
         legs=[(account_id, -credits) for account_id, credits in sorted(per_account.items())]

@@ -239,12 +239,14 @@ def test_reinstated_credits_on_an_expired_lot_go_to_breakage_again(engine):
     claw(engine, lot.lot_id, 100, now=lot.expires_at + timedelta(days=1))
 
     reinstate_credits(engine, lot.lot_id, 100, now=lot.expires_at + timedelta(days=2))
-    assert lot_row(engine, lot.lot_id).remaining_credits == 100
+
+    # At once, in the reinstatement's own transaction: nothing is left for the expiry job.
+    assert lot_row(engine, lot.lot_id).remaining_credits == 0
+    assert lot_row(engine, lot.lot_id).expired_credits == 100
     assert balance_of(engine, account_id, lot.expires_at + timedelta(days=2)).available_credits == 0
     with unit_of_work(engine) as session:
         batch = expire_lots(session, now=lot.expires_at + timedelta(days=2))
-
-    assert batch.credits_expired == 100
+    assert batch.lots_expired == 0
     assert ledger_balance(engine, SystemAccount.BREAKAGE) == 100
     assert ledger_balance(engine, account_id) == 0
     assert violations(engine) == []

@@ -414,6 +414,12 @@ def ledger_machine(engine: Engine, empty_database: Callable[[], None]) -> type[R
             lot.clawed_back_credits -= amount_credits
             self.model.debt_credits[lot.account_id] -= cancelled
             self.model.balance_credits[lot.account_id] += amount_credits
+            if lot.expires_at <= self.model.now and amount_credits > cancelled:
+                # Put back on a lot whose time has passed: expired at once.
+                event("reinstatement onto an expired lot")
+                lot.remaining_credits -= amount_credits - cancelled
+                lot.expired_credits += amount_credits - cancelled
+                self.model.balance_credits[lot.account_id] -= amount_credits - cancelled
 
         @rule(jump=time_jumps)
         def advance_time(self, jump):
