@@ -1,6 +1,8 @@
 """Worker benchmark on PostgreSQL: the lot-expiry job expiring 1,000,000 lots, and one-shot spends while it runs.
 
-    .venv/bin/python -m scripts.bench_worker [--quick] [--database-url URL] [--clients N] [--seconds S]
+    .venv/bin/python -m scripts.bench_worker [--quick] [--database-url URL] [--clients 1,4] [--seconds S]
+
+For each spend client count (1 and 4 by default), on a schema seeded afresh:
 
 1. Seeds, with bulk ``INSERT ... SELECT`` on the server, 10,000 customer accounts each holding one spendable lot,
    and 1,000,000 lots whose time came over the last 30 days, interleaved over those accounts. Every lot is minted
@@ -13,12 +15,15 @@
    the same clients spend. Its run's log line gives the lots expired and the run's duration; its peak resident
    memory is the process's high-water mark; the CPU time it and its database backends used gives the expiry's
    cost per lot and its share of the machine. The spend rate is counted inside the run's start and end.
-4. Checks that nothing due is left and every expired credit reached breakage once, and prints one JSON line.
+4. Checks that nothing due is left and every expired credit reached breakage once.
 
-Targets: expiry at least 20,000 lots/s; spends keep at least 0.8 of their rate while it runs. It runs on a private
-PostgreSQL server with production's settings unless ``--database-url`` names one (see ``scripts/benchdb.py``); the
-database (``creditrail_bench_worker``) is created when missing, and everything lives in its schema ``bench``,
-dropped and recreated at the start. pgbench at the same client count is reported beside, from the same server.
+Prints one JSON line with a run per client count. Targets: expiry at least 20,000 lots/s; spends keep at least 0.8
+of their rate while it runs. One client leaves the machine room for the job, so its ratio measures what the job does
+to spends (locks, the WAL, the disk); clients that keep every core busy lose at least the job's share of the
+machine's CPU (``cpu_share_of_machine``), whatever the job does otherwise. It runs on a private PostgreSQL server
+with production's settings unless ``--database-url`` names one (see ``scripts/benchdb.py``); the database
+(``creditrail_bench_worker``) is created when missing, and everything lives in its schema ``bench``, dropped and
+recreated at the start of each run. pgbench at the same client count is reported beside, from the same server.
 """
 
 from __future__ import annotations
@@ -259,22 +264,46 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--database-url", help="the benchmark's database (created if missing); by default a private server's"
     )
-    parser.add_argument("--clients", type=int, default=4, help="spend client processes")
+    parser.add_argument(
+        "--clients", type=client_counts, default=(1, 4), help="spend client processes of each run (default 1,4)"
+    )
     parser.add_argument("--seconds", type=float, help="seconds of the baseline spend run")
     parser.add_argument("--batch-size", type=int, default=Settings().worker_lot_expiry_batch_size)
     parser.add_argument("--check-invariants", action="store_true", help="check every ledger invariant at the end")
     options = parser.parse_args(argv)
+    load_start = [round(x, 2) for x in os.getloadavg()]
     with bench_server(options.database_url, DATABASE) as (url, server):
-        report = run(options, url, server)
+        runs = [run(options, url, clients) for clients in options.clients]
+    sizes = QUICK if options.quick else FULL
+    report: dict[str, Any] = {
+        "bench": "worker",
+        "mode": "quick" if options.quick else "full",
+        "server": server,
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "accounts": sizes.accounts,
+        "due_lots": sizes.due_lots,
+        "batch_size": options.batch_size,
+        "cores": os.cpu_count(),
+        "runs": runs,
+        # The machine is shared: its load when the runs began and ended says how far to trust the figures.
+        "load_average": {"start": load_start, "end": [round(x, 2) for x in os.getloadavg()]},
+    }
     print(json.dumps(report, separators=(",", ":")))
     return 0
 
 
-def run(options: argparse.Namespace, url: URL, server: dict[str, str]) -> dict[str, Any]:
+def client_counts(value: str) -> tuple[int, ...]:
+    counts = tuple(int(part) for part in value.split(","))
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("client counts are positive integers, separated by commas")
+    return counts
+
+
+def run(options: argparse.Namespace, url: URL, clients_count: int) -> dict[str, Any]:
+    """One run: a fresh schema, its baseline spends, the expiry with spends beside it, and the checks."""
     sizes = QUICK if options.quick else FULL
     seconds = options.seconds or sizes.seconds
-
-    load_start = [round(x, 2) for x in os.getloadavg()]
+    log(f"run with {clients_count} spend clients")
     engine = fresh_schema(url, SCHEMA)
     worker_url = url.update_query_dict({"options": f"-csearch_path={SCHEMA}"}).render_as_string(hide_password=False)
     # The worker's connections carry a name of their own, so that its database backends can be found.
@@ -316,25 +345,25 @@ def run(options: argparse.Namespace, url: URL, server: dict[str, str]) -> dict[s
     spend_errors: list[str] = []
 
     def baseline_spends(tag: str) -> float:
-        load = SpendLoad(clients, options.clients, tag).start()
+        load = SpendLoad(clients, clients_count, tag).start()
         began = load.go()
         time.sleep(seconds)  # the measurement window itself, not a synchronisation
         ended = time.time()
         ends, errors, first_error = load.stop()
         spend_errors.extend([first_error or "error"] * errors)
         rate = rate_within(ends, began, ended)
-        log(f"spends without expiry ({tag}): {rate:.0f}/s over {options.clients} clients")
+        log(f"spends without expiry ({tag}): {rate:.0f}/s over {clients_count} clients")
         maintain(engine)
         return rate
 
     baseline_before = baseline_spends("before")
-    yardstick = pgbench_tps(pgbench_url, options.clients, min(seconds, 10.0))
-    log(f"pgbench tpcb-like, {options.clients} clients: {yardstick:.0f} tps")
+    yardstick = pgbench_tps(pgbench_url, clients_count, min(seconds, 10.0))
+    log(f"pgbench tpcb-like, {clients_count} clients: {yardstick:.0f} tps")
 
     handle, log_name = tempfile.mkstemp(prefix="bench_worker_", suffix=".log")
     os.close(handle)
     log_path = Path(log_name)
-    load = SpendLoad(clients, options.clients, "during").start()
+    load = SpendLoad(clients, clients_count, "during").start()
     expiry_now = utcnow()
     load.go()
     worker = start_worker(expiry_url.render_as_string(hide_password=False), options.batch_size, log_path)
@@ -396,17 +425,12 @@ def run(options: argparse.Namespace, url: URL, server: dict[str, str]) -> dict[s
     engine.dispose()
 
     ratio = round(during / baseline, 3) if baseline else 0.0
-    report: dict[str, Any] = {
-        "bench": "worker",
-        "mode": "quick" if options.quick else "full",
-        "server": server,
-        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "accounts": sizes.accounts,
+    return {
+        "clients": clients_count,
         "expiry": {
             "lots": expired,
             "lots_examined": run["items"],
             "batches": run["batches"],
-            "batch_size": options.batch_size,
             "seconds": round(run["duration_ms"] / 1000, 2),
             "lots_per_s": round(lots_per_s, 1),
             "worker_peak_rss_mb": round(peak, 1) if peak is not None else None,
@@ -417,7 +441,6 @@ def run(options: argparse.Namespace, url: URL, server: dict[str, str]) -> dict[s
             "verified": checks["ok"],
         },
         "spend": {
-            "clients": options.clients,
             "baseline_per_s": round(baseline, 1),
             "baseline_before_per_s": round(baseline_before, 1),
             "baseline_after_per_s": round(baseline_after, 1),
@@ -434,10 +457,7 @@ def run(options: argparse.Namespace, url: URL, server: dict[str, str]) -> dict[s
         "checks": checks,
         "invariant_violations": violations,
         "seed_seconds": seed_seconds,
-        # The machine is shared: its load when the run began and ended says how far to trust the figures.
-        "load_average": {"start": load_start, "end": [round(x, 2) for x in os.getloadavg()]},
     }
-    return report
 
 
 if __name__ == "__main__":

@@ -204,14 +204,18 @@ class Lot(SQLModel, table=True):
 class LotMovement(SQLModel, table=True):
     __tablename__ = "lot_movements"
 
+    # The lot, the journal transaction and (for captures) the hold must exist, as foreign keys would make them, but
+    # the check is triggers (migration 0008): once per statement on PostgreSQL, where the expiry job writes
+    # thousands of movements in one statement, rather than a query and a row lock per movement and reference. Lots
+    # and holds are never deleted nor renumbered (also triggers); journal transactions are immutable.
     id: int | None = Field(default=None, sa_type=BigIntPK, primary_key=True)
-    lot_id: int = _fk("lots.id")
-    transaction_id: int = _fk("ledger_transactions.id", index=True)
+    lot_id: int = Field(sa_type=BigInteger)
+    transaction_id: int = Field(sa_type=BigInteger, index=True)
     kind: str = Field(max_length=32)
     # Signed change to the lot's remaining credits.
     amount_credits: int = _credits()
     # For captures: the hold whose reservation was drawn.
-    hold_id: int | None = _fk("holds.id", nullable=True)
+    hold_id: int | None = Field(default=None, sa_type=BigInteger, nullable=True)
     created_at: datetime = _timestamp()
 
     __table_args__ = (
