@@ -493,6 +493,35 @@ SELECT lot.id, txn.id FROM lot, txn
 # --- spends and debit adjustments --------------------------------------------------------------------------
 
 
+def _lock_and_read(
+    conn: PgConnection,
+    state_sql: bytes,
+    account_id: int,
+    idempotency_key: str,
+    now: datetime,
+    api_key_id: int | None,
+    project: str | None,
+) -> tuple[psycopg.Cursor[Any], dict[str, Any], psycopg.Cursor[Any] | None]:
+    """Lock the account and read its state for a draw (``state_sql``), with the budgets that apply to
+    ``api_key_id`` and ``project`` when either is given, in one pipelined round trip: (the cursor holding the
+    state, the statements' parameters, the cursor holding the budgets or None)."""
+    params: dict[str, Any] = {
+        "account": account_id,
+        "key": idempotency_key,
+        "now": _aware(now),
+        "limit": repo.FIRST_DRAW_PAGE,
+    }
+    budgeted = api_key_id is not None or project is not None
+    if budgeted:
+        _budget_params(params, api_key_id, project, now)
+    cursor = conn.cursor()
+    with conn.pipeline():
+        cursor.execute(_LOCK_SQL, params)
+        cursor.execute(state_sql, params)  # a cursor keeps the result of its last statement
+        budgets = conn.cursor().execute(_BUDGETS_SQL, params) if budgeted else None
+    return cursor, params, budgets
+
+
 def draw(
     conn: PgConnection,
     *,
@@ -511,21 +540,10 @@ def draw(
 ) -> Drawn | Replay:
     """Debit ``amount_credits`` from the account's lots in draw-down order into ``counter_account_id``, counted
     against the budgets that apply to ``api_key_id`` and ``project``: a spend, or a debit adjustment."""
-    params: dict[str, Any] = {
-        "account": account_id,
-        "key": idempotency_key,
-        "now": _aware(now),
-        "limit": repo.FIRST_DRAW_PAGE,
-    }
-    budgeted = api_key_id is not None or project is not None
-    if budgeted:
-        _budget_params(params, api_key_id, project, now)
     try:
-        cursor = conn.cursor()
-        with conn.pipeline():
-            cursor.execute(_LOCK_SQL, params)
-            cursor.execute(_DRAW_STATE_SQL, params)  # a cursor keeps the result of its last statement
-            budgets = conn.cursor().execute(_BUDGETS_SQL, params) if budgeted else None
+        cursor, params, budgets = _lock_and_read(
+            conn, _DRAW_STATE_SQL, account_id, idempotency_key, now, api_key_id, project
+        )
         rows = cursor.fetchall()
         require_customer(account_id, rows[0][0] if rows else None)
         _kind, debt_credits, existing_id, existing_hash = rows[0][:4]
@@ -575,21 +593,10 @@ def create_hold(
 ) -> tuple[HoldRow, bool]:
     """Reserve ``amount_credits`` on the account's lots in draw-down order, counted against the budgets that
     apply: (the hold, whether it is the one made before under ``idempotency_key``)."""
-    params: dict[str, Any] = {
-        "account": account_id,
-        "key": idempotency_key,
-        "now": _aware(now),
-        "limit": repo.FIRST_DRAW_PAGE,
-    }
-    budgeted = api_key_id is not None or project is not None
-    if budgeted:
-        _budget_params(params, api_key_id, project, now)
     try:
-        cursor = conn.cursor()
-        with conn.pipeline():
-            cursor.execute(_LOCK_SQL, params)
-            cursor.execute(_HOLD_STATE_SQL, params)
-            budgets = conn.cursor().execute(_BUDGETS_SQL, params) if budgeted else None
+        cursor, params, budgets = _lock_and_read(
+            conn, _HOLD_STATE_SQL, account_id, idempotency_key, now, api_key_id, project
+        )
         rows = cursor.fetchall()
         require_customer(account_id, rows[0][0] if rows else None)
         debt_credits, existing_hash, existing = rows[0][1], rows[0][6], rows[0][7:]

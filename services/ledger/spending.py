@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlmodel import Session
 
@@ -72,10 +73,70 @@ def spend(
     require_amount(amount_credits)
     if not idempotency_key:
         raise InvalidRequest("an idempotency key is required", field="idempotency_key")
-    now = now or utcnow()
-    key = f"spend:{account_id}:{idempotency_key}"
-    request_hash = fingerprint(credits=amount_credits, project=project, description=description, api_key=api_key_id)
-    details = {"project": project, "api_key_id": api_key_id} if (project or api_key_id) else None
+    return _draw_into(
+        session,
+        account_id=account_id,
+        amount_credits=amount_credits,
+        key=f"spend:{account_id}:{idempotency_key}",
+        request_hash=fingerprint(credits=amount_credits, project=project, description=description, api_key=api_key_id),
+        kind=TransactionKind.SPEND,
+        movement_kind=MovementKind.SPEND,
+        counter_account_id=SystemAccount.REVENUE_USAGE,
+        description=description,
+        details={"project": project, "api_key_id": api_key_id} if (project or api_key_id) else None,
+        budgets=(api_key_id, project),
+        now=now or utcnow(),
+    )
+
+
+def debit_adjustment(
+    session: Session,
+    *,
+    account_id: int,
+    amount_credits: int,
+    idempotency_key: str,
+    reason: str,
+    actor: str,
+    now: datetime | None = None,
+) -> SpendResult:
+    """An admin's negative correction, drawn like a spend into the adjustments account (no budget counts it)."""
+    require_amount(amount_credits)
+    if not reason.strip():
+        raise InvalidRequest("an adjustment needs a reason")
+    return _draw_into(
+        session,
+        account_id=account_id,
+        amount_credits=amount_credits,
+        key=f"adjustment:{account_id}:{idempotency_key}",
+        request_hash=fingerprint(credits=-amount_credits, reason=reason),
+        kind=TransactionKind.ADJUSTMENT,
+        movement_kind=MovementKind.ADJUSTMENT,
+        counter_account_id=SystemAccount.ADJUSTMENTS,
+        description=reason,
+        details={"reason": reason, "actor": actor},
+        budgets=None,
+        now=now or utcnow(),
+    )
+
+
+def _draw_into(
+    session: Session,
+    *,
+    account_id: int,
+    amount_credits: int,
+    key: str,
+    request_hash: str,
+    kind: TransactionKind,
+    movement_kind: MovementKind,
+    counter_account_id: int,
+    description: str | None,
+    details: dict[str, Any] | None,
+    budgets: tuple[int | None, str | None] | None,
+    now: datetime,
+) -> SpendResult:
+    """Draw ``amount_credits`` from the account's soonest-expiring lots into ``counter_account_id`` in one journal
+    transaction (once per ``key``), counted against the budgets of ``budgets`` (api key id, project) when given."""
+    api_key_id, project = budgets or (None, None)
     if (pg := pg_fastpath.driver_of(session)) is not None:
         drawn = pg_fastpath.draw(
             pg,
@@ -83,9 +144,9 @@ def spend(
             amount_credits=amount_credits,
             idempotency_key=key,
             request_hash=request_hash,
-            kind=TransactionKind.SPEND,
-            movement_kind=MovementKind.SPEND,
-            counter_account_id=SystemAccount.REVENUE_USAGE,
+            kind=kind,
+            movement_kind=movement_kind,
+            counter_account_id=counter_account_id,
             now=now,
             description=description,
             details=details,
@@ -99,76 +160,19 @@ def spend(
         return _replayed(session, replay_of, amount_credits)
 
     draws = plan_draw(session, locked, amount_credits, now)
-    charge_budgets(session, locked, api_key_id=api_key_id, project=project, amount_credits=amount_credits, now=now)
+    if budgets is not None:
+        charge_budgets(session, locked, api_key_id=api_key_id, project=project, amount_credits=amount_credits, now=now)
     txn_id = repo.insert_transaction(
         session,
-        kind=TransactionKind.SPEND,
+        kind=kind,
         idempotency_key=key,
         request_hash=request_hash,
         account_id=account_id,
         created_at=now,
-        legs=[(account_id, -amount_credits), (SystemAccount.REVENUE_USAGE, amount_credits)],
+        legs=[(account_id, -amount_credits), (counter_account_id, amount_credits)],
         description=description,
         details=details,
     )
     repo.change_remaining(session, draws)
-    repo.insert_movements(
-        session, [movement_row(lot_id, txn_id, MovementKind.SPEND, -take, now) for lot_id, take in draws]
-    )
-    return SpendResult(txn_id, amount_credits, draws, now, replayed=False)
-
-
-def debit_adjustment(
-    session: Session,
-    *,
-    account_id: int,
-    amount_credits: int,
-    idempotency_key: str,
-    reason: str,
-    actor: str,
-    now: datetime | None = None,
-) -> SpendResult:
-    """An admin's negative correction, drawn like a spend into the adjustments account."""
-    require_amount(amount_credits)
-    if not reason.strip():
-        raise InvalidRequest("an adjustment needs a reason")
-    now = now or utcnow()
-    key = f"adjustment:{account_id}:{idempotency_key}"
-    request_hash = fingerprint(credits=-amount_credits, reason=reason)
-    details = {"reason": reason, "actor": actor}
-    if (pg := pg_fastpath.driver_of(session)) is not None:
-        drawn = pg_fastpath.draw(
-            pg,
-            account_id=account_id,
-            amount_credits=amount_credits,
-            idempotency_key=key,
-            request_hash=request_hash,
-            kind=TransactionKind.ADJUSTMENT,
-            movement_kind=MovementKind.ADJUSTMENT,
-            counter_account_id=SystemAccount.ADJUSTMENTS,
-            now=now,
-            description=reason,
-            details=details,
-        )
-        return _drawn(session, drawn, amount_credits, now)
-    locked = lock_customer(session, account_id, key)
-    replay_of = check_replay(locked, request_hash, key)
-    if replay_of is not None:
-        return _replayed(session, replay_of, amount_credits)
-    draws = plan_draw(session, locked, amount_credits, now)
-    txn_id = repo.insert_transaction(
-        session,
-        kind=TransactionKind.ADJUSTMENT,
-        idempotency_key=key,
-        request_hash=request_hash,
-        account_id=account_id,
-        created_at=now,
-        legs=[(account_id, -amount_credits), (SystemAccount.ADJUSTMENTS, amount_credits)],
-        description=reason,
-        details=details,
-    )
-    repo.change_remaining(session, draws)
-    repo.insert_movements(
-        session, [movement_row(lot_id, txn_id, MovementKind.ADJUSTMENT, -take, now) for lot_id, take in draws]
-    )
+    repo.insert_movements(session, [movement_row(lot_id, txn_id, movement_kind, -take, now) for lot_id, take in draws])
     return SpendResult(txn_id, amount_credits, draws, now, replayed=False)
