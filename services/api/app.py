@@ -22,6 +22,7 @@ from services.finance.endpoints import router as finance_router
 from services.ledger.endpoints import admin_router as ledger_admin_router
 from services.ledger.endpoints import router as ledger_router
 from services.usdc.endpoints import router as usdc_router
+from services.worker.endpoints import router as jobs_router
 
 log = logging.getLogger("creditrail.api")
 
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         purchases_router,
         finance_router,
         credits_page_router,
+        jobs_router,
     )
     for router in routers:
         app.include_router(router)

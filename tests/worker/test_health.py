@@ -19,7 +19,6 @@ from services.core.db import unit_of_work
 from services.core.settings import Settings, get_settings
 from services.ledger.accounts import create_customer_account
 from services.worker.cli import jobs, run_job
-from services.worker.endpoints import router
 from services.worker.health import list_job_health
 from services.worker.registry import JobSpec, default_jobs
 from services.worker.runner import run_job_once
@@ -69,8 +68,6 @@ def test_health_shows_successes_errors_and_jobs_no_longer_configured(engine: Eng
 @pytest.fixture
 def client(engine: Engine) -> Iterator[tuple[TestClient, dict[str, str], dict[str, str]]]:
     app: FastAPI = create_app(SETTINGS, engine=engine)
-    if not any(getattr(route, "path", "") == "/v1/admin/jobs" for route in app.routes):
-        app.include_router(router)
     with unit_of_work(engine) as session:
         admin = issue_key(session, role="admin", account_id=None, name="root")
         account_id = create_customer_account(session, name="acme")
