@@ -84,7 +84,8 @@ def spend(
         counter_account_id=SystemAccount.REVENUE_USAGE,
         description=description,
         details={"project": project, "api_key_id": api_key_id} if (project or api_key_id) else None,
-        budgets=(api_key_id, project),
+        api_key_id=api_key_id,
+        project=project,
         now=now or utcnow(),
     )
 
@@ -114,7 +115,8 @@ def debit_adjustment(
         counter_account_id=SystemAccount.ADJUSTMENTS,
         description=reason,
         details={"reason": reason, "actor": actor},
-        budgets=None,
+        api_key_id=None,
+        project=None,
         now=now or utcnow(),
     )
 
@@ -131,12 +133,13 @@ def _draw_into(
     counter_account_id: int,
     description: str | None,
     details: dict[str, Any] | None,
-    budgets: tuple[int | None, str | None] | None,
+    api_key_id: int | None,
+    project: str | None,
     now: datetime,
 ) -> SpendResult:
     """Draw ``amount_credits`` from the account's soonest-expiring lots into ``counter_account_id`` in one journal
-    transaction (once per ``key``), counted against the budgets of ``budgets`` (api key id, project) when given."""
-    api_key_id, project = budgets or (None, None)
+    transaction (once per ``key``), counted against the budgets that apply to ``api_key_id`` and ``project`` (none
+    when both are None)."""
     if (pg := pg_fastpath.driver_of(session)) is not None:
         drawn = pg_fastpath.draw(
             pg,
@@ -160,8 +163,7 @@ def _draw_into(
         return _replayed(session, replay_of, amount_credits)
 
     draws = plan_draw(session, locked, amount_credits, now)
-    if budgets is not None:
-        charge_budgets(session, locked, api_key_id=api_key_id, project=project, amount_credits=amount_credits, now=now)
+    charge_budgets(session, locked, api_key_id=api_key_id, project=project, amount_credits=amount_credits, now=now)
     txn_id = repo.insert_transaction(
         session,
         kind=kind,
