@@ -58,6 +58,7 @@ from services.card.schemas import (
 from services.card.stripe_client import StripeGateway, default_gateway
 from services.card.stripe_objects import EventData
 from services.card.webhooks import MAX_PAYLOAD_BYTES, Receipt, parse_event, store_event, verify_signature
+from services.core import metrics
 from services.core.clock import utcnow
 from services.core.db import unit_of_work
 from services.core.money import CREDITS_PER_USD
@@ -264,6 +265,7 @@ async def stripe_webhook(request: Request, stripe_signature: Annotated[str | Non
         receipt = await asyncio.wrap_future(stored)
     else:
         receipt = await run_in_threadpool(_store, request.app.state.engine, settings, event, payload)
+    metrics.card_webhook_received(duplicate=receipt.duplicate)
     if settings.card_process_webhooks_inline and receipt.status == InboxStatus.PENDING:
         get_processor(request).submit(receipt.inbox_id, event)
     ack = WebhookAck(

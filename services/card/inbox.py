@@ -45,6 +45,7 @@ from services.card.stripe_objects import (
     PaymentIntentData,
 )
 from services.card.webhooks import parse_event
+from services.core import metrics
 from services.core.clock import utcnow
 from services.core.db import unit_of_work
 from services.core.settings import Settings
@@ -173,8 +174,10 @@ def process_event(
                 next_attempt_at=None,
                 last_error=None,
             )
+        metrics.card_webhooks_processed()
         return outcome.code
     except Exception as exc:
+        metrics.card_webhook_failed()
         _record_failure(engine, inbox_id, exc, settings, now or utcnow())
         return "failed"
 
@@ -201,6 +204,7 @@ def process_batch(
                 (inbox_id, ready.apply(session, moment).code) for inbox_id, ready in prepared if inbox_id in claimed
             ]
             repo.mark_processed(session, outcomes, moment)
+        metrics.card_webhooks_processed(len(outcomes))
     except Exception:
         for inbox_id, event in items:
             process_event(engine, inbox_id, gateway, settings, event=event)

@@ -14,6 +14,7 @@ from sqlmodel import Session
 
 from services.core.clock import utcnow
 from services.core.errors import Conflict
+from services.core.metrics import ledger_operation
 from services.ledger import repository as repo
 from services.ledger.common import check_replay, fingerprint, lock_customer, movement_row, require_amount
 from services.ledger.errors import LotNotFound, ReinstatementExceedsClawback
@@ -52,6 +53,7 @@ def _replayed(session: Session, transaction_id: int, lot_id: int, amount_credits
     )
 
 
+@ledger_operation("clawback")
 def clawback(
     session: Session,
     *,
@@ -116,6 +118,7 @@ def clawback(
     return ClawbackResult(txn_id, lot_id, amount_credits, from_lot, from_breakage, into_debt, False)
 
 
+@ledger_operation("reinstate")
 def reinstate(
     session: Session,
     *,

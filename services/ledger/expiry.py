@@ -38,6 +38,7 @@ from sqlmodel import Session
 
 from services.core.clock import utcnow
 from services.core.db import UTCDateTime
+from services.core.metrics import ledger_operation
 from services.ledger import repository as repo
 from services.ledger.common import movement_row
 from services.ledger.models import MovementKind, TransactionKind
@@ -67,6 +68,7 @@ def expiry_key(expiring: Iterable[tuple[int, int, int]]) -> str:
     return KEY_PREFIX + hashlib.sha256(state.encode()).hexdigest()[:32]
 
 
+@ledger_operation("expiry")
 def expire_lots(session: Session, *, now: datetime | None = None, limit: int = 5_000) -> ExpiryBatch:
     """Expire the unreserved remainder of (up to) the next ``limit`` lots whose time has come, as of ``now``."""
     now = now or utcnow()

@@ -15,6 +15,7 @@ from sqlmodel import Session
 
 from services.core.clock import utcnow
 from services.core.errors import InvalidRequest
+from services.core.metrics import ledger_operation
 from services.core.settings import get_settings
 from services.ledger import pg_fastpath
 from services.ledger import repository as repo
@@ -66,6 +67,7 @@ def _view(row: Any, *, replayed: bool = False) -> HoldView:
     )
 
 
+@ledger_operation("hold")
 def create_hold(
     session: Session,
     *,
@@ -196,6 +198,7 @@ def _resolve(session: Session, hold: Any, capture_credits: int, now: datetime, s
     return repo.get_hold(session, hold.id)
 
 
+@ledger_operation("capture")
 def capture_hold(
     session: Session,
     *,
@@ -218,6 +221,7 @@ def capture_hold(
     return _view(_resolve(session, hold, amount_credits, now, HoldStatus.CAPTURED))
 
 
+@ledger_operation("release")
 def release_hold(session: Session, *, account_id: int | None, hold_id: int, now: datetime | None = None) -> HoldView:
     """Release the whole hold: nothing is charged."""
     now = now or utcnow()
@@ -230,6 +234,7 @@ def expire_holds(session: Session, *, now: datetime | None = None, limit: int = 
     return sweep_expired_holds(session, now=now, limit=limit)[1]
 
 
+@ledger_operation("hold_expiry")
 def sweep_expired_holds(session: Session, *, now: datetime | None = None, limit: int = 500) -> tuple[int, int]:
     """One batch of the hold-expiry sweep: (holds examined, holds released). A hold captured or released while
     the batch waited for its lock is examined but left alone; a full batch means there may be more to examine."""

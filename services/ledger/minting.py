@@ -15,6 +15,7 @@ from sqlmodel import Session
 
 from services.core.clock import add_calendar_months, utcnow
 from services.core.errors import IdempotencyKeyReused, InvalidRequest
+from services.core.metrics import ledger_operation
 from services.core.settings import get_settings
 from services.ledger import pg_fastpath
 from services.ledger import repository as repo
@@ -45,6 +46,7 @@ def lot_expiry(credited_at: datetime) -> datetime:
     return add_calendar_months(credited_at, get_settings().lot_validity_months)
 
 
+@ledger_operation("mint")
 def mint(
     session: Session,
     *,
@@ -150,6 +152,7 @@ def _replayed_mint(session: Session, rail: str, external_ref: str, transaction_i
     return MintResult(lot.id, transaction_id, lot.credits, repaid, lot.expires_at, replayed=True)
 
 
+@ledger_operation("grant")
 def grant(
     session: Session,
     *,
@@ -177,6 +180,7 @@ def grant(
     )
 
 
+@ledger_operation("credit")
 def credit_adjustment(
     session: Session,
     *,

@@ -10,6 +10,7 @@ from sqlmodel import Session
 
 from services.core.clock import utcnow
 from services.core.errors import InvalidRequest
+from services.core.metrics import ledger_operation
 from services.ledger import pg_fastpath
 from services.ledger import repository as repo
 from services.ledger.budgets import charge_budgets
@@ -58,6 +59,7 @@ def _drawn(
     return SpendResult(drawn.transaction_id, amount_credits, drawn.draws, now, replayed=False)
 
 
+@ledger_operation("spend")
 def spend(
     session: Session,
     *,
@@ -90,6 +92,7 @@ def spend(
     )
 
 
+@ledger_operation("debit")
 def debit_adjustment(
     session: Session,
     *,
