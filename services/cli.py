@@ -14,8 +14,12 @@ from sqlalchemy.engine import Engine
 
 from services.core.db import make_engine, unit_of_work
 from services.core.errors import CreditrailError
+from services.core.logs import configure_logging
 from services.core.migrate import ready_engine, upgrade
 from services.core.settings import get_settings
+
+# uvicorn logs through the process's configuration (services.core.logs), and each request has one line of ours.
+UVICORN_LOGGING: dict[str, Any] = {"log_config": None, "access_log": False}
 
 
 def _engine() -> Engine:
@@ -52,7 +56,8 @@ def run(host: str | None, port: int | None) -> None:
     from services.api.app import create_app
 
     settings = get_settings()
-    uvicorn.run(create_app(settings), host=host or settings.api_host, port=port or settings.api_port)
+    configure_logging(settings)
+    uvicorn.run(create_app(settings), host=host or settings.api_host, port=port or settings.api_port, **UVICORN_LOGGING)
 
 
 @main.command()
@@ -70,6 +75,7 @@ def dev(host: str | None, port: int | None, no_chain: bool) -> None:
     from services.worker.scheduler import create_worker
 
     settings = get_settings()
+    configure_logging(settings)
     engine = _engine()
     run_dir = Path(".run")
     devchain = None
@@ -95,7 +101,12 @@ def dev(host: str | None, port: int | None, no_chain: bool) -> None:
                 f"{devchain.chain.confirmations} confirmations (see /v1/usdc/deposits and /v1/balance)"
             )
         click.echo(f"API          http://{host or settings.api_host}:{port or settings.api_port}/docs")
-        uvicorn.run(create_app(settings, engine=engine), host=host or settings.api_host, port=port or settings.api_port)
+        uvicorn.run(
+            create_app(settings, engine=engine),
+            host=host or settings.api_host,
+            port=port or settings.api_port,
+            **UVICORN_LOGGING,
+        )
     finally:
         worker.shutdown(wait=True)
         if devchain is not None:

@@ -1,4 +1,5 @@
-"""The FastAPI application: every domain's routers, one error handler, OpenAPI at /docs."""
+"""The FastAPI application: every domain's routers, one error handler, OpenAPI at /docs (served offline), the
+operating endpoints (/healthz, /readyz, /metrics) and one log line per request."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ from services.core.settings import Settings, get_settings
 from services.finance.endpoints import router as finance_router
 from services.ledger.endpoints import admin_router as ledger_admin_router
 from services.ledger.endpoints import router as ledger_router
+from services.ops.docs import install_docs
+from services.ops.endpoints import router as ops_router
+from services.ops.http_log import RequestLogMiddleware
 from services.usdc.endpoints import router as usdc_router
 from services.worker.endpoints import router as jobs_router
 
@@ -51,6 +55,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         version="0.1.0",
         description="Prepaid usage credits over card and USDC, kept in one double-entry ledger.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.engine = app_engine
     app.state.settings = settings
@@ -65,12 +71,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         finance_router,
         credits_page_router,
         jobs_router,
+        ops_router,
     )
     for router in routers:
         app.include_router(router)
-
-    @app.get("/healthz", tags=["ops"])
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
+    install_docs(app)
+    app.add_middleware(RequestLogMiddleware)
     return app

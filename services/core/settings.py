@@ -128,6 +128,30 @@ class Settings(BaseSettings):
     finance_reconcile_interval_seconds: float = Field(default=86_400.0, gt=0)
     finance_reconcile_days: int = Field(default=2, ge=1, le=31)
 
+    # Operating it: metrics, readiness and logs.
+    # /metrics asks for this bearer token when it is set. Without a token it is open when public, and it is public
+    # by default in development and test only (unset: by environment; outside them it is refused without a token).
+    metrics_token: SecretStr | None = None
+    metrics_public: bool | None = None
+    # /readyz is not ready while a configured chain's listener is more blocks behind its head than this, or a job
+    # has failed this many runs in a row.
+    readyz_max_chain_lag_blocks: int = Field(default=1_000, ge=0)
+    readyz_max_job_failures: int = Field(default=5, ge=1)
+    # Log lines: JSON objects, or readable text (unset: text in development, JSON otherwise); the API's level.
+    log_format: Literal["json", "text"] | None = None
+    log_level: str = "INFO"
+
+    @property
+    def metrics_open(self) -> bool:
+        """Whether /metrics answers without a token."""
+        if self.metrics_public is not None:
+            return self.metrics_public
+        return self.environment in ("development", "test")
+
+    @property
+    def log_format_in_effect(self) -> str:
+        return self.log_format or ("text" if self.environment == "development" else "json")
+
     @property
     def stripe_configured(self) -> bool:
         """Whether a real Stripe secret key is set (the jobs that call Stripe stay off until then)."""

@@ -14,7 +14,7 @@ from services.core.db import unit_of_work
 from services.core.migrate import ready_engine
 from services.core.settings import Settings, get_settings
 from services.worker.health import JobHealthView, list_job_health
-from services.worker.logs import configure_json_logging
+from services.worker.logs import configure_worker_logging
 from services.worker.models import RunOutcome
 from services.worker.registry import default_jobs
 from services.worker.runner import run_job_once
@@ -29,7 +29,7 @@ def _engine(settings: Settings) -> Engine:
 def worker() -> None:
     """Run the worker: every scheduled job, until SIGTERM or SIGINT (the running batches finish first)."""
     settings = get_settings()
-    configure_json_logging(settings.worker_log_level)
+    configure_worker_logging(settings)
     engine = _engine(settings)
     try:
         create_worker(engine, settings).run_forever()
@@ -85,7 +85,7 @@ def jobs(as_json: bool) -> None:
 def run_job(name: str) -> None:
     """Run one job now, once (all its due work, in batches), and print how it went."""
     settings = get_settings()
-    configure_json_logging(settings.worker_log_level)
+    configure_worker_logging(settings)
     specs = {spec.name: spec for spec in default_jobs(settings)}
     if name not in specs:
         raise click.BadParameter(f"no job named {name!r}; jobs: {', '.join(specs)}", param_hint="NAME")

@@ -1,0 +1,97 @@
+"""Operating endpoints: ``/healthz`` (liveness), ``/readyz`` (readiness, with its reasons) and ``/metrics``
+(Prometheus text format).
+
+``/metrics`` is protected by settings: with ``CREDITRAIL_METRICS_TOKEN`` set it asks for that bearer token; without
+one it answers only when public (``CREDITRAIL_METRICS_PUBLIC``, by default true in development and test only).
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import asdict
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from services.core.errors import Forbidden, Unauthenticated
+from services.core.settings import Settings
+from services.ops.collector import DatabaseCollector
+from services.ops.readiness import NotReady, readiness_reasons
+
+router = APIRouter(tags=["ops"])
+
+
+class MetricsTokenRequired(Unauthenticated):
+    code = "metrics_token_required"
+
+
+class MetricsNotPublic(Forbidden):
+    code = "metrics_not_public"
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """Liveness: the process answers (no database work)."""
+    return {"status": "ok"}
+
+
+def _job_names(request: Request) -> list[str]:
+    names: list[str] | None = getattr(request.app.state, "ops_job_names", None)
+    if names is None:
+        from services.worker.registry import default_jobs
+
+        names = [spec.name for spec in default_jobs(request.app.state.settings)]
+        request.app.state.ops_job_names = names
+    return names
+
+
+@router.get("/readyz", responses={503: {"description": "Not ready, with the reasons"}})
+def readyz(request: Request) -> dict[str, str]:
+    """Readiness: the database answers, its schema is at head, chains' listeners keep up, no job keeps failing.
+    503 with ``error.details.reasons`` (each a code, a message and details) when not."""
+    settings: Settings = request.app.state.settings
+    reasons = readiness_reasons(request.app.state.engine, settings, _job_names(request))
+    if reasons:
+        raise NotReady(
+            "not ready: " + "; ".join(reason.message for reason in reasons),
+            reasons=[asdict(reason) for reason in reasons],
+        )
+    return {"status": "ready"}
+
+
+def _check_metrics_access(settings: Settings, authorization: str | None) -> None:
+    if settings.metrics_token is not None:
+        expected = settings.metrics_token.get_secret_value().encode()
+        given = authorization[7:].strip().encode() if authorization and authorization[:7].lower() == "bearer " else b""
+        if not hmac.compare_digest(given, expected):
+            raise MetricsTokenRequired("/metrics needs the metrics bearer token")
+        return
+    if not settings.metrics_open:
+        raise MetricsNotPublic(
+            "/metrics is not public here: set CREDITRAIL_METRICS_TOKEN (or CREDITRAIL_METRICS_PUBLIC)"
+        )
+
+
+def _registry(request: Request) -> CollectorRegistry:
+    registry: CollectorRegistry | None = getattr(request.app.state, "ops_registry", None)
+    if registry is None:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(DatabaseCollector(request.app.state.engine))
+        request.app.state.ops_registry = registry
+    return registry
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+async def metrics(request: Request, authorization: Annotated[str | None, Header()] = None) -> Response:
+    """Prometheus metrics: this process's counters (ledger operations, webhooks) and the database's gauges."""
+    _check_metrics_access(request.app.state.settings, authorization)
+    database = _registry(request)
+
+    def render() -> bytes:
+        return generate_latest(REGISTRY) + generate_latest(database)
+
+    return Response(await run_in_threadpool(render), media_type=CONTENT_TYPE_LATEST)
