@@ -35,7 +35,13 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\bwhsec_[A-Za-z0-9+/=_-]+"), f"whsec_{REDACTED}"),
     (re.compile(r"\b(cr_[0-9a-f]{12})_[A-Za-z0-9_-]+"), rf"\1_{REDACTED}"),
     (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+"), rf"\1 {REDACTED}"),
-    (re.compile(r"(?i)(\"?(?:authorization|x-api-key)\"?\s*[:=]\s*\"?)[^\s\",}]+"), rf"\1{REDACTED}"),
+    (
+        re.compile(
+            r"""(?i)(["']?(?:authorization|x-api-key|stripe-signature)["']?\s*[:=]\s*)"""
+            r"""("[^"]*"|'[^']*'|[^\s,}]+(?:[ \t]+[A-Za-z0-9._~+/=-]+)?)"""
+        ),
+        rf"\1{REDACTED}",
+    ),
 )
 
 # The id of the request being served, if any: added to every log record made while it is served.
@@ -150,7 +156,7 @@ class TextFormatter(logging.Formatter):
     """A readable line: time, level, logger, event, then ``key=value`` fields; a traceback below it."""
 
     def format(self, record: logging.LogRecord) -> str:
-        moment = datetime.fromtimestamp(record.created, UTC).strftime("%H:%M:%S.%f")[:-3]
+        moment = datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
         parts = [moment, f"{record.levelname:<7}", record.name, record.getMessage()]
         parts += [f"{key}={_text_value(value)}" for key, value in _fields(record).items()]
         line = " ".join(parts)

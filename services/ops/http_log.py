@@ -4,7 +4,8 @@ A pure ASGI middleware: it never reads the body. The ``X-Request-Id`` header is 
 (letters, digits, ``._:-``, at most 128 characters), otherwise an id is generated; either way it is echoed on the
 response and added to every log record made while the request is served. The line (``http_request``) carries the
 method, the path's template (``/v1/holds/{hold_id}/capture``, never the query string), the status, the duration in
-milliseconds and the request id; no header, so no Authorization nor API key.
+milliseconds and the request id; no header, so no Authorization nor API key. A request that ends in an unhandled
+error is logged with status 500 (its response, made by the app's outermost handler, does not carry the id).
 """
 
 from __future__ import annotations
@@ -68,13 +69,21 @@ class RequestLogMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
-        finally:
-            fields = {
-                "method": scope.get("method"),
-                "path": _template(scope),
-                "status": status,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                "request_id": rid,
-            }
-            log.info("http_request", extra={"fields": fields})
-            request_id.reset(token)
+        except BaseException:
+            # The app's last-resort handler (outside every middleware) answers 500 and logs the error after this:
+            # the request's id stays set for its line (the request's task ends with it).
+            self._log(scope, 500, started, rid)
+            raise
+        self._log(scope, status, started, rid)
+        request_id.reset(token)
+
+    @staticmethod
+    def _log(scope: Scope, status: int, started: float, rid: str) -> None:
+        fields = {
+            "method": scope.get("method"),
+            "path": _template(scope),
+            "status": status,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            "request_id": rid,
+        }
+        log.info("http_request", extra={"fields": fields})
