@@ -231,9 +231,10 @@ def check() -> None:
 
 def _add_domain_commands() -> None:
     from services.finance.cli import finance
+    from services.usdc.cli import usdc
     from services.worker.cli import jobs, run_job, worker
 
-    for command in (worker, jobs, run_job, finance):
+    for command in (worker, jobs, run_job, finance, usdc):
         main.add_command(command)
 
 

@@ -25,6 +25,7 @@ from services.ledger.endpoints import router as ledger_router
 from services.ops.docs import install_docs
 from services.ops.endpoints import router as ops_router
 from services.ops.http_log import RequestLogMiddleware
+from services.usdc.endpoints import admin_router as usdc_admin_router
 from services.usdc.endpoints import router as usdc_router
 from services.worker.endpoints import router as jobs_router
 
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         api_keys_router,
         *CARD_ROUTERS,
         usdc_router,
+        usdc_admin_router,
         purchases_router,
         finance_router,
         credits_page_router,

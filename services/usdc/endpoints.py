@@ -1,5 +1,6 @@
 """The USDC rail over HTTP: configured chains, the customer's deposit address (with an EIP-681 payment URI) and
-deposits with their confirmations so far."""
+deposits with their confirmations so far; for admins, where each chain's listener stands and any account's deposit
+addresses and deposits."""
 
 from __future__ import annotations
 
@@ -7,15 +8,30 @@ from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from sqlmodel import Session
 
 from chain.addresses import checksum
-from services.api.deps import CustomerKey, SessionDep, SettingsDep
+from services.api.deps import AdminKey, CustomerKey, SessionDep, SettingsDep
+from services.api.pages import Page, page_of
+from services.core.errors import NotFound
+from services.core.logs import secrets_of
+from services.core.settings import Settings
+from services.ledger.accounts import require_customer_account
 from services.usdc import repository as repo
+from services.usdc import status
 from services.usdc.addresses import ensure_deposit_address
 from services.usdc.history import ChainHeads
-from services.usdc.schemas import ChainOut, DepositAddressOut, DepositOut
+from services.usdc.schemas import (
+    AdminDepositAddressOut,
+    AdminDepositOut,
+    ChainOut,
+    ChainStatusOut,
+    DepositAddressOut,
+    DepositOut,
+)
 
 router = APIRouter(prefix="/v1/usdc", tags=["usdc"])
+admin_router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
 
 def _account(principal: CustomerKey) -> int:
@@ -83,3 +99,55 @@ def list_deposits(
             )
         )
     return out
+
+
+# --- admins ------------------------------------------------------------------------------------------------
+
+
+class ChainNotFound(NotFound):
+    code = "chain_not_found"
+
+
+def _chain_statuses(session: Session, settings: Settings) -> list[status.ChainStatus]:
+    chains = settings.usdc_chains if settings.usdc_xpub else []
+    return status.chain_statuses(status.read_cursors(session), chains, secrets_of(settings))
+
+
+@admin_router.get("/usdc/chains")
+def list_chain_statuses(session: SessionDep, settings: SettingsDep, _admin: AdminKey) -> Page[ChainStatusOut]:
+    """Every configured chain (then any known only from a stored cursor) and where its listener stands: the next
+    block to scan, the head seen, the lag, the last node error and when, the deposits waiting for confirmations."""
+    views = [ChainStatusOut(**asdict(view)) for view in _chain_statuses(session, settings)]
+    return Page[ChainStatusOut](data=views, has_more=False, next_cursor=None)
+
+
+@admin_router.get("/usdc/chains/{chain_id}")
+def get_chain_status(chain_id: int, session: SessionDep, settings: SettingsDep, _admin: AdminKey) -> ChainStatusOut:
+    found = next((view for view in _chain_statuses(session, settings) if view.chain_id == chain_id), None)
+    if found is None:
+        raise ChainNotFound(f"chain {chain_id} is neither configured nor known", chain_id=chain_id)
+    return ChainStatusOut(**asdict(found))
+
+
+@admin_router.get("/accounts/{account_id}/usdc/addresses")
+def list_account_addresses(account_id: int, session: SessionDep, _admin: AdminKey) -> Page[AdminDepositAddressOut]:
+    """The account's deposit addresses (one per chain it asked for), with the carry on each."""
+    require_customer_account(session, account_id)
+    rows = status.account_addresses(session, account_id)
+    data = [AdminDepositAddressOut.model_validate(row, from_attributes=True) for row in rows]
+    return Page[AdminDepositAddressOut](data=data, has_more=False, next_cursor=None)
+
+
+@admin_router.get("/accounts/{account_id}/usdc/deposits")
+def list_account_deposits(
+    account_id: int,
+    session: SessionDep,
+    _admin: AdminKey,
+    cursor: Annotated[str | None, Query(pattern=r"^[1-9][0-9]{0,18}$")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> Page[AdminDepositOut]:
+    """The account's deposits of every status, newest first; page on with ``cursor=<next_cursor>``."""
+    require_customer_account(session, account_id)
+    rows = status.account_deposits_page(session, account_id, limit + 1, int(cursor) if cursor else None)
+    data = [AdminDepositOut.model_validate(row, from_attributes=True) for row in rows]
+    return page_of(data, limit, lambda deposit: deposit.id)

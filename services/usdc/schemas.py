@@ -47,3 +47,55 @@ class DepositOut(BaseModel):
     lot_id: int | None
     observed_at: datetime
     credited_at: datetime | None
+
+
+class ChainStatusOut(BaseModel):
+    """Where a chain's listener stands (admin)."""
+
+    chain_id: int
+    name: str
+    # False for a chain known only from its stored cursor (no longer configured).
+    configured: bool
+    confirmations: int | None
+    use_finalized: bool | None
+    # The next block the listener scans, the last it scanned, the head it saw last, and the difference (None
+    # until its first poll).
+    next_block: int | None
+    scanned_block: int | None
+    head_block: int | None
+    lag_blocks: int | None
+    range_blocks: int | None
+    updated_at: datetime | None
+    # The last node error and when (cleared by the next clean poll).
+    last_error: str | None
+    last_error_at: datetime | None
+    # Deposits seen and waiting for their confirmations.
+    deposits_pending: int
+
+
+class AdminDepositAddressOut(BaseModel):
+    chain_id: int
+    address: str
+    derivation_index: int
+    carry_usdc_units: int
+    created_at: datetime
+
+
+class AdminDepositOut(BaseModel):
+    id: int
+    chain_id: int
+    tx_hash: str
+    log_index: int
+    block_number: int
+    block_hash: str
+    from_address: str
+    to_address: str
+    amount_usdc_units: int
+    status: str
+    observed_at: datetime
+    confirmed_at: datetime | None
+    credited_at: datetime | None
+    orphaned_at: datetime | None
+    credits_minted: int | None
+    lot_id: int | None
+    deep_reorgs: int

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
@@ -119,3 +120,18 @@ def _status(
         last_error_at=cursor.last_error_at if cursor else None,
         deposits_pending=cursor.deposits_pending if cursor else 0,
     )
+
+
+def account_addresses(session: Session, account_id: int) -> list[Any]:
+    """An account's deposit addresses, one per chain, by chain id."""
+    a = repo.addresses.c
+    return list(session.execute(select(repo.addresses).where(a.account_id == account_id).order_by(a.chain_id)).all())
+
+
+def account_deposits_page(session: Session, account_id: int, limit: int, before_id: int | None = None) -> list[Any]:
+    """Up to ``limit`` of an account's deposits, newest first (by id), below ``before_id`` when given."""
+    d = repo.deposits.c
+    stmt = select(repo.deposits).where(d.account_id == account_id)
+    if before_id is not None:
+        stmt = stmt.where(d.id < before_id)
+    return list(session.execute(stmt.order_by(d.id.desc()).limit(limit)).all())
