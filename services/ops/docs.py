@@ -28,6 +28,8 @@ def install_docs(app: FastAPI) -> None:
             swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js",
             swagger_css_url=f"{ASSETS}/swagger-ui.css",
             swagger_favicon_url=f"{ASSETS}/favicon-32x32.png",
+            # No badge from the online validator: the page asks nothing of another origin.
+            swagger_ui_parameters={"validatorUrl": None},
         )
 
     @app.get(redirect_url, include_in_schema=False)
