@@ -220,9 +220,10 @@ def grant(
 @main.command()
 def check() -> None:
     """Check the ledger's invariants; exits 1 when any is violated."""
+    from services.core.progress import on_terminal
     from services.ledger.invariants import check_invariants
 
-    with unit_of_work(_engine()) as session:
+    with unit_of_work(_engine()) as session, on_terminal():
         violations = check_invariants(session)
     _print({"ok": not violations, "violations": [asdict(v) for v in violations]})
     if violations:

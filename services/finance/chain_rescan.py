@@ -42,6 +42,7 @@ from chain.errors import ChainIdMismatchError, ChainInconsistentError, ChainRang
 from chain.logs import TransferLog
 from chain.rpc import BlockTag, ChainReader
 from chain.scanner import ScannerConfig, ScanResult, ScanState, TransferScanner
+from services.core import progress
 from services.core.clock import utcnow
 from services.core.db import unit_of_work, utc
 from services.core.errors import UpstreamUnavailable
@@ -434,6 +435,8 @@ class _Pass:
         assert self.next_block is not None
         state = ScanState(self.next_block, min(range_blocks, config.max_range_blocks))
         stalls = 0
+        first_block, task = self.next_block, f"re-scanning chain {self.chain_id} (blocks)"
+        progress.report(task, 0, last_block - first_block + 1)
         while state.next_block <= last_block:
             result = scanner.scan(state, watched, to_block=last_block)
             self.calls += result.calls
@@ -446,6 +449,7 @@ class _Pass:
                     self._store(session, result, details)
                 self.next_block = state.next_block
                 self.scanned_blocks += result.scanned_blocks
+                progress.report(task, state.next_block - first_block, last_block - first_block + 1)
             else:
                 stalls += 1
             if result.interrupted_by is not None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from services.core import progress
 from services.core.db import unit_of_work
 from services.core.migrate import ready_engine
 from services.core.settings import get_settings
@@ -41,7 +42,9 @@ def reconcile(rail: str, start: datetime, end: datetime) -> None:
     from services.finance.reconcile import reconcile_period
 
     settings = get_settings()
-    runs = reconcile_period(ready_engine(settings), settings, rail=rail, period_start=_utc(start), period_end=_utc(end))
+    engine = ready_engine(settings)
+    with progress.on_terminal():  # on stderr, and only when it is a terminal
+        runs = reconcile_period(engine, settings, rail=rail, period_start=_utc(start), period_end=_utc(end))
     _print([asdict(run) for run in runs])
     if any(run.missing_in_ledger or run.missing_externally or run.amount_mismatch for run in runs):
         sys.exit(1)

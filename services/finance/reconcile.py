@@ -22,6 +22,7 @@ from sqlmodel import Session
 from chain.errors import ChainRpcError
 from chain.rpc import ChainReader
 from services.card.stripe_client import StripeGateway, default_gateway
+from services.core import progress
 from services.core.clock import utcnow
 from services.core.db import unit_of_work
 from services.core.errors import Conflict, CreditrailError, InvalidRequest
@@ -100,13 +101,16 @@ def reconcile_period(
     now = now or utcnow()
     late = timedelta(seconds=settings.finance_late_window_seconds)
     summaries: list[RunSummary] = []
-    for name in rails_for(settings, rail):
+    names = rails_for(settings, rail)
+    for index, name in enumerate(names):
+        progress.report(f"reconciling {start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} (rails)", index, len(names))
         if name == CARD_RAIL:
             summaries.append(_reconcile_card(engine, settings, start, end, late, gateway, now))
         else:
             chain = _chain(settings, name)
             reader = (readers or {}).get(chain.chain_id)
             summaries.append(_reconcile_chain(engine, chain, start, end, late, reader, now))
+    progress.report(f"reconciling {start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} (rails)", len(names), len(names))
     return summaries
 
 

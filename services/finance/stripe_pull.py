@@ -31,6 +31,7 @@ from sqlmodel import Session
 
 from services.card.stripe_client import Page, StripeGateway
 from services.card.stripe_objects import ACCOUNT_ID_KEY, CheckoutSessionData
+from services.core import progress
 from services.core.clock import utcnow
 from services.core.db import unit_of_work
 from services.core.errors import CreditrailError, InvalidRequest, UpstreamUnavailable
@@ -208,6 +209,7 @@ def _pull_source(
             raise
         pages, records = pages + 1, records + stored
         total_pages, total_records = total_pages + 1, total_records + stored
+        progress.report(f"pulling {source} from Stripe (records)", total_records)
         if not page.has_more:
             finished = True
             break

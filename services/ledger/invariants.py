@@ -19,9 +19,12 @@ from typing import Any
 from sqlalchemy import and_, func, literal, or_, select
 from sqlmodel import Session
 
+from services.core import progress
 from services.ledger import repository as repo
 from services.ledger.models import AccountKind, HoldStatus, MovementKind
 from services.ledger.system_accounts import SystemAccount
+
+PROGRESS_TASK = "checking the ledger's invariants (checks)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +36,10 @@ class Violation:
 
 def check_invariants(session: Session, *, limit: int = 100) -> list[Violation]:
     found: list[Violation] = []
-    for check in _CHECKS:
+    progress.report(PROGRESS_TASK, 0, len(_CHECKS))
+    for done, check in enumerate(_CHECKS, start=1):
         found.extend(check(session, limit))
+        progress.report(PROGRESS_TASK, done, len(_CHECKS))
     return found
 
 
