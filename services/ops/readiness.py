@@ -14,9 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from alembic.runtime.migration import MigrationContext
-from sqlalchemy import select
-from sqlalchemy.engine import Engine
+from sqlalchemy import inspect, select, text
+from sqlalchemy.engine import Connection, Engine
 
 from services.core.errors import CreditrailError
 from services.core.migrate import head_revision
@@ -47,11 +46,20 @@ def _head() -> str | None:
     return head_revision()
 
 
+def _current_revision(connection: Connection) -> str | None:
+    """The schema's revision (None on a database never migrated), read quietly (Alembic's own reader logs at
+    every call, and readiness is asked every few seconds)."""
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    found = connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    return str(found[0]) if len(found) == 1 else None
+
+
 def readiness_reasons(engine: Engine, settings: Settings, job_names: Sequence[str]) -> list[Reason]:
     """Why the process is not ready (empty: ready), from a few queries in one short transaction."""
     try:
         with engine.connect() as connection, connection.begin():
-            current = MigrationContext.configure(connection).get_current_revision()
+            current = _current_revision(connection)
             head = _head()
             if current != head:
                 return [

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -137,3 +138,10 @@ def test_a_chain_not_configured_here_does_not_count(engine: Engine) -> None:
     chain_rows(engine, 5, next_block=1, head_block=10_000)
     with _client(engine, readyz_max_chain_lag_blocks=10) as client:
         assert _reasons(client) == []
+
+
+def test_a_database_never_migrated_is_not_ready(tmp_path: Path) -> None:
+    empty = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")
+    with TestClient(create_app(Settings(environment="test"), engine=empty)) as client:
+        reasons = _reasons(client)
+    assert [(reason["code"], reason["details"]["current"]) for reason in reasons] == [("schema_behind", None)]
