@@ -137,6 +137,9 @@ class Settings(BaseSettings):
     # has failed this many runs in a row.
     readyz_max_chain_lag_blocks: int = Field(default=1_000, ge=0)
     readyz_max_job_failures: int = Field(default=5, ge=1)
+    # The worker serves its own /metrics (the same protection) on this port when it is set.
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int | None = Field(default=None, ge=0, le=65535)
     # Log lines: JSON objects, or readable text (unset: text in development, JSON otherwise); the API's level.
     log_format: Literal["json", "text"] | None = None
     log_level: str = "INFO"

@@ -7,30 +7,20 @@ one it answers only when public (``CREDITRAIL_METRICS_PUBLIC``, by default true 
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-from prometheus_client import REGISTRY, CollectorRegistry
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from services.core.errors import Forbidden, Unauthenticated
 from services.core.settings import Settings
-from services.ops.collector import DatabaseCollector
+from services.ops.metrics_access import check_metrics_access, database_registry, render_metrics
 from services.ops.readiness import NotReady, readiness_reasons
 
 router = APIRouter(tags=["ops"])
-
-
-class MetricsTokenRequired(Unauthenticated):
-    code = "metrics_token_required"
-
-
-class MetricsNotPublic(Forbidden):
-    code = "metrics_not_public"
 
 
 @router.get("/healthz")
@@ -63,24 +53,10 @@ def readyz(request: Request) -> dict[str, str]:
     return {"status": "ready"}
 
 
-def _check_metrics_access(settings: Settings, authorization: str | None) -> None:
-    if settings.metrics_token is not None:
-        expected = settings.metrics_token.get_secret_value().encode()
-        given = authorization[7:].strip().encode() if authorization and authorization[:7].lower() == "bearer " else b""
-        if not hmac.compare_digest(given, expected):
-            raise MetricsTokenRequired("/metrics needs the metrics bearer token")
-        return
-    if not settings.metrics_open:
-        raise MetricsNotPublic(
-            "/metrics is not public here: set CREDITRAIL_METRICS_TOKEN (or CREDITRAIL_METRICS_PUBLIC)"
-        )
-
-
 def _registry(request: Request) -> CollectorRegistry:
     registry: CollectorRegistry | None = getattr(request.app.state, "ops_registry", None)
     if registry is None:
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(DatabaseCollector(request.app.state.engine))
+        registry = database_registry(request.app.state.engine)
         request.app.state.ops_registry = registry
     return registry
 
@@ -88,10 +64,6 @@ def _registry(request: Request) -> CollectorRegistry:
 @router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
 async def metrics(request: Request, authorization: Annotated[str | None, Header()] = None) -> Response:
     """Prometheus metrics: this process's counters (ledger operations, webhooks) and the database's gauges."""
-    _check_metrics_access(request.app.state.settings, authorization)
+    check_metrics_access(request.app.state.settings, authorization)
     database = _registry(request)
-
-    def render() -> bytes:
-        return generate_latest(REGISTRY) + generate_latest(database)
-
-    return Response(await run_in_threadpool(render), media_type=CONTENT_TYPE_LATEST)
+    return Response(await run_in_threadpool(render_metrics, database), media_type=CONTENT_TYPE_LATEST)

@@ -28,12 +28,17 @@ def _engine(settings: Settings) -> Engine:
 @click.command()
 def worker() -> None:
     """Run the worker: every scheduled job, until SIGTERM or SIGINT (the running batches finish first)."""
+    from services.ops.metrics_server import start_metrics_server
+
     settings = get_settings()
     configure_worker_logging(settings)
     engine = _engine(settings)
+    metrics = start_metrics_server(engine, settings)
     try:
         create_worker(engine, settings).run_forever()
     finally:
+        if metrics is not None:
+            metrics.close()
         engine.dispose()
 
 
