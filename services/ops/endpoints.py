@@ -19,6 +19,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from services.core.settings import Settings
 from services.ops.metrics_access import check_metrics_access, database_registry, render_metrics
 from services.ops.readiness import NotReady, readiness_reasons
+from services.worker.registry import default_jobs
 
 router = APIRouter(tags=["ops"])
 
@@ -30,10 +31,9 @@ def healthz() -> dict[str, str]:
 
 
 def _job_names(request: Request) -> list[str]:
+    """The jobs this install runs (built once per app): only their failures count against readiness."""
     names: list[str] | None = getattr(request.app.state, "ops_job_names", None)
     if names is None:
-        from services.worker.registry import default_jobs
-
         names = [spec.name for spec in default_jobs(request.app.state.settings)]
         request.app.state.ops_job_names = names
     return names

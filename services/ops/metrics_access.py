@@ -24,8 +24,8 @@ class MetricsNotPublic(Forbidden):
 
 def check_metrics_access(settings: Settings, authorization: str | None) -> None:
     """Raise unless ``authorization`` carries the metrics token (when one is set) or the metrics are public."""
-    if settings.metrics_token is not None:
-        expected = settings.metrics_token.get_secret_value().encode()
+    expected = settings.metrics_token.get_secret_value().encode() if settings.metrics_token is not None else b""
+    if expected:  # an empty token is no token
         given = authorization[7:].strip().encode() if authorization and authorization[:7].lower() == "bearer " else b""
         if not hmac.compare_digest(given, expected):
             raise MetricsTokenRequired("/metrics needs the metrics bearer token")

@@ -161,3 +161,16 @@ def test_metrics_are_open_in_development_and_can_be_closed(engine: Engine) -> No
         assert client.get("/metrics").status_code == 200
     with _app(engine, environment="development", metrics_public=False) as client:
         assert client.get("/metrics").status_code == 403
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_an_empty_metrics_token_opens_nothing(engine: Engine) -> None:
+    production = {
+        "environment": "production",
+        "stripe_secret_key": SecretStr("sk_live_realkey123"),
+        "stripe_webhook_secrets": [SecretStr("whsec_real")],
+        "metrics_token": SecretStr(""),
+    }
+    with _app(engine, **production) as client:
+        assert client.get("/metrics").status_code == 403
+        assert client.get("/metrics", headers={"Authorization": "Bearer "}).status_code == 403
