@@ -1,0 +1,57 @@
+"""Starting the stand-in: only in development and test; wired into development's settings when no Stripe key is
+set, and left alone when a real key is."""
+
+from __future__ import annotations
+
+import pytest
+import stripe
+from pydantic import SecretStr
+
+from services.core.settings import Settings
+from services.dev import start_dev_stripe
+from services.stripe_standin.server import StandinConfig, StandinRefused, StripeStandin
+
+
+def test_standin_refuses_to_start_outside_development() -> None:
+    with pytest.raises(StandinRefused) as refused:
+        StripeStandin(StandinConfig(environment="production"))
+    assert refused.value.code == "stripe_standin_refused"
+    assert "development or test" in refused.value.message
+
+
+def test_development_without_a_key_points_creditrail_at_a_running_standin() -> None:
+    settings = Settings(environment="development", api_port=8123)
+    assert not settings.stripe_configured
+
+    wired, standin = start_dev_stripe(settings, api_host="0.0.0.0", api_port=8123)  # noqa: S104
+    assert standin is not None
+    try:
+        assert wired.stripe_configured
+        assert wired.stripe_api_base == standin.url
+        key = wired.stripe_secret_key.get_secret_value()
+        assert key.startswith("sk_test_")
+        assert [s.get_secret_value() for s in wired.stripe_webhook_secrets] == [standin.config.webhook_secret]
+        assert standin.config.webhook_url == "http://127.0.0.1:8123/v1/stripe/webhook"
+        assert wired.card_success_url == "http://127.0.0.1:8123/credits/purchase-complete"
+        assert wired.card_cancel_url == "http://127.0.0.1:8123/credits/purchase-cancelled"
+        # The key works against it through the SDK.
+        sdk = stripe.StripeClient(key, base_addresses={"api": wired.stripe_api_base}, max_network_retries=0)
+        assert sdk.v1.events.list({"limit": 1}).data == []
+    finally:
+        standin.stop()
+
+
+def test_a_real_stripe_key_uses_real_stripe() -> None:
+    settings = Settings(environment="development", stripe_secret_key=SecretStr("sk_test_51RealKeyFromDashboard"))
+
+    wired, standin = start_dev_stripe(settings, api_host="127.0.0.1", api_port=8000)
+
+    assert standin is None
+    assert wired is settings
+    assert wired.stripe_api_base == "https://api.stripe.com"
+
+
+def test_development_wiring_refuses_the_standin_in_production() -> None:
+    production = Settings(environment="development").model_copy(update={"environment": "production"})
+    with pytest.raises(StandinRefused):
+        start_dev_stripe(production, api_host="127.0.0.1", api_port=8000)
