@@ -300,33 +300,36 @@ class Store:
                 and ("lte" not in bounds or stamp <= bounds["lte"])
             )
 
-        chosen = sorted(
-            (item for item in items if within(int(item["created"]))),
-            key=lambda item: (item["created"], self._order[item["id"]]),
-            reverse=True,
-        )
+        def position(item: dict[str, Any]) -> tuple[int, int]:
+            return int(item["created"]), self._order[item["id"]]
+
+        chosen = sorted((item for item in items if within(int(item["created"]))), key=position, reverse=True)
         limit = _int_param(params, "limit", minimum=1)
         limit = LIST_LIMIT_DEFAULT if limit is None else limit
         if limit > LIST_LIMIT_MAX:
             raise invalid(f"This value must be less than or equal to {LIST_LIMIT_MAX}.", param="limit")
-        ids = [item["id"] for item in chosen]
         after, before = params.get("starting_after"), params.get("ending_before")
-        if after:
-            if after not in self._order:
-                raise invalid(f"No such object: '{after}'", param="starting_after", code="resource_missing")
-            position = ids.index(after) + 1 if after in ids else 0
-            chosen = chosen[position:]
-        elif before:
-            if before not in self._order:
-                raise invalid(f"No such object: '{before}'", param="ending_before", code="resource_missing")
-            position = ids.index(before) if before in ids else 0
-            chosen = chosen[max(0, position - limit) : position]
-        return {
-            "object": "list",
-            "url": url,
-            "has_more": len(chosen) > limit,
-            "data": copy.deepcopy(chosen[:limit]),
-        }
+        has_more = len(chosen) > limit
+        page = chosen[:limit]
+        if after or before:
+            name, cursor_id = ("starting_after", after) if after else ("ending_before", before)
+            cursor = self._find_any(str(cursor_id))
+            if cursor is None:
+                raise invalid(f"No such object: '{cursor_id}'", param=name, code="resource_missing")
+            mark = position(cursor)
+            if after:
+                older = [item for item in chosen if position(item) < mark]
+                has_more, page = len(older) > limit, older[:limit]
+            else:
+                newer = [item for item in chosen if position(item) > mark]
+                has_more, page = len(newer) > limit, newer[-limit:]
+        return {"object": "list", "url": url, "has_more": has_more, "data": copy.deepcopy(page)}
+
+    def _find_any(self, object_id: str) -> dict[str, Any] | None:
+        for store in self.objects.values():
+            if object_id in store:
+                return store[object_id]
+        return next((event for event in self.events if event["id"] == object_id), None)
 
     def list_checkout_sessions(self, params: dict[str, Any]) -> dict[str, Any]:
         with self.lock:

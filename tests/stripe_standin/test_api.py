@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import httpx
 import pytest
 import stripe
@@ -227,3 +229,27 @@ def test_expire_endpoint_closes_an_open_session_once(client: Sdk) -> None:
     assert client.v1.checkout.sessions.expire(created.id).status == "expired"
     with pytest.raises(stripe.InvalidRequestError):
         client.v1.checkout.sessions.expire(created.id)
+
+
+def test_lists_keep_to_created_bounds_and_page_both_ways(client: Sdk, standin: StripeStandin) -> None:
+    made: dict[int, str] = {}
+    for stamp in (1_000, 2_000, 3_000, 4_000, 5_000):
+        standin.store.clock = functools.partial(float, stamp)
+        made[stamp] = client.v1.checkout.sessions.create(session_params()).id
+
+    within = client.v1.checkout.sessions.list({"created": {"gte": 2_000, "lt": 5_000}})
+    assert [item.id for item in within.data] == [made[4_000], made[3_000], made[2_000]]
+    assert not within.has_more
+
+    older = client.v1.checkout.sessions.list({"starting_after": made[4_000], "limit": 2})
+    assert [item.id for item in older.data] == [made[3_000], made[2_000]]
+    assert older.has_more
+    newer = client.v1.checkout.sessions.list({"ending_before": made[2_000], "limit": 2})
+    assert [item.id for item in newer.data] == [made[4_000], made[3_000]]
+    assert newer.has_more
+
+    with pytest.raises(stripe.InvalidRequestError) as unknown:
+        client.v1.checkout.sessions.list({"starting_after": "cs_test_nope"})
+    assert unknown.value.param == "starting_after"
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.checkout.sessions.list({"limit": 101})
