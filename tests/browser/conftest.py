@@ -1,7 +1,9 @@
 """Browser tests: Debian's Chromium driven by Playwright, and the real app served over HTTP.
 
-- ``browser``: one Chromium for the session (``/usr/bin/chromium``, installed by scripts/setup; Playwright's own
-  browser download is never used). ``page``: a fresh context and page per test, with bounded timeouts.
+- ``browser``: one Chromium per test module (``/usr/bin/chromium``, installed by scripts/setup; Playwright's own
+  browser download is never used). Not per session: Playwright's sync API keeps an event loop marked running in
+  the main thread while it is started, which would break later tests that run their own (``asyncio.run``).
+  ``page``: a fresh context and page per test, with bounded timeouts.
 - ``screenshot``: saves the page under the test's ``tmp_path`` (numbered, named by state).
 - ``live_app``: the API served by uvicorn on a free port over a SQLite file, with the Stripe stand-in wired in as
   in development (services.dev.start_dev_stripe) and webhooks processed inline, as configured by default.
@@ -41,7 +43,7 @@ START_TIMEOUT_SECONDS = 15.0
 WAIT_SECONDS = 15.0
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     assert CHROMIUM.exists(), "Chromium is missing: scripts/setup installs it (apt-get install chromium)"
     with sync_playwright() as playwright:
