@@ -80,7 +80,7 @@ def dev(host: str | None, port: int | None, no_chain: bool) -> None:
     engine = _engine()
     run_dir = Path(".run")
     settings, standin = start_dev_stripe(
-        settings, api_host=host or settings.api_host, api_port=port or settings.api_port
+        settings, api_host=host or settings.api_host, api_port=port or settings.api_port, run_dir=run_dir
     )
     if standin is not None:
         click.echo(f"stripe       local stand-in at {standin.url} (not Stripe: pay with test card 4242 4242 4242 4242)")

@@ -144,6 +144,7 @@ def send_demo_deposit(engine: Engine, settings: Settings, devchain: DevChain, ac
 
 
 WEBHOOK_PATH = "/v1/stripe/webhook"
+STANDIN_STATE_FILE = "stripe-standin.json"
 SUCCESS_PATH = "/credits/purchase-complete"
 CANCEL_PATH = "/credits/purchase-cancelled"
 
@@ -153,12 +154,15 @@ def _reachable_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 (a comparison, not a bind)
 
 
-def start_dev_stripe(settings: Settings, *, api_host: str, api_port: int) -> tuple[Settings, StripeStandin | None]:
+def start_dev_stripe(
+    settings: Settings, *, api_host: str, api_port: int, run_dir: Path | None = None
+) -> tuple[Settings, StripeStandin | None]:
     """Without a Stripe key, start the local stand-in for Stripe (a generated ``sk_test_...`` key and webhook
-    secret) and return the settings pointed at it: its API base, that key and secret, webhooks sent to this API's
-    ``/v1/stripe/webhook``, and Checkout's success and cancel pages on this API's port unless set. With a real key
-    set, the settings come back unchanged and real Stripe is used. Outside development and test, the stand-in
-    refuses to start (:class:`~services.stripe_standin.server.StandinRefused`)."""
+    secret; with ``run_dir``, its state and keys are kept there across restarts) and return the settings pointed at
+    it: its API base, that key and secret, webhooks sent to this API's ``/v1/stripe/webhook``, and Checkout's
+    success and cancel pages on this API's port unless set. With a real key set, the settings come back unchanged
+    and real Stripe is used. Outside development and test, the stand-in refuses to start
+    (:class:`~services.stripe_standin.server.StandinRefused`)."""
     if settings.stripe_configured:
         return settings, None
     refuse_outside_development(settings.environment)
@@ -168,6 +172,7 @@ def start_dev_stripe(settings: Settings, *, api_host: str, api_port: int) -> tup
             environment=settings.environment,
             webhook_url=f"{origin}{WEBHOOK_PATH}",
             api_version=settings.stripe_api_version,
+            state_path=run_dir / STANDIN_STATE_FILE if run_dir is not None else None,
         )
     )
     update: dict[str, Any] = {

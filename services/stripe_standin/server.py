@@ -1,16 +1,23 @@
 """Starting the stand-in: uvicorn in a thread on a local port, the webhook sender, and a timer that expires
 Checkout Sessions whose time has passed (sending ``checkout.session.expired``).
 
+With a ``state_path`` (development keeps it in ``.run/``), its objects, events and keys are saved there as they
+change and taken up again at the next start, so a purchase begun before a restart can still be paid and read back.
+
 It refuses to start outside the development and test environments, so that no deployment can take test payments
 for real ones.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -59,6 +66,7 @@ class StandinConfig:
     webhook_backoff_max_seconds: float = 60.0
     webhook_max_attempts: int = 10
     expiry_check_seconds: float = 1.0
+    state_path: Path | None = None
 
 
 class StripeStandin:
@@ -66,6 +74,9 @@ class StripeStandin:
 
     def __init__(self, config: StandinConfig) -> None:
         refuse_outside_development(config.environment)
+        saved = _load_state(config.state_path) if config.state_path is not None else None
+        if saved is not None:
+            config = replace(config, secret_key=saved["secret_key"], webhook_secret=saved["webhook_secret"])
         self.config = config
         self.port = config.port or free_port(config.host)
         self.sender = WebhookSender(
@@ -76,6 +87,9 @@ class StripeStandin:
             max_attempts=config.webhook_max_attempts,
         )
         self.store = Store(api_version=config.api_version, on_event=self.sender.enqueue)
+        if saved is not None:
+            self.store.restore(saved["store"])
+        self._saved_marker = self.store.change_marker()
         self.app = create_standin_app(self.store, [config.secret_key])
         self._server = uvicorn.Server(
             uvicorn.Config(self.app, host=config.host, port=self.port, log_level="warning", lifespan="off")
@@ -105,6 +119,24 @@ class StripeStandin:
     def _expire_loop(self) -> None:
         while not self._stopping.wait(self.config.expiry_check_seconds):
             self.store.expire_due()
+            self.save()
+
+    def save(self) -> None:
+        """Write the state to ``state_path`` (when set) if it changed since the last write."""
+        path = self.config.state_path
+        marker = self.store.change_marker()
+        if path is None or marker == self._saved_marker:
+            return
+        state = {
+            "secret_key": self.config.secret_key,
+            "webhook_secret": self.config.webhook_secret,
+            "store": self.store.snapshot(),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f"{path.name}.tmp")
+        temporary.write_text(json.dumps(state), encoding="utf-8")
+        os.replace(temporary, path)
+        self._saved_marker = marker
 
     def stop(self) -> None:
         self._stopping.set()
@@ -114,12 +146,20 @@ class StripeStandin:
         if self._timer_thread is not None:
             self._timer_thread.join(timeout=10)
         self.sender.stop()
+        self.save()
 
     def __enter__(self) -> StripeStandin:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _load_state(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    loaded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return loaded
 
 
 def start_standin(config: StandinConfig) -> StripeStandin:

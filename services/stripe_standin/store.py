@@ -954,6 +954,67 @@ class Store:
             return self._put("payment_method", made)
         return self._get("payment_method", method_id, param="payment_method")
 
+    # --- keeping state across restarts ----------------------------------------------------------------------------
+
+    def change_marker(self) -> tuple[int, int]:
+        """Changes whenever the state does (every change records an object, an event or an idempotent answer)."""
+        with self.lock:
+            return len(self._order), len(self._replays)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The whole state as JSON-ready data (a checkout waiting for authentication is not kept)."""
+        with self.lock:
+            return copy.deepcopy(
+                {
+                    "objects": self.objects,
+                    "events": self.events,
+                    "order": self._order,
+                    "sessions": {
+                        session_id: {
+                            "product_name": extra.product_name,
+                            "intent_metadata": extra.intent_metadata,
+                            "setup_future_usage": extra.setup_future_usage,
+                            "intent_description": extra.intent_description,
+                        }
+                        for session_id, extra in self._sessions.items()
+                    },
+                    "cards": {
+                        method_id: {
+                            "number": card.number,
+                            "brand": card.brand,
+                            "behaviour": card.behaviour.value,
+                            "decline_code": card.decline_code,
+                            "description": card.description,
+                        }
+                        for method_id, card in self._cards.items()
+                    },
+                    "replays": {
+                        key: {"fingerprint": r.fingerprint, "status": r.status, "body": r.body}
+                        for key, r in self._replays.items()
+                    },
+                }
+            )
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Take up a state saved by :meth:`snapshot`."""
+        with self.lock:
+            self.objects = copy.deepcopy(data["objects"])
+            self.events = copy.deepcopy(data["events"])
+            self._order = {str(key): int(value) for key, value in data["order"].items()}
+            self._seq = itertools.count(max(self._order.values(), default=-1) + 1)
+            self._sessions = {session_id: _SessionExtra(**extra) for session_id, extra in data["sessions"].items()}
+            self._cards = {
+                method_id: TestCard(
+                    card["number"],
+                    card["brand"],
+                    Behaviour(card["behaviour"]),
+                    card["decline_code"],
+                    card["description"],
+                )
+                for method_id, card in data["cards"].items()
+            }
+            self._replays = {key: _Replay(**replay) for key, replay in data["replays"].items()}
+
     def saved_card_of(self, method_id: str) -> TestCard | None:
         with self.lock:
             return self._cards.get(method_id)

@@ -3,13 +3,17 @@ set, and left alone when a real key is."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 import stripe
 from pydantic import SecretStr
 
 from services.core.settings import Settings
 from services.dev import start_dev_stripe
-from services.stripe_standin.server import StandinConfig, StandinRefused, StripeStandin
+from services.stripe_standin.server import StandinConfig, StandinRefused, StripeStandin, start_standin
+from tests.stripe_standin.conftest import session_params
 
 
 def test_standin_refuses_to_start_outside_development() -> None:
@@ -55,3 +59,35 @@ def test_development_wiring_refuses_the_standin_in_production() -> None:
     production = Settings(environment="development").model_copy(update={"environment": "production"})
     with pytest.raises(StandinRefused):
         start_dev_stripe(production, api_host="127.0.0.1", api_port=8000)
+
+
+def test_state_and_keys_survive_a_restart(tmp_path: Path) -> None:
+    state = tmp_path / "run" / "stripe-standin.json"
+    first = start_standin(StandinConfig(environment="test", state_path=state))
+    try:
+        sdk: Any = stripe.StripeClient(
+            first.config.secret_key, base_addresses={"api": first.url}, max_network_retries=0
+        )
+        created = sdk.v1.checkout.sessions.create(session_params(), {"idempotency_key": "purchase:7"})
+    finally:
+        first.stop()
+    assert state.exists()
+
+    second = start_standin(StandinConfig(environment="test", state_path=state))
+    try:
+        assert (second.config.secret_key, second.config.webhook_secret) == (
+            first.config.secret_key,
+            first.config.webhook_secret,
+        )
+        sdk = stripe.StripeClient(second.config.secret_key, base_addresses={"api": second.url})
+        assert sdk.v1.checkout.sessions.retrieve(created.id).status == "open"
+        again = sdk.v1.checkout.sessions.create(session_params(), {"idempotency_key": "purchase:7"})
+        assert again.id == created.id
+        paid = second.store.pay_checkout(created.id, number="4242424242424242", expiry="12/40", cvc="123")
+        assert paid.redirect_url is not None
+        newer = sdk.v1.checkout.sessions.create(session_params())
+        listed = sdk.v1.checkout.sessions.list({"limit": 10})
+        assert [item.id for item in listed.data] == [newer.id, created.id]
+        assert sdk.v1.checkout.sessions.retrieve(created.id).payment_status == "paid"
+    finally:
+        second.stop()
