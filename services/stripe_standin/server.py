@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -78,7 +79,10 @@ class StripeStandin:
         if saved is not None:
             config = replace(config, secret_key=saved["secret_key"], webhook_secret=saved["webhook_secret"])
         self.config = config
-        self.port = config.port or free_port(config.host)
+        # The same port as before a restart when it is still free, so the checkout URLs handed out stay valid.
+        saved_port = int(saved.get("port") or 0) if saved is not None else 0
+        self.port = config.port or (saved_port if saved_port and _port_free(config.host, saved_port) else 0)
+        self.port = self.port or free_port(config.host)
         self.sender = WebhookSender(
             config.webhook_url,
             config.webhook_secret,
@@ -128,6 +132,7 @@ class StripeStandin:
         if path is None or marker == self._saved_marker:
             return
         state = {
+            "port": self.port,
             "secret_key": self.config.secret_key,
             "webhook_secret": self.config.webhook_secret,
             "store": self.store.snapshot(),
@@ -153,6 +158,17 @@ class StripeStandin:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As uvicorn binds: a port whose last connections linger in TIME_WAIT is free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def _load_state(path: Path) -> dict[str, Any] | None:

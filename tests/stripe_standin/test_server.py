@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import stripe
 from pydantic import SecretStr
@@ -79,6 +80,9 @@ def test_state_and_keys_survive_a_restart(tmp_path: Path) -> None:
             first.config.secret_key,
             first.config.webhook_secret,
         )
+        # The same port, so the checkout URL handed out before the restart still opens the page.
+        assert second.port == first.port
+        assert httpx.get(created.url).status_code == 200
         sdk = stripe.StripeClient(second.config.secret_key, base_addresses={"api": second.url})
         assert sdk.v1.checkout.sessions.retrieve(created.id).status == "open"
         again = sdk.v1.checkout.sessions.create(session_params(), {"idempotency_key": "purchase:7"})
