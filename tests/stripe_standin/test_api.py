@@ -253,3 +253,25 @@ def test_lists_keep_to_created_bounds_and_page_both_ways(client: Sdk, standin: S
     assert unknown.value.param == "starting_after"
     with pytest.raises(stripe.InvalidRequestError):
         client.v1.checkout.sessions.list({"limit": 101})
+
+
+def test_a_declined_charge_answers_402_with_stripes_card_error(standin: StripeStandin) -> None:
+    body = "amount=1000&currency=usd&payment_method=pm_card_chargeDeclined&confirm=true&off_session=true"
+    headers = {
+        "Authorization": f"Bearer {standin.config.secret_key}",
+        "Content-Type": "application/x-www-form-urlencoded",
+        "Idempotency-Key": "decline-1",
+    }
+
+    declined = httpx.post(f"{standin.url}/v1/payment_intents", content=body, headers=headers)
+    replayed = httpx.post(f"{standin.url}/v1/payment_intents", content=body, headers=headers)
+
+    assert declined.status_code == 402
+    error = declined.json()["error"]
+    assert (error["type"], error["code"], error["decline_code"]) == ("card_error", "card_declined", "generic_decline")
+    assert error["message"] == "Your card was declined."
+    assert error["payment_intent"]["status"] == "requires_payment_method"
+    assert error["payment_intent"]["last_payment_error"]["decline_code"] == "generic_decline"
+    assert replayed.status_code == 402
+    assert replayed.headers["Idempotent-Replayed"] == "true"
+    assert replayed.json() == declined.json()
