@@ -9,9 +9,13 @@ from typing import Any
 import httpx
 import pytest
 import stripe
+import uvicorn
+from click.testing import CliRunner
 from pydantic import SecretStr
 
-from services.core.settings import Settings
+from chain.node import free_port
+from services.cli import main
+from services.core.settings import Settings, get_settings
 from services.dev import start_dev_stripe
 from services.stripe_standin.server import StandinConfig, StandinRefused, StripeStandin, start_standin
 from tests.stripe_standin.conftest import session_params
@@ -95,3 +99,39 @@ def test_state_and_keys_survive_a_restart(tmp_path: Path) -> None:
         assert sdk.v1.checkout.sessions.retrieve(created.id).payment_status == "paid"
     finally:
         second.stop()
+
+
+def test_creditrail_dev_without_a_key_runs_the_app_against_the_standin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CREDITRAIL_DATABASE_URL", f"sqlite:///{tmp_path / 'dev.db'}")
+    monkeypatch.delenv("CREDITRAIL_STRIPE_SECRET_KEY", raising=False)
+    get_settings.cache_clear()
+    served: list[Any] = []
+
+    def serve(app: Any, **_options: Any) -> None:
+        # In place of uvicorn's loop: the app the command built, checked while the stand-in still runs.
+        settings = app.state.settings
+        sdk = stripe.StripeClient(
+            settings.stripe_secret_key.get_secret_value(),
+            base_addresses={"api": settings.stripe_api_base},
+            max_network_retries=0,
+        )
+        served.append((settings, sdk.v1.checkout.sessions.list({"limit": 1}).data))
+
+    monkeypatch.setattr(uvicorn, "run", serve)
+    port = free_port()
+    try:
+        result = CliRunner().invoke(main, ["dev", "--no-chain", "--port", str(port)])
+    finally:
+        get_settings.cache_clear()
+
+    assert result.exit_code == 0, result.output
+    assert len(served) == 1
+    settings, listed = served[0]
+    assert listed == []
+    assert f"stripe       local stand-in at {settings.stripe_api_base} (not Stripe" in result.output
+    assert settings.stripe_secret_key.get_secret_value().startswith("sk_test_")
+    assert settings.card_success_url == f"http://127.0.0.1:{port}/credits/purchase-complete"
+    assert (tmp_path / ".run" / "dev-keys.json").exists()
