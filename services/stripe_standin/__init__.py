@@ -11,5 +11,6 @@ webhooks. It runs only in the development and test environments.
 - :mod:`.store`: the objects and Stripe's side of a payment (in memory, one lock).
 - :mod:`.webhooks`: signed deliveries, retried with backoff.
 - :mod:`.api`: the HTTP API (``/v1/...``) and :mod:`.page`: the checkout page.
-- :mod:`.server`: starting it (uvicorn in a thread) and the refusal outside development.
+- :mod:`.server`: starting it (uvicorn in a thread), keeping its state; :mod:`.errors`: its errors (Stripe's shape,
+  and the refusal outside development).
 """

@@ -18,9 +18,10 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from services.stripe_standin.errors import StripeApiError, invalid
 from services.stripe_standin.forms import FormError, decode
 from services.stripe_standin.page import router as page_router
-from services.stripe_standin.store import Store, StripeApiError, invalid
+from services.stripe_standin.store import Store
 
 MAX_BODY_BYTES = 256 * 1024
 

@@ -17,8 +17,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from services.core.money import format_usd
 from services.stripe_standin.cards import TEST_CARDS
+from services.stripe_standin.errors import StripeApiError
 from services.stripe_standin.forms import FormError, decode
-from services.stripe_standin.store import CheckoutView, PayOutcome, Store, StripeApiError
+from services.stripe_standin.store import CheckoutView, PayOutcome, Store
 
 router = APIRouter(include_in_schema=False)
 

@@ -23,18 +23,13 @@ from typing import Any
 import uvicorn
 
 from chain.node import free_port
-from services.core.errors import CreditrailError
 from services.stripe_standin.api import create_standin_app
+from services.stripe_standin.errors import StandinRefused
 from services.stripe_standin.store import Store
 from services.stripe_standin.webhooks import WebhookSender
 
 ALLOWED_ENVIRONMENTS = ("development", "test")
 START_TIMEOUT_SECONDS = 15.0
-
-
-class StandinRefused(CreditrailError):
-    code = "stripe_standin_refused"
-    status_code = 409
 
 
 def refuse_outside_development(environment: str) -> None:

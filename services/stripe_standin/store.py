@@ -36,6 +36,7 @@ from services.stripe_standin.cards import (
     normalise_number,
     parse_expiry,
 )
+from services.stripe_standin.errors import StripeApiError, invalid, missing
 
 SHAPES = Path(__file__).parent / "shapes"
 CARD_FEE_PERCENT_TENTHS = 29
@@ -63,53 +64,6 @@ def shape(name: str) -> dict[str, Any]:
 def card_fee_cents(amount_cents: int) -> int:
     """Stripe's fee on a US card charge: 2.9% (rounded half up to a cent) + 30 cents."""
     return (amount_cents * CARD_FEE_PERCENT_TENTHS + 500) // 1000 + CARD_FEE_FIXED_CENTS
-
-
-class StripeApiError(Exception):
-    """An error as Stripe answers it: ``{"error": {"type", "code", "message", "decline_code", ...}}``."""
-
-    def __init__(
-        self,
-        status: int,
-        kind: str,
-        message: str,
-        *,
-        code: str | None = None,
-        decline_code: str | None = None,
-        param: str | None = None,
-        **extra: Any,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.kind = kind
-        self.message = message
-        self.code = code
-        self.decline_code = decline_code
-        self.param = param
-        self.extra = extra
-
-    def body(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"type": self.kind, "message": self.message}
-        for name, value in (("code", self.code), ("decline_code", self.decline_code), ("param", self.param)):
-            if value is not None:
-                error[name] = value
-        if self.code:
-            error["doc_url"] = f"https://stripe.com/docs/error-codes/{self.code.replace('_', '-')}"
-        return {"error": error | self.extra}
-
-
-def invalid(message: str, *, param: str | None = None, code: str | None = None, status: int = 400) -> StripeApiError:
-    return StripeApiError(status, "invalid_request_error", message, code=code, param=param)
-
-
-def missing(kind: str, object_id: str, param: str | None = None) -> StripeApiError:
-    return StripeApiError(
-        404 if param is None else 400,
-        "invalid_request_error",
-        f"No such {kind}: '{object_id}'",
-        code="resource_missing",
-        param=param or "id",
-    )
 
 
 def _int_param(params: dict[str, Any], name: str, *, minimum: int | None = None) -> int | None:

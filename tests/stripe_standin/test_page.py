@@ -139,3 +139,14 @@ def test_unknown_and_expired_sessions_cannot_be_paid(client: Sdk, standin: Strip
     assert "expired" in httpx.get(created.url).text
     assert _pay(standin, created.id, "4242424242424242").status_code == 409
     assert client.v1.checkout.sessions.retrieve(created.id).payment_status == "unpaid"
+
+
+def test_a_card_that_is_not_a_test_card_is_declined(client: Sdk, standin: StripeStandin) -> None:
+    created = client.v1.checkout.sessions.create(session_params())
+
+    declined = _pay(standin, created.id, "4111 1111 1111 1111")
+
+    assert declined.status_code == 402
+    assert "accepts only test cards" in declined.text
+    intent = client.v1.payment_intents.retrieve(client.v1.checkout.sessions.retrieve(created.id).payment_intent)
+    assert intent.last_payment_error.decline_code == "test_mode_live_card"

@@ -17,7 +17,8 @@ from chain.node import free_port
 from services.cli import main
 from services.core.settings import Settings, get_settings
 from services.dev import start_dev_stripe
-from services.stripe_standin.server import StandinConfig, StandinRefused, StripeStandin, start_standin
+from services.stripe_standin.errors import StandinRefused
+from services.stripe_standin.server import StandinConfig, StripeStandin, start_standin
 from tests.stripe_standin.conftest import session_params
 
 
