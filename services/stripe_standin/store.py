@@ -486,14 +486,6 @@ class Store:
                 self._expire(session)
             return [session["id"] for session in due]
 
-    def next_expiry(self) -> int | None:
-        """When the next open session expires (Unix seconds), if any is open."""
-        with self.lock:
-            stamps = [
-                s["expires_at"] for s in self.objects.get("checkout.session", {}).values() if s["status"] == "open"
-            ]
-            return min(stamps) if stamps else None
-
     def checkout_view(self, session_id: str) -> CheckoutView:
         with self.lock:
             session = self._get("checkout.session", session_id)
@@ -571,10 +563,6 @@ class Store:
                 return PayResult(PayOutcome.DECLINED, message)
             self._complete(session, intent, card, (month, year))
             return PayResult(PayOutcome.PAID, redirect_url=self._success_url(session))
-
-    def cancel_url(self, session_id: str) -> str | None:
-        with self.lock:
-            return self._get("checkout.session", session_id)["cancel_url"]  # type: ignore[no-any-return]
 
     def _session_intent(self, session: dict[str, Any]) -> dict[str, Any]:
         """The session's PaymentIntent, made at the first attempt to pay (as Checkout does)."""
@@ -968,7 +956,3 @@ class Store:
                 for method_id, card in data["cards"].items()
             }
             self._replays = {key: _Replay(**replay) for key, replay in data["replays"].items()}
-
-    def saved_card_of(self, method_id: str) -> TestCard | None:
-        with self.lock:
-            return self._cards.get(method_id)
