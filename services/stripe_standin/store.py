@@ -522,6 +522,8 @@ class Store:
             if not cvc_valid(cvc):
                 return PayResult(PayOutcome.INVALID, "Your card's security code is incomplete.")
             card = TEST_CARDS.get(digits)
+            # A new card replaces one still waiting for authentication.
+            self._sessions[session_id].pending_card = None
             intent = self._session_intent(session)
             if card is None:
                 unknown = TestCard(digits, "visa" if digits.startswith("4") else "unknown", Behaviour.DECLINED)
