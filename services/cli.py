@@ -71,13 +71,25 @@ def dev(host: str | None, port: int | None, no_chain: bool) -> None:
     import uvicorn
 
     from services.api.app import create_app
-    from services.dev import anvil_available, bootstrap_demo, dev_xpub, send_demo_deposit, start_dev_chain
+    from services.dev import (
+        anvil_available,
+        bootstrap_demo,
+        dev_xpub,
+        send_demo_deposit,
+        start_dev_chain,
+        start_dev_stripe,
+    )
     from services.worker.scheduler import create_worker
 
     settings = get_settings()
     configure_logging(settings)
     engine = _engine()
     run_dir = Path(".run")
+    settings, standin = start_dev_stripe(
+        settings, api_host=host or settings.api_host, api_port=port or settings.api_port, run_dir=run_dir
+    )
+    if standin is not None:
+        click.echo(f"stripe       local stand-in at {standin.url} (not Stripe: pay with test card 4242 4242 4242 4242)")
     devchain = None
     if not no_chain and not settings.usdc_chains and anvil_available():
         devchain = start_dev_chain(run_dir)
@@ -111,6 +123,8 @@ def dev(host: str | None, port: int | None, no_chain: bool) -> None:
         worker.shutdown(wait=True)
         if devchain is not None:
             devchain.close()
+        if standin is not None:
+            standin.stop()
 
 
 @main.command()

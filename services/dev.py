@@ -1,5 +1,6 @@
-"""Everything in one process for development: the API, the worker, and (when anvil is installed) a local chain with
-a test USDC token, so a newcomer sees a card-less deposit credited end to end.
+"""Everything in one process for development: the API, the worker, (when anvil is installed) a local chain with
+a test USDC token, so a newcomer sees a card-less deposit credited end to end, and (without a Stripe key) the local
+stand-in for Stripe with its test checkout page, so buying by card works on a fresh machine too.
 
 On its first start against an empty database it creates an admin key, a demo customer account with a key and a
 welcome grant, and prints the keys (they are also kept in ``.run/dev-keys.json``, which only this development mode
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bip32 import BIP32
+from pydantic import SecretStr
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
@@ -31,6 +33,7 @@ from services.core.settings import ChainSettings, Settings
 from services.ledger.accounts import create_customer_account
 from services.ledger.minting import grant
 from services.ledger.repository import table_of
+from services.stripe_standin.server import StandinConfig, StripeStandin, refuse_outside_development, start_standin
 from services.usdc.addresses import ensure_deposit_address
 
 log = logging.getLogger("creditrail.dev")
@@ -138,3 +141,47 @@ def send_demo_deposit(engine: Engine, settings: Settings, devchain: DevChain, ac
         view = ensure_deposit_address(session, settings, account_id=account_id, chain_id=devchain.chain.chain_id)
     devchain.token.transfer(view.address, DEMO_DEPOSIT_UNITS)
     return view.address
+
+
+WEBHOOK_PATH = "/v1/stripe/webhook"
+STANDIN_STATE_FILE = "stripe-standin.json"
+SUCCESS_PATH = "/credits/purchase-complete"
+CANCEL_PATH = "/credits/purchase-cancelled"
+
+
+def _reachable_host(host: str) -> str:
+    """The address a local client reaches a server bound to ``host`` at."""
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 (a comparison, not a bind)
+
+
+def start_dev_stripe(
+    settings: Settings, *, api_host: str, api_port: int, run_dir: Path | None = None
+) -> tuple[Settings, StripeStandin | None]:
+    """Without a Stripe key, start the local stand-in for Stripe (a generated ``sk_test_...`` key and webhook
+    secret; with ``run_dir``, its state and keys are kept there across restarts) and return the settings pointed at
+    it: its API base, that key and secret, webhooks sent to this API's ``/v1/stripe/webhook``, and Checkout's
+    success and cancel pages on this API's port unless set. With a real key set, the settings come back unchanged
+    and real Stripe is used. Outside development and test, the stand-in refuses to start
+    (:class:`~services.stripe_standin.server.StandinRefused`)."""
+    if settings.stripe_configured:
+        return settings, None
+    refuse_outside_development(settings.environment)
+    origin = f"http://{_reachable_host(api_host)}:{api_port}"
+    standin = start_standin(
+        StandinConfig(
+            environment=settings.environment,
+            webhook_url=f"{origin}{WEBHOOK_PATH}",
+            api_version=settings.stripe_api_version,
+            state_path=run_dir / STANDIN_STATE_FILE if run_dir is not None else None,
+        )
+    )
+    update: dict[str, Any] = {
+        "stripe_secret_key": SecretStr(standin.config.secret_key),
+        "stripe_webhook_secrets": [SecretStr(standin.config.webhook_secret)],
+        "stripe_api_base": standin.url,
+    }
+    if "card_success_url" not in settings.model_fields_set:
+        update["card_success_url"] = f"{origin}{SUCCESS_PATH}"
+    if "card_cancel_url" not in settings.model_fields_set:
+        update["card_cancel_url"] = f"{origin}{CANCEL_PATH}"
+    return settings.model_copy(update=update), standin

@@ -1,0 +1,150 @@
+"""Browser tests: Debian's Chromium driven by Playwright, and the real app served over HTTP.
+
+- ``browser``: one Chromium per test module (``/usr/bin/chromium``, installed by scripts/setup; Playwright's own
+  browser download is never used). Not per session: Playwright's sync API keeps an event loop marked running in
+  the main thread while it is started, which would break later tests that run their own (``asyncio.run``).
+  ``page``: a fresh context and page per test, with bounded timeouts.
+- ``screenshot``: saves the page under the test's ``tmp_path`` (numbered, named by state).
+- ``live_app``: the API served by uvicorn on a free port over a SQLite file, with the Stripe stand-in wired in as
+  in development (services.dev.start_dev_stripe) and webhooks processed inline, as configured by default.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from playwright.sync_api import Browser, Page, sync_playwright
+from sqlalchemy.engine import Engine
+
+from chain.node import free_port
+from services.api.app import create_app
+from services.apikeys.service import issue_key
+from services.card.inbox import InlineProcessor
+from services.core.db import make_engine, unit_of_work
+from services.core.settings import Settings
+from services.dev import start_dev_stripe
+from services.ledger.accounts import create_customer_account
+from services.stripe_standin.server import StripeStandin
+
+CHROMIUM = Path("/usr/bin/chromium")
+PAGE_TIMEOUT_MS = 15_000
+START_TIMEOUT_SECONDS = 15.0
+WAIT_SECONDS = 15.0
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    assert CHROMIUM.exists(), "Chromium is missing: scripts/setup installs it (apt-get install chromium)"
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-background-networking"]
+        )
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 900, "height": 1000})
+    context.set_default_timeout(PAGE_TIMEOUT_MS)
+    context.set_default_navigation_timeout(PAGE_TIMEOUT_MS)
+    opened = context.new_page()
+    yield opened
+    context.close()
+
+
+Screenshot = Callable[[str], Path]
+
+
+@pytest.fixture
+def screenshot(page: Page, tmp_path: Path) -> Screenshot:
+    counter = itertools.count(1)
+    folder = tmp_path / "screenshots"
+    folder.mkdir()
+
+    def take(state: str) -> Path:
+        path = folder / f"{next(counter):02d}-{state}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+
+    return take
+
+
+def wait_until(condition: Callable[[], Any], what: str, timeout: float = WAIT_SECONDS) -> Any:
+    """The condition's first truthy value, polled until the deadline (then the test fails, saying what)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@dataclass
+class LiveApp:
+    url: str
+    app: FastAPI
+    engine: Engine
+    settings: Settings
+    standin: StripeStandin
+
+    def customer(self, name: str = "browser customer") -> tuple[int, str]:
+        """A customer account and its API key."""
+        with unit_of_work(self.engine) as session:
+            account_id = create_customer_account(session, name=name)
+            issued = issue_key(session, role="customer", account_id=account_id)
+        return account_id, issued.key
+
+    def api(self, key: str) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+    def webhooks_settled(self) -> bool:
+        """Every event the stand-in recorded has been delivered (and so processed: the API answers a webhook after
+        it stored the event, and processes it inline right after)."""
+        sender = self.standin.sender
+        delivered = {a.event_id for a in sender.attempts if a.delivered}
+        recorded = {event["id"] for event in self.standin.store.events}
+        return sender.pending() == 0 and recorded <= delivered
+
+    def settle(self) -> None:
+        """Wait until every event so far has been delivered to the API and processed there."""
+        wait_until(self.webhooks_settled, "the stand-in's webhooks to be delivered")
+        processor = getattr(self.app.state, "card_processor", None)
+        if isinstance(processor, InlineProcessor):
+            processor.wait_idle()
+
+
+@pytest.fixture
+def live_app(sqlite_template: Path, tmp_path: Path) -> Iterator[LiveApp]:
+    database = tmp_path / "creditrail.db"
+    shutil.copyfile(sqlite_template, database)
+    engine = make_engine(f"sqlite:///{database}")
+    port = free_port()
+    settings = Settings(environment="test", database_url=f"sqlite:///{database}", api_host="127.0.0.1", api_port=port)
+    settings, standin = start_dev_stripe(settings, api_host="127.0.0.1", api_port=port)
+    assert standin is not None
+    app = create_app(settings, engine=engine)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="creditrail-api", daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started or not thread.is_alive(), "the API to start", START_TIMEOUT_SECONDS)
+        assert server.started, "the API did not start"
+        yield LiveApp(f"http://127.0.0.1:{port}", app, engine, settings, standin)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        standin.stop()
+        engine.dispose()
