@@ -49,6 +49,24 @@ class ExceptionView:
     transaction_id: int | None
 
 
+def usdc_reference(chain_id: int, tx_hash: str, log_index: int, *, occurrence: int = 1) -> str:
+    """The reference of a finance exception about a USDC Transfer: ``usdc:<chain id>:<tx hash>:<log index>``,
+    whoever raises it (the listener, crediting, reconciliation). ``occurrence`` > 1 (``#<n>`` appended) tells apart
+    repeated events of one kind about the same transfer (a chain flipping between forks)."""
+    return _occurrence(f"usdc:{chain_id}:{tx_hash.lower()}:{log_index}", occurrence)
+
+
+def card_reference(stripe_id: str, *, occurrence: int | str = 1) -> str:
+    """The reference of a finance exception about a Stripe object (event, charge, dispute, Checkout Session, balance
+    transaction ...): ``card:<stripe object id>``; ``occurrence`` (``#<n>`` appended, for any value but 1) tells
+    apart repeated events of one kind about the same object (each refund amount of a charge, say)."""
+    return _occurrence(f"card:{stripe_id}", occurrence)
+
+
+def _occurrence(reference: str, occurrence: int | str) -> str:
+    return reference if occurrence in (1, "", "1") else f"{reference}#{occurrence}"
+
+
 def _view(row: Any) -> ExceptionView:
     return ExceptionView(**{name: getattr(row, name) for name in ExceptionView.__dataclass_fields__})
 

@@ -35,7 +35,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlmodel import Session
 
 from chain.logs import TransferLog
 from chain.reorg import NO_REORG, ReorgCheck, detect_reorg, non_canonical_blocks, remember_block_hashes
@@ -43,11 +46,18 @@ from chain.rpc import ChainReader
 from chain.scanner import ScannerConfig, ScanResult, ScanState, TransferScanner
 from services.core.clock import utcnow
 from services.core.db import unit_of_work
+from services.core.errors import CreditrailError
 from services.core.settings import ChainSettings
 from services.ledger.repository import lock_accounts
 from services.usdc import repository as repo
-from services.usdc.crediting import credit_locked_deposit, funding_account, undo_credited_deposit
-from services.usdc.models import DepositStatus
+from services.usdc.crediting import (
+    credit_locked_deposit,
+    funding_account,
+    set_aside_deposit,
+    set_aside_reason,
+    undo_credited_deposit,
+)
+from services.usdc.models import DepositStatus, SetAsideReason
 
 log = logging.getLogger("creditrail.usdc")
 
@@ -458,13 +468,13 @@ def confirm_deposits(
     if not pending:
         return 0
     gone = non_canonical_blocks(rpc, {(d.block_number, d.block_hash) for d in pending})
-    funding_account_id: int | None = None
+    funding_account_id = 0
     for offset in range(0, len(pending), CREDIT_CHUNK):
         chunk = pending[offset : offset + CREDIT_CHUNK]
         with unit_of_work(engine) as session:
             lock_accounts(session, (d.account_id for d in chunk))
             now_rows = repo.deposits_by_id(session, [d.id for d in chunk])
-            if funding_account_id is None:
+            if not funding_account_id:
                 funding_account_id = funding_account(session, chain.chain_id)
             for deposit in chunk:
                 current = now_rows[deposit.id]
@@ -473,11 +483,44 @@ def confirm_deposits(
                 if (deposit.block_number, deposit.block_hash) in gone:
                     repo.update_deposit(session, current.id, status=DepositStatus.ORPHANED, orphaned_at=now)
                     continue
-                credit_locked_deposit(
-                    session,
-                    current,
-                    now=now,
-                    min_deposit_usdc_units=chain.min_deposit_usdc_units,
-                    funding_account_id=funding_account_id,
-                )
+                _credit_or_set_aside(session, chain, current, funding_account_id, now)
     return len(pending)
+
+
+# Errors of crediting one deposit that crediting it again would meet again: the deposit is set aside. Anything else
+# (the database unreachable, a lock timeout ...) fails the batch, which the next run repeats.
+_PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
+    CreditrailError,
+    ValueError,
+    ArithmeticError,
+    IntegrityError,
+    DataError,
+    psycopg.IntegrityError,
+    psycopg.DataError,
+)
+
+
+def _credit_or_set_aside(
+    session: Session, chain: ChainSettings, current: Any, funding_account_id: int, now: datetime
+) -> None:
+    """Credit one deposit in a savepoint; if crediting refuses it for good, roll that back and set it aside (with a
+    finance exception), so that it holds back none of the deposits after it."""
+    try:
+        with session.begin_nested():
+            credit_locked_deposit(
+                session,
+                current,
+                now=now,
+                min_deposit_usdc_units=chain.min_deposit_usdc_units,
+                funding_account_id=funding_account_id,
+            )
+    except _PERMANENT_ERRORS as exc:
+        if isinstance(exc, CreditrailError):
+            reason = set_aside_reason(exc)
+        elif isinstance(exc, DBAPIError | psycopg.Error):
+            reason = f"{SetAsideReason.CREDIT_REFUSED}:database_refused"
+        else:
+            reason = f"{SetAsideReason.CREDIT_REFUSED}:{type(exc).__name__}"
+        message = exc.message if isinstance(exc, CreditrailError) else type(exc).__name__
+        log.error("chain %s: deposit %s set aside (%s): %s", chain.chain_id, current.id, reason, message)
+        set_aside_deposit(session, current, reason=reason, message=message, now=now)

@@ -34,7 +34,7 @@ DEPOSIT_INSERT_COLUMNS = (
     ("from_address", "varchar"),
     ("to_address", "varchar"),
     ("account_id", "int8"),
-    ("amount_usdc_units", "int8"),
+    ("amount_usdc_units", "numeric"),
     ("status", "varchar"),
     ("observed_at", "timestamptz"),
 )
@@ -314,7 +314,7 @@ def insert_observed(
                     )
                 )
     except (psycopg.Error, OverflowError) as exc:  # raised as SQLAlchemy raises what goes through it
-        # (an amount beyond a bigint fails here, in the client, rather than in the server as a text COPY would)
+        # (amounts are NUMERIC(78, 0): any uint256 a Transfer carries is stored as it is)
         raise _wrapped(exc, _COPY_DEPOSITS_SQL) from exc
     return len(transfers)
 
