@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-
 from typing import Any
 
 from sqlalchemy import BigInteger, CheckConstraint, Column, ForeignKey, Index, Numeric, String, UniqueConstraint

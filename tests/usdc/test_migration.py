@@ -106,5 +106,5 @@ def test_migration_0009_goes_up_down_and_up_keeping_deposits_and_their_account_c
     assert _amounts(blank_engine) == [1_234_567]
     upgrade(blank_engine, "0009")
     assert _amounts(blank_engine) == [1_234_567]
-    with pytest.raises(DBAPIError, match="amount_positive|CHECK constraint"):
+    with pytest.raises(DBAPIError, match=r"amount_positive|CHECK constraint"):
         _insert_deposit(blank_engine, account_id, 3, 0)
