@@ -362,7 +362,7 @@ class _Pass:
         window = map_window(self.reader, self.pull.window_start, self.pull.window_end, safe_head=safe_head)
         # Read after the safe head: an address created later can only receive transfers in later blocks.
         with unit_of_work(self.engine) as session:
-            watched = _deposit_addresses(session, self.chain_id)
+            watched = _deposit_addresses(session)
 
         previous = self.pull.details
         resumed_from = self._resume_point(window, previous)
@@ -525,9 +525,11 @@ def _merge_claims(previous: dict[str, Any], window: WindowBlocks) -> tuple[int, 
     return (min(low for low, _ in bounds), max(high for _, high in bounds))
 
 
-def _deposit_addresses(session: Session, chain_id: int) -> list[str]:
+def _deposit_addresses(session: Session) -> list[str]:
+    """Every deposit address, whatever chain it was asked for: an account's address is the same on every chain, and
+    a transfer to it on any configured chain is a deposit."""
     t = deposit_addresses_table
-    found = session.execute(select(t.c.address).where(t.c.chain_id == chain_id)).scalars()
+    found = session.execute(select(t.c.address).distinct()).scalars()
     return sorted({str(address).lower() for address in found})
 
 

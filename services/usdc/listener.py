@@ -130,9 +130,68 @@ def _start(engine: Engine, chain: ChainSettings, now: datetime) -> tuple[ScanSta
             initial_range = min(INITIAL_RANGE_BLOCKS, chain.max_range_blocks)
             repo.insert_cursor(session, chain.chain_id, chain.start_block, initial_range, now)
             cursor = repo.get_cursor(session, chain.chain_id)
+            # A chain new to the listener (added to the configuration later) watches every address there is, from
+            # its start block.
+            repo.insert_missing_addresses(
+                session, chain.chain_id, repo.addresses_missing_on_chain(session, chain.chain_id), now
+            )
         watched = repo.addresses_on_chain(session, chain.chain_id)
         known_hashes = repo.recent_blocks(session, chain.chain_id)
     return ScanState(int(cursor.next_block), int(cursor.range_blocks)), watched, known_hashes
+
+
+def watch_every_address(engine: Engine, chain: ChainSettings, rpc: ChainReader, *, now: datetime | None = None) -> int:
+    """Register on ``chain`` every deposit address some other chain has and it has not (an account's address is the
+    same on every chain), and store the transfers to them in the blocks the chain's cursor has already passed:
+    returns how many addresses it added.
+
+    New addresses are registered on every configured chain when they are made, so this finds addresses only when
+    the configuration gained a chain (its cursor is new: nothing to scan again) or in rows made before that rule.
+    The past blocks are scanned for those addresses alone, with no transaction open; then one unit of work adds
+    the addresses and the deposits found, provided the cursor has not moved meanwhile (else it changes nothing:
+    :class:`CursorMoved`)."""
+    now = now or utcnow()
+    with unit_of_work(engine) as session:
+        missing = repo.addresses_missing_on_chain(session, chain.chain_id)
+        cursor = repo.get_cursor(session, chain.chain_id)
+    if not missing:
+        return 0
+    found: list[TransferLog] = []
+    scanned_to = None if cursor is None else int(cursor.next_block) - 1
+    if scanned_to is not None and scanned_to >= chain.start_block:
+        config = ScannerConfig(
+            tokens=(chain.usdc_address,),
+            max_range_blocks=chain.max_range_blocks,
+            hash_window_blocks=0,
+            max_calls_per_scan=MAX_CALLS_PER_POLL,
+        )
+        scanner = TransferScanner(rpc, config, chain_id=chain.chain_id)
+        state = ScanState(chain.start_block, min(INITIAL_RANGE_BLOCKS, chain.max_range_blocks))
+        recipients = [str(row[2]) for row in missing]
+        while state.next_block <= scanned_to:
+            result = scanner.scan(state, recipients, to_block=scanned_to)
+            found.extend(t for t in result.transfers if t.value_units)
+            if result.interrupted_by is not None:
+                raise result.interrupted_by
+            state = result.state
+    with unit_of_work(engine) as session:
+        if cursor is not None:
+            current = repo.get_cursor(session, chain.chain_id, for_update=True)
+            if int(current.next_block) != int(cursor.next_block):
+                raise CursorMoved(f"chain {chain.chain_id}: the cursor moved while past blocks were scanned")
+        added = repo.insert_missing_addresses(session, chain.chain_id, missing, now)
+        stored = repo.find_deposits(session, chain.chain_id, {(t.tx_hash, t.log_index) for t in found})
+        fresh = [t for t in found if (t.tx_hash, t.log_index) not in stored]
+        account_of = {str(row[2]): int(row[0]) for row in missing}
+        repo.insert_observed(session, chain.chain_id, fresh, account_of, now)
+    if added:
+        log.info(
+            "chain %s: %s deposit addresses of other chains now watched here, %s past transfers to them stored",
+            chain.chain_id,
+            added,
+            len(fresh),
+        )
+    return added
 
 
 def record_error(engine: Engine, chain_id: int, error: BaseException, now: datetime | None = None) -> None:

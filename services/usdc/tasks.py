@@ -26,6 +26,7 @@ from services.usdc.listener import (
     catch_up,
     confirm_deposits,
     record_error,
+    watch_every_address,
 )
 
 if TYPE_CHECKING:
@@ -90,10 +91,23 @@ def confirm(engine: Engine, chain: ChainSettings, rpc: ChainReader, now: datetim
 
 
 def poll_job_fn(chain: ChainSettings, settings: Settings, rpc: ChainReader | None = None) -> EngineBatchFn:
-    """``poll`` bound to one chain, as an engine-level batch function ``(engine, now, batch_size) -> items``."""
+    """``poll`` bound to one chain, as an engine-level batch function ``(engine, now, batch_size) -> items``.
+
+    Its first successful run in a process also watches on this chain every deposit address of the other chains
+    (services.usdc.listener.watch_every_address): a chain added to the configuration, or addresses registered on
+    one chain only before every address was registered on all of them."""
     client = rpc or rpc_for(chain)
+    every_address_watched = False
 
     def run(engine: Engine, now: datetime, batch_size: int) -> int:
+        nonlocal every_address_watched
+        if not every_address_watched:
+            try:
+                watch_every_address(engine, chain, client, now=now)
+            except ChainRpcError as exc:
+                record_error(engine, chain.chain_id, exc, now)
+                raise
+            every_address_watched = True
         return poll(engine, chain, client, now, batch_size, keep_blocks=settings.usdc_recent_blocks_kept)
 
     return run

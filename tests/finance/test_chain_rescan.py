@@ -15,8 +15,10 @@ from sqlalchemy.engine import Engine
 
 from chain.devchain import reorg
 from chain.rpc import ChainRpc, RetryPolicy
+from services.core.db import unit_of_work
 from services.finance.chain_rescan import ChainRescanFailed, blocks_for_window
 from services.finance.models import PullStatus
+from services.usdc import repository as usdc_repo
 from tests.chain.conftest import random_address
 from tests.chain.helpers import RangeLimitedRpc, WrappedRpc
 from tests.finance.chain_support import (
@@ -416,3 +418,23 @@ def test_a_long_address_list_is_split_over_several_queries(make_rail, rpc, token
     assert result.transfers == 5
     assert sorted(count for _, _, count in reader.log_queries) == [1, 2, 2]
     assert {row.reference for row in mirror(rail.engine, rail.chain.chain_id)} == {s.reference for s in sent}
+
+
+def test_a_transfer_to_an_address_asked_for_on_another_chain_only_is_re_scanned(make_rail, rpc, token):
+    rail: Rail = make_rail(confirmations=0)
+    # An address registered only on another chain (as it was before every address was registered on every chain):
+    # the same address on this chain is the customer's all the same.
+    account_id, alice = rail.customer("alice")
+    with unit_of_work(rail.engine) as session:
+        table = usdc_repo.addresses
+        session.execute(table.update().where(table.c.account_id == account_id).values(chain_id=424_242))
+    clock = ChainTime(rpc)
+    sent = clock.send(token, alice, 2_500_000, 10)
+    clock.mine(100)
+
+    result = rescan(rail, WithHeaders(rpc, rpc), clock.at(0), clock.at(100), now=clock.at(100) + LATER)
+
+    assert result.transfers == 1
+    assert [(row.reference, row.amount_usdc_units) for row in mirror(rail.engine, rail.chain.chain_id)] == [
+        (sent.reference, 2_500_000)
+    ]
