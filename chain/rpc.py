@@ -55,6 +55,7 @@ _NOT_A_SIZE_LIMIT_RE = re.compile(
 )
 _RETRYABLE_HTTP_STATUSES = frozenset({408, 425, 500, 502, 503, 504})
 _USER_AGENT = "creditrail-chain-rpc"
+_DECIMALS_SELECTOR = "0x313ce567"  # decimals()
 
 
 @dataclass(frozen=True)
@@ -85,12 +86,27 @@ NO_RETRY = RetryPolicy(max_attempts=1)
 
 
 def redact_url(url: str) -> str:
-    """``url`` without credentials, path or query (RPC URLs often carry an API key there), for messages and logs."""
+    """``url`` as ``scheme://host[:port]``, with ``/***`` in place of any credentials, path or query (an RPC URL
+    often carries its API key there), for messages and logs."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = f":{parts.port}" if parts.port else ""
-    suffix = "/..." if parts.path.strip("/") or parts.query else ""
-    return f"{parts.scheme}://{host}{port}{suffix}"
+    hidden = "/***" if parts.path.strip("/") or parts.query or parts.username or parts.password else ""
+    return f"{parts.scheme}://{host}{port}{hidden}"
+
+
+def scrub_url(text: str, url: str) -> str:
+    """``text`` (an HTTP library's error message, say) with every secret-bearing part of ``url`` in it (the whole
+    URL, its path, query and credentials) replaced by ``***``."""
+    parts = urlsplit(url)
+    secrets = [url, url.rstrip("/")]
+    if parts.path.strip("/"):
+        secrets += [f"{parts.path}?{parts.query}" if parts.query else parts.path, parts.path]
+    secrets += [part for part in (parts.query, parts.username, parts.password) if part]
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 def classify_rpc_error(
@@ -224,23 +240,27 @@ class ChainRpc:
     def _post(self, method: str, send: Callable[[], Any]) -> Any:
         try:
             return send()
-        except requests.Timeout as exc:
+        # The HTTP library's errors name the URL (which may carry the provider's key): their text is scrubbed, and
+        # they are not chained to what is raised (a logged traceback would print them).
+        except requests.Timeout:
             error: ChainRpcError = ChainTimeoutError(
                 f"no answer within {self.timeout_seconds:g} s", method=method, endpoint=self.endpoint
             )
-            raise error from exc
+            raise error from None
         except requests.HTTPError as exc:
             error = self._http_error(method, exc)
-            raise error from exc
+            raise error from None
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError, OSError) as exc:
             error = ChainUnreachableError(
-                f"cannot reach the node: {_short(exc)}", method=method, endpoint=self.endpoint
+                f"cannot reach the node: {_short(scrub_url(str(exc), self.url))}", method=method, endpoint=self.endpoint
             )
-            raise error from exc
+            raise error from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise ChainResponseError(
-                f"the node's answer is not JSON: {_short(exc)}", method=method, endpoint=self.endpoint
-            ) from exc
+                f"the node's answer is not JSON: {_short(scrub_url(str(exc), self.url))}",
+                method=method,
+                endpoint=self.endpoint,
+            ) from None
 
     def _http_error(self, method: str, exc: requests.HTTPError) -> ChainRpcError:
         response = exc.response
@@ -408,6 +428,16 @@ class ChainRpc:
         if not isinstance(result, list):
             raise ChainResponseError("eth_getLogs did not answer a list", method="eth_getLogs", endpoint=self.endpoint)
         return cast(list[RawLog], result)
+
+    def token_decimals(self, token: str) -> int:
+        """An ERC-20 contract's ``decimals()`` at the latest block; a :class:`ChainResponseError` when the address
+        answers no such thing (no code there, or not a token)."""
+        answer = self.request("eth_call", [{"to": token, "data": _DECIMALS_SELECTOR}, "latest"])
+        if not isinstance(answer, str) or len(answer) != 66:
+            raise ChainResponseError(
+                f"{token} answers no decimals() (not an ERC-20 contract?)", method="eth_call", endpoint=self.endpoint
+            )
+        return _hex_int(answer, "eth_call")
 
     def close(self) -> None:
         """Close the HTTP sessions (best effort)."""

@@ -23,3 +23,10 @@ class DepositNotCreditable(CreditrailError):
     def __init__(self, message: str, *, reason: str, **details: object) -> None:
         super().__init__(message, reason=reason, **details)
         self.reason = reason
+
+
+class TokenDecimalsMismatch(CreditrailError):
+    """The contract configured as a chain's USDC does not have the 6 decimals every conversion assumes."""
+
+    code = "usdc_token_decimals_mismatch"
+    status_code = 409

@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 
-from chain.errors import ChainRpcError
+from chain.errors import ChainResponseError, ChainRpcError
 from chain.rpc import ChainReader, ChainRpc
+from services.core.money import USDC_DECIMALS
 from services.core.settings import ChainSettings, Settings
+from services.usdc.errors import TokenDecimalsMismatch
 from services.usdc.listener import (
     DEFAULT_KEEP_BLOCKS,
     MAX_CALLS_PER_POLL,
@@ -45,6 +47,48 @@ EngineBatchFn = Callable[[Engine, datetime, int], int]
 def rpc_for(chain: ChainSettings) -> ChainRpc:
     """The JSON-RPC client of a configured chain (it refuses a node serving another chain id)."""
     return ChainRpc(chain.rpc_url, expected_chain_id=chain.chain_id, timeout_seconds=chain.rpc_timeout_seconds)
+
+
+def check_token_decimals(chain: ChainSettings, rpc: ChainReader) -> None:
+    """Refuse a chain whose configured USDC contract does not have the decimals every conversion assumes
+    (services.core.money.USDC_DECIMALS): a :class:`TokenDecimalsMismatch` saying so in one line. A reader that
+    cannot make contract calls (a test double) is not checked; a node error is raised as it is."""
+    read = getattr(rpc, "token_decimals", None)
+    if read is None:
+        return
+    try:
+        decimals = int(read(chain.usdc_address))
+    except ChainResponseError as exc:
+        raise TokenDecimalsMismatch(
+            f"chain {chain.chain_id}: usdc_address {chain.usdc_address} has no decimals() (is it the token?); "
+            f"the USDC rail needs a token of {USDC_DECIMALS} decimals",
+            chain_id=chain.chain_id,
+        ) from exc
+    if decimals != USDC_DECIMALS:
+        raise TokenDecimalsMismatch(
+            f"chain {chain.chain_id}: the token at usdc_address {chain.usdc_address} has {decimals} decimals; "
+            f"the USDC rail needs {USDC_DECIMALS}",
+            chain_id=chain.chain_id,
+            decimals=decimals,
+        )
+
+
+def preflight(settings: Settings) -> list[str]:
+    """At the worker's start: every configured chain's token checked (:func:`check_token_decimals`); a mismatch is
+    raised. A node that does not answer now is no reason not to start (the poll job checks again before its first
+    poll): the warnings are returned, naming the chain and never its RPC URL."""
+    if not settings.usdc_xpub:
+        return []
+    warnings = []
+    for chain in settings.usdc_chains:
+        client = rpc_for(chain)
+        try:
+            check_token_decimals(chain, client)
+        except ChainRpcError as exc:
+            warnings.append(f"chain {chain.chain_id}: the token's decimals could not be read now ({exc})")
+        finally:
+            client.close()
+    return warnings
 
 
 def poll(
@@ -103,6 +147,7 @@ def poll_job_fn(chain: ChainSettings, settings: Settings, rpc: ChainReader | Non
         nonlocal every_address_watched
         if not every_address_watched:
             try:
+                check_token_decimals(chain, client)
                 watch_every_address(engine, chain, client, now=now)
             except ChainRpcError as exc:
                 record_error(engine, chain.chain_id, exc, now)

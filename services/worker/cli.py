@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from dataclasses import asdict
 from datetime import datetime
@@ -20,6 +21,8 @@ from services.worker.registry import default_jobs
 from services.worker.runner import run_job_once
 from services.worker.scheduler import create_worker
 
+logger = logging.getLogger("creditrail.worker")
+
 
 def _engine(settings: Settings) -> Engine:
     return ready_engine(settings)
@@ -30,11 +33,24 @@ def worker() -> None:
     """Run the worker: every scheduled job, until SIGTERM or SIGINT (the running batches finish first)."""
     settings = get_settings()
     configure_json_logging(settings.worker_log_level)
+    _check_chains(settings)
     engine = _engine(settings)
     try:
         create_worker(engine, settings).run_forever()
     finally:
         engine.dispose()
+
+
+def _check_chains(settings: Settings) -> None:
+    """Refuse to start on a USDC token without the decimals the rail assumes (one line); warn when a node is down."""
+    from services.usdc.errors import TokenDecimalsMismatch
+    from services.usdc.tasks import preflight
+
+    try:
+        for warning in preflight(settings):
+            logger.warning(warning)
+    except TokenDecimalsMismatch as exc:
+        raise click.ClickException(exc.message) from None
 
 
 def _when(value: datetime | None) -> str:
