@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import logging
 import random
 import re
 import threading
@@ -109,6 +110,37 @@ def scrub_url(text: str, url: str) -> str:
     return text
 
 
+class _ScrubRpcUrls(logging.Filter):
+    """Hides the RPC URLs' secret parts (:func:`scrub_url`) in the HTTP library's own log lines (urllib3 names the
+    path and query of every request it makes at DEBUG level, and of the retries it counts)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: set[str] = set()
+        self._lock = threading.Lock()
+
+    def add(self, url: str) -> None:
+        if redact_url(url) != url:
+            with self._lock:
+                self.urls.add(url)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.urls:
+            return True
+        message = record.getMessage()
+        scrubbed = message
+        for url in list(self.urls):
+            scrubbed = scrub_url(scrubbed, url)
+        if scrubbed != message:
+            record.msg, record.args = scrubbed, None
+        return True
+
+
+_URL_SCRUBBER = _ScrubRpcUrls()
+for _name in ("urllib3.connectionpool", "urllib3.connection", "urllib3.util.retry", "urllib3.poolmanager"):
+    logging.getLogger(_name).addFilter(_URL_SCRUBBER)
+
+
 def classify_rpc_error(
     method: str, code: int | None, message: str, *, data: object = None, endpoint: str | None = None
 ) -> ChainRpcError:
@@ -169,6 +201,7 @@ class ChainRpc:
             raise ValueError("batch_size must be at least 1")
         self.url = url
         self.endpoint = redact_url(url)
+        _URL_SCRUBBER.add(url)
         self.expected_chain_id = expected_chain_id
         self.timeout_seconds = timeout_seconds
         self.retry = retry or RetryPolicy()
