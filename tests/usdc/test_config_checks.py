@@ -21,7 +21,7 @@ from services.usdc.errors import TokenDecimalsMismatch
 from services.worker.cli import worker
 from tests.chain.conftest import random_address
 
-from .conftest import Rail, chain_settings_for, random_xpub, rail_settings
+from .conftest import Rail, chain_settings_for, rail_settings, random_xpub
 from .support import send_transfer
 
 CIRCLE_USDC = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"
