@@ -502,6 +502,6 @@ def _hex_int(value: Any, method: str) -> int:
     raise ChainResponseError(f"expected a hex quantity, got {json.dumps(value)[:80]}", method=method)
 
 
-def _short(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
+def _short(exc: BaseException | str) -> str:
+    text = exc if isinstance(exc, str) else (str(exc) or type(exc).__name__)
     return text if len(text) <= 200 else text[:197] + "..."

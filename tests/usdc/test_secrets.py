@@ -79,7 +79,7 @@ def test_the_key_reaches_no_response_job_health_reconciliation_row_or_log_record
         cursor = Rail(engine, card.settings).cursor(chain.chain_id)
         _no_secret(cursor.last_error if cursor is not None else "")
     finally:
-        cards.close()
+        next(cards, None)  # the rest of the fixture: the app's shutdown
     assert caplog.records, "the failures were logged"
     for record in caplog.records:
         _no_secret(record.getMessage())

@@ -16,6 +16,7 @@ Revises: 0008
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -99,7 +100,7 @@ def downgrade() -> None:
 
 
 def _sqlite_rebuild(
-    amount_type: sa.types.TypeEngine[object], old_type: sa.types.TypeEngine[object], *, add_reason: bool
+    amount_type: sa.types.TypeEngine[Any], old_type: sa.types.TypeEngine[Any], *, add_reason: bool
 ) -> None:
     for name in _SQLITE_DEPOSIT_TRIGGER_NAMES:
         op.execute(f"DROP TRIGGER IF EXISTS {name}")
