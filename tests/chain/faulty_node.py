@@ -28,6 +28,8 @@ class FaultyNode:
     def __init__(self, upstream: str | None) -> None:
         self.upstream = upstream
         self.fault = Fault.NONE
+        # With n > 1, only every n-th request gets the fault (an intermittent provider); the others are forwarded.
+        self.every = 1
         self.requests = 0
         self.faulty_answers = 0
         self._release = threading.Event()
@@ -43,7 +45,8 @@ class FaultyNode:
     def url(self, path: str = "") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def set(self, fault: Fault) -> None:
+    def set(self, fault: Fault, *, every: int = 1) -> None:
+        self.every = every
         self.fault = fault
         if fault != Fault.HANG:
             self._release.set()
@@ -71,9 +74,9 @@ class FaultyNode:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                fault = node.fault
                 with node._lock:
                     node.requests += 1
+                    fault = node.fault if node.requests % node.every == 0 else Fault.NONE
                     if fault != Fault.NONE:
                         node.faulty_answers += 1
                 if fault == Fault.HANG:
