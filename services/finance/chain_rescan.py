@@ -46,12 +46,17 @@ from services.core.clock import utcnow
 from services.core.db import unit_of_work, utc
 from services.core.errors import UpstreamUnavailable
 from services.core.settings import ChainSettings
+from services.finance.exceptions import raise_exception, usdc_reference
 from services.finance.models import ChainTransferRecord, PullStatus
 from services.finance.pulls import PullState, begin_pull, fail_pull, finish_pull, pulls_table
 from services.usdc.crediting import deposit_reference
 from services.usdc.models import DepositAddress
 
 log = logging.getLogger("creditrail.finance")
+
+AMOUNT_OUT_OF_RANGE = "transfer_amount_out_of_range"
+"""The finance exception a re-scan raises for a transfer beyond a 64-bit amount (it stays out of the mirror)."""
+BIGINT_MAX = 2**63 - 1
 
 records_table = cast(Table, ChainTransferRecord.__table__)  # type: ignore[attr-defined]
 deposit_addresses_table = cast(Table, DepositAddress.__table__)  # type: ignore[attr-defined]
@@ -457,9 +462,25 @@ class _Pass:
                 )
 
     def _store(self, session: Session, result: ScanResult, details: dict[str, Any]) -> None:
-        """One sub-range: replace the mirror's rows of the chain in it by what the node returned, move the cursor."""
+        """One sub-range: replace the mirror's rows of the chain in it by what the node returned, move the cursor.
+        A transfer beyond what the mirror's 64-bit amounts hold is left out of it and raised as an exception."""
         t = records_table
         rows = _record_rows(result.transfers, self.chain_id, self.clock())
+        for row in [row for row in rows if row["amount_usdc_units"] > BIGINT_MAX]:
+            rows.remove(row)
+            raise_exception(
+                session,
+                rail="usdc",
+                kind=AMOUNT_OUT_OF_RANGE,
+                reference=usdc_reference(self.chain_id, row["tx_hash"], row["log_index"]),
+                now=self.clock(),
+                details={
+                    "amount_usdc_units": str(row["amount_usdc_units"]),
+                    "to_address": row["to_address"],
+                    "block_number": row["block_number"],
+                    "pull_id": self.pull.id,
+                },
+            )
         session.execute(delete(t).where(t.c.chain_id == self.chain_id, _in_range(result.from_block, result.to_block)))
         if rows:
             session.execute(insert(t), rows)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
@@ -123,12 +123,16 @@ def list_exceptions(
     *,
     rail: str | None = None,
     kind: str | None = None,
+    reference: str | None = None,
     limit: int = 100,
     after_id: int = 0,
 ) -> list[ExceptionView]:
-    """Exceptions in the order they were raised, optionally only those with ``status`` (and rail, kind)."""
+    """Exceptions in the order they were raised, optionally only those with ``status`` (and rail, kind, and
+    ``reference``: that reference, with any ``#`` qualifier, e.g. every exception about one USDC transfer)."""
     t = exceptions_table
     stmt = select(t).where(t.c.id > after_id)
+    if reference is not None:
+        stmt = stmt.where(or_(t.c.reference == reference, t.c.reference.startswith(f"{reference}#", autoescape=True)))
     if status is not None:
         stmt = stmt.where(t.c.status == status)
     if rail is not None:

@@ -108,3 +108,44 @@ def test_migration_0009_goes_up_down_and_up_keeping_deposits_and_their_account_c
     assert _amounts(blank_engine) == [1_234_567]
     with pytest.raises(DBAPIError, match=r"amount_positive|CHECK constraint"):
         _insert_deposit(blank_engine, account_id, 3, 0)
+
+
+OLD_AND_NEW_REFERENCES = [
+    ("usdc", "deep_reorg", "1:0xaa:0#1", "usdc:1:0xaa:0"),
+    ("usdc", "deep_reorg", "1:0xaa:0#2", "usdc:1:0xaa:0#2"),
+    ("usdc", "carry_shortfall", "1:0xaa:0#1", "usdc:1:0xaa:0"),
+    ("usdc", "reconciliation_missing_in_ledger", "deposit:1:0xbb:3", "usdc:1:0xbb:3"),
+    ("usdc", "reconciliation_missing_externally", "deposit:lot:999", "usdc:lot:999"),
+    ("card", "reconciliation_missing_in_ledger", "payment:txn_1", "card:txn_1"),
+    ("card", "reconciliation_missing_in_ledger", "refund:ch_1", "card:ch_1#refund"),
+    ("card", "webhook_processing_failed", "evt_1", "card:evt_1"),
+    ("card", "refund_exceeds_purchase", "ch_9:2500", "card:ch_9#2500"),
+    ("card", "clawback_exceeds_lot", "refund:77:500:0", "card:purchase:77#refund:77:500:0"),
+]
+
+
+def _references(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        return list(conn.execute(text("SELECT reference FROM finance_exceptions ORDER BY id")).scalars())
+
+
+def test_migration_0009_rewrites_finance_exception_references_to_one_format_and_back(blank_engine: Engine) -> None:
+    upgrade(blank_engine, "0008")
+    with blank_engine.begin() as conn:
+        for rail, kind, old, _ in OLD_AND_NEW_REFERENCES:
+            conn.execute(
+                text(
+                    "INSERT INTO finance_exceptions (rail, kind, reference, details, status, created_at)"
+                    " VALUES (:rail, :kind, :reference, '{}', 'open', '2026-12-01 00:00:00')"
+                ),
+                {"rail": rail, "kind": kind, "reference": old},
+            )
+    old_references = [old for _, _, old, _ in OLD_AND_NEW_REFERENCES]
+    new_references = [new for _, _, _, new in OLD_AND_NEW_REFERENCES]
+
+    upgrade(blank_engine, "0009")
+    assert _references(blank_engine) == new_references
+    _downgrade(blank_engine, "0008")
+    assert _references(blank_engine) == old_references
+    upgrade(blank_engine, "0009")
+    assert _references(blank_engine) == new_references
