@@ -483,7 +483,8 @@ def _rewind(
             current = repo.get_deposit(session, deposit.id)
             if current.block_hash != deposit.block_hash:
                 continue  # moved since it was read: it is about its new block now
-            if current.status == DepositStatus.OBSERVED:
+            if current.status in (DepositStatus.OBSERVED, DepositStatus.SET_ASIDE):
+                # (a deposit set aside was never credited: nothing to undo; its finance exception says it was seen)
                 repo.update_deposit(session, current.id, status=DepositStatus.ORPHANED, orphaned_at=now)
             elif current.status in _SETTLED:
                 undo_credited_deposit(

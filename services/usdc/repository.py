@@ -98,27 +98,26 @@ def addresses_missing_on_chain(session: Session, chain_id: int) -> list[Any]:
 
 
 def insert_missing_addresses(session: Session, chain_id: int, rows: Sequence[Any], now: datetime) -> int:
-    """Give each (account id, derivation index, address) of ``rows`` its row on ``chain_id``, unless it has one;
-    returns how many were added."""
+    """Give each (account id, derivation index, address) of ``rows`` its row on ``chain_id``, unless it has one
+    (one statement per thousand rows); returns how many rows were given."""
     if not rows:
         return 0
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     stmt = dialect.insert(addresses).on_conflict_do_nothing()
-    added = 0
-    for row in rows:
-        account_id, derivation_index, address = row
-        result = session.execute(
-            stmt.values(
-                account_id=account_id,
-                chain_id=chain_id,
-                derivation_index=derivation_index,
-                address=address,
-                carry_usdc_units=0,
-                created_at=now,
-            )
-        )
-        added += max(0, int(getattr(result, "rowcount", 0) or 0))
-    return added
+    values = [
+        {
+            "account_id": account_id,
+            "chain_id": chain_id,
+            "derivation_index": derivation_index,
+            "address": address,
+            "carry_usdc_units": 0,
+            "created_at": now,
+        }
+        for account_id, derivation_index, address in rows
+    ]
+    for start in range(0, len(values), 1_000):
+        session.execute(stmt, values[start : start + 1_000])
+    return len(values)
 
 
 def addresses_on_chain(session: Session, chain_id: int) -> dict[str, int]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from chain.devchain import LocalToken, mine
+from chain.devchain import LocalToken, mine, reorg
 from chain.rpc import ChainRpc
 from services.core.db import unit_of_work
 from services.finance.exceptions import ExceptionView, list_exceptions, usdc_reference
@@ -99,3 +99,24 @@ def test_a_database_error_while_crediting_fails_the_batch_and_sets_nothing_aside
     monkeypatch.undo()
     assert usdc.confirm(rpc) == 1
     assert [d.status for d in usdc.deposits(account_id)] == ["credited"]
+
+
+def test_a_deposit_set_aside_whose_block_leaves_the_chain_is_orphaned(
+    usdc: Rail, rpc: ChainRpc, token: LocalToken
+) -> None:
+    token.mint(token.wallet.address, TOO_MANY_UNITS_TO_MINT)
+    account_id, address = usdc.customer()
+    send_transfer(token, address, TOO_MANY_UNITS_TO_MINT)
+    mine(rpc, usdc.chain.confirmations)
+    usdc.settle(rpc)
+    assert [d.status for d in usdc.deposits(account_id)] == ["set_aside"]
+
+    reorg(rpc, usdc.chain.confirmations + 1, [])  # deeper than the confirmations: the transfer is gone
+    token.wallet.sync_nonce()
+    mine(rpc, 2)
+    usdc.settle(rpc)
+
+    [deposit] = usdc.deposits(account_id)
+    assert (deposit.status, deposit.lot_id) == ("orphaned", None)
+    assert usdc.balance(account_id).total_credits == 0
+    usdc.assert_invariants()
