@@ -7,7 +7,7 @@ from functools import lru_cache
 from typing import Literal
 
 from eth_utils.address import to_checksum_address
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_MARKERS = ("placeholder", "change-me", "changeme")
@@ -21,6 +21,9 @@ def is_placeholder(secret: str) -> bool:
 
 class ChainSettings(BaseModel):
     """One EVM chain the USDC rail listens on."""
+
+    # A refused chain's error names the setting, never the values given (its RPC URL may carry a key).
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     chain_id: int = Field(gt=0)
     name: str = ""
@@ -53,7 +56,10 @@ class ChainSettings(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CREDITRAIL_", env_file=".env", extra="ignore")
+    # hide_input_in_errors: a refused setting is named, never echoed (it may be a secret, or carry one).
+    model_config = SettingsConfigDict(
+        env_prefix="CREDITRAIL_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     environment: Literal["development", "test", "production"] = "development"
 

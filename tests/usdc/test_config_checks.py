@@ -105,3 +105,13 @@ def test_a_node_down_at_the_workers_start_is_a_warning_without_its_url(rpc: Chai
 
     assert f"chain {chain.chain_id}" in warning
     assert "SECRETKEY123" not in warning
+
+
+def test_a_refused_chain_setting_never_echoes_its_rpc_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    leaky = {"chain_id": 1, "rpc_url": "https://rpc.example/v3/SECRETKEY123"}  # no usdc_address
+    monkeypatch.setenv("CREDITRAIL_USDC_CHAINS", json.dumps([leaky]))
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    assert "usdc_chains.0.usdc_address" in str(refused.value)
+    assert "SECRETKEY123" not in str(refused.value)
+    assert "SECRETKEY123" not in repr(ChainSettings(**_chain(rpc_url=leaky["rpc_url"])))
