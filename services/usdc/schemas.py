@@ -47,3 +47,5 @@ class DepositOut(BaseModel):
     lot_id: int | None
     observed_at: datetime
     credited_at: datetime | None
+    # Why a deposit is set aside (status "set_aside": it cannot be credited, finance looks at it), else null.
+    set_aside_reason: str | None = None
