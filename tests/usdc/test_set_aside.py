@@ -4,16 +4,20 @@ without holding back the deposits after them or stopping the listener."""
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError
 
 from chain.devchain import LocalToken, mine, reorg
 from chain.rpc import ChainRpc
-from services.core.db import unit_of_work
+from services.core.db import make_engine, unit_of_work
 from services.finance.exceptions import ExceptionView, list_exceptions, usdc_reference
 from services.usdc import listener
 from services.usdc.crediting import DEPOSIT_SET_ASIDE
+from tests.conftest import PostgresTestDatabase
+from tests.worker.proxy import TcpProxy
 
-from .conftest import CHAIN_ID, Rail
+from .conftest import CHAIN_ID, Rail, chain_settings_for, rail_settings
 from .support import send_transfer
 
 # 2 * 10^12 credits: twice the default max_amount_credits (10^12), yet a 64-bit integer of base units.
@@ -79,7 +83,7 @@ def test_a_transfer_beyond_a_64_bit_integer_is_stored_exactly_set_aside_and_the_
     usdc.assert_invariants()
 
 
-def test_a_database_error_while_crediting_fails_the_batch_and_sets_nothing_aside(
+def test_a_transient_database_error_while_crediting_fails_the_batch_and_sets_nothing_aside(
     usdc: Rail, rpc: ChainRpc, token: LocalToken, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     account_id, address = usdc.customer()
@@ -87,10 +91,11 @@ def test_a_database_error_while_crediting_fails_the_batch_and_sets_nothing_aside
     mine(rpc, usdc.chain.confirmations)
     usdc.poll_until_caught_up(rpc)
 
-    def database_gone(*_args: object, **_kwargs: object) -> None:
-        raise OperationalError("INSERT", None, Exception("server closed the connection unexpectedly"))
+    def lock_timeout(*_args: object, **_kwargs: object) -> None:
+        # An error after which the connection lives on: setting the deposit aside would succeed, and be wrong.
+        raise OperationalError("UPDATE", None, Exception("canceling statement due to lock timeout"))
 
-    monkeypatch.setattr(listener, "credit_locked_deposit", database_gone)
+    monkeypatch.setattr(listener, "credit_locked_deposit", lock_timeout)
     with pytest.raises(OperationalError):
         usdc.confirm(rpc)
     assert [d.status for d in usdc.deposits(account_id)] == ["observed"]
@@ -99,6 +104,43 @@ def test_a_database_error_while_crediting_fails_the_batch_and_sets_nothing_aside
     monkeypatch.undo()
     assert usdc.confirm(rpc) == 1
     assert [d.status for d in usdc.deposits(account_id)] == ["credited"]
+
+
+def test_the_database_going_away_while_crediting_fails_the_batch_and_sets_nothing_aside(
+    pg_engine: Engine, postgres_database: PostgresTestDatabase, rpc: ChainRpc, token: LocalToken
+) -> None:
+    chain = chain_settings_for(rpc, token)
+    usdc = Rail(pg_engine, rail_settings(pg_engine, chain))
+    account_id, address = usdc.customer()
+    send_transfer(token, address, 2_000_000)
+    mine(rpc, chain.confirmations)
+    usdc.poll_until_caught_up(rpc)
+    target = make_url(postgres_database.url)
+
+    with TcpProxy(target.host or "127.0.0.1", target.port or 5432) as proxy:
+        proxied = make_engine(
+            target.set(host="127.0.0.1", port=proxy.port), schema=postgres_database.schema, pool_size=2
+        )
+
+        # The database goes away as the deposit's credit begins (its savepoint), inside the per-deposit handling.
+        def cut_at_the_savepoint(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+            if statement.startswith("SAVEPOINT"):
+                proxy.cut()
+
+        event.listen(proxied, "before_cursor_execute", cut_at_the_savepoint)
+        try:
+            with pytest.raises(OperationalError):
+                listener.confirm_deposits(proxied, chain, rpc)
+            event.remove(proxied, "before_cursor_execute", cut_at_the_savepoint)
+            assert [d.status for d in usdc.deposits(account_id)] == ["observed"]
+            assert _set_aside_exceptions(usdc) == []
+
+            proxy.restore()
+            assert listener.confirm_deposits(proxied, chain, rpc) == 1
+        finally:
+            proxied.dispose()
+    assert [d.status for d in usdc.deposits(account_id)] == ["credited"]
+    usdc.assert_invariants()
 
 
 def test_a_deposit_set_aside_whose_block_leaves_the_chain_is_orphaned(
