@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.engine import Engine
 
 from chain.errors import ChainResponseError, ChainRpcError
-from chain.rpc import ChainReader, ChainRpc
+from chain.rpc import NO_RETRY, ChainReader, ChainRpc
 from services.core.money import USDC_DECIMALS
 from services.core.settings import ChainSettings, Settings
 from services.usdc.errors import TokenDecimalsMismatch
@@ -81,7 +81,10 @@ def preflight(settings: Settings) -> list[str]:
         return []
     warnings = []
     for chain in settings.usdc_chains:
-        client = rpc_for(chain)
+        # One try each: a node that is down must not hold the worker's start back by its retries.
+        client = ChainRpc(
+            chain.rpc_url, expected_chain_id=chain.chain_id, timeout_seconds=chain.rpc_timeout_seconds, retry=NO_RETRY
+        )
         try:
             check_token_decimals(chain, client)
         except ChainRpcError as exc:
