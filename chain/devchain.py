@@ -216,3 +216,8 @@ def reorg(rpc: ChainRpc, depth: int, transactions: Sequence[tuple[SignedTx, int]
     (0 = the first replaced block). Transactions of the replaced blocks not listed disappear.
     """
     rpc.request("anvil_reorg", [depth, [[tx.raw, offset] for tx, offset in transactions]])
+
+
+def set_code(rpc: ChainRpc, address: str, code_hex: str) -> None:
+    """Put ``code_hex`` (runtime bytecode, 0x hex) at ``address`` (anvil's ``anvil_setCode``)."""
+    rpc.request("anvil_setCode", [normalize_address(address), code_hex])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import logging
 import random
 import re
 import threading
@@ -55,6 +56,7 @@ _NOT_A_SIZE_LIMIT_RE = re.compile(
 )
 _RETRYABLE_HTTP_STATUSES = frozenset({408, 425, 500, 502, 503, 504})
 _USER_AGENT = "creditrail-chain-rpc"
+_DECIMALS_SELECTOR = "0x313ce567"  # decimals()
 
 
 @dataclass(frozen=True)
@@ -85,12 +87,58 @@ NO_RETRY = RetryPolicy(max_attempts=1)
 
 
 def redact_url(url: str) -> str:
-    """``url`` without credentials, path or query (RPC URLs often carry an API key there), for messages and logs."""
+    """``url`` as ``scheme://host[:port]``, with ``/***`` in place of any credentials, path or query (an RPC URL
+    often carries its API key there), for messages and logs."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = f":{parts.port}" if parts.port else ""
-    suffix = "/..." if parts.path.strip("/") or parts.query else ""
-    return f"{parts.scheme}://{host}{port}{suffix}"
+    hidden = "/***" if parts.path.strip("/") or parts.query or parts.username or parts.password else ""
+    return f"{parts.scheme}://{host}{port}{hidden}"
+
+
+def scrub_url(text: str, url: str) -> str:
+    """``text`` (an HTTP library's error message, say) with every secret-bearing part of ``url`` in it (the whole
+    URL, its path, query and credentials) replaced by ``***``."""
+    parts = urlsplit(url)
+    secrets = [url, url.rstrip("/")]
+    if parts.path.strip("/"):
+        secrets += [f"{parts.path}?{parts.query}" if parts.query else parts.path, parts.path]
+    secrets += [part for part in (parts.query, parts.username, parts.password) if part]
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+class _ScrubRpcUrls(logging.Filter):
+    """Hides the RPC URLs' secret parts (:func:`scrub_url`) in the HTTP library's own log lines (urllib3 names the
+    path and query of every request it makes at DEBUG level, and of the retries it counts)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: set[str] = set()
+        self._lock = threading.Lock()
+
+    def add(self, url: str) -> None:
+        if redact_url(url) != url:
+            with self._lock:
+                self.urls.add(url)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.urls:
+            return True
+        message = record.getMessage()
+        scrubbed = message
+        for url in list(self.urls):
+            scrubbed = scrub_url(scrubbed, url)
+        if scrubbed != message:
+            record.msg, record.args = scrubbed, None
+        return True
+
+
+_URL_SCRUBBER = _ScrubRpcUrls()
+for _name in ("urllib3.connectionpool", "urllib3.connection", "urllib3.util.retry", "urllib3.poolmanager"):
+    logging.getLogger(_name).addFilter(_URL_SCRUBBER)
 
 
 def classify_rpc_error(
@@ -153,6 +201,7 @@ class ChainRpc:
             raise ValueError("batch_size must be at least 1")
         self.url = url
         self.endpoint = redact_url(url)
+        _URL_SCRUBBER.add(url)
         self.expected_chain_id = expected_chain_id
         self.timeout_seconds = timeout_seconds
         self.retry = retry or RetryPolicy()
@@ -224,23 +273,27 @@ class ChainRpc:
     def _post(self, method: str, send: Callable[[], Any]) -> Any:
         try:
             return send()
-        except requests.Timeout as exc:
+        # The HTTP library's errors name the URL (which may carry the provider's key): their text is scrubbed, and
+        # they are not chained to what is raised (a logged traceback would print them).
+        except requests.Timeout:
             error: ChainRpcError = ChainTimeoutError(
                 f"no answer within {self.timeout_seconds:g} s", method=method, endpoint=self.endpoint
             )
-            raise error from exc
+            raise error from None
         except requests.HTTPError as exc:
             error = self._http_error(method, exc)
-            raise error from exc
+            raise error from None
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError, OSError) as exc:
             error = ChainUnreachableError(
-                f"cannot reach the node: {_short(exc)}", method=method, endpoint=self.endpoint
+                f"cannot reach the node: {_short(scrub_url(str(exc), self.url))}", method=method, endpoint=self.endpoint
             )
-            raise error from exc
+            raise error from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise ChainResponseError(
-                f"the node's answer is not JSON: {_short(exc)}", method=method, endpoint=self.endpoint
-            ) from exc
+                f"the node's answer is not JSON: {_short(scrub_url(str(exc), self.url))}",
+                method=method,
+                endpoint=self.endpoint,
+            ) from None
 
     def _http_error(self, method: str, exc: requests.HTTPError) -> ChainRpcError:
         response = exc.response
@@ -409,6 +462,16 @@ class ChainRpc:
             raise ChainResponseError("eth_getLogs did not answer a list", method="eth_getLogs", endpoint=self.endpoint)
         return cast(list[RawLog], result)
 
+    def token_decimals(self, token: str) -> int:
+        """An ERC-20 contract's ``decimals()`` at the latest block; a :class:`ChainResponseError` when the address
+        answers no such thing (no code there, or not a token)."""
+        answer = self.request("eth_call", [{"to": token, "data": _DECIMALS_SELECTOR}, "latest"])
+        if not isinstance(answer, str) or len(answer) != 66:
+            raise ChainResponseError(
+                f"{token} answers no decimals() (not an ERC-20 contract?)", method="eth_call", endpoint=self.endpoint
+            )
+        return _hex_int(answer, "eth_call")
+
     def close(self) -> None:
         """Close the HTTP sessions (best effort)."""
         with self._sessions_lock:
@@ -439,6 +502,6 @@ def _hex_int(value: Any, method: str) -> int:
     raise ChainResponseError(f"expected a hex quantity, got {json.dumps(value)[:80]}", method=method)
 
 
-def _short(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
+def _short(exc: BaseException | str) -> str:
+    text = exc if isinstance(exc, str) else (str(exc) or type(exc).__name__)
     return text if len(text) <= 200 else text[:197] + "..."

@@ -25,7 +25,7 @@ from services.card.outcome import Outcome, exception_outcome
 from services.card.refunds import settle
 from services.card.stripe_objects import ACCOUNT_ID_KEY, CheckoutSessionData, PaymentIntentData, metadata_int
 from services.core.settings import get_settings
-from services.finance.exceptions import raise_exception
+from services.finance.exceptions import card_reference, raise_exception
 from services.ledger.minting import mint
 from services.ledger.models import Rail
 from services.ledger.system_accounts import SystemAccount
@@ -50,7 +50,9 @@ def failure_message(code: str, fallback: str | None = None) -> str:
 
 def _exception(session: Session, kind: str, reference: str, now: datetime, **fields: Any) -> None:
     details = fields.pop("details", {})
-    raise_exception(session, rail=RAIL, kind=kind, reference=reference, details=details, now=now, **fields)
+    raise_exception(
+        session, rail=RAIL, kind=kind, reference=card_reference(reference), details=details, now=now, **fields
+    )
 
 
 def _purchase_for_session(session: Session, data: CheckoutSessionData, now: datetime) -> tuple[Any, str | None]:

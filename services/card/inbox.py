@@ -49,7 +49,7 @@ from services.core import metrics
 from services.core.clock import utcnow
 from services.core.db import unit_of_work
 from services.core.settings import Settings
-from services.finance.exceptions import raise_exception
+from services.finance.exceptions import card_reference, raise_exception
 
 log = logging.getLogger("creditrail.card.inbox")
 
@@ -225,7 +225,7 @@ def _record_failure(engine: Engine, inbox_id: int, exc: Exception, settings: Set
                 session,
                 rail="card",
                 kind="webhook_processing_failed",
-                reference=row.event_id,
+                reference=card_reference(row.event_id),
                 details={"event_type": row.event_type, "attempts": attempts, "last_error": error},
                 now=now,
             )

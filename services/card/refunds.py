@@ -27,7 +27,7 @@ from services.card.models import ClawbackKind
 from services.card.outcome import Outcome, exception_outcome
 from services.card.stripe_objects import ChargeData, DisputeData
 from services.core.money import share_of_credits
-from services.finance.exceptions import raise_exception
+from services.finance.exceptions import card_reference, raise_exception
 from services.ledger import repository as ledger_repo
 from services.ledger.clawback import clawback, reinstate
 
@@ -40,6 +40,13 @@ FINAL_STATUSES = RETURNED_STATUSES | {"lost"}
 def _available_to_claw(session: Session, lot_id: int) -> int:
     lot = ledger_repo.get_lot(session, lot_id)
     return int(lot.credits - lot.clawed_back_credits)
+
+
+def _stripe_object_of(purchase: Any) -> str:
+    """The Stripe object a purchase's exceptions are about: its charge, else its Checkout Session or PaymentIntent."""
+    return str(
+        purchase.charge_id or purchase.checkout_session_id or purchase.payment_intent_id or f"purchase:{purchase.id}"
+    )
 
 
 def _claw(
@@ -61,7 +68,7 @@ def _claw(
             session,
             rail=RAIL,
             kind="clawback_exceeds_lot",
-            reference=f"{kind}:{reference}",
+            reference=card_reference(_stripe_object_of(purchase), occurrence=f"{kind}:{reference}"),
             account_id=purchase.account_id,
             amount_credits=amount_credits - taken,
             details={"purchase_id": purchase.id, "lot_id": purchase.lot_id, "wanted_credits": amount_credits},
@@ -188,7 +195,7 @@ def record_refund(session: Session, charge: ChargeData, *, purchase_hint: int | 
             session,
             rail=RAIL,
             kind="unknown_charge",
-            reference=charge.id,
+            reference=card_reference(charge.id),
             amount_cents=refunded_cents,
             details={"event": "charge.refunded", "payment_intent": charge.payment_intent},
             now=now,
@@ -200,7 +207,7 @@ def record_refund(session: Session, charge: ChargeData, *, purchase_hint: int | 
             session,
             rail=RAIL,
             kind="refund_exceeds_purchase",
-            reference=f"{charge.id}:{refunded_cents}",
+            reference=card_reference(charge.id, occurrence=refunded_cents),
             account_id=purchase.account_id,
             amount_cents=refunded_cents,
             details={"purchase_id": purchase.id, "paid_cents": paid_cents, "currency": charge.currency},
@@ -223,7 +230,7 @@ def record_dispute(session: Session, dispute: DisputeData, *, purchase_hint: int
             session,
             rail=RAIL,
             kind="unknown_dispute",
-            reference=dispute.id,
+            reference=card_reference(dispute.id),
             amount_cents=dispute.amount,
             details={"charge": dispute.charge, "status": dispute.status},
             now=now,

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from eth_utils.address import to_checksum_address
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_MARKERS = ("placeholder", "change-me", "changeme")
+_ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
 
 
 def is_placeholder(secret: str) -> bool:
@@ -19,9 +22,14 @@ def is_placeholder(secret: str) -> bool:
 class ChainSettings(BaseModel):
     """One EVM chain the USDC rail listens on."""
 
+    # A refused chain's error names the setting, never the values given (its RPC URL may carry a key).
+    model_config = ConfigDict(hide_input_in_errors=True)
+
     chain_id: int = Field(gt=0)
     name: str = ""
-    rpc_url: str
+    # Often carries the provider's key (in its path or query): never shown (errors name the chain id, or the URL's
+    # scheme and host only: chain.rpc.redact_url).
+    rpc_url: str = Field(repr=False)
     usdc_address: str
     # Blocks on top of a deposit's block before it is credited; or wait for the node's `finalized` tag.
     confirmations: int = Field(default=12, ge=0)
@@ -31,9 +39,27 @@ class ChainSettings(BaseModel):
     max_range_blocks: int = Field(default=2_000, ge=1)
     rpc_timeout_seconds: float = Field(default=10.0, gt=0)
 
+    @field_validator("usdc_address")
+    @classmethod
+    def _usdc_address_is_an_address(cls, value: str) -> str:
+        """A 0x address of 40 hex digits; mixed case must be its EIP-55 checksum (a mistyped address is refused at
+        start, not used); normalised to lowercase."""
+        if not _ADDRESS_RE.fullmatch(value):
+            raise ValueError(f"usdc_address must be a 0x address of 40 hex digits, got {value[:60]!r}")
+        body = value[2:]
+        if body != body.lower() and body != body.upper() and to_checksum_address(value) != value:
+            raise ValueError(
+                f"usdc_address {value} is not a valid EIP-55 checksum address (mixed case that does not match its "
+                "checksum: a typo?); give it checksummed or in lowercase"
+            )
+        return value.lower()
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CREDITRAIL_", env_file=".env", extra="ignore")
+    # hide_input_in_errors: a refused setting is named, never echoed (it may be a secret, or carry one).
+    model_config = SettingsConfigDict(
+        env_prefix="CREDITRAIL_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     environment: Literal["development", "test", "production"] = "development"
 

@@ -47,12 +47,17 @@ from services.core.clock import utcnow
 from services.core.db import unit_of_work, utc
 from services.core.errors import UpstreamUnavailable
 from services.core.settings import ChainSettings
+from services.finance.exceptions import raise_exception, usdc_reference
 from services.finance.models import ChainTransferRecord, PullStatus
 from services.finance.pulls import PullState, begin_pull, fail_pull, finish_pull, pulls_table
 from services.usdc.crediting import deposit_reference
 from services.usdc.models import DepositAddress
 
 log = logging.getLogger("creditrail.finance")
+
+AMOUNT_OUT_OF_RANGE = "transfer_amount_out_of_range"
+"""The finance exception a re-scan raises for a transfer beyond a 64-bit amount (it stays out of the mirror)."""
+BIGINT_MAX = 2**63 - 1
 
 records_table = cast(Table, ChainTransferRecord.__table__)  # type: ignore[attr-defined]
 deposit_addresses_table = cast(Table, DepositAddress.__table__)  # type: ignore[attr-defined]
@@ -363,7 +368,7 @@ class _Pass:
         window = map_window(self.reader, self.pull.window_start, self.pull.window_end, safe_head=safe_head)
         # Read after the safe head: an address created later can only receive transfers in later blocks.
         with unit_of_work(self.engine) as session:
-            watched = _deposit_addresses(session, self.chain_id)
+            watched = _deposit_addresses(session)
 
         previous = self.pull.details
         resumed_from = self._resume_point(window, previous)
@@ -461,9 +466,25 @@ class _Pass:
                 )
 
     def _store(self, session: Session, result: ScanResult, details: dict[str, Any]) -> None:
-        """One sub-range: replace the mirror's rows of the chain in it by what the node returned, move the cursor."""
+        """One sub-range: replace the mirror's rows of the chain in it by what the node returned, move the cursor.
+        A transfer beyond what the mirror's 64-bit amounts hold is left out of it and raised as an exception."""
         t = records_table
         rows = _record_rows(result.transfers, self.chain_id, self.clock())
+        for row in [row for row in rows if row["amount_usdc_units"] > BIGINT_MAX]:
+            rows.remove(row)
+            raise_exception(
+                session,
+                rail="usdc",
+                kind=AMOUNT_OUT_OF_RANGE,
+                reference=usdc_reference(self.chain_id, row["tx_hash"], row["log_index"]),
+                now=self.clock(),
+                details={
+                    "amount_usdc_units": str(row["amount_usdc_units"]),
+                    "to_address": row["to_address"],
+                    "block_number": row["block_number"],
+                    "pull_id": self.pull.id,
+                },
+            )
         session.execute(delete(t).where(t.c.chain_id == self.chain_id, _in_range(result.from_block, result.to_block)))
         if rows:
             session.execute(insert(t), rows)
@@ -529,9 +550,11 @@ def _merge_claims(previous: dict[str, Any], window: WindowBlocks) -> tuple[int, 
     return (min(low for low, _ in bounds), max(high for _, high in bounds))
 
 
-def _deposit_addresses(session: Session, chain_id: int) -> list[str]:
+def _deposit_addresses(session: Session) -> list[str]:
+    """Every deposit address, whatever chain it was asked for: an account's address is the same on every chain, and
+    a transfer to it on any configured chain is a deposit."""
     t = deposit_addresses_table
-    found = session.execute(select(t.c.address).where(t.c.chain_id == chain_id)).scalars()
+    found = session.execute(select(t.c.address).distinct()).scalars()
     return sorted({str(address).lower() for address in found})
 
 

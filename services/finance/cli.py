@@ -85,13 +85,18 @@ def trial_balance(at: datetime, as_csv: bool) -> None:
 @finance.command("exceptions")
 @click.option("--status", type=click.Choice(["open", "resolved", "ignored"]), default="open", show_default=True)
 @click.option("--rail", default=None, help="Only this rail (card or usdc).")
+@click.option(
+    "--reference",
+    default=None,
+    help="Only those about this item: usdc:<chain id>:<tx hash>:<log index> or card:<Stripe object id>.",
+)
 @click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
-def exceptions(status: str, rail: str | None, limit: int) -> None:
+def exceptions(status: str, rail: str | None, reference: str | None, limit: int) -> None:
     """The exceptions queue."""
     from services.finance.exceptions import list_exceptions
 
     with unit_of_work(ready_engine(get_settings())) as session:
-        found = list_exceptions(session, status, rail=rail, limit=limit)
+        found = list_exceptions(session, status, rail=rail, reference=reference, limit=limit)
     _print([asdict(view) for view in found])
 
 

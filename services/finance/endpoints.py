@@ -63,10 +63,15 @@ def exceptions_list(
     status: Annotated[Literal["open", "resolved", "ignored"] | None, Query()] = None,
     rail: Annotated[str | None, Query(max_length=32)] = None,
     kind: Annotated[str | None, Query(max_length=64)] = None,
+    # One reference format per rail: usdc:<chain id>:<tx hash>:<log index>, card:<Stripe object id> (any "#..."
+    # qualifier of it included).
+    reference: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
     after_id: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
 ) -> ExceptionPage:
-    found = list_exceptions(session, status, rail=rail, kind=kind, after_id=after_id, limit=limit + 1)
+    found = list_exceptions(
+        session, status, rail=rail, kind=kind, reference=reference, after_id=after_id, limit=limit + 1
+    )
     page = found[:limit]
     return ExceptionPage(
         items=[_exception_out(view) for view in page], next_after_id=page[-1].id if len(found) > limit else None

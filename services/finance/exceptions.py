@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
@@ -47,6 +47,24 @@ class ExceptionView:
     resolution: str | None
     action: str | None
     transaction_id: int | None
+
+
+def usdc_reference(chain_id: int, tx_hash: str, log_index: int, *, occurrence: int = 1) -> str:
+    """The reference of a finance exception about a USDC Transfer: ``usdc:<chain id>:<tx hash>:<log index>``,
+    whoever raises it (the listener, crediting, reconciliation). ``occurrence`` > 1 (``#<n>`` appended) tells apart
+    repeated events of one kind about the same transfer (a chain flipping between forks)."""
+    return _occurrence(f"usdc:{chain_id}:{tx_hash.lower()}:{log_index}", occurrence)
+
+
+def card_reference(stripe_id: str, *, occurrence: int | str = 1) -> str:
+    """The reference of a finance exception about a Stripe object (event, charge, dispute, Checkout Session, balance
+    transaction ...): ``card:<stripe object id>``; ``occurrence`` (``#<n>`` appended, for any value but 1) tells
+    apart repeated events of one kind about the same object (each refund amount of a charge, say)."""
+    return _occurrence(f"card:{stripe_id}", occurrence)
+
+
+def _occurrence(reference: str, occurrence: int | str) -> str:
+    return reference if occurrence in (1, "", "1") else f"{reference}#{occurrence}"
 
 
 def _view(row: Any) -> ExceptionView:
@@ -105,12 +123,16 @@ def list_exceptions(
     *,
     rail: str | None = None,
     kind: str | None = None,
+    reference: str | None = None,
     limit: int = 100,
     after_id: int = 0,
 ) -> list[ExceptionView]:
-    """Exceptions in the order they were raised, optionally only those with ``status`` (and rail, kind)."""
+    """Exceptions in the order they were raised, optionally only those with ``status`` (and rail, kind, and
+    ``reference``: that reference, with any ``#`` qualifier, e.g. every exception about one USDC transfer)."""
     t = exceptions_table
     stmt = select(t).where(t.c.id > after_id)
+    if reference is not None:
+        stmt = stmt.where(or_(t.c.reference == reference, t.c.reference.startswith(f"{reference}#", autoescape=True)))
     if status is not None:
         stmt = stmt.where(t.c.status == status)
     if rail is not None:

@@ -51,7 +51,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session
 
 from services.core.money import USDC_UNITS_PER_CREDIT, cents_to_credits_sql, share_of_credits, usdc_units_to_credits_sql
-from services.finance.exceptions import exceptions_table, raise_exception
+from services.finance.exceptions import card_reference, exceptions_table, raise_exception, usdc_reference
 from services.finance.models import (
     ChainTransferRecord,
     ExceptionStatus,
@@ -727,9 +727,25 @@ def _finish_run(
     return summary
 
 
-def exception_reference(kind: str, external_ref: str | None, lot_id: int | None) -> str:
-    """One finance exception per item, whatever run finds it: by its external record, else by its lot."""
-    return f"{kind}:{external_ref}" if external_ref else f"{kind}:lot:{lot_id}"
+def exception_reference(kind: str, external_ref: str | None, lot_ref: str | None, lot_id: int | None) -> str:
+    """One finance exception per item, whatever run finds it, in the references every raiser of its rail uses
+    (services.finance.exceptions): by the item's external record, else the reference its lot carries, else its lot's
+    id. A USDC item is its transfer (``usdc:<chain>:<tx>:<log>``); a card item its Stripe object (``card:<id>``),
+    with ``#refund`` / ``#dispute`` for what was given back on a charge (the payment itself has no suffix)."""
+    reference = external_ref or lot_ref
+    if kind == ItemKind.DEPOSIT:
+        if reference:
+            chain_id, tx_hash, log_index = reference.split(":")
+            return usdc_reference(int(chain_id), tx_hash, int(log_index))
+        return f"usdc:lot:{lot_id}"
+    qualifier: int | str = 1 if kind == ItemKind.PAYMENT else kind
+    return card_reference(reference or f"lot:{lot_id}", occurrence=qualifier)
+
+
+def _reference_key(reference: str) -> str:
+    """What an item's exception reference names (its external record, lot reference or ``lot:<id>``), without the
+    rail's prefix or the qualifier."""
+    return reference.split(":", 1)[-1].split("#", 1)[0]
 
 
 def _raise_exceptions(session: Session, run_id: int, rail: str, now: datetime) -> None:
@@ -750,7 +766,7 @@ def _raise_exceptions(session: Session, run_id: int, rail: str, now: datetime) -
                 session,
                 rail=rail,
                 kind=f"{EXCEPTION_KIND_PREFIX}{item.category}",
-                reference=exception_reference(item.kind, item.external_ref, item.lot_id),
+                reference=exception_reference(item.kind, item.external_ref, item.lot_ref, item.lot_id),
                 account_id=item.account_id if item.account_id is not None else _account_named(session, item),
                 amount_cents=item.external_amount_cents,
                 amount_usdc_units=item.external_amount_usdc_units,
@@ -798,19 +814,23 @@ def _close_rematched(session: Session, run_id: int, rail: str, now: datetime) ->
         return
     matched_refs: set[str] = set()
     for chunk in _chunks(open_rows, 500):
-        by_external = [ref.split(":", 1)[1] for _, ref in chunk if ":lot:" not in ref]
-        by_lot = [int(ref.rsplit(":", 1)[1]) for _, ref in chunk if ":lot:" in ref]
+        keys = {_reference_key(ref) for _, ref in chunk}
+        by_name = [key for key in keys if not key.startswith("lot:")]
+        by_lot = [int(key.removeprefix("lot:")) for key in keys if key.startswith("lot:") and key[4:].isdigit()]
         found = session.execute(
-            select(items.c.kind, items.c.external_ref, items.c.lot_id).where(
+            select(items.c.kind, items.c.external_ref, items.c.lot_ref, items.c.lot_id).where(
                 items.c.run_id == run_id,
                 items.c.category == ItemCategory.MATCHED,
-                or_(items.c.external_ref.in_(by_external), items.c.lot_id.in_(by_lot)),
+                or_(items.c.external_ref.in_(by_name), items.c.lot_ref.in_(by_name), items.c.lot_id.in_(by_lot)),
             )
         ).all()
-        for kind, external_ref, lot_id in found:
+        for kind, external_ref, lot_ref, lot_id in found:
+            # The item may have been raised by its external record or by its lot (whichever it had then).
             if external_ref:
-                matched_refs.add(exception_reference(kind, external_ref, None))
-            matched_refs.add(exception_reference(kind, None, lot_id))
+                matched_refs.add(exception_reference(kind, external_ref, None, lot_id))
+            if lot_ref:
+                matched_refs.add(exception_reference(kind, None, lot_ref, lot_id))
+            matched_refs.add(exception_reference(kind, None, None, lot_id))
     closing = [exception_id for exception_id, ref in open_rows if ref in matched_refs]
     for chunk_ids in _chunks(closing, 500):
         session.execute(

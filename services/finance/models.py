@@ -41,7 +41,8 @@ class FinanceException(SQLModel, table=True):
     rail: str = Field(max_length=16)
     # What went wrong, e.g. "unknown_purchase", "amount_mismatch", "deep_reorg".
     kind: str = Field(max_length=64)
-    # The external item it is about: a Stripe object id, "chain:tx:log" ...
+    # The external item it is about, in one format per rail whoever raised it (services.finance.exceptions):
+    # "usdc:<chain id>:<tx hash>:<log index>" or "card:<Stripe object id>", "#<qualifier>" for repeated ones.
     reference: str = Field(max_length=255)
     account_id: int | None = Field(default=None, sa_type=BigInteger, nullable=True)
     # The amounts at stake, where known, each in its own unit.

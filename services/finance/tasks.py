@@ -1,4 +1,5 @@
-"""Finance's worker job: reconcile the last whole UTC days, every rail that is on, once a day.
+"""Finance's worker job: reconcile the last whole UTC days, every rail that is on, once a day (first one interval
+after the worker starts, not at its start).
 
 It reconciles yesterday and, again, the days before it (``finance_reconcile_days``), so items that settled late
 (a webhook retried the next morning, a deposit confirmed after midnight) end up matched. Each run is idempotent
@@ -84,5 +85,7 @@ def finance_job_specs(settings: Settings) -> list[JobSpec]:
             interval_seconds=settings.finance_reconcile_interval_seconds,
             batch_size=RECONCILE_BATCH_SIZE,
             description="Reconcile the last days of each rail against the ledger; raise exceptions for what differs.",
+            # On its schedule only: at a worker's start it would compete with the rails catching up after a restart.
+            run_at_start=False,
         )
     ]

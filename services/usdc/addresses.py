@@ -60,23 +60,26 @@ def ensure_deposit_address(
     amount_usdc_units: int = 0,
     now: datetime | None = None,
 ) -> DepositAddressView:
-    """The account's deposit address on the chain, created on first request (idempotent)."""
+    """The account's deposit address on the chain, created on first request (idempotent).
+
+    The address is the same on every chain (one xpub, one index), and money sent to it on any configured chain is
+    the customer's: so it is registered, and watched by the listener, on every configured chain at once."""
     chain = chain_settings(settings, chain_id)
     row = repo.find_address(session, account_id, chain_id)
     if row is None:
         lock_customer(session, account_id)
+        address = _deriver(settings.usdc_xpub).address(account_id)
+        for configured in settings.usdc_chains:
+            if repo.find_address(session, account_id, configured.chain_id) is None:
+                repo.insert_address(
+                    session,
+                    account_id=account_id,
+                    chain_id=configured.chain_id,
+                    derivation_index=account_id,
+                    address=address,
+                    now=now or utcnow(),
+                )
         row = repo.find_address(session, account_id, chain_id)
-        if row is None:
-            address = _deriver(settings.usdc_xpub).address(account_id)
-            repo.insert_address(
-                session,
-                account_id=account_id,
-                chain_id=chain_id,
-                derivation_index=account_id,
-                address=address,
-                now=now or utcnow(),
-            )
-            row = repo.find_address(session, account_id, chain_id)
     return DepositAddressView(
         account_id=account_id,
         chain_id=chain_id,

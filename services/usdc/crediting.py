@@ -13,8 +13,10 @@ from typing import Any
 
 from sqlmodel import Session
 
+from services.core.errors import CreditrailError
 from services.core.money import credits_to_usdc_units, usdc_units_to_credits
-from services.finance.exceptions import raise_exception
+from services.core.settings import get_settings
+from services.finance.exceptions import raise_exception, usdc_reference
 from services.ledger.clawback import clawback, reinstate
 from services.ledger.common import lock_customer
 from services.ledger.minting import mint
@@ -22,12 +24,17 @@ from services.ledger.models import Rail
 from services.ledger.repository import find_lot_by_ref
 from services.ledger.system_accounts import system_account_id, usdc_funding_code
 from services.usdc import repository as repo
-from services.usdc.models import DepositStatus
+from services.usdc.errors import DepositNotCreditable
+from services.usdc.models import DepositStatus, SetAsideReason
 
 DEEP_REORG = "deep_reorg"
 """The finance exception raised when a reorg deeper than the confirmations takes away a settled deposit."""
 CARRY_SHORTFALL = "carry_shortfall"
 """The finance exception raised when a re-included deposit's carried units were credited meanwhile by another."""
+DEPOSIT_SET_ASIDE = "deposit_set_aside"
+"""The finance exception raised when a confirmed deposit cannot be credited and is set aside."""
+BIGINT_MAX = 2**63 - 1
+"""The largest amount the ledger's 64-bit columns (lots, carries, finance's amounts) hold."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +108,13 @@ def credit_locked_deposit(
         )
     total_units = carry_in + int(current.amount_usdc_units)
     credits, remainder_units = usdc_units_to_credits(total_units)
+    maximum = get_settings().max_amount_credits
+    if total_units > BIGINT_MAX or credits > maximum:
+        raise DepositNotCreditable(
+            f"deposit {current.id} is worth {credits} credits, more than one mint may be ({maximum})",
+            reason=SetAsideReason.AMOUNT_TOO_LARGE,
+            deposit_id=current.id,
+        )
     if total_units < min_deposit_usdc_units or credits == 0:
         repo.set_carry(session, address.id, total_units)
         repo.update_deposit(
@@ -143,6 +157,40 @@ def credit_locked_deposit(
         lot_id=minted.lot_id,
     )
     return CreditOutcome(current.id, DepositStatus.CREDITED, credits, remainder_units, minted.lot_id)
+
+
+def set_aside_reason(error: CreditrailError) -> str:
+    """The ``set_aside_reason`` a crediting error leaves on its deposit."""
+    if isinstance(error, DepositNotCreditable):
+        return error.reason
+    return f"{SetAsideReason.CREDIT_REFUSED}:{error.code}"
+
+
+def set_aside_deposit(session: Session, current: Any, *, reason: str, message: str, now: datetime) -> None:
+    """Set a confirmed deposit aside (crediting refused it for good: see :func:`set_aside_reason`) and raise a
+    finance exception about it; the caller holds the account's lock, and nothing of the refused credit was
+    written. The amount goes in the exception's details in full (as text: it may be beyond a 64-bit integer)."""
+    amount = int(current.amount_usdc_units)
+    repo.update_deposit(
+        session, current.id, status=DepositStatus.SET_ASIDE, set_aside_reason=reason[:255], confirmed_at=now
+    )
+    raise_exception(
+        session,
+        rail="usdc",
+        kind=DEPOSIT_SET_ASIDE,
+        reference=usdc_reference(current.chain_id, current.tx_hash, current.log_index),
+        account_id=current.account_id,
+        amount_usdc_units=amount if amount <= BIGINT_MAX else None,
+        now=now,
+        details={
+            "deposit_id": current.id,
+            "reason": reason,
+            "error": message[:500],
+            "amount_usdc_units": str(amount),
+            "block_number": current.block_number,
+            "block_hash": current.block_hash,
+        },
+    )
 
 
 def _carry_delta(deposit: Any) -> int:
@@ -189,7 +237,7 @@ def undo_credited_deposit(session: Session, deposit: Any, *, now: datetime, reas
         session,
         rail="usdc",
         kind=DEEP_REORG,
-        reference=f"{deposit_reference(current.chain_id, current.tx_hash, current.log_index)}#{undo}",
+        reference=usdc_reference(current.chain_id, current.tx_hash, current.log_index, occurrence=undo),
         account_id=current.account_id,
         amount_usdc_units=int(current.amount_usdc_units),
         amount_credits=int(current.credits_minted or 0),
@@ -236,7 +284,7 @@ def _reinclude(session: Session, deposit: Any, now: datetime) -> CreditOutcome:
             session,
             rail="usdc",
             kind=CARRY_SHORTFALL,
-            reference=f"{deposit_reference(deposit.chain_id, deposit.tx_hash, deposit.log_index)}#{undo}",
+            reference=usdc_reference(deposit.chain_id, deposit.tx_hash, deposit.log_index, occurrence=undo),
             account_id=deposit.account_id,
             amount_usdc_units=-wanted,
             now=now,

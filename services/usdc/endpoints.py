@@ -96,6 +96,7 @@ def list_deposits(
                 lot_id=row.lot_id,
                 observed_at=row.observed_at,
                 credited_at=row.credited_at,
+                set_aside_reason=row.set_aside_reason,
             )
         )
     return out

@@ -12,3 +12,21 @@ class UsdcRailOff(CreditrailError):
 
 class ChainNotConfigured(NotFound):
     code = "chain_not_configured"
+
+
+class DepositNotCreditable(CreditrailError):
+    """A confirmed deposit that crediting refuses for good (its amount, ...): it is set aside for finance."""
+
+    code = "deposit_not_creditable"
+    status_code = 409
+
+    def __init__(self, message: str, *, reason: str, **details: object) -> None:
+        super().__init__(message, reason=reason, **details)
+        self.reason = reason
+
+
+class TokenDecimalsMismatch(CreditrailError):
+    """The contract configured as a chain's USDC does not have the 6 decimals every conversion assumes."""
+
+    code = "usdc_token_decimals_mismatch"
+    status_code = 409

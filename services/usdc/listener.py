@@ -35,7 +35,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlmodel import Session
 
 from chain.logs import TransferLog
 from chain.reorg import NO_REORG, ReorgCheck, detect_reorg, non_canonical_blocks, remember_block_hashes
@@ -43,11 +46,18 @@ from chain.rpc import ChainReader
 from chain.scanner import ScannerConfig, ScanResult, ScanState, TransferScanner
 from services.core.clock import utcnow
 from services.core.db import unit_of_work
+from services.core.errors import CreditrailError
 from services.core.settings import ChainSettings
 from services.ledger.repository import lock_accounts
 from services.usdc import repository as repo
-from services.usdc.crediting import credit_locked_deposit, funding_account, undo_credited_deposit
-from services.usdc.models import DepositStatus
+from services.usdc.crediting import (
+    credit_locked_deposit,
+    funding_account,
+    set_aside_deposit,
+    set_aside_reason,
+    undo_credited_deposit,
+)
+from services.usdc.models import DepositStatus, SetAsideReason
 
 log = logging.getLogger("creditrail.usdc")
 
@@ -120,9 +130,68 @@ def _start(engine: Engine, chain: ChainSettings, now: datetime) -> tuple[ScanSta
             initial_range = min(INITIAL_RANGE_BLOCKS, chain.max_range_blocks)
             repo.insert_cursor(session, chain.chain_id, chain.start_block, initial_range, now)
             cursor = repo.get_cursor(session, chain.chain_id)
+            # A chain new to the listener (added to the configuration later) watches every address there is, from
+            # its start block.
+            repo.insert_missing_addresses(
+                session, chain.chain_id, repo.addresses_missing_on_chain(session, chain.chain_id), now
+            )
         watched = repo.addresses_on_chain(session, chain.chain_id)
         known_hashes = repo.recent_blocks(session, chain.chain_id)
     return ScanState(int(cursor.next_block), int(cursor.range_blocks)), watched, known_hashes
+
+
+def watch_every_address(engine: Engine, chain: ChainSettings, rpc: ChainReader, *, now: datetime | None = None) -> int:
+    """Register on ``chain`` every deposit address some other chain has and it has not (an account's address is the
+    same on every chain), and store the transfers to them in the blocks the chain's cursor has already passed:
+    returns how many addresses it added.
+
+    New addresses are registered on every configured chain when they are made, so this finds addresses only when
+    the configuration gained a chain (its cursor is new: nothing to scan again) or in rows made before that rule.
+    The past blocks are scanned for those addresses alone, with no transaction open; then one unit of work adds
+    the addresses and the deposits found, provided the cursor has not moved meanwhile (else it changes nothing:
+    :class:`CursorMoved`)."""
+    now = now or utcnow()
+    with unit_of_work(engine) as session:
+        missing = repo.addresses_missing_on_chain(session, chain.chain_id)
+        cursor = repo.get_cursor(session, chain.chain_id)
+    if not missing:
+        return 0
+    found: list[TransferLog] = []
+    scanned_to = None if cursor is None else int(cursor.next_block) - 1
+    if scanned_to is not None and scanned_to >= chain.start_block:
+        config = ScannerConfig(
+            tokens=(chain.usdc_address,),
+            max_range_blocks=chain.max_range_blocks,
+            hash_window_blocks=0,
+            max_calls_per_scan=MAX_CALLS_PER_POLL,
+        )
+        scanner = TransferScanner(rpc, config, chain_id=chain.chain_id)
+        state = ScanState(chain.start_block, min(INITIAL_RANGE_BLOCKS, chain.max_range_blocks))
+        recipients = [str(row[2]) for row in missing]
+        while state.next_block <= scanned_to:
+            result = scanner.scan(state, recipients, to_block=scanned_to)
+            found.extend(t for t in result.transfers if t.value_units)
+            if result.interrupted_by is not None:
+                raise result.interrupted_by
+            state = result.state
+    with unit_of_work(engine) as session:
+        if cursor is not None:
+            current = repo.get_cursor(session, chain.chain_id, for_update=True)
+            if int(current.next_block) != int(cursor.next_block):
+                raise CursorMoved(f"chain {chain.chain_id}: the cursor moved while past blocks were scanned")
+        added = repo.insert_missing_addresses(session, chain.chain_id, missing, now)
+        stored = repo.find_deposits(session, chain.chain_id, {(t.tx_hash, t.log_index) for t in found})
+        fresh = [t for t in found if (t.tx_hash, t.log_index) not in stored]
+        account_of = {str(row[2]): int(row[0]) for row in missing}
+        repo.insert_observed(session, chain.chain_id, fresh, account_of, now)
+    if added:
+        log.info(
+            "chain %s: %s deposit addresses of other chains now watched here, %s past transfers to them stored",
+            chain.chain_id,
+            added,
+            len(fresh),
+        )
+    return added
 
 
 def record_error(engine: Engine, chain_id: int, error: BaseException, now: datetime | None = None) -> None:
@@ -414,7 +483,8 @@ def _rewind(
             current = repo.get_deposit(session, deposit.id)
             if current.block_hash != deposit.block_hash:
                 continue  # moved since it was read: it is about its new block now
-            if current.status == DepositStatus.OBSERVED:
+            if current.status in (DepositStatus.OBSERVED, DepositStatus.SET_ASIDE):
+                # (a deposit set aside was never credited: nothing to undo; its finance exception says it was seen)
                 repo.update_deposit(session, current.id, status=DepositStatus.ORPHANED, orphaned_at=now)
             elif current.status in _SETTLED:
                 undo_credited_deposit(
@@ -458,13 +528,13 @@ def confirm_deposits(
     if not pending:
         return 0
     gone = non_canonical_blocks(rpc, {(d.block_number, d.block_hash) for d in pending})
-    funding_account_id: int | None = None
+    funding_account_id = 0
     for offset in range(0, len(pending), CREDIT_CHUNK):
         chunk = pending[offset : offset + CREDIT_CHUNK]
         with unit_of_work(engine) as session:
             lock_accounts(session, (d.account_id for d in chunk))
             now_rows = repo.deposits_by_id(session, [d.id for d in chunk])
-            if funding_account_id is None:
+            if not funding_account_id:
                 funding_account_id = funding_account(session, chain.chain_id)
             for deposit in chunk:
                 current = now_rows[deposit.id]
@@ -473,11 +543,44 @@ def confirm_deposits(
                 if (deposit.block_number, deposit.block_hash) in gone:
                     repo.update_deposit(session, current.id, status=DepositStatus.ORPHANED, orphaned_at=now)
                     continue
-                credit_locked_deposit(
-                    session,
-                    current,
-                    now=now,
-                    min_deposit_usdc_units=chain.min_deposit_usdc_units,
-                    funding_account_id=funding_account_id,
-                )
+                _credit_or_set_aside(session, chain, current, funding_account_id, now)
     return len(pending)
+
+
+# Errors of crediting one deposit that crediting it again would meet again: the deposit is set aside. Anything else
+# (the database unreachable, a lock timeout ...) fails the batch, which the next run repeats.
+_PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
+    CreditrailError,
+    ValueError,
+    ArithmeticError,
+    IntegrityError,
+    DataError,
+    psycopg.IntegrityError,
+    psycopg.DataError,
+)
+
+
+def _credit_or_set_aside(
+    session: Session, chain: ChainSettings, current: Any, funding_account_id: int, now: datetime
+) -> None:
+    """Credit one deposit in a savepoint; if crediting refuses it for good, roll that back and set it aside (with a
+    finance exception), so that it holds back none of the deposits after it."""
+    try:
+        with session.begin_nested():
+            credit_locked_deposit(
+                session,
+                current,
+                now=now,
+                min_deposit_usdc_units=chain.min_deposit_usdc_units,
+                funding_account_id=funding_account_id,
+            )
+    except _PERMANENT_ERRORS as exc:
+        if isinstance(exc, CreditrailError):
+            reason = set_aside_reason(exc)
+        elif isinstance(exc, DBAPIError | psycopg.Error):
+            reason = f"{SetAsideReason.CREDIT_REFUSED}:database_refused"
+        else:
+            reason = f"{SetAsideReason.CREDIT_REFUSED}:{type(exc).__name__}"
+        message = exc.message if isinstance(exc, CreditrailError) else type(exc).__name__
+        log.error("chain %s: deposit %s set aside (%s): %s", chain.chain_id, current.id, reason, message)
+        set_aside_deposit(session, current, reason=reason, message=message, now=now)

@@ -7,15 +7,20 @@
 - ``chain_blocks``: the hashes of recent scanned blocks, to notice a reorg.
 - ``usdc_deposits``: every USDC Transfer to a deposit address, stored once by (chain id, tx hash, log index); it
   moves observed -> confirmed -> credited (or carried, when below the minimum), or -> orphaned when its block
-  leaves the canonical chain.
+  leaves the canonical chain, or -> set aside (with its reason, and a finance exception) when it cannot be credited
+  at all (an amount beyond what one mint may be, say), so it never holds back the deposits after it. Amounts are
+  the token's uint256 as sent: NUMERIC(78, 0) on PostgreSQL, decimal text on SQLite (whose integers stop at 2^63).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, Column, ForeignKey, Index, UniqueConstraint
+from sqlalchemy import BigInteger, CheckConstraint, Column, ForeignKey, Index, Numeric, String, UniqueConstraint
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator, TypeEngine
 from sqlmodel import Field, SQLModel
 
 from services.core.db import BigIntPK, UTCDateTime
@@ -28,6 +33,40 @@ class DepositStatus(StrEnum):
     # Confirmed, but worth less than the minimum (with what was carried): the amount is carried, not credited.
     CARRIED = "carried"
     ORPHANED = "orphaned"
+    # Confirmed, but it cannot be credited (``set_aside_reason`` says why); a finance exception says what to do.
+    SET_ASIDE = "set_aside"
+
+
+class SetAsideReason(StrEnum):
+    # The amount is beyond what one mint may be (max_amount_credits), or beyond a 64-bit integer of base units.
+    AMOUNT_TOO_LARGE = "amount_too_large"
+    # Crediting refused it for another reason of its own (the error's code follows, after a colon).
+    CREDIT_REFUSED = "credit_refused"
+
+
+UINT256_DIGITS = 78
+"""Decimal digits of the largest uint256 (2^256 - 1 has 78)."""
+
+
+class TokenUnits(TypeDecorator[int]):
+    """A token amount in base units, any uint256: NUMERIC(78, 0) on PostgreSQL; decimal text on SQLite, whose
+    INTEGER stops at 2^63 - 1 and whose NUMERIC affinity turns larger numbers into floats. An ``int`` in Python."""
+
+    impl = Numeric(UINT256_DIGITS, 0)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(UINT256_DIGITS))
+        return dialect.type_descriptor(Numeric(UINT256_DIGITS, 0))
+
+    def process_bind_param(self, value: int | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        return str(int(value)) if dialect.name == "sqlite" else int(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> int | None:
+        return None if value is None else int(value)
 
 
 class DepositAddress(SQLModel, table=True):
@@ -86,8 +125,10 @@ class UsdcDeposit(SQLModel, table=True):
     # would make it, but the check is triggers (migration 0007): once per statement on PostgreSQL, where the
     # listener stores thousands of deposits in one COPY, rather than a query and a row lock per deposit.
     account_id: int = Field(sa_type=BigInteger)
-    amount_usdc_units: int = Field(sa_type=BigInteger)
+    amount_usdc_units: int = Field(sa_type=TokenUnits)
     status: str = Field(default=DepositStatus.OBSERVED, max_length=16)
+    # Why a deposit is set aside (a SetAsideReason, and detail), else None.
+    set_aside_reason: str | None = Field(default=None, max_length=255)
     observed_at: datetime = Field(sa_type=UTCDateTime)
     confirmed_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
     credited_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)

@@ -10,7 +10,8 @@ from typing import Any, cast
 import psycopg
 from psycopg import sql as pg_sql
 from psycopg.rows import namedtuple_row
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Session
 
@@ -34,7 +35,7 @@ DEPOSIT_INSERT_COLUMNS = (
     ("from_address", "varchar"),
     ("to_address", "varchar"),
     ("account_id", "int8"),
-    ("amount_usdc_units", "int8"),
+    ("amount_usdc_units", "numeric"),
     ("status", "varchar"),
     ("observed_at", "timestamptz"),
 )
@@ -78,6 +79,45 @@ def deposit_address_for(session: Session, account_id: int, chain_id: int) -> Any
 
 def set_carry(session: Session, address_id: int, carry_usdc_units: int) -> None:
     session.execute(update(addresses).where(addresses.c.id == address_id).values(carry_usdc_units=carry_usdc_units))
+
+
+def addresses_missing_on_chain(session: Session, chain_id: int) -> list[Any]:
+    """The deposit addresses (account id, derivation index, address) that some chain has and ``chain_id`` has not:
+    an account's address is the same on every chain, so it is watched on every chain."""
+    here = addresses.alias("here")
+    stmt = (
+        select(addresses.c.account_id, func.min(addresses.c.derivation_index), func.min(addresses.c.address))
+        .where(
+            addresses.c.chain_id != chain_id,
+            ~select(here.c.id).where(here.c.chain_id == chain_id, here.c.account_id == addresses.c.account_id).exists(),
+        )
+        .group_by(addresses.c.account_id)
+        .order_by(addresses.c.account_id)
+    )
+    return list(session.execute(stmt).all())
+
+
+def insert_missing_addresses(session: Session, chain_id: int, rows: Sequence[Any], now: datetime) -> int:
+    """Give each (account id, derivation index, address) of ``rows`` its row on ``chain_id``, unless it has one
+    (one statement per thousand rows); returns how many rows were given."""
+    if not rows:
+        return 0
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(addresses).on_conflict_do_nothing()
+    values = [
+        {
+            "account_id": account_id,
+            "chain_id": chain_id,
+            "derivation_index": derivation_index,
+            "address": address,
+            "carry_usdc_units": 0,
+            "created_at": now,
+        }
+        for account_id, derivation_index, address in rows
+    ]
+    for start in range(0, len(values), 1_000):
+        session.execute(stmt, values[start : start + 1_000])
+    return len(values)
 
 
 def addresses_on_chain(session: Session, chain_id: int) -> dict[str, int]:
@@ -314,7 +354,7 @@ def insert_observed(
                     )
                 )
     except (psycopg.Error, OverflowError) as exc:  # raised as SQLAlchemy raises what goes through it
-        # (an amount beyond a bigint fails here, in the client, rather than in the server as a text COPY would)
+        # (amounts are NUMERIC(78, 0): any uint256 a Transfer carries is stored as it is)
         raise _wrapped(exc, _COPY_DEPOSITS_SQL) from exc
     return len(transfers)
 

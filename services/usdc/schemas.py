@@ -47,6 +47,8 @@ class DepositOut(BaseModel):
     lot_id: int | None
     observed_at: datetime
     credited_at: datetime | None
+    # Why a deposit is set aside (status "set_aside": it cannot be credited, finance looks at it), else null.
+    set_aside_reason: str | None = None
 
 
 class ChainStatusOut(BaseModel):
@@ -99,3 +101,4 @@ class AdminDepositOut(BaseModel):
     credits_minted: int | None
     lot_id: int | None
     deep_reorgs: int
+    set_aside_reason: str | None = None

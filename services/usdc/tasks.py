@@ -17,15 +17,18 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 
-from chain.errors import ChainRpcError
-from chain.rpc import ChainReader, ChainRpc
+from chain.errors import ChainResponseError, ChainRpcError
+from chain.rpc import NO_RETRY, ChainReader, ChainRpc
+from services.core.money import USDC_DECIMALS
 from services.core.settings import ChainSettings, Settings
+from services.usdc.errors import TokenDecimalsMismatch
 from services.usdc.listener import (
     DEFAULT_KEEP_BLOCKS,
     MAX_CALLS_PER_POLL,
     catch_up,
     confirm_deposits,
     record_error,
+    watch_every_address,
 )
 
 if TYPE_CHECKING:
@@ -44,6 +47,51 @@ EngineBatchFn = Callable[[Engine, datetime, int], int]
 def rpc_for(chain: ChainSettings) -> ChainRpc:
     """The JSON-RPC client of a configured chain (it refuses a node serving another chain id)."""
     return ChainRpc(chain.rpc_url, expected_chain_id=chain.chain_id, timeout_seconds=chain.rpc_timeout_seconds)
+
+
+def check_token_decimals(chain: ChainSettings, rpc: ChainReader) -> None:
+    """Refuse a chain whose configured USDC contract does not have the decimals every conversion assumes
+    (services.core.money.USDC_DECIMALS): a :class:`TokenDecimalsMismatch` saying so in one line. A reader that
+    cannot make contract calls (a test double) is not checked; a node error is raised as it is."""
+    read = getattr(rpc, "token_decimals", None)
+    if read is None:
+        return
+    try:
+        decimals = int(read(chain.usdc_address))
+    except ChainResponseError as exc:
+        raise TokenDecimalsMismatch(
+            f"chain {chain.chain_id}: usdc_address {chain.usdc_address} has no decimals() (is it the token?); "
+            f"the USDC rail needs a token of {USDC_DECIMALS} decimals",
+            chain_id=chain.chain_id,
+        ) from exc
+    if decimals != USDC_DECIMALS:
+        raise TokenDecimalsMismatch(
+            f"chain {chain.chain_id}: the token at usdc_address {chain.usdc_address} has {decimals} decimals; "
+            f"the USDC rail needs {USDC_DECIMALS}",
+            chain_id=chain.chain_id,
+            decimals=decimals,
+        )
+
+
+def preflight(settings: Settings) -> list[str]:
+    """At the worker's start: every configured chain's token checked (:func:`check_token_decimals`); a mismatch is
+    raised. A node that does not answer now is no reason not to start (the poll job checks again before its first
+    poll): the warnings are returned, naming the chain and never its RPC URL."""
+    if not settings.usdc_xpub:
+        return []
+    warnings = []
+    for chain in settings.usdc_chains:
+        # One try each: a node that is down must not hold the worker's start back by its retries.
+        client = ChainRpc(
+            chain.rpc_url, expected_chain_id=chain.chain_id, timeout_seconds=chain.rpc_timeout_seconds, retry=NO_RETRY
+        )
+        try:
+            check_token_decimals(chain, client)
+        except ChainRpcError as exc:
+            warnings.append(f"chain {chain.chain_id}: the token's decimals could not be read now ({exc})")
+        finally:
+            client.close()
+    return warnings
 
 
 def poll(
@@ -90,10 +138,24 @@ def confirm(engine: Engine, chain: ChainSettings, rpc: ChainReader, now: datetim
 
 
 def poll_job_fn(chain: ChainSettings, settings: Settings, rpc: ChainReader | None = None) -> EngineBatchFn:
-    """``poll`` bound to one chain, as an engine-level batch function ``(engine, now, batch_size) -> items``."""
+    """``poll`` bound to one chain, as an engine-level batch function ``(engine, now, batch_size) -> items``.
+
+    Its first successful run in a process also watches on this chain every deposit address of the other chains
+    (services.usdc.listener.watch_every_address): a chain added to the configuration, or addresses registered on
+    one chain only before every address was registered on all of them."""
     client = rpc or rpc_for(chain)
+    every_address_watched = False
 
     def run(engine: Engine, now: datetime, batch_size: int) -> int:
+        nonlocal every_address_watched
+        if not every_address_watched:
+            try:
+                check_token_decimals(chain, client)
+                watch_every_address(engine, chain, client, now=now)
+            except ChainRpcError as exc:
+                record_error(engine, chain.chain_id, exc, now)
+                raise
+            every_address_watched = True
         return poll(engine, chain, client, now, batch_size, keep_blocks=settings.usdc_recent_blocks_kept)
 
     return run

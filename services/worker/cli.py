@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from dataclasses import asdict
 from datetime import datetime
@@ -20,6 +21,8 @@ from services.worker.registry import default_jobs
 from services.worker.runner import run_job_once
 from services.worker.scheduler import create_worker
 
+logger = logging.getLogger("creditrail.worker")
+
 
 def _engine(settings: Settings) -> Engine:
     return ready_engine(settings)
@@ -32,6 +35,7 @@ def worker() -> None:
 
     settings = get_settings()
     configure_worker_logging(settings)
+    _check_chains(settings)
     engine = _engine(settings)
     metrics = start_metrics_server(engine, settings)
     try:
@@ -40,6 +44,18 @@ def worker() -> None:
         if metrics is not None:
             metrics.close()
         engine.dispose()
+
+
+def _check_chains(settings: Settings) -> None:
+    """Refuse to start on a USDC token without the decimals the rail assumes (one line); warn when a node is down."""
+    from services.usdc.errors import TokenDecimalsMismatch
+    from services.usdc.tasks import preflight
+
+    try:
+        for warning in preflight(settings):
+            logger.warning(warning)
+    except TokenDecimalsMismatch as exc:
+        raise click.ClickException(exc.message) from None
 
 
 def _when(value: datetime | None) -> str:

@@ -51,6 +51,8 @@ class JobSpec:
     description: str = ""
     # (engine, now, batch_size) -> items processed, opening its own units of work (for jobs that call the network).
     step: StepFn | None = None
+    # Whether a worker runs it as soon as it starts (else first one interval after the start).
+    run_at_start: bool = True
 
     def __post_init__(self) -> None:
         if (self.batch is None) == (self.step is None):

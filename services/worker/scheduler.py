@@ -5,8 +5,10 @@ idempotent, state-driven sweep: what is due is read from the ledger's own rows (
 their time to live), never from a schedule's bookkeeping, so the only thing a persistent store could remember is
 *when* a run was due, and a run that is late or missed changes nothing but timing: the next run finds the same
 work. So at start each job runs at once (all runs missed while the worker was down coalesce into that one) and
-then every interval from settings. Nothing about schedules lives in the database to migrate, to go stale when the
-settings change, or to be fought over by replicas; changing an interval is a restart.
+then every interval from settings; a job that says so (``run_at_start=False``: the daily reconciliation, which
+would compete with the catching up after a restart) runs first one interval after the start. Nothing about
+schedules lives in the database to migrate, to go stale when the settings change, or to be fought over by
+replicas; changing an interval is a restart.
 
 Overlapping runs of a job cannot happen: within a process APScheduler starts at most one instance of a job
 (``max_instances=1``) and collapses a backlog of due runs into one (``coalesce=True``); across replicas on
@@ -32,7 +34,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Sequence
-from datetime import UTC
+from datetime import UTC, timedelta
 from types import FrameType
 from typing import IO
 
@@ -124,13 +126,14 @@ class Worker:
         gc.freeze()
         now = utcnow()
         for spec in self.jobs:
+            first_run = now if spec.run_at_start else now + timedelta(seconds=spec.interval_seconds)
             self.scheduler.add_job(
                 self._run,
                 trigger=IntervalTrigger(seconds=spec.interval_seconds, timezone=UTC),
                 args=[spec.name],
                 id=spec.name,
                 name=spec.name,
-                next_run_time=now,
+                next_run_time=first_run,
                 replace_existing=True,
             )
         self.scheduler.start()

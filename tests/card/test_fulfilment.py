@@ -123,7 +123,7 @@ def test_a_session_whose_amount_does_not_match_its_purchase_mints_nothing(card: 
     assert row.failure_code == "amount_mismatch"
     assert row.lot_id is None
     [exception] = card.exceptions("amount_mismatch")
-    assert exception.reference == session["id"]
+    assert exception.reference == f"card:{session['id']}"
     assert exception.amount_cents == 500
     assert exception.details["expected_cents"] == 5_000
     assert exception.status == "open"
@@ -154,7 +154,7 @@ def test_an_event_for_an_unknown_purchase_is_a_finance_exception(card: Card) -> 
     before = card.snapshot()
     card.deliver_ok(card.stripe.event("checkout.session.completed", stranger))
     [exception] = card.exceptions("unknown_purchase")
-    assert exception.reference == "cs_test_unknown"
+    assert exception.reference == "card:cs_test_unknown"
     assert exception.amount_cents == 1_000
     assert exception.account_id == 999_999
     after = card.snapshot()
@@ -179,7 +179,7 @@ def test_an_event_without_our_metadata_is_a_finance_exception(card: Card) -> Non
     )
     card.deliver_ok(session)
     assert card.inbox_event(session["id"]).outcome == "exception:unknown_purchase"
-    assert [e.reference for e in card.exceptions("unknown_purchase")] == ["cs_test_foreign"]
+    assert [e.reference for e in card.exceptions("unknown_purchase")] == ["card:cs_test_foreign"]
 
 
 def test_a_session_naming_another_account_mints_nothing(card: Card) -> None:

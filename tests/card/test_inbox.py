@@ -82,7 +82,7 @@ def test_an_event_failing_too_often_is_dead_a_finance_exception_and_an_admin_can
     assert stored.attempts == 2
     assert stored.next_attempt_at is None
     [exception] = card.exceptions("webhook_processing_failed")
-    assert exception.reference == event["id"]
+    assert exception.reference == f"card:{event['id']}"
     assert exception.details["attempts"] == 2
     # Dead events are not retried by the worker.
     assert inbox.drain(card.engine, card.gateway, card.settings, utcnow() + timedelta(days=1), 10) == 0

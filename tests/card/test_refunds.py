@@ -84,7 +84,7 @@ def test_a_refund_for_an_unknown_charge_is_a_finance_exception(card: Card) -> No
     stranger = charge | {"id": "ch_unknown", "payment_intent": None, "amount_refunded": 100}
     card.deliver_ok(card.stripe.event("charge.refunded", stranger))
     [exception] = card.exceptions("unknown_charge")
-    assert exception.reference == "ch_unknown"
+    assert exception.reference == "card:ch_unknown"
     assert exception.amount_cents == 100
     assert card.available(customer.account_id) == 1_000
 
@@ -164,7 +164,7 @@ def test_a_dispute_for_an_unknown_charge_is_a_finance_exception(card: Card) -> N
         "status": "needs_response",
     }
     card.deliver_ok(card.stripe.event("charge.dispute.created", dispute))
-    assert [e.reference for e in card.exceptions("unknown_dispute")] == ["dp_unknown"]
+    assert [e.reference for e in card.exceptions("unknown_dispute")] == ["card:dp_unknown"]
 
 
 def _clawbacks(card: Card) -> list[Any]:

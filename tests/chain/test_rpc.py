@@ -215,7 +215,7 @@ def test_block_hashes_in_batches_and_none_beyond_head(anvil):
 
 
 def test_endpoint_in_messages_hides_the_api_key():
-    assert redact_url("https://user:pw@base-mainnet.example/v2/SECRETKEY?x=1") == "https://base-mainnet.example/..."
+    assert redact_url("https://user:pw@base-mainnet.example/v2/SECRETKEY?x=1") == "https://base-mainnet.example/***"
     assert redact_url("http://127.0.0.1:8545") == "http://127.0.0.1:8545"
     error = ChainRpc("https://node.example/v2/SECRETKEY")
     assert "SECRETKEY" not in repr(error)

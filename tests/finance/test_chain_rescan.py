@@ -15,8 +15,11 @@ from sqlalchemy.engine import Engine
 
 from chain.devchain import reorg
 from chain.rpc import ChainRpc, RetryPolicy
-from services.finance.chain_rescan import ChainRescanFailed, blocks_for_window
+from services.core.db import unit_of_work
+from services.finance.chain_rescan import AMOUNT_OUT_OF_RANGE, ChainRescanFailed, blocks_for_window
+from services.finance.exceptions import list_exceptions, usdc_reference
 from services.finance.models import PullStatus
+from services.usdc import repository as usdc_repo
 from tests.chain.conftest import random_address
 from tests.chain.helpers import RangeLimitedRpc, WrappedRpc
 from tests.finance.chain_support import (
@@ -416,3 +419,44 @@ def test_a_long_address_list_is_split_over_several_queries(make_rail, rpc, token
     assert result.transfers == 5
     assert sorted(count for _, _, count in reader.log_queries) == [1, 2, 2]
     assert {row.reference for row in mirror(rail.engine, rail.chain.chain_id)} == {s.reference for s in sent}
+
+
+def test_a_transfer_to_an_address_asked_for_on_another_chain_only_is_re_scanned(make_rail, rpc, token):
+    rail: Rail = make_rail(confirmations=0)
+    # An address registered only on another chain (as it was before every address was registered on every chain):
+    # the same address on this chain is the customer's all the same.
+    account_id, alice = rail.customer("alice")
+    with unit_of_work(rail.engine) as session:
+        table = usdc_repo.addresses
+        session.execute(table.update().where(table.c.account_id == account_id).values(chain_id=424_242))
+    clock = ChainTime(rpc)
+    sent = clock.send(token, alice, 2_500_000, 10)
+    clock.mine(100)
+
+    result = rescan(rail, WithHeaders(rpc, rpc), clock.at(0), clock.at(100), now=clock.at(100) + LATER)
+
+    assert result.transfers == 1
+    assert [(row.reference, row.amount_usdc_units) for row in mirror(rail.engine, rail.chain.chain_id)] == [
+        (sent.reference, 2_500_000)
+    ]
+
+
+def test_a_transfer_beyond_a_64_bit_amount_stays_out_of_the_mirror_as_an_exception(make_rail, rpc, token):
+    rail: Rail = make_rail(confirmations=0)
+    huge = 2**64 + 7
+    token.mint(token.wallet.address, huge)
+    _, alice = rail.customer("alice")
+    clock = ChainTime(rpc)
+    too_big = clock.send(token, alice, huge, 10)
+    kept = clock.send(token, alice, 1_000_000, 20)
+    clock.mine(100)
+
+    result = rescan(rail, WithHeaders(rpc, rpc), clock.at(0), clock.at(100), now=clock.at(100) + LATER)
+
+    assert result.complete
+    assert [row.reference for row in mirror(rail.engine, rail.chain.chain_id)] == [kept.reference]
+    with unit_of_work(rail.engine) as session:
+        [raised] = list_exceptions(session, kind=AMOUNT_OUT_OF_RANGE)
+    log = too_big.log
+    assert raised.reference == usdc_reference(log.chain_id, log.tx_hash, log.log_index)
+    assert raised.details["amount_usdc_units"] == str(huge)

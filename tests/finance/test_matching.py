@@ -128,14 +128,14 @@ def test_card_items_are_sorted_into_their_categories(engine: Engine) -> None:
         assert check_invariants(s) == []
     assert sorted((e.kind, e.reference) for e in raised) == sorted(
         [
-            ("reconciliation_missing_in_ledger", "payment:txn_lost"),
-            ("reconciliation_missing_externally", f"payment:lot:{ghost.lot_id}"),
-            ("reconciliation_amount_mismatch", "payment:txn_short"),
-            ("reconciliation_missing_in_ledger", "refund:ch_auto"),
-            ("reconciliation_missing_externally", "refund:ch_kept"),
+            ("reconciliation_missing_in_ledger", "card:txn_lost"),
+            ("reconciliation_missing_externally", "card:cs_ghost"),
+            ("reconciliation_amount_mismatch", "card:txn_short"),
+            ("reconciliation_missing_in_ledger", "card:ch_auto#refund"),
+            ("reconciliation_missing_externally", "card:ch_kept#refund"),
         ]
     )
-    lost = next(e for e in raised if e.reference == "payment:txn_lost")
+    lost = next(e for e in raised if e.reference == "card:txn_lost")
     assert lost.account_id == world["bob"]
     assert lost.amount_cents == 2_500
 
@@ -174,7 +174,7 @@ def test_an_exception_closes_itself_when_a_later_run_matches_it(engine: Engine) 
     assert run.missing_in_ledger == 1
     assert run.late == 2
     with unit_of_work(engine) as s:
-        closed = [e for e in list_exceptions(s, "resolved") if e.reference == "payment:txn_lost"]
+        closed = [e for e in list_exceptions(s, "resolved") if e.reference == "card:txn_lost"]
     assert len(closed) == 1
     assert closed[0].action == "rematched"
     assert closed[0].resolved_by == "reconciliation"

@@ -57,7 +57,7 @@ def test_reconciling_the_card_rail_on_demand(card: Card) -> None:
         missing = [item for item in list_items(s, run["id"]) if item.category == "missing_in_ledger"]
         (raised,) = list_exceptions(s, "open", rail="card")
     assert [item.external_ref for item in missing] == [orphan["id"]]
-    assert (raised.amount_cents, raised.reference) == (1_500, f"payment:{orphan['id']}")
+    assert (raised.amount_cents, raised.reference) == (1_500, f"card:{orphan['id']}")
     report = card.client.get("/v1/finance/reports", params={**body, "rail": "card"}, headers=finance).json()
     assert report["external_complete"] is False, "today has not ended: Stripe may still add to it"
     assert report["external"]["card"]["gross_cents"] == 1_000 + 1_500

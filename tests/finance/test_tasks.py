@@ -3,16 +3,22 @@ running it again changes nothing; a rail that fails is recorded and raised after
 
 from __future__ import annotations
 
+import queue
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
 from services.core.db import unit_of_work
 from services.core.settings import Settings
 from services.finance.matching import list_runs
 from services.finance.reconcile import previous_days
 from services.finance.tasks import ReconciliationJobFailed, finance_job_specs, reconcile_recent_days
+from services.worker.health import JobRun
+from services.worker.registry import JobSpec
+from services.worker.scheduler import create_worker
 from tests.card.conftest import Card
 
 
@@ -51,3 +57,35 @@ def test_a_failing_rail_is_recorded_and_raised(card: Card) -> None:
         reconcile_recent_days(card.engine, card.settings, datetime.now(UTC), gateway=card.gateway)
     with unit_of_work(card.engine) as s:
         assert {run.status for run in list_runs(s, rail="card")} == {"failed"}
+
+
+def test_a_freshly_started_worker_runs_the_reconciliation_one_interval_later_not_at_start(card: Card) -> None:
+    runs: queue.Queue[JobRun] = queue.Queue()
+    (reconcile,) = finance_job_specs(card.settings)
+    ticked = threading.Event()
+
+    def tick(session: Session, now: datetime, batch_size: int) -> int:
+        ticked.set()
+        return 0
+
+    jobs = [reconcile, JobSpec("test.tick", tick, interval_seconds=3_600, batch_size=1)]
+    before = datetime.now(UTC)
+    worker = create_worker(card.engine, card.settings, jobs=jobs, on_run=runs.put)
+    worker.start()
+    try:
+        assert ticked.wait(10), "the jobs that run at start have run"
+        scheduled = worker.scheduler.get_job("finance.reconcile").next_run_time
+    finally:
+        worker.shutdown()
+    assert [run.job for run in _drain(runs)] == ["test.tick"]
+    interval = timedelta(seconds=card.settings.finance_reconcile_interval_seconds)
+    assert before + interval <= scheduled <= datetime.now(UTC) + interval
+    with unit_of_work(card.engine) as s:
+        assert list_runs(s) == []
+
+
+def _drain(runs: queue.Queue[JobRun]) -> list[JobRun]:
+    done = []
+    while not runs.empty():
+        done.append(runs.get_nowait())
+    return done

@@ -177,3 +177,21 @@ def test_purchase_history_shows_deposits_pending_then_credited_beside_card_purch
     assert (credited["status"], credited["credits"], credited["details"]["confirmations"]) == ("credited", 750, 3)
     assert credited["lot_id"] is not None
     assert credited["reference"].startswith(f"{CHAIN_ID}:0x")
+
+
+def test_a_deposit_set_aside_is_listed_with_its_reason_and_the_exact_amount(
+    api: UsdcApi, rpc: ChainRpc, token: LocalToken
+) -> None:
+    address = api.client.get("/v1/usdc/deposit-address", params={"chain_id": CHAIN_ID}, headers=api.headers).json()[
+        "address"
+    ]
+    huge = 2**64 + 1
+    token.mint(token.wallet.address, huge)
+    send_transfer(token, address, huge)
+    mine(rpc, 3)
+    api.rail.settle(rpc)
+
+    [deposit] = api.client.get("/v1/usdc/deposits", headers=api.headers).json()
+    assert (deposit["status"], deposit["set_aside_reason"]) == ("set_aside", "amount_too_large")
+    assert deposit["amount_usdc_units"] == huge
+    assert deposit["credits_minted"] is None
