@@ -13,7 +13,6 @@ Every Stripe call is made with no transaction open; each write is its own short 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -21,6 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from services.card import repository as repo
+from services.card import stripe_json
 from services.card.fulfilment import fulfil_checkout_session, mark_checkout_expired
 from services.card.inbox import process_event
 from services.card.models import PurchaseStatus
@@ -65,7 +65,7 @@ def sync_events(engine: Engine, gateway: StripeGateway, settings: Settings, now:
             for raw in page.data:
                 event = EventData.parse(raw)
                 newest = max(newest, event.created)
-                receipt = store_event(session, event, json.dumps(raw), source="sync", now=now, settings=settings)
+                receipt = store_event(session, event, stripe_json.dumps(raw), source="sync", now=now, settings=settings)
                 if not receipt.duplicate:
                     stored.append(receipt.inbox_id)
         if not page.has_more or not page.data:

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,6 +20,7 @@ import stripe
 from sqlmodel import Session
 
 from services.card import repository as repo
+from services.card import stripe_json
 from services.card.errors import MalformedEvent, SignatureInvalid, SignatureMissing, SignatureStale
 from services.card.models import InboxStatus
 from services.card.stripe_objects import EventData, from_unix
@@ -91,7 +91,7 @@ def _verifies(payload: str, header: str, secret: str, tolerance: int | None) -> 
 
 def parse_event(payload: str) -> EventData:
     try:
-        decoded: Any = json.loads(payload)
+        decoded: Any = stripe_json.loads(payload)
     except ValueError as exc:
         raise MalformedEvent("the body is not JSON") from exc
     if not isinstance(decoded, dict):
