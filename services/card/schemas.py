@@ -7,6 +7,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.api.params import StrictBool
+
 MAX_STORABLE = 2**63 - 1
 
 Credits = Annotated[int, Field(strict=True, gt=0, le=MAX_STORABLE)]
@@ -43,8 +45,8 @@ class PurchaseIn(Request):
 
     pack: PackCode | None = None
     amount_credits: Credits | None = None
-    # Keep the card for off-session charges (auto-recharge).
-    save_card: bool = False
+    # Keep the card for off-session charges (auto-recharge). JSON true or false only.
+    save_card: StrictBool = False
 
 
 class PurchaseOut(BaseModel):
@@ -109,7 +111,7 @@ class HistoryPage(BaseModel):
 
 
 class AutoRechargeIn(Request):
-    enabled: bool
+    enabled: StrictBool
     threshold_credits: ThresholdCredits
     pack: PackCode
 
