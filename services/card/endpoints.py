@@ -34,7 +34,7 @@ from services.api.deps import (
 from services.apikeys.service import Principal
 from services.card import auto_recharge, inbox, purchases
 from services.card import repository as repo
-from services.card.errors import PurchaseNotConfirmable, WebhookPayloadTooLarge
+from services.card.errors import PurchaseNotConfirmable, RailNotConfigured, WebhookPayloadTooLarge
 from services.card.fulfilment import fulfil_checkout_session
 from services.card.inbox import InlineProcessor
 from services.card.intake import InboxWriter
@@ -70,12 +70,24 @@ admin_router = APIRouter(prefix="/v1/admin/card", tags=["admin"])
 REPLAYED_HEADER = "Idempotent-Replayed"
 
 
-def get_gateway(request: Request) -> StripeGateway:
+def _require_rail(settings: Settings) -> None:
+    if not settings.stripe_configured:
+        raise RailNotConfigured("card payments are not set up here (no Stripe key is configured)", rail="card")
+
+
+def _app_gateway(request: Request) -> StripeGateway:
     """The app's Stripe gateway (``app.state.stripe_gateway`` when one was set, else built from settings)."""
     gateway = getattr(request.app.state, "stripe_gateway", None)
     if isinstance(gateway, StripeGateway):
         return gateway
     return default_gateway(request.app.state.settings)
+
+
+def get_gateway(request: Request) -> StripeGateway:
+    """The app's Stripe gateway, for a request that calls Stripe. With no Stripe key configured the card rail is
+    off: such a request is refused at once (409 ``rail_not_configured``), before anything is recorded."""
+    _require_rail(request.app.state.settings)
+    return _app_gateway(request)
 
 
 GatewayDep = Annotated[StripeGateway, Depends(get_gateway)]
@@ -91,7 +103,7 @@ def get_processor(request: Request) -> InlineProcessor:
         if not isinstance(processor, InlineProcessor):
             settings = state.settings
             threads = settings.card_inline_processing_threads
-            processor = InlineProcessor(state.engine, get_gateway(request), settings, threads=threads)
+            processor = InlineProcessor(state.engine, _app_gateway(request), settings, threads=threads)
             state.card_processor = processor
         return processor
 
@@ -208,7 +220,12 @@ def get_auto_recharge(session: SessionDep, principal: CustomerKey) -> AutoRechar
 
 
 @router.put("/card/auto-recharge")
-def set_auto_recharge(body: AutoRechargeIn, session: SessionDep, principal: CustomerKey) -> AutoRechargeOut:
+def set_auto_recharge(
+    body: AutoRechargeIn, session: SessionDep, principal: CustomerKey, settings: SettingsDep
+) -> AutoRechargeOut:
+    """Turning auto-recharge on needs the card rail (it charges through Stripe); turning it off never does."""
+    if body.enabled:
+        _require_rail(settings)
     view = auto_recharge.configure(
         session,
         _account(principal),

@@ -76,3 +76,9 @@ class NoSavedCard(Conflict):
 
 class WebhookEventNotFound(NotFound):
     code = "webhook_event_not_found"
+
+
+class RailNotConfigured(Conflict):
+    """No Stripe secret key is set: the card rail is off, and nothing that would call Stripe is recorded."""
+
+    code = "rail_not_configured"
