@@ -42,6 +42,12 @@ class StripeRejected(UpstreamUnavailable):
     code = "stripe_rejected"
 
 
+class StripeInvalidResponse(UpstreamUnavailable):
+    """Stripe answered with something we cannot use (a Checkout Session with no URL to pay at)."""
+
+    code = "stripe_invalid_response"
+
+
 class WebhookRefused(CreditrailError):
     """Base of every refused webhook delivery: Stripe gets a 400, nothing is stored."""
 

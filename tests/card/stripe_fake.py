@@ -137,6 +137,8 @@ class FakeStripe(stripe.HTTPClient):
         self.faults: list[Fault] = []
         # What an off-session charge does: "succeed", "decline", "authentication_required", "processing".
         self.off_session = "succeed"
+        # Whether a new Checkout Session has a URL to pay at (Stripe leaves it out for an embedded checkout).
+        self.checkout_urls = True
         self._ids = itertools.count(1)
         self._replays: dict[tuple[str, str, str], Answer] = {}
         self._intent_metadata: dict[str, dict[str, str]] = {}
@@ -307,7 +309,7 @@ class FakeStripe(stripe.HTTPClient):
             "status": "open",
             "success_url": params.get("success_url"),
             "cancel_url": params.get("cancel_url"),
-            "url": f"https://checkout.stripe.com/c/pay/{session_id}",
+            "url": f"https://checkout.stripe.com/c/pay/{session_id}" if self.checkout_urls else None,
             "shipping_cost": None,
             "total_details": {"amount_discount": 0, "amount_shipping": 0, "amount_tax": 0},
             "currency_conversion": None,
