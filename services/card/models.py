@@ -124,6 +124,9 @@ class CardPurchase(SQLModel, table=True):
     stripe_customer_id: str | None = Field(default=None, max_length=255)
     checkout_session_id: str | None = Field(default=None, max_length=255)
     checkout_url: str | None = Field(default=None, max_length=2048)
+    # When the Checkout Session stops being payable (its ``expires_at``); past it, and a grace, the sync job expires
+    # a purchase still open.
+    checkout_expires_at: datetime | None = _timestamp(nullable=True)
     payment_intent_id: str | None = Field(default=None, max_length=255)
     charge_id: str | None = Field(default=None, max_length=255, index=True)
     # What Stripe reported as paid, and the cumulative amount it reported as refunded.
@@ -149,6 +152,7 @@ class CardPurchase(SQLModel, table=True):
         CheckConstraint("refunded_cents >= 0", name="ck_card_purchases_refunded_nonnegative"),
         Index("ix_card_purchases_account_created", "account_id", "created_at"),
         Index("ix_card_purchases_status_created", "status", "created_at"),
+        Index("ix_card_purchases_status_checkout_expires_at", "status", "checkout_expires_at"),
     )
 
 
@@ -208,6 +212,8 @@ class StripeWebhookEvent(SQLModel, table=True):
     last_error: str | None = Field(default=None, max_length=2000)
     # What processing did, e.g. "minted", "already_fulfilled", "exception:unknown_purchase".
     outcome: str | None = Field(default=None, max_length=200)
+    # The purchase processing touched, when there was one (for operators looking the event up).
+    purchase_id: int | None = Field(default=None, sa_type=BigInteger, nullable=True)
     received_at: datetime = _timestamp()
     processed_at: datetime | None = _timestamp(nullable=True)
 
