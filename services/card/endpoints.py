@@ -2,7 +2,9 @@
 
 Customers (API key, under /v1): the packs, starting a purchase, a purchase and its success-page confirmation, the
 purchase history (rail-neutral), auto-recharge settings. Stripe: the webhook, authenticated by its signature only.
-Finance and admins: the webhook inbox and retrying an event.
+Finance and admins: the webhook inbox (listed, or one event looked up by its Stripe id with the purchase it touched)
+and retrying an event. Without a Stripe key the card rail is off: what would call Stripe answers 409
+``rail_not_configured``.
 
 Endpoints that call Stripe orchestrate several short units of work, and authenticate in a unit of work of their
 own, so no transaction is open while Stripe is called.
@@ -14,9 +16,9 @@ import asyncio
 import threading
 import time
 from dataclasses import asdict
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
@@ -31,10 +33,16 @@ from services.api.deps import (
     get_customer,
     get_principal_outside,
 )
+from services.api.pages import Page, page_of
 from services.apikeys.service import Principal
 from services.card import auto_recharge, inbox, purchases
 from services.card import repository as repo
-from services.card.errors import PurchaseNotConfirmable, RailNotConfigured, WebhookPayloadTooLarge
+from services.card.errors import (
+    PurchaseNotConfirmable,
+    RailNotConfigured,
+    WebhookEventNotFound,
+    WebhookPayloadTooLarge,
+)
 from services.card.fulfilment import fulfil_checkout_session
 from services.card.inbox import InlineProcessor
 from services.card.intake import InboxWriter
@@ -46,6 +54,9 @@ from services.card.schemas import (
     ConfirmIn,
     ConfirmOut,
     CustomAmountOut,
+    InboxEventDetailOut,
+    InboxEventOut,
+    InboxPurchaseOut,
     PackOut,
     PacksOut,
     PurchaseIn,
@@ -309,6 +320,46 @@ def list_webhook_events(
     data = [WebhookEventOut.model_validate(row, from_attributes=True) for row in rows]
     return WebhookEventPage(
         data=data, counts=repo.count_events_by_status(session), next_after=data[-1].id if len(data) == limit else None
+    )
+
+
+InboxStatusFilter = Literal["pending", "processed", "ignored", "failed", "dead"]
+
+
+def _inbox_event(row: Any) -> InboxEventOut:
+    return InboxEventOut.model_validate(row, from_attributes=True)
+
+
+@admin_router.get("/events")
+def list_inbox_events(
+    session: SessionDep,
+    _finance: FinanceKey,
+    status_filter: Annotated[InboxStatusFilter | None, Query(alias="status")] = None,
+    cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> Page[InboxEventOut]:
+    """Stored Stripe events, oldest first, e.g. ``?status=failed`` (with why each failed, in ``last_error``). Pass
+    ``next_cursor`` back as ``cursor`` for the next page."""
+    rows = repo.list_events(session, status=status_filter, limit=limit + 1, after_id=int(cursor or 0))
+    page = page_of(rows, limit, lambda row: row.id)
+    return Page[InboxEventOut](
+        data=[_inbox_event(row) for row in page.data], has_more=page.has_more, next_cursor=page.next_cursor
+    )
+
+
+@admin_router.get("/events/{event_id}")
+def get_inbox_event(
+    event_id: Annotated[str, Path(min_length=1, max_length=255)], session: SessionDep, _finance: FinanceKey
+) -> InboxEventDetailOut:
+    """One stored Stripe event by its Stripe id: status, attempts, the last error, when it was received and
+    processed, and the purchase it touched."""
+    row = repo.event_by_stripe_id(session, event_id)
+    if row is None:
+        raise WebhookEventNotFound(f"no stored Stripe event {event_id}", event_id=event_id)
+    purchase = repo.get_purchase(session, row.purchase_id) if row.purchase_id is not None else None
+    return InboxEventDetailOut(
+        **_inbox_event(row).model_dump(),
+        purchase=InboxPurchaseOut.model_validate(purchase, from_attributes=True) if purchase is not None else None,
     )
 
 

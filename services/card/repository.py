@@ -29,6 +29,7 @@ from services.card.models import (
     PurchaseStatus,
     StripeWebhookEvent,
 )
+from services.card.outcome import Outcome
 from services.ledger.repository import table_of
 
 customers = table_of(CardCustomer)
@@ -308,8 +309,8 @@ def claim_events(session: Session, inbox_ids: Sequence[int]) -> set[int]:
     return {int(value) for value in session.execute(stmt).scalars()}
 
 
-def mark_processed(session: Session, outcomes: Sequence[tuple[int, str]], now: datetime) -> None:
-    """Mark each (event id, outcome) processed (one statement for all)."""
+def mark_processed(session: Session, outcomes: Sequence[tuple[int, Outcome]], now: datetime) -> None:
+    """Mark each (event id, outcome) processed, with the purchase it touched (one statement for all)."""
     if outcomes:
         session.execute(
             _update_event,
@@ -317,7 +318,8 @@ def mark_processed(session: Session, outcomes: Sequence[tuple[int, str]], now: d
                 {
                     "inbox_id_": inbox_id,
                     "status": InboxStatus.PROCESSED,
-                    "outcome": outcome[:200],
+                    "outcome": outcome.code[:200],
+                    "purchase_id": outcome.purchase_id,
                     "processed_at": now,
                     "next_attempt_at": None,
                     "last_error": None,

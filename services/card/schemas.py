@@ -163,6 +163,39 @@ class WebhookEventPage(BaseModel):
     next_after: int | None
 
 
+class InboxEventOut(BaseModel):
+    """A stored Stripe event, as operators look it up: where processing got to and why it failed, if it did."""
+
+    event_id: str
+    event_type: str
+    # "webhook" or "sync".
+    source: str
+    # pending, processed, ignored, failed (retried at next_attempt_at, or for good when that is null) or dead.
+    status: str
+    attempts: int
+    next_attempt_at: datetime | None
+    last_error: str | None
+    outcome: str | None
+    # The Stripe object it is about (a Checkout Session, PaymentIntent, charge or dispute id).
+    object_id: str | None
+    purchase_id: int | None
+    stripe_created_at: datetime
+    received_at: datetime
+    processed_at: datetime | None
+
+
+class InboxPurchaseOut(BaseModel):
+    id: int
+    account_id: int
+    kind: str
+    status: str
+
+
+class InboxEventDetailOut(InboxEventOut):
+    # The purchase processing touched, as it is now.
+    purchase: InboxPurchaseOut | None
+
+
 class RetryOut(BaseModel):
     event_id: str
     outcome: str | None
