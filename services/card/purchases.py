@@ -28,7 +28,14 @@ from services.card.errors import PurchaseNotFound, StripeInvalidResponse
 from services.card.models import PurchaseKind, PurchaseStatus
 from services.card.packs import Pack
 from services.card.stripe_client import StripeGateway
-from services.card.stripe_objects import ACCOUNT_ID_KEY, CREDITS_KEY, PACK_KEY, PURCHASE_ID_KEY, CheckoutSessionData
+from services.card.stripe_objects import (
+    ACCOUNT_ID_KEY,
+    CREDITS_KEY,
+    PACK_KEY,
+    PURCHASE_ID_KEY,
+    CheckoutSessionData,
+    from_unix,
+)
 from services.core.clock import utcnow
 from services.core.db import unit_of_work
 from services.core.errors import Conflict, CreditrailError, IdempotencyKeyReused
@@ -165,6 +172,8 @@ def attach_checkout_session(session: Session, purchase_id: int, data: CheckoutSe
     values: dict[str, Any] = {"checkout_session_id": data.id, "updated_at": now, "last_error": None}
     if data.url:
         values["checkout_url"] = data.url
+    if data.expires_at is not None:
+        values["checkout_expires_at"] = from_unix(data.expires_at)
     if data.customer:
         values["stripe_customer_id"] = data.customer
     if row.status == PurchaseStatus.PENDING:

@@ -207,6 +207,29 @@ def expire_unstarted(session: Session, *, created_before: datetime, now: datetim
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
+def overdue_checkouts(
+    session: Session, *, expired_before: datetime, created_before: datetime, limit: int
+) -> list[tuple[int, str]]:
+    """(purchase id, Checkout Session id) of checkout purchases still waiting on their session (pending or open)
+    whose session stopped being payable before ``expired_before``; one with no expiry on record counts from its
+    creation (``created_before``). Oldest first."""
+    stmt = (
+        select(purchases.c.id, purchases.c.checkout_session_id)
+        .where(
+            purchases.c.status.in_([PurchaseStatus.PENDING, PurchaseStatus.OPEN]),
+            purchases.c.kind == PurchaseKind.CHECKOUT,
+            purchases.c.checkout_session_id.is_not(None),
+            or_(
+                purchases.c.checkout_expires_at < expired_before,
+                purchases.c.checkout_expires_at.is_(None) & (purchases.c.created_at < created_before),
+            ),
+        )
+        .order_by(purchases.c.id)
+        .limit(limit)
+    )
+    return [(int(purchase_id), str(session_id)) for purchase_id, session_id in session.execute(stmt)]
+
+
 def pending_auto_recharge_purchases(session: Session, limit: int) -> list[Any]:
     stmt = (
         select(purchases)
