@@ -102,6 +102,8 @@ def get_gateway(request: Request) -> StripeGateway:
 
 
 GatewayDep = Annotated[StripeGateway, Depends(get_gateway)]
+# For processing stored events, which goes on with the rail off (as the webhook's own processing does).
+InboxGatewayDep = Annotated[StripeGateway, Depends(_app_gateway)]
 
 _processor_lock = threading.Lock()
 
@@ -365,7 +367,7 @@ def get_inbox_event(
 
 @admin_router.post("/webhook-events/{event_id}/retry")
 def retry_webhook_event(
-    event_id: str, _admin_key: AdminOutside, engine: EngineDep, settings: SettingsDep, gateway: GatewayDep
+    event_id: str, _admin_key: AdminOutside, engine: EngineDep, settings: SettingsDep, gateway: InboxGatewayDep
 ) -> RetryOut:
     """Process a failed or dead event again now."""
     return RetryOut(event_id=event_id, outcome=inbox.retry_event(engine, event_id, gateway, settings))

@@ -5,7 +5,8 @@
 - ``card_purchases``: every card purchase, recorded (pending) before Stripe is called: a Checkout Session bought by
   the customer, or an off-session PaymentIntent charged by auto-recharge. Unique per (account, idempotency key), per
   Checkout Session and per PaymentIntent. It moves pending -> open -> (processing ->) completed, or to failed,
-  expired or review (an amount that does not match: a finance exception, nothing minted). It also keeps the
+  expired (Stripe expired the session, or its ``expires_at`` and a grace passed with the session no longer payable)
+  or review (an amount that does not match: a finance exception, nothing minted). It also keeps the
   cumulative refunded amount Stripe reported, so a refund seen before the mint is clawed back right after it.
 - ``card_disputes``: each dispute on a purchase's charge, with what was clawed back and reinstated for it.
 - ``card_clawbacks``: every clawback and reinstatement made for a purchase (the ledger transaction, credits and the

@@ -69,3 +69,12 @@ def test_without_a_stripe_key_signed_webhooks_are_still_taken_and_processed(card
     event = card.stripe.event("checkout.session.expired", {"id": "cs_gone", "object": "checkout.session"})
     assert card.deliver(event).status_code == 200
     assert card.inbox_event(event["id"]).outcome == "unknown_session_expired"
+
+
+def test_without_a_stripe_key_an_admin_can_still_send_a_stored_event_round_again(card_off: Card) -> None:
+    card = card_off
+    event = card.stripe.event("charge.refunded", {"id": "cs_1", "object": "checkout.session"})
+    card.deliver_ok(event)
+    retried = card.client.post(f"/v1/admin/card/webhook-events/{event['id']}/retry", headers=card.admin)
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["outcome"] == "unreadable_object"
