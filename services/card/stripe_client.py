@@ -69,7 +69,9 @@ def _as_dict(obj: Any) -> dict[str, Any]:
         response = obj.last_response
         if response is not None and isinstance(response.body, str | bytes):
             decoded = stripe_json.loads(response.body)
-            if isinstance(decoded, dict):
+            # The answer is this object's own (not, say, the list it came in).
+            own = (getattr(obj, "object", None), getattr(obj, "id", None))
+            if isinstance(decoded, dict) and (decoded.get("object"), decoded.get("id")) == own:
                 return decoded
         return obj.to_dict(for_json=True)
     if isinstance(obj, Mapping):
