@@ -6,8 +6,9 @@ place), then one unit of work that claims the event (``FOR UPDATE SKIP LOCKED``:
 event skips it), applies it and marks it processed. A failure rolls that unit back and is recorded in another:
 attempts, the error, and the next attempt after an exponential backoff; after ``card_inbox_max_attempts`` the
 event is dead and a finance exception says so. An event whose object cannot be read (no id, the wrong kind of
-object) would fail the same way every time: it fails at once, for good (no next attempt), with the reason, and a
-finance exception. An admin can send a dead or failed event round again.
+object) would fail the same way every time: it is stored failed for good (services.card.webhooks), and one stored
+before fails at once here, for good (no next attempt), with the reason and a finance exception. An admin can send
+a dead or failed event round again.
 
 The API process runs :func:`process_event` right after acknowledging a webhook (:class:`InlineProcessor`); the
 worker's inbox job (:func:`drain`) takes everything due that this missed.
@@ -40,13 +41,14 @@ from services.card.outcome import Outcome
 from services.card.refunds import record_dispute, record_refund
 from services.card.stripe_client import StripeGateway
 from services.card.stripe_objects import (
+    UNREADABLE,
     ChargeData,
     CheckoutSessionData,
     DisputeData,
     EventData,
     PaymentIntentData,
 )
-from services.card.webhooks import parse_event
+from services.card.webhooks import UNREADABLE_EXCEPTION, parse_event
 from services.core.clock import utcnow
 from services.core.db import unit_of_work
 from services.core.settings import Settings
@@ -55,8 +57,6 @@ from services.finance.exceptions import raise_exception
 log = logging.getLogger("creditrail.card.inbox")
 
 ERROR_MAX_CHARS = 2000
-# The outcome (and the start of the error) of an event whose object cannot be read.
-UNREADABLE = "unreadable_object"
 
 
 class UnreadableObject(ValueError):
@@ -246,7 +246,7 @@ def _record_unreadable(engine: Engine, inbox_id: int, exc: UnreadableObject, now
         raise_exception(
             session,
             rail="card",
-            kind="webhook_unreadable",
+            kind=UNREADABLE_EXCEPTION,
             reference=row.event_id,
             details={"event_type": row.event_type, "object_id": row.object_id, "reason": str(exc)},
             now=now,

@@ -6,7 +6,7 @@ reference (an object where an id is usual) becomes its id. Code that needs a mis
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -244,3 +244,32 @@ class EventData:
     @property
     def object_id(self) -> str | None:
         return _str(self.object.get("id"))
+
+
+# The outcome (and the start of the error) of an event whose object cannot be read.
+UNREADABLE = "unreadable_object"
+
+
+def _object_parser(event_type: str) -> Callable[[Mapping[str, Any]], object] | None:
+    if event_type.startswith("checkout.session."):
+        return CheckoutSessionData.parse
+    if event_type.startswith("payment_intent."):
+        return PaymentIntentData.parse
+    if event_type.startswith("charge.dispute."):
+        return DisputeData.parse
+    if event_type.startswith("charge."):
+        return ChargeData.parse
+    return None
+
+
+def unreadable_reason(event: EventData) -> str | None:
+    """Why the event's ``data.object`` is not the object its type promises (no id, another kind of object), or
+    None when it is (or when its type is none the card rail reads)."""
+    parse = _object_parser(event.type)
+    if parse is None:
+        return None
+    try:
+        parse(event.object)
+    except ValueError as exc:
+        return f"{event.type}: {exc}"
+    return None

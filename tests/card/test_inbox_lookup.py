@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from services.card import inbox
+from services.card import repository as repo
 from services.card.webhooks import parse_event, store_event
 from services.core.clock import utcnow
 from services.core.db import unit_of_work
@@ -137,3 +138,56 @@ def test_an_unknown_event_id_is_a_404_and_the_lookup_needs_the_finance_role(card
     assert card.client.get("/v1/admin/card/events/evt_nope", headers=card.customer().headers).status_code == 403
     assert card.client.get("/v1/admin/card/events/evt_nope").status_code == 401
     assert card.client.get("/v1/admin/card/events", headers=card.customer("b").headers).status_code == 403
+
+
+def test_an_unreadable_event_is_failed_as_it_is_stored_even_with_no_processing_in_the_api(
+    card_deferred: Card,
+) -> None:
+    card = card_deferred
+    event = card.stripe.event("checkout.session.completed", {"object": "checkout.session"})
+    ack = card.deliver_ok(event)
+    assert (ack["received"], ack["status"]) == (True, "failed")
+    stored = card.inbox_event(event["id"])
+    assert (stored.status, stored.attempts, stored.next_attempt_at, stored.outcome) == (
+        "failed",
+        1,
+        None,
+        "unreadable_object",
+    )
+    assert "without an id" in stored.last_error
+    [exception] = card.exceptions("webhook_unreadable")
+    assert exception.reference == event["id"]
+    assert inbox.drain(card.engine, card.gateway, card.settings, utcnow() + timedelta(days=1), 10) == 0
+    # Delivered again, it is a duplicate: stored and reported once.
+    assert card.deliver_ok(event)["duplicate"] is True
+    assert len(card.exceptions("webhook_unreadable")) == 1
+
+
+def test_an_unreadable_event_stored_as_pending_fails_at_once_when_processed(card_deferred: Card) -> None:
+    card = card_deferred
+    event = card.stripe.event("charge.refunded", {"id": "cs_1", "object": "checkout.session"})
+    now = utcnow()
+    with unit_of_work(card.engine) as session:  # as an earlier version stored it: pending
+        inbox_id = repo.insert_event(
+            session,
+            {
+                "event_id": event["id"],
+                "event_type": event["type"],
+                "livemode": False,
+                "object_id": "cs_1",
+                "stripe_created_at": now,
+                "source": "webhook",
+                "payload": json.dumps(event),
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "received_at": now,
+            },
+        )
+    assert inbox_id is not None
+    assert inbox.drain(card.engine, card.gateway, card.settings, now, 10) == 1
+    stored = card.inbox_event(event["id"])
+    assert (stored.status, stored.attempts, stored.next_attempt_at) == ("failed", 1, None)
+    assert "where a charge was expected" in stored.last_error
+    assert [e.reference for e in card.exceptions("webhook_unreadable")] == [event["id"]]
+    assert inbox.drain(card.engine, card.gateway, card.settings, now + timedelta(days=1), 10) == 0
