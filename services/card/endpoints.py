@@ -2,7 +2,9 @@
 
 Customers (API key, under /v1): the packs, starting a purchase, a purchase and its success-page confirmation, the
 purchase history (rail-neutral), auto-recharge settings. Stripe: the webhook, authenticated by its signature only.
-Finance and admins: the webhook inbox and retrying an event.
+Finance and admins: the webhook inbox (listed, or one event looked up by its Stripe id with the purchase it touched)
+and retrying an event. Without a Stripe key the card rail is off: what would call Stripe answers 409
+``rail_not_configured``.
 
 Endpoints that call Stripe orchestrate several short units of work, and authenticate in a unit of work of their
 own, so no transaction is open while Stripe is called.
@@ -14,9 +16,9 @@ import asyncio
 import threading
 import time
 from dataclasses import asdict
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
@@ -31,10 +33,16 @@ from services.api.deps import (
     get_customer,
     get_principal_outside,
 )
+from services.api.pages import Page, page_of
 from services.apikeys.service import Principal
 from services.card import auto_recharge, inbox, purchases
 from services.card import repository as repo
-from services.card.errors import PurchaseNotConfirmable, WebhookPayloadTooLarge
+from services.card.errors import (
+    PurchaseNotConfirmable,
+    RailNotConfigured,
+    WebhookEventNotFound,
+    WebhookPayloadTooLarge,
+)
 from services.card.fulfilment import fulfil_checkout_session
 from services.card.inbox import InlineProcessor
 from services.card.intake import InboxWriter
@@ -46,6 +54,9 @@ from services.card.schemas import (
     ConfirmIn,
     ConfirmOut,
     CustomAmountOut,
+    InboxEventDetailOut,
+    InboxEventOut,
+    InboxPurchaseOut,
     PackOut,
     PacksOut,
     PurchaseIn,
@@ -71,7 +82,12 @@ admin_router = APIRouter(prefix="/v1/admin/card", tags=["admin"])
 REPLAYED_HEADER = "Idempotent-Replayed"
 
 
-def get_gateway(request: Request) -> StripeGateway:
+def _require_rail(settings: Settings) -> None:
+    if not settings.stripe_configured:
+        raise RailNotConfigured("card payments are not set up here (no Stripe key is configured)", rail="card")
+
+
+def _app_gateway(request: Request) -> StripeGateway:
     """The app's Stripe gateway (``app.state.stripe_gateway`` when one was set, else built from settings)."""
     gateway = getattr(request.app.state, "stripe_gateway", None)
     if isinstance(gateway, StripeGateway):
@@ -79,7 +95,16 @@ def get_gateway(request: Request) -> StripeGateway:
     return default_gateway(request.app.state.settings)
 
 
+def get_gateway(request: Request) -> StripeGateway:
+    """The app's Stripe gateway, for a request that calls Stripe. With no Stripe key configured the card rail is
+    off: such a request is refused at once (409 ``rail_not_configured``), before anything is recorded."""
+    _require_rail(request.app.state.settings)
+    return _app_gateway(request)
+
+
 GatewayDep = Annotated[StripeGateway, Depends(get_gateway)]
+# For processing stored events, which goes on with the rail off (as the webhook's own processing does).
+InboxGatewayDep = Annotated[StripeGateway, Depends(_app_gateway)]
 
 _processor_lock = threading.Lock()
 
@@ -92,7 +117,7 @@ def get_processor(request: Request) -> InlineProcessor:
         if not isinstance(processor, InlineProcessor):
             settings = state.settings
             threads = settings.card_inline_processing_threads
-            processor = InlineProcessor(state.engine, get_gateway(request), settings, threads=threads)
+            processor = InlineProcessor(state.engine, _app_gateway(request), settings, threads=threads)
             state.card_processor = processor
         return processor
 
@@ -209,7 +234,12 @@ def get_auto_recharge(session: SessionDep, principal: CustomerKey) -> AutoRechar
 
 
 @router.put("/card/auto-recharge")
-def set_auto_recharge(body: AutoRechargeIn, session: SessionDep, principal: CustomerKey) -> AutoRechargeOut:
+def set_auto_recharge(
+    body: AutoRechargeIn, session: SessionDep, principal: CustomerKey, settings: SettingsDep
+) -> AutoRechargeOut:
+    """Turning auto-recharge on needs the card rail (it charges through Stripe); turning it off never does."""
+    if body.enabled:
+        _require_rail(settings)
     view = auto_recharge.configure(
         session,
         _account(principal),
@@ -297,9 +327,49 @@ def list_webhook_events(
     )
 
 
+InboxStatusFilter = Literal["pending", "processed", "ignored", "failed", "dead"]
+
+
+def _inbox_event(row: Any) -> InboxEventOut:
+    return InboxEventOut.model_validate(row, from_attributes=True)
+
+
+@admin_router.get("/events")
+def list_inbox_events(
+    session: SessionDep,
+    _finance: FinanceKey,
+    status_filter: Annotated[InboxStatusFilter | None, Query(alias="status")] = None,
+    cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> Page[InboxEventOut]:
+    """Stored Stripe events, oldest first, e.g. ``?status=failed`` (with why each failed, in ``last_error``). Pass
+    ``next_cursor`` back as ``cursor`` for the next page."""
+    rows = repo.list_events(session, status=status_filter, limit=limit + 1, after_id=int(cursor or 0))
+    page = page_of(rows, limit, lambda row: row.id)
+    return Page[InboxEventOut](
+        data=[_inbox_event(row) for row in page.data], has_more=page.has_more, next_cursor=page.next_cursor
+    )
+
+
+@admin_router.get("/events/{event_id}")
+def get_inbox_event(
+    event_id: Annotated[str, Path(min_length=1, max_length=255)], session: SessionDep, _finance: FinanceKey
+) -> InboxEventDetailOut:
+    """One stored Stripe event by its Stripe id: status, attempts, the last error, when it was received and
+    processed, and the purchase it touched."""
+    row = repo.event_by_stripe_id(session, event_id)
+    if row is None:
+        raise WebhookEventNotFound(f"no stored Stripe event {event_id}", event_id=event_id)
+    purchase = repo.get_purchase(session, row.purchase_id) if row.purchase_id is not None else None
+    return InboxEventDetailOut(
+        **_inbox_event(row).model_dump(),
+        purchase=InboxPurchaseOut.model_validate(purchase, from_attributes=True) if purchase is not None else None,
+    )
+
+
 @admin_router.post("/webhook-events/{event_id}/retry")
 def retry_webhook_event(
-    event_id: str, _admin_key: AdminOutside, engine: EngineDep, settings: SettingsDep, gateway: GatewayDep
+    event_id: str, _admin_key: AdminOutside, engine: EngineDep, settings: SettingsDep, gateway: InboxGatewayDep
 ) -> RetryOut:
     """Process a failed or dead event again now."""
     return RetryOut(event_id=event_id, outcome=inbox.retry_event(engine, event_id, gateway, settings))

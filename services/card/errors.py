@@ -42,6 +42,12 @@ class StripeRejected(UpstreamUnavailable):
     code = "stripe_rejected"
 
 
+class StripeInvalidResponse(UpstreamUnavailable):
+    """Stripe answered with something we cannot use (a Checkout Session with no URL to pay at)."""
+
+    code = "stripe_invalid_response"
+
+
 class WebhookRefused(CreditrailError):
     """Base of every refused webhook delivery: Stripe gets a 400, nothing is stored."""
 
@@ -76,3 +82,9 @@ class NoSavedCard(Conflict):
 
 class WebhookEventNotFound(NotFound):
     code = "webhook_event_not_found"
+
+
+class RailNotConfigured(Conflict):
+    """No Stripe secret key is set: the card rail is off, and nothing that would call Stripe is recorded."""
+
+    code = "rail_not_configured"

@@ -23,7 +23,7 @@ from services.card import repository as repo
 from services.card.models import UNFINISHED_STATUSES, PurchaseKind, PurchaseStatus
 from services.card.outcome import Outcome, exception_outcome
 from services.card.refunds import settle
-from services.card.stripe_objects import ACCOUNT_ID_KEY, CheckoutSessionData, PaymentIntentData, metadata_int
+from services.card.stripe_objects import ACCOUNT_ID_KEY, CheckoutSessionData, PaymentIntentData, from_unix, metadata_int
 from services.core.settings import get_settings
 from services.finance.exceptions import card_reference, raise_exception
 from services.ledger.minting import mint
@@ -68,7 +68,8 @@ def _purchase_for_session(session: Session, data: CheckoutSessionData, now: date
         # Ours, but the purchase went on with another session.
         return None, "session_mismatch"
     # The session was made, but we never heard back (a timeout, a crash before step 3): attach it now.
-    repo.update_purchase(session, row.id, checkout_session_id=data.id, updated_at=now)
+    expires_at = from_unix(data.expires_at) if data.expires_at is not None else None
+    repo.update_purchase(session, row.id, checkout_session_id=data.id, checkout_expires_at=expires_at, updated_at=now)
     return repo.get_purchase(session, row.id), None
 
 
@@ -206,6 +207,19 @@ def mark_checkout_expired(session: Session, data: CheckoutSessionData, *, now: d
     purchase, _problem = _purchase_for_session(session, data, now)
     if purchase is None:
         return Outcome("unknown_session_expired")
+    return _expire(session, purchase, now)
+
+
+def expire_purchase(session: Session, purchase_id: int, *, now: datetime) -> Outcome:
+    """A checkout purchase whose session can no longer be paid (Stripe no longer has it): it expires, unless it
+    is finished already."""
+    purchase = repo.get_purchase(session, purchase_id, lock=True)
+    if purchase is None or purchase.kind != PurchaseKind.CHECKOUT:
+        return Outcome("unknown_purchase")
+    return _expire(session, purchase, now)
+
+
+def _expire(session: Session, purchase: Any, now: datetime) -> Outcome:
     if purchase.status not in UNFINISHED_STATUSES:
         return Outcome(f"already_{purchase.status}", purchase.id, purchase.lot_id)
     repo.update_purchase(

@@ -5,7 +5,10 @@ lacks (no transaction open: a Checkout Session without its amount, the PaymentIn
 place), then one unit of work that claims the event (``FOR UPDATE SKIP LOCKED``: a second processor of the same
 event skips it), applies it and marks it processed. A failure rolls that unit back and is recorded in another:
 attempts, the error, and the next attempt after an exponential backoff; after ``card_inbox_max_attempts`` the
-event is dead and a finance exception says so. An admin can send a dead or failed event round again.
+event is dead and a finance exception says so. An event whose object cannot be read (no id, the wrong kind of
+object) would fail the same way every time: it is stored failed for good (services.card.webhooks), and one stored
+before fails at once here, for good (no next attempt), with the reason and a finance exception. An admin can send
+a dead or failed event round again.
 
 The API process runs :func:`process_event` right after acknowledging a webhook (:class:`InlineProcessor`); the
 worker's inbox job (:func:`drain`) takes everything due that this missed.
@@ -16,10 +19,10 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -38,13 +41,14 @@ from services.card.outcome import Outcome
 from services.card.refunds import record_dispute, record_refund
 from services.card.stripe_client import StripeGateway
 from services.card.stripe_objects import (
+    UNREADABLE,
     ChargeData,
     CheckoutSessionData,
     DisputeData,
     EventData,
     PaymentIntentData,
 )
-from services.card.webhooks import parse_event
+from services.card.webhooks import UNREADABLE_EXCEPTION, parse_event
 from services.core import metrics
 from services.core.clock import utcnow
 from services.core.db import unit_of_work
@@ -56,6 +60,20 @@ log = logging.getLogger("creditrail.card.inbox")
 ERROR_MAX_CHARS = 2000
 
 
+class UnreadableObject(ValueError):
+    """An event's ``data.object`` that is not the object its type promises: retrying cannot change it."""
+
+
+T = TypeVar("T")
+
+
+def _read(parse: Callable[[Mapping[str, Any]], T], event: EventData) -> T:
+    try:
+        return parse(event.object)
+    except ValueError as exc:
+        raise UnreadableObject(f"{event.type}: {exc}") from exc
+
+
 @dataclass(frozen=True, slots=True)
 class Prepared:
     """An event with everything needed to apply it without calling Stripe."""
@@ -64,7 +82,7 @@ class Prepared:
 
 
 def _checkout(gateway: StripeGateway, event: EventData) -> CheckoutSessionData:
-    data = CheckoutSessionData.parse(event.object)
+    data = _read(CheckoutSessionData.parse, event)
     if not data.complete_enough:
         # An event that lacks what fulfilment needs: read the session as Stripe has it now.
         data = gateway.retrieve_checkout_session(data.id)
@@ -105,19 +123,19 @@ def prepare(engine: Engine, gateway: StripeGateway, event: EventData) -> Prepare
         data = _checkout(gateway, event)
         return Prepared(lambda session, now: fulfil_checkout_session(session, data, now=now))
     if kind == "checkout.session.async_payment_failed":
-        failed = CheckoutSessionData.parse(event.object)
+        failed = _read(CheckoutSessionData.parse, event)
         return Prepared(lambda session, now: mark_checkout_failed(session, failed, now=now))
     if kind == "checkout.session.expired":
-        expired = CheckoutSessionData.parse(event.object)
+        expired = _read(CheckoutSessionData.parse, event)
         return Prepared(lambda session, now: mark_checkout_expired(session, expired, now=now))
     if kind == "payment_intent.succeeded":
-        intent = PaymentIntentData.parse(event.object)
+        intent = _read(PaymentIntentData.parse, event)
         return Prepared(lambda session, now: fulfil_payment_intent(session, intent, now=now))
     if kind == "payment_intent.payment_failed":
-        declined = PaymentIntentData.parse(event.object)
+        declined = _read(PaymentIntentData.parse, event)
         return Prepared(lambda session, now: fail_payment_intent(session, declined, now=now))
     if kind == "charge.refunded":
-        charge = ChargeData.parse(event.object)
+        charge = _read(ChargeData.parse, event)
         hint = _purchase_hint(
             engine,
             gateway,
@@ -128,7 +146,7 @@ def prepare(engine: Engine, gateway: StripeGateway, event: EventData) -> Prepare
         )
         return Prepared(lambda session, now: record_refund(session, charge, purchase_hint=hint, now=now))
     if kind.startswith("charge.dispute."):
-        dispute = DisputeData.parse(event.object)
+        dispute = _read(DisputeData.parse, event)
         found = _purchase_hint(
             engine, gateway, charge_id=dispute.charge, intent_id=dispute.payment_intent, hint=None, read_charge=True
         )
@@ -170,12 +188,17 @@ def process_event(
                 inbox_id,
                 status=InboxStatus.PROCESSED,
                 outcome=outcome.code[:200],
+                purchase_id=outcome.purchase_id,
                 processed_at=moment,
                 next_attempt_at=None,
                 last_error=None,
             )
         metrics.card_webhooks_processed()
         return outcome.code
+    except UnreadableObject as exc:
+        metrics.card_webhook_failed()
+        _record_unreadable(engine, inbox_id, exc, now or utcnow())
+        return UNREADABLE
     except Exception as exc:
         metrics.card_webhook_failed()
         _record_failure(engine, inbox_id, exc, settings, now or utcnow())
@@ -200,14 +223,40 @@ def process_batch(
         with unit_of_work(engine) as session:
             claimed = repo.claim_events(session, [inbox_id for inbox_id, _ in prepared])
             moment = utcnow()
-            outcomes = [
-                (inbox_id, ready.apply(session, moment).code) for inbox_id, ready in prepared if inbox_id in claimed
-            ]
+            outcomes = [(inbox_id, ready.apply(session, moment)) for inbox_id, ready in prepared if inbox_id in claimed]
             repo.mark_processed(session, outcomes, moment)
         metrics.card_webhooks_processed(len(outcomes))
     except Exception:
         for inbox_id, event in items:
             process_event(engine, inbox_id, gateway, settings, event=event)
+
+
+def _record_unreadable(engine: Engine, inbox_id: int, exc: UnreadableObject, now: datetime) -> None:
+    """Fail the event for good (no next attempt: only an admin's retry sends it round again), and tell finance."""
+    error = f"{UNREADABLE}: {exc}"[:ERROR_MAX_CHARS]
+    with unit_of_work(engine) as session:
+        claimed = repo.claim_event(session, inbox_id)
+        if claimed is None:
+            return
+        row = repo.get_event(session, inbox_id)
+        repo.update_event(
+            session,
+            inbox_id,
+            status=InboxStatus.FAILED,
+            attempts=claimed.attempts + 1,
+            next_attempt_at=None,
+            last_error=error,
+            outcome=UNREADABLE,
+        )
+        raise_exception(
+            session,
+            rail="card",
+            kind=UNREADABLE_EXCEPTION,
+            reference=row.event_id,
+            details={"event_type": row.event_type, "object_id": row.object_id, "reason": str(exc)},
+            now=now,
+        )
+    log.warning("stripe event %s cannot be read, failed for good: %s", inbox_id, error)
 
 
 def _record_failure(engine: Engine, inbox_id: int, exc: Exception, settings: Settings, now: datetime) -> None:

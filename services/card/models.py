@@ -5,7 +5,8 @@
 - ``card_purchases``: every card purchase, recorded (pending) before Stripe is called: a Checkout Session bought by
   the customer, or an off-session PaymentIntent charged by auto-recharge. Unique per (account, idempotency key), per
   Checkout Session and per PaymentIntent. It moves pending -> open -> (processing ->) completed, or to failed,
-  expired or review (an amount that does not match: a finance exception, nothing minted). It also keeps the
+  expired (Stripe expired the session, or its ``expires_at`` and a grace passed with the session no longer payable)
+  or review (an amount that does not match: a finance exception, nothing minted). It also keeps the
   cumulative refunded amount Stripe reported, so a refund seen before the mint is clawed back right after it.
 - ``card_disputes``: each dispute on a purchase's charge, with what was clawed back and reinstated for it.
 - ``card_clawbacks``: every clawback and reinstatement made for a purchase (the ledger transaction, credits and the
@@ -124,6 +125,9 @@ class CardPurchase(SQLModel, table=True):
     stripe_customer_id: str | None = Field(default=None, max_length=255)
     checkout_session_id: str | None = Field(default=None, max_length=255)
     checkout_url: str | None = Field(default=None, max_length=2048)
+    # When the Checkout Session stops being payable (its ``expires_at``); past it, and a grace, the sync job expires
+    # a purchase still open.
+    checkout_expires_at: datetime | None = _timestamp(nullable=True)
     payment_intent_id: str | None = Field(default=None, max_length=255)
     charge_id: str | None = Field(default=None, max_length=255, index=True)
     # What Stripe reported as paid, and the cumulative amount it reported as refunded.
@@ -149,6 +153,7 @@ class CardPurchase(SQLModel, table=True):
         CheckConstraint("refunded_cents >= 0", name="ck_card_purchases_refunded_nonnegative"),
         Index("ix_card_purchases_account_created", "account_id", "created_at"),
         Index("ix_card_purchases_status_created", "status", "created_at"),
+        Index("ix_card_purchases_status_checkout_expires_at", "status", "checkout_expires_at"),
     )
 
 
@@ -208,6 +213,8 @@ class StripeWebhookEvent(SQLModel, table=True):
     last_error: str | None = Field(default=None, max_length=2000)
     # What processing did, e.g. "minted", "already_fulfilled", "exception:unknown_purchase".
     outcome: str | None = Field(default=None, max_length=200)
+    # The purchase processing touched, when there was one (for operators looking the event up).
+    purchase_id: int | None = Field(default=None, sa_type=BigInteger, nullable=True)
     received_at: datetime = _timestamp()
     processed_at: datetime | None = _timestamp(nullable=True)
 

@@ -9,6 +9,8 @@ Starting is three steps, never a Stripe call inside a transaction:
 
 When step 2 fails the purchase stays pending with the error recorded, and the customer's retry with the same
 Idempotency-Key repeats step 2 with the same Stripe idempotency key: nothing is created, or charged, twice.
+A session Stripe made without a URL (nowhere to send the customer) is a Stripe error too, but a final one: the
+purchase fails, with the session's id kept.
 """
 
 from __future__ import annotations
@@ -22,11 +24,18 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from services.card import repository as repo
-from services.card.errors import PurchaseNotFound
+from services.card.errors import PurchaseNotFound, StripeInvalidResponse
 from services.card.models import PurchaseKind, PurchaseStatus
 from services.card.packs import Pack
 from services.card.stripe_client import StripeGateway
-from services.card.stripe_objects import ACCOUNT_ID_KEY, CREDITS_KEY, PACK_KEY, PURCHASE_ID_KEY, CheckoutSessionData
+from services.card.stripe_objects import (
+    ACCOUNT_ID_KEY,
+    CREDITS_KEY,
+    PACK_KEY,
+    PURCHASE_ID_KEY,
+    CheckoutSessionData,
+    from_unix,
+)
 from services.core.clock import utcnow
 from services.core.db import unit_of_work
 from services.core.errors import Conflict, CreditrailError, IdempotencyKeyReused
@@ -163,10 +172,34 @@ def attach_checkout_session(session: Session, purchase_id: int, data: CheckoutSe
     values: dict[str, Any] = {"checkout_session_id": data.id, "updated_at": now, "last_error": None}
     if data.url:
         values["checkout_url"] = data.url
+    if data.expires_at is not None:
+        values["checkout_expires_at"] = from_unix(data.expires_at)
     if data.customer:
         values["stripe_customer_id"] = data.customer
     if row.status == PurchaseStatus.PENDING:
         values["status"] = PurchaseStatus.OPEN
+    repo.update_purchase(session, purchase_id, **values)
+    return repo.get_purchase(session, purchase_id)
+
+
+def record_unusable_session(
+    session: Session, purchase_id: int, data: CheckoutSessionData, error: CreditrailError, now: datetime
+) -> Any:
+    """Stripe made a Checkout Session the customer cannot be sent to (it has no URL): the purchase fails, keeping
+    the session's id (should it be paid all the same, its completion still finds the purchase and mints)."""
+    row = repo.get_purchase(session, purchase_id, lock=True)
+    if row.status != PurchaseStatus.PENDING:
+        return row
+    values: dict[str, Any] = {
+        "status": PurchaseStatus.FAILED,
+        "failure_code": "checkout_unavailable",
+        "failure_message": "The payment page could not be opened. Please start the purchase again.",
+        "stripe_attempts": row.stripe_attempts + 1,
+        "last_error": f"{error.code}: {error.message}"[:500],
+        "updated_at": now,
+    }
+    if row.checkout_session_id is None and repo.purchase_by_session(session, data.id) is None:
+        values["checkout_session_id"] = data.id
     repo.update_purchase(session, purchase_id, **values)
     return repo.get_purchase(session, purchase_id)
 
@@ -235,7 +268,7 @@ def start_checkout(
 ) -> tuple[PurchaseView, bool]:
     """Steps 1 to 3 (each its own unit of work; this is a boundary, like an endpoint). Returns the purchase and
     whether it was there before (a replay). Raises a 502/504-class error, leaving the purchase retryable, when
-    Stripe fails."""
+    Stripe fails; a session made without a URL fails the purchase (502 ``stripe_invalid_response``)."""
     now = now or utcnow()
     with unit_of_work(engine) as session:
         row, created = record_checkout_purchase(
@@ -257,6 +290,15 @@ def start_checkout(
             record_start_failure(session, row.id, exc, utcnow())
         exc.details.setdefault("purchase_id", row.id)
         raise
+    if not data.url:
+        unusable = StripeInvalidResponse(
+            "Stripe made the Checkout Session without a URL to pay at",
+            purchase_id=row.id,
+            checkout_session_id=data.id,
+        )
+        with unit_of_work(engine) as session:
+            record_unusable_session(session, row.id, data, unusable, utcnow())
+        raise unusable
     with unit_of_work(engine) as session:
         attached = attach_checkout_session(session, row.id, data, utcnow())
     return view(attached), not created

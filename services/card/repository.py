@@ -29,6 +29,7 @@ from services.card.models import (
     PurchaseStatus,
     StripeWebhookEvent,
 )
+from services.card.outcome import Outcome
 from services.ledger.repository import table_of
 
 customers = table_of(CardCustomer)
@@ -206,6 +207,29 @@ def expire_unstarted(session: Session, *, created_before: datetime, now: datetim
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
+def overdue_checkouts(
+    session: Session, *, expired_before: datetime, created_before: datetime, limit: int
+) -> list[tuple[int, str]]:
+    """(purchase id, Checkout Session id) of checkout purchases still waiting on their session (pending or open)
+    whose session stopped being payable before ``expired_before``; one with no expiry on record counts from its
+    creation (``created_before``). Oldest first."""
+    stmt = (
+        select(purchases.c.id, purchases.c.checkout_session_id)
+        .where(
+            purchases.c.status.in_([PurchaseStatus.PENDING, PurchaseStatus.OPEN]),
+            purchases.c.kind == PurchaseKind.CHECKOUT,
+            purchases.c.checkout_session_id.is_not(None),
+            or_(
+                purchases.c.checkout_expires_at < expired_before,
+                purchases.c.checkout_expires_at.is_(None) & (purchases.c.created_at < created_before),
+            ),
+        )
+        .order_by(purchases.c.id)
+        .limit(limit)
+    )
+    return [(int(purchase_id), str(session_id)) for purchase_id, session_id in session.execute(stmt)]
+
+
 def pending_auto_recharge_purchases(session: Session, limit: int) -> list[Any]:
     stmt = (
         select(purchases)
@@ -308,8 +332,8 @@ def claim_events(session: Session, inbox_ids: Sequence[int]) -> set[int]:
     return {int(value) for value in session.execute(stmt).scalars()}
 
 
-def mark_processed(session: Session, outcomes: Sequence[tuple[int, str]], now: datetime) -> None:
-    """Mark each (event id, outcome) processed (one statement for all)."""
+def mark_processed(session: Session, outcomes: Sequence[tuple[int, Outcome]], now: datetime) -> None:
+    """Mark each (event id, outcome) processed, with the purchase it touched (one statement for all)."""
     if outcomes:
         session.execute(
             _update_event,
@@ -317,7 +341,8 @@ def mark_processed(session: Session, outcomes: Sequence[tuple[int, str]], now: d
                 {
                     "inbox_id_": inbox_id,
                     "status": InboxStatus.PROCESSED,
-                    "outcome": outcome[:200],
+                    "outcome": outcome.code[:200],
+                    "purchase_id": outcome.purchase_id,
                     "processed_at": now,
                     "next_attempt_at": None,
                     "last_error": None,

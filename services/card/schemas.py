@@ -7,6 +7,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.api.params import StrictBool
+
 MAX_STORABLE = 2**63 - 1
 
 Credits = Annotated[int, Field(strict=True, gt=0, le=MAX_STORABLE)]
@@ -43,8 +45,8 @@ class PurchaseIn(Request):
 
     pack: PackCode | None = None
     amount_credits: Credits | None = None
-    # Keep the card for off-session charges (auto-recharge).
-    save_card: bool = False
+    # Keep the card for off-session charges (auto-recharge). JSON true or false only.
+    save_card: StrictBool = False
 
 
 class PurchaseOut(BaseModel):
@@ -109,7 +111,7 @@ class HistoryPage(BaseModel):
 
 
 class AutoRechargeIn(Request):
-    enabled: bool
+    enabled: StrictBool
     threshold_credits: ThresholdCredits
     pack: PackCode
 
@@ -159,6 +161,39 @@ class WebhookEventPage(BaseModel):
     data: list[WebhookEventOut]
     counts: dict[str, int]
     next_after: int | None
+
+
+class InboxEventOut(BaseModel):
+    """A stored Stripe event, as operators look it up: where processing got to and why it failed, if it did."""
+
+    event_id: str
+    event_type: str
+    # "webhook" or "sync".
+    source: str
+    # pending, processed, ignored, failed (retried at next_attempt_at, or for good when that is null) or dead.
+    status: str
+    attempts: int
+    next_attempt_at: datetime | None
+    last_error: str | None
+    outcome: str | None
+    # The Stripe object it is about (a Checkout Session, PaymentIntent, charge or dispute id).
+    object_id: str | None
+    purchase_id: int | None
+    stripe_created_at: datetime
+    received_at: datetime
+    processed_at: datetime | None
+
+
+class InboxPurchaseOut(BaseModel):
+    id: int
+    account_id: int
+    kind: str
+    status: str
+
+
+class InboxEventDetailOut(InboxEventOut):
+    # The purchase processing touched, as it is now.
+    purchase: InboxPurchaseOut | None
 
 
 class RetryOut(BaseModel):

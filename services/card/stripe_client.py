@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import stripe
 
+from services.card import stripe_json
 from services.card.errors import StripeRejected, StripeTimeout, StripeUnavailable
 from services.card.stripe_objects import CheckoutSessionData, PaymentIntentData
 from services.core.settings import Settings
@@ -62,8 +63,17 @@ def _translate(call: Callable[[], T]) -> T:
 
 
 def _as_dict(obj: Any) -> dict[str, Any]:
+    """A Stripe object as plain JSON values, decoded from the very text Stripe answered with where the SDK kept it
+    (services.card.stripe_json: no digit lost, and nothing ``json`` cannot write back)."""
     if isinstance(obj, stripe.StripeObject):
-        return obj.to_dict()
+        response = obj.last_response
+        if response is not None and isinstance(response.body, str | bytes):
+            decoded = stripe_json.loads(response.body)
+            # The answer is this object's own (not, say, the list it came in).
+            own = (getattr(obj, "object", None), getattr(obj, "id", None))
+            if isinstance(decoded, dict) and (decoded.get("object"), decoded.get("id")) == own:
+                return decoded
+        return obj.to_dict(for_json=True)
     if isinstance(obj, Mapping):
         return dict(obj)
     raise TypeError(f"unexpected Stripe object {type(obj).__name__}")
@@ -75,6 +85,15 @@ class Page:
 
     data: list[dict[str, Any]]
     has_more: bool
+
+
+def _page(listed: Any) -> Page:
+    """A list's page, its objects decoded from the raw answer as :func:`_as_dict` does."""
+    whole = _as_dict(listed)
+    data = whole.get("data")
+    if isinstance(data, list) and all(isinstance(item, dict) for item in data):
+        return Page(data, bool(whole.get("has_more")))
+    return Page([_as_dict(item) for item in listed.data], bool(listed.has_more))
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +156,7 @@ class StripeGateway:
         if starting_after:
             params["starting_after"] = starting_after
         page = _translate(lambda: self.client.v1.checkout.sessions.list(params))  # type: ignore[arg-type]
-        return Page([_as_dict(item) for item in page.data], bool(page.has_more))
+        return _page(page)
 
     def list_balance_transactions(
         self, *, created_gte: int, created_lt: int, starting_after: str | None = None
@@ -152,14 +171,14 @@ class StripeGateway:
         if starting_after:
             params["starting_after"] = starting_after
         page = _translate(lambda: self.client.v1.balance_transactions.list(params))  # type: ignore[arg-type]
-        return Page([_as_dict(item) for item in page.data], bool(page.has_more))
+        return _page(page)
 
     def list_events(self, *, created_gte: int, types: list[str], starting_after: str | None = None) -> Page:
         params: dict[str, Any] = {"created": {"gte": created_gte}, "types": types, "limit": LIST_PAGE_SIZE}
         if starting_after:
             params["starting_after"] = starting_after
         page = _translate(lambda: self.client.v1.events.list(params))  # type: ignore[arg-type]
-        return Page([_as_dict(item) for item in page.data], bool(page.has_more))
+        return _page(page)
 
     def charge_off_session(self, params: dict[str, Any], *, idempotency_key: str) -> OffSessionResult:
         """Create and confirm an off-session PaymentIntent. A decline or a bank asking for authentication comes

@@ -6,7 +6,7 @@ reference (an object where an id is usual) becomes its id. Code that needs a mis
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -44,6 +44,13 @@ def metadata_int(metadata: Mapping[str, str], key: str) -> int | None:
     return int(value) if value.isdigit() and len(value) < 19 and int(value) > 0 else None
 
 
+def _expect(obj: Mapping[str, Any], kind: str) -> None:
+    """Refuse an object that says it is something else (an ``object`` field naming another type)."""
+    said = obj.get("object")
+    if said is not None and said != kind:
+        raise ValueError(f"a {said} where a {kind} was expected")
+
+
 def from_unix(seconds: int | None) -> datetime | None:
     return datetime.fromtimestamp(seconds, UTC) if seconds is not None else None
 
@@ -61,10 +68,13 @@ class CheckoutSessionData:
     customer: str | None
     url: str | None
     created: int | None
+    # When the session stops being payable (unix seconds).
+    expires_at: int | None = None
     metadata: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any]) -> CheckoutSessionData:
+        _expect(obj, "checkout.session")
         session_id = _str(obj.get("id"))
         if session_id is None:
             raise ValueError("a Checkout Session without an id")
@@ -81,6 +91,7 @@ class CheckoutSessionData:
             customer=_str(obj.get("customer")),
             url=_str(obj.get("url")),
             created=_int(obj.get("created")),
+            expires_at=_int(obj.get("expires_at")),
             metadata=_metadata(obj.get("metadata")),
         )
 
@@ -116,6 +127,7 @@ class PaymentIntentData:
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any]) -> PaymentIntentData:
+        _expect(obj, "payment_intent")
         intent_id = _str(obj.get("id"))
         if intent_id is None:
             raise ValueError("a PaymentIntent without an id")
@@ -153,6 +165,7 @@ class ChargeData:
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any]) -> ChargeData:
+        _expect(obj, "charge")
         charge_id = _str(obj.get("id"))
         if charge_id is None:
             raise ValueError("a charge without an id")
@@ -182,6 +195,7 @@ class DisputeData:
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any]) -> DisputeData:
+        _expect(obj, "dispute")
         dispute_id, charge = _str(obj.get("id")), _str(obj.get("charge"))
         if dispute_id is None or charge is None:
             raise ValueError("a dispute without an id or a charge")
@@ -230,3 +244,32 @@ class EventData:
     @property
     def object_id(self) -> str | None:
         return _str(self.object.get("id"))
+
+
+# The outcome (and the start of the error) of an event whose object cannot be read.
+UNREADABLE = "unreadable_object"
+
+
+def _object_parser(event_type: str) -> Callable[[Mapping[str, Any]], object] | None:
+    if event_type.startswith("checkout.session."):
+        return CheckoutSessionData.parse
+    if event_type.startswith("payment_intent."):
+        return PaymentIntentData.parse
+    if event_type.startswith("charge.dispute."):
+        return DisputeData.parse
+    if event_type.startswith("charge."):
+        return ChargeData.parse
+    return None
+
+
+def unreadable_reason(event: EventData) -> str | None:
+    """Why the event's ``data.object`` is not the object its type promises (no id, another kind of object), or
+    None when it is (or when its type is none the card rail reads)."""
+    parse = _object_parser(event.type)
+    if parse is None:
+        return None
+    try:
+        parse(event.object)
+    except ValueError as exc:
+        return f"{event.type}: {exc}"
+    return None

@@ -8,12 +8,17 @@ Checkout Sessions: the sessions created within the lookback window that belong t
 unfinished are fulfilled (or marked expired, or attached when we never heard back from the create call) from the
 listed object, through the same fulfilment as the webhook.
 
+Our own deadline: a purchase still waiting on its session once the session's ``expires_at`` and a grace
+(``card_checkout_expiry_grace_seconds``) have passed, and that neither ``checkout.session.expired`` nor the list
+settled, is looked up on Stripe and settled as its session is: paid, it mints; expired (or gone from Stripe), the
+purchase expires and no longer shows as waiting in the customer's history. One Stripe still calls open is asked
+about again on the next pass.
+
 Every Stripe call is made with no transaction open; each write is its own short unit of work.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -21,7 +26,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from services.card import repository as repo
-from services.card.fulfilment import fulfil_checkout_session, mark_checkout_expired
+from services.card import stripe_json
+from services.card.errors import StripeRejected, StripeTimeout, StripeUnavailable
+from services.card.fulfilment import expire_purchase, fulfil_checkout_session, mark_checkout_expired
 from services.card.inbox import process_event
 from services.card.models import PurchaseStatus
 from services.card.purchases import attach_checkout_session
@@ -36,6 +43,9 @@ EVENTS_CURSOR = "stripe_events"
 OVERLAP_SECONDS = 300
 # Stripe keeps an idempotency key 24 hours, and a Checkout Session lives at most 24 hours.
 UNSTARTED_EXPIRY = timedelta(hours=25)
+SESSION_LIFETIME = timedelta(hours=24)
+# Overdue purchases looked up on Stripe per pass (a pass that changes many runs again).
+OVERDUE_BATCH = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +75,7 @@ def sync_events(engine: Engine, gateway: StripeGateway, settings: Settings, now:
             for raw in page.data:
                 event = EventData.parse(raw)
                 newest = max(newest, event.created)
-                receipt = store_event(session, event, json.dumps(raw), source="sync", now=now, settings=settings)
+                receipt = store_event(session, event, stripe_json.dumps(raw), source="sync", now=now, settings=settings)
                 if not receipt.duplicate:
                     stored.append(receipt.inbox_id)
         if not page.has_more or not page.data:
@@ -104,7 +114,36 @@ def sync_sessions(engine: Engine, gateway: StripeGateway, settings: Settings, no
     # once Stripe's idempotency window and a session's lifetime have passed.
     with unit_of_work(engine) as session:
         updated += repo.expire_unstarted(session, created_before=now - UNSTARTED_EXPIRY, now=now)
+    updated += expire_overdue(engine, gateway, settings, now)
     return listed, updated
+
+
+def expire_overdue(engine: Engine, gateway: StripeGateway, settings: Settings, now: datetime) -> int:
+    """Settle purchases past their session's deadline (``expires_at``, or creation and a session's longest
+    lifetime when unknown, plus the grace) from their session as Stripe has it now. Returns the purchases
+    changed."""
+    grace = timedelta(seconds=settings.card_checkout_expiry_grace_seconds)
+    with unit_of_work(engine) as session:
+        due = repo.overdue_checkouts(
+            session, expired_before=now - grace, created_before=now - SESSION_LIFETIME - grace, limit=OVERDUE_BATCH
+        )
+    updated = 0
+    for purchase_id, session_id in due:
+        data: CheckoutSessionData | None
+        try:
+            data = gateway.retrieve_checkout_session(session_id)
+        except StripeRejected as exc:
+            if exc.details.get("stripe_status") != 404:
+                continue
+            data = None  # Stripe no longer has the session: nothing is left to pay.
+        except (StripeUnavailable, StripeTimeout):
+            break  # Stripe is having trouble: the next pass asks again.
+        with unit_of_work(engine) as session:
+            if data is None:
+                updated += 1 if expire_purchase(session, purchase_id, now=now).code == "expired" else 0
+            else:
+                updated += _apply_session(session, purchase_id, data, now)
+    return updated
 
 
 def _apply_session(session: Session, purchase_id: int, data: CheckoutSessionData, now: datetime) -> int:

@@ -5,13 +5,14 @@
   wrong signature, and one too old, are refused with 400 and nothing is stored. The SDK does not refuse timestamps
   from the future, so one further ahead than the allowed clock skew is refused here.
 - A verified event is stored in the inbox (``stripe_webhook_events``), unique by its event id: a redelivery or a
-  replay stores nothing new. Event types the rail does not act on are stored as ``ignored``.
+  replay stores nothing new. Event types the rail does not act on are stored as ``ignored``. An event the rail acts
+  on whose object cannot be read (no id, another kind of object) is stored ``failed`` at once, for good, with its
+  reason and a finance exception: still acknowledged, so Stripe stops sending it, and never retried by itself.
 - Processing happens afterwards, off the request path (services.card.inbox).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,10 +22,12 @@ import stripe
 from sqlmodel import Session
 
 from services.card import repository as repo
+from services.card import stripe_json
 from services.card.errors import MalformedEvent, SignatureInvalid, SignatureMissing, SignatureStale
 from services.card.models import InboxStatus
-from services.card.stripe_objects import EventData, from_unix
+from services.card.stripe_objects import UNREADABLE, EventData, from_unix, unreadable_reason
 from services.core.settings import Settings
+from services.finance.exceptions import raise_exception
 
 # What the card rail acts on; every other event is acknowledged, recorded as ignored, and left alone.
 HANDLED_EVENT_TYPES = (
@@ -41,6 +44,8 @@ HANDLED_EVENT_TYPES = (
 )
 
 MAX_PAYLOAD_BYTES = 512 * 1024
+# The finance exception an event whose object cannot be read raises.
+UNREADABLE_EXCEPTION = "webhook_unreadable"
 
 
 def _signature_timestamp(header: str) -> int | None:
@@ -91,7 +96,7 @@ def _verifies(payload: str, header: str, secret: str, tolerance: int | None) -> 
 
 def parse_event(payload: str) -> EventData:
     try:
-        decoded: Any = json.loads(payload)
+        decoded: Any = stripe_json.loads(payload)
     except ValueError as exc:
         raise MalformedEvent("the body is not JSON") from exc
     if not isinstance(decoded, dict):
@@ -113,6 +118,10 @@ class Receipt:
 
 def _inbox_row(event: EventData, payload: str, *, source: str, now: datetime, settings: Settings) -> dict[str, Any]:
     handled = event.type in HANDLED_EVENT_TYPES
+    unreadable = unreadable_reason(event) if handled else None
+    if unreadable is not None:
+        # Processing would fail the same way every time: failed at once, for good (services.card.inbox).
+        return _unreadable_row(event, payload, unreadable, source=source, now=now)
     grace = settings.card_inbox_grace_seconds if settings.card_process_webhooks_inline and source == "webhook" else 0
     return {
         "event_id": event.id,
@@ -132,6 +141,42 @@ def _inbox_row(event: EventData, payload: str, *, source: str, now: datetime, se
     }
 
 
+def _unreadable_row(event: EventData, payload: str, reason: str, *, source: str, now: datetime) -> dict[str, Any]:
+    return {
+        "event_id": event.id,
+        "event_type": event.type,
+        "livemode": event.livemode,
+        "api_version": event.api_version,
+        "object_id": event.object_id,
+        "stripe_created_at": from_unix(event.created),
+        "source": source,
+        "payload": payload,
+        "status": InboxStatus.FAILED,
+        "attempts": 1,
+        "next_attempt_at": None,
+        "last_error": f"{UNREADABLE}: {reason}"[:2000],
+        "outcome": UNREADABLE,
+        "received_at": now,
+        "processed_at": None,
+    }
+
+
+def _report_unreadable(session: Session, values: dict[str, Any], now: datetime) -> None:
+    """Tell finance of an event stored as unreadable (once per event)."""
+    raise_exception(
+        session,
+        rail="card",
+        kind=UNREADABLE_EXCEPTION,
+        reference=str(values["event_id"]),
+        details={
+            "event_type": values["event_type"],
+            "object_id": values["object_id"],
+            "reason": str(values["last_error"]).removeprefix(f"{UNREADABLE}: "),
+        },
+        now=now,
+    )
+
+
 def store_event(
     session: Session, event: EventData, payload: str, *, source: str, now: datetime, settings: Settings
 ) -> Receipt:
@@ -140,6 +185,8 @@ def store_event(
     values = _inbox_row(event, payload, source=source, now=now, settings=settings)
     inbox_id = repo.insert_event(session, values)
     if inbox_id is not None:
+        if values["outcome"] == UNREADABLE:
+            _report_unreadable(session, values, now)
         return Receipt(inbox_id, event.id, event.type, str(values["status"]), duplicate=False)
     existing = repo.event_by_stripe_id(session, event.id)
     return Receipt(existing.id, event.id, existing.event_type, existing.status, duplicate=True)
@@ -156,6 +203,9 @@ def store_events(
         if event.id not in rows:
             rows[event.id] = _inbox_row(event, payload, source=source, now=now, settings=settings)
     inserted = repo.insert_events(session, list(rows.values()))
+    for event_id in inserted:
+        if rows[event_id]["outcome"] == UNREADABLE:
+            _report_unreadable(session, rows[event_id], now)
     stored = {row.event_id: row for row in repo.events_by_stripe_ids(session, [i for i in rows if i not in inserted])}
     receipts: list[Receipt] = []
     for event, _payload in items:

@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     card_auto_recharge_interval_seconds: float = Field(default=60.0, gt=0)
     card_auto_recharge_batch_size: int = Field(default=100, ge=1)
     card_auto_recharge_max_failures: int = Field(default=3, ge=1)
+    # Card purchases never completed: once its Checkout Session's expires_at and this grace have passed, the sync
+    # job asks Stripe about a purchase still open and expires it when its session can no longer be paid.
+    card_checkout_expiry_grace_seconds: int = Field(default=3_600, ge=0)
 
     # Worker: the scheduler's periodic jobs. Each job sweeps in batches of its batch size, one database
     # transaction per batch, every interval; a failed run is retried after an exponential backoff (doubling from

@@ -17,7 +17,6 @@ pull finished after its window ended is complete and not fetched again; one fini
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from services.card import stripe_json
 from services.card.stripe_client import Page, StripeGateway
 from services.card.stripe_objects import ACCOUNT_ID_KEY, CheckoutSessionData
 from services.core import progress
@@ -348,7 +348,8 @@ def _required_int(obj: Mapping[str, Any], name: str, what: str) -> int:
 
 
 def _raw(obj: Mapping[str, Any]) -> str:
-    return json.dumps(obj, separators=(",", ":"), sort_keys=True)
+    """The record's JSON as Stripe listed it, every number to its last digit (services.card.stripe_json)."""
+    return stripe_json.dumps(obj, sort_keys=True)
 
 
 def _unix_to_datetime(seconds: int) -> datetime:

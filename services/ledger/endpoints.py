@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Response, status
 from pydantic import AwareDatetime
 
 from services.api.deps import AdminKey, CustomerKey, IdempotencyKey, SessionDep
+from services.api.params import QueryBool
 from services.ledger import balance, budgets, holds, invariants, minting, spending
 from services.ledger.accounts import create_customer_account
 from services.ledger.schemas import (
@@ -61,7 +62,7 @@ def _lot_page(rows: list[object], limit: int) -> LotPage:
 def list_lots(
     session: SessionDep,
     principal: CustomerKey,
-    include_spent: bool = False,
+    include_spent: QueryBool = False,
     after: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> LotPage:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from services.ledger.accounts import create_customer_account
 from services.ledger.balance import get_balance
 from services.ledger.minting import mint
 from services.ledger.system_accounts import SystemAccount
-from tests.card.stripe_fake import API_BASE, FakeStripe, sign
+from tests.card.stripe_fake import API_BASE, FakeStripe, sign, to_json
 
 WEBHOOK_SECRET = "whsec_test_current"
 OLD_WEBHOOK_SECRET = "whsec_test_previous"
@@ -114,7 +113,7 @@ class Card:
         timestamp: int | None = None,
         header: str | None = None,
     ) -> Response:
-        payload = json.dumps(event)
+        payload = to_json(event)
         signature = header if header is not None else sign(payload, secret, timestamp or int(time.time()))
         response: Response = self.client.post(
             "/v1/stripe/webhook",

@@ -24,6 +24,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -32,6 +33,7 @@ import stripe
 
 FIXTURES = Path(__file__).parent / "fixtures"
 API_BASE = "http://stripe.test"
+_NUMBER_MARK = "~exact-number~"
 _LIST_ITEM = re.compile(r"^([a-z_]+)\[\d+\]$")
 # Stripe's pricing for US cards, and the fee for a dispute (taken with the disputed funds).
 CARD_FEE_PERCENT_TENTHS = 29
@@ -54,6 +56,18 @@ def fixture(name: str) -> dict[str, Any]:
 def card_fee_cents(amount_cents: int) -> int:
     """Stripe's fee on a card charge: 2.9% (rounded half up to a cent) + 30 cents."""
     return (amount_cents * CARD_FEE_PERCENT_TENTHS + 500) // 1000 + CARD_FEE_FIXED_CENTS
+
+
+def to_json(obj: Any) -> str:
+    """JSON as Stripe writes it; a ``Decimal`` in an object becomes a JSON number with exactly its digits (Stripe's
+    numbers with a fraction, such as a balance transaction's ``exchange_rate``, can carry more than a float holds)."""
+
+    def mark(value: Any) -> str:
+        if not isinstance(value, Decimal):
+            raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+        return f"{_NUMBER_MARK}{value}{_NUMBER_MARK}"
+
+    return re.sub(f'"{_NUMBER_MARK}([-+.0-9eE]+){_NUMBER_MARK}"', r"\1", json.dumps(obj, default=mark))
 
 
 def sign(payload: str, secret: str, timestamp: int | None = None) -> str:
@@ -123,6 +137,8 @@ class FakeStripe(stripe.HTTPClient):
         self.faults: list[Fault] = []
         # What an off-session charge does: "succeed", "decline", "authentication_required", "processing".
         self.off_session = "succeed"
+        # Whether a new Checkout Session has a URL to pay at (Stripe leaves it out for an embedded checkout).
+        self.checkout_urls = True
         self._ids = itertools.count(1)
         self._replays: dict[tuple[str, str, str], Answer] = {}
         self._intent_metadata: dict[str, dict[str, str]] = {}
@@ -184,7 +200,7 @@ class FakeStripe(stripe.HTTPClient):
 
     @staticmethod
     def _ok(obj: Any, status: int = 200) -> Answer:
-        return json.dumps(obj), status, {"Request-Id": "req_fake"}
+        return to_json(obj), status, {"Request-Id": "req_fake"}
 
     @staticmethod
     def _error(status: int, kind: str, message: str, **extra: Any) -> Answer:
@@ -293,7 +309,7 @@ class FakeStripe(stripe.HTTPClient):
             "status": "open",
             "success_url": params.get("success_url"),
             "cancel_url": params.get("cancel_url"),
-            "url": f"https://checkout.stripe.com/c/pay/{session_id}",
+            "url": f"https://checkout.stripe.com/c/pay/{session_id}" if self.checkout_urls else None,
             "shipping_cost": None,
             "total_details": {"amount_discount": 0, "amount_shipping": 0, "amount_tax": 0},
             "currency_conversion": None,

@@ -154,3 +154,27 @@ def test_a_purchase_is_visible_to_its_customer_only(card: Card) -> None:
     theirs = card.client.get(f"/v1/card/purchases/{purchase['id']}", headers=other.headers)
     assert theirs.status_code == 404
     assert theirs.json()["error"]["code"] == "purchase_not_found"
+
+
+def test_a_checkout_session_without_a_url_fails_the_purchase_with_a_stripe_error(card: Card) -> None:
+    customer = card.customer()
+    card.stripe.checkout_urls = False
+
+    response = card.buy(customer)
+
+    assert response.status_code == 502, response.text
+    error = response.json()["error"]
+    assert error["code"] == "stripe_invalid_response"
+    [session_id] = card.stripe.sessions
+    assert error["details"]["checkout_session_id"] == session_id
+    row = card.purchase(error["details"]["purchase_id"])
+    assert (row.status, row.checkout_url, row.checkout_session_id) == ("failed", None, session_id)
+    assert row.failure_code == "checkout_unavailable"
+    assert row.last_error.startswith("stripe_invalid_response")
+    # Asked again with the same key, it is the same failed purchase: no second session.
+    again = card.buy(customer)
+    assert again.json()["status"] == "failed"
+    assert len(card.stripe.sent("POST", "/v1/checkout/sessions")) == 1
+    # A new purchase, once Stripe gives URLs again, goes through.
+    card.stripe.checkout_urls = True
+    assert card.bought(customer, "k2")["checkout_url"]
