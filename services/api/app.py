@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 
 from services.api.credits_page import router as credits_page_router
 from services.api.errors import install_error_handlers
+from services.api.guard import RequestGuard
 from services.api.purchases import router as purchases_router
 from services.apikeys.endpoints import router as api_keys_router
 from services.card.endpoints import ROUTERS as CARD_ROUTERS
@@ -55,6 +56,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.engine = app_engine
     app.state.settings = settings
     install_error_handlers(app)
+    app.add_middleware(
+        RequestGuard, max_body_bytes=settings.api_max_body_bytes, max_json_depth=settings.api_max_json_depth
+    )
     routers = (
         ledger_router,
         ledger_admin_router,

@@ -23,6 +23,8 @@ from services.ledger.repository import table_of
 
 api_keys = table_of(ApiKey)
 KEY_PREFIX = "cr"
+# Issued keys are about 60 characters; anything much longer, or not printable ASCII, is not a key.
+MAX_KEY_LENGTH = 200
 
 
 class ApiKeyNotFound(NotFound):
@@ -79,7 +81,12 @@ def authenticate(session: Session, key: str | None) -> Principal:
     if not key:
         raise Unauthenticated("an API key is required (Authorization: Bearer <key>)")
     parts = key.split("_", 2)
-    if len(parts) != 3 or parts[0] != KEY_PREFIX:
+    if (
+        len(key) > MAX_KEY_LENGTH
+        or not (key.isascii() and key.isprintable())
+        or len(parts) != 3
+        or parts[0] != KEY_PREFIX
+    ):
         raise Unauthenticated("the API key is malformed")
     row = session.execute(select(api_keys).where(api_keys.c.prefix == parts[1])).first()
     if row is None or not hmac.compare_digest(row.secret_sha256, _digest(key)):
