@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 from services.api.credits_page import router as credits_page_router
 from services.api.errors import install_error_handlers
 from services.api.guard import RequestGuard
+from services.api.openapi import document_errors
 from services.api.purchases import router as purchases_router
 from services.apikeys.endpoints import router as api_keys_router
 from services.card.endpoints import ROUTERS as CARD_ROUTERS
@@ -77,4 +78,5 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    document_errors(app)
     return app

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from services.api.guard import PRINCIPAL_SCOPE_KEY
+from services.api.openapi import MAX_IDEMPOTENCY_KEY_LENGTH
 from services.apikeys.models import Role
 from services.apikeys.service import Principal, authenticate
 from services.core.db import unit_of_work
@@ -119,16 +120,16 @@ AdminKey = Annotated[Principal, Depends(get_admin)]
 FinanceKey = Annotated[Principal, Depends(get_finance)]
 FinanceOutside = Annotated[Principal, Depends(get_finance_outside)]
 
-MAX_IDEMPOTENCY_KEY_LENGTH = 200
-
 
 def get_idempotency_key(idempotency_key: Annotated[str | None, Header()] = None) -> str:
     """The ``Idempotency-Key`` header every retriable write requires."""
     if idempotency_key is None or not idempotency_key.strip():
         raise IdempotencyKeyRequired("the Idempotency-Key header is required", field="Idempotency-Key")
-    if len(idempotency_key) > MAX_IDEMPOTENCY_KEY_LENGTH or not idempotency_key.isprintable():
+    if len(idempotency_key) > MAX_IDEMPOTENCY_KEY_LENGTH or not (
+        idempotency_key.isascii() and idempotency_key.isprintable()
+    ):
         raise IdempotencyKeyRequired(
-            f"the Idempotency-Key header must be at most {MAX_IDEMPOTENCY_KEY_LENGTH} printable characters",
+            f"the Idempotency-Key header must be at most {MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII characters",
             field="Idempotency-Key",
         )
     return idempotency_key

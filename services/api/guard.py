@@ -6,10 +6,11 @@
    request's scope for the endpoint's dependencies (``services.api.deps``), so the key is looked up once.
 2. A size cap on every body (``api_max_body_bytes``): a declared ``Content-Length`` above it is refused at once; a
    body of unknown length (chunked) is counted while it is read and cut at the cap. Either way 413.
-3. A JSON body (a JSON content type, or none, which FastAPI parses as JSON) must be UTF-8 and nested no deeper than
-   ``api_max_json_depth``, checked on the raw bytes before ``json.loads`` sees them: the decoder recurses once per
-   level, and a deep enough document overflows the C stack (a dependency raises Python's recursion limit far above
-   what the stack holds, so no RecursionError comes first). 422 ``malformed_json`` or ``json_too_deep``.
+3. A JSON body FastAPI will parse (a route with a body, a JSON content type or none) must be UTF-8 and nested no
+   deeper than ``api_max_json_depth``, checked on the raw bytes before ``json.loads`` sees them: the decoder
+   recurses once per level, and a deep enough document overflows the C stack (a dependency raises Python's
+   recursion limit far above what the stack holds, so no RecursionError comes first). 422 ``malformed_json`` or
+   ``json_too_deep``.
 
 The body read here is handed to the app unchanged; the Stripe webhook keeps its own, smaller cap.
 """
@@ -17,6 +18,7 @@ The body read here is handed to the app unchanged; the Stripe webhook keeps its 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi.routing import APIRoute
@@ -89,6 +91,17 @@ def api_key_of(headers: dict[str, str]) -> str | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class _Policy:
+    # Whether the route authenticates an API key, and whether FastAPI parses its body as JSON (a route that reads
+    # its body itself, like Stripe's webhook, checks it its own way).
+    needs_key: bool
+    parses_json: bool
+
+
+_NO_ROUTE = _Policy(needs_key=False, parses_json=False)
+
+
 class _BodyTooLarge(Exception):
     pass
 
@@ -104,14 +117,15 @@ class RequestGuard:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.max_json_depth = max_json_depth
-        self._needs_key: dict[int, bool] = {}
+        self._policies: dict[int, _Policy] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
-        if self._route_needs_key(scope):
+        policy = self._policy(scope)
+        if policy.needs_key:
             try:
                 scope[PRINCIPAL_SCOPE_KEY] = await run_in_threadpool(self._authenticate, scope, headers)
             except CreditrailError as exc:
@@ -128,7 +142,7 @@ class RequestGuard:
             return
         except _Disconnected:
             return
-        if body and _is_json(headers.get("content-type")):
+        if body and policy.parses_json and _is_json(headers.get("content-type")):
             try:
                 body.decode("utf-8")
             except UnicodeDecodeError:
@@ -147,18 +161,19 @@ class RequestGuard:
                 return
         await self.app(scope, _replay(body, receive), send)
 
-    def _route_needs_key(self, scope: Scope) -> bool:
+    def _policy(self, scope: Scope) -> _Policy:
         app = scope.get("app")
         if app is None:
-            return False
+            return _NO_ROUTE
         path, method = scope["path"], scope["method"]
         for entry in api_routes(app):
             if method in entry.methods and entry.matches_path(path):
-                needs = self._needs_key.get(id(entry.route))
-                if needs is None:
-                    needs = self._needs_key[id(entry.route)] = route_needs_key(entry.route)
-                return needs
-        return False
+                policy = self._policies.get(id(entry.route))
+                if policy is None:
+                    policy = _Policy(route_needs_key(entry.route), entry.route.body_field is not None)
+                    self._policies[id(entry.route)] = policy
+                return policy
+        return _NO_ROUTE
 
     @staticmethod
     def _authenticate(scope: Scope, headers: dict[str, str]) -> Principal:

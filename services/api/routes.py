@@ -24,18 +24,20 @@ class RouteEntry:
     methods: frozenset[str]
     route: APIRoute
     regex: re.Pattern[str]
+    # What the app serves the route through (FastAPI's effective route for an included router, or the route).
+    served: Any
 
     def matches_path(self, path: str) -> bool:
         return self.regex.match(path) is not None
 
 
-def _flat(app: Any) -> Iterator[tuple[str, frozenset[str], Any]]:
+def _flat(app: Any) -> Iterator[tuple[str, frozenset[str], Any, Any]]:
     if _iter_route_contexts is not None:
         for context in _iter_route_contexts(app.routes):
-            yield context.path or "", frozenset(context.methods or ()), context.original_route
+            yield context.path or "", frozenset(context.methods or ()), context.original_route, context
     else:  # pragma: no cover - depends on the installed FastAPI
         for route in app.routes:
-            yield getattr(route, "path", ""), frozenset(getattr(route, "methods", None) or ()), route
+            yield getattr(route, "path", ""), frozenset(getattr(route, "methods", None) or ()), route, route
 
 
 def api_routes(app: Any) -> list[RouteEntry]:
@@ -44,8 +46,8 @@ def api_routes(app: Any) -> list[RouteEntry]:
     if cached is not None:
         return cached
     table = [
-        RouteEntry(path, methods, route, compile_path(path)[0])
-        for path, methods, route in _flat(app)
+        RouteEntry(path, methods, route, compile_path(path)[0], served)
+        for path, methods, route, served in _flat(app)
         if isinstance(route, APIRoute)
     ]
     app.state.api_route_table = table

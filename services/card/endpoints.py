@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
@@ -31,6 +31,8 @@ from services.api.deps import (
     get_customer,
     get_principal_outside,
 )
+from services.api.pages import Cursor, id_cursor, page_of
+from services.api.types import Id, Text
 from services.apikeys.service import Principal
 from services.card import auto_recharge, inbox, purchases
 from services.card import repository as repo
@@ -160,20 +162,19 @@ def start_purchase(
         save_card=body.save_card,
         idempotency_key=key,
     )
-    if replayed:
+    if replayed:  # answered as the first time (201), marked as a replay
         response.headers[REPLAYED_HEADER] = "true"
-        response.status_code = status.HTTP_200_OK
     return _purchase_out(view, replayed)
 
 
 @router.get("/card/purchases/{purchase_id}")
-def get_purchase(purchase_id: int, session: SessionDep, principal: CustomerKey) -> PurchaseOut:
+def get_purchase(purchase_id: Id, session: SessionDep, principal: CustomerKey) -> PurchaseOut:
     return _purchase_out(purchases.get_purchase(session, _account(principal), purchase_id))
 
 
 @router.post("/card/purchases/{purchase_id}/confirm")
 def confirm_purchase(
-    purchase_id: int,
+    purchase_id: Id,
     principal: CustomerOutside,
     engine: EngineDep,
     gateway: GatewayDep,
@@ -283,21 +284,23 @@ async def stripe_webhook(request: Request, stripe_signature: Annotated[str | Non
 def list_webhook_events(
     session: SessionDep,
     _finance: FinanceKey,
-    status_filter: Annotated[str | None, Query(alias="status", max_length=16)] = None,
-    after: Annotated[int, Query(ge=0)] = 0,
+    status_filter: Annotated[Text | None, Query(alias="status", max_length=16)] = None,
+    cursor: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> WebhookEventPage:
     """The webhook inbox (e.g. ``?status=failed`` or ``dead``), with a count per status."""
-    rows = repo.list_events(session, status=status_filter, limit=limit, after_id=after)
-    data = [WebhookEventOut.model_validate(row, from_attributes=True) for row in rows]
-    return WebhookEventPage(
-        data=data, counts=repo.count_events_by_status(session), next_after=data[-1].id if len(data) == limit else None
-    )
+    rows = repo.list_events(session, status=status_filter, limit=limit + 1, after_id=id_cursor(cursor) or 0)
+    page = page_of([WebhookEventOut.model_validate(row, from_attributes=True) for row in rows], limit, lambda e: e.id)
+    return WebhookEventPage(**dict(page), counts=repo.count_events_by_status(session))
 
 
 @admin_router.post("/webhook-events/{event_id}/retry")
 def retry_webhook_event(
-    event_id: str, _admin_key: AdminOutside, engine: EngineDep, settings: SettingsDep, gateway: GatewayDep
+    event_id: Annotated[Text, Path(max_length=255)],
+    _admin_key: AdminOutside,
+    engine: EngineDep,
+    settings: SettingsDep,
+    gateway: GatewayDep,
 ) -> RetryOut:
     """Process a failed or dead event again now."""
     return RetryOut(event_id=event_id, outcome=inbox.retry_event(engine, event_id, gateway, settings))

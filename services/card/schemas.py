@@ -7,11 +7,14 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-MAX_STORABLE = 2**63 - 1
+from services.api.pages import Page
+from services.api.types import MAX_BIGINT, Text
+
+MAX_STORABLE = MAX_BIGINT
 
 Credits = Annotated[int, Field(strict=True, gt=0, le=MAX_STORABLE)]
 ThresholdCredits = Annotated[int, Field(strict=True, ge=0, le=MAX_STORABLE)]
-PackCode = Annotated[str, Field(min_length=1, max_length=32)]
+PackCode = Annotated[Text, Field(min_length=1, max_length=32)]
 
 
 class Request(BaseModel):
@@ -72,7 +75,7 @@ class PurchaseOut(BaseModel):
 
 class ConfirmIn(Request):
     # The {CHECKOUT_SESSION_ID} Stripe put in the success URL (needed only when the purchase has none on record).
-    session_id: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    session_id: Annotated[Text, Field(min_length=1, max_length=255)] | None = None
 
 
 class ConfirmOut(BaseModel):
@@ -100,12 +103,7 @@ class HistoryItemOut(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
-class HistoryPage(BaseModel):
-    data: list[HistoryItemOut]
-    # Pass back as ``before``, ``before_rail`` and ``before_id`` for the next, older page.
-    next_before: datetime | None
-    next_before_rail: str | None = None
-    next_before_id: int | None
+HistoryPage = Page[HistoryItemOut]
 
 
 class AutoRechargeIn(Request):
@@ -155,10 +153,9 @@ class WebhookEventOut(BaseModel):
     processed_at: datetime | None
 
 
-class WebhookEventPage(BaseModel):
-    data: list[WebhookEventOut]
+class WebhookEventPage(Page[WebhookEventOut]):
+    # How many events the inbox holds in each status.
     counts: dict[str, int]
-    next_after: int | None
 
 
 class RetryOut(BaseModel):

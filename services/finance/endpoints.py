@@ -21,10 +21,11 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import AwareDatetime
 from starlette.concurrency import run_in_threadpool
 
 from services.api.deps import EngineDep, FinanceKey, FinanceOutside, SessionDep, SettingsDep
+from services.api.pages import Cursor, id_cursor, page_of
+from services.api.types import Id, Instant, Text
 from services.card.endpoints import get_gateway
 from services.core.db import unit_of_work
 from services.core.errors import NotFound
@@ -40,6 +41,7 @@ from services.finance.schemas import (
     ReconcileIn,
     ResolveIn,
     RunOut,
+    RunPage,
 )
 
 router = APIRouter(prefix="/v1/finance", tags=["finance"])
@@ -61,25 +63,22 @@ def exceptions_list(
     session: SessionDep,
     _finance: FinanceKey,
     status: Annotated[Literal["open", "resolved", "ignored"] | None, Query()] = None,
-    rail: Annotated[str | None, Query(max_length=32)] = None,
-    kind: Annotated[str | None, Query(max_length=64)] = None,
-    after_id: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
+    rail: Annotated[Text | None, Query(max_length=32)] = None,
+    kind: Annotated[Text | None, Query(max_length=64)] = None,
+    cursor: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
 ) -> ExceptionPage:
-    found = list_exceptions(session, status, rail=rail, kind=kind, after_id=after_id, limit=limit + 1)
-    page = found[:limit]
-    return ExceptionPage(
-        items=[_exception_out(view) for view in page], next_after_id=page[-1].id if len(found) > limit else None
-    )
+    found = list_exceptions(session, status, rail=rail, kind=kind, after_id=id_cursor(cursor) or 0, limit=limit + 1)
+    return page_of([_exception_out(view) for view in found], limit, lambda exception: exception.id)
 
 
 @router.get("/exceptions/{exception_id}")
-def exception_get(session: SessionDep, _finance: FinanceKey, exception_id: int) -> ExceptionOut:
+def exception_get(session: SessionDep, _finance: FinanceKey, exception_id: Id) -> ExceptionOut:
     return _exception_out(get_exception(session, exception_id))
 
 
 @router.post("/exceptions/{exception_id}/resolve")
-def exception_resolve(session: SessionDep, finance: FinanceKey, exception_id: int, body: ResolveIn) -> ExceptionOut:
+def exception_resolve(session: SessionDep, finance: FinanceKey, exception_id: Id, body: ResolveIn) -> ExceptionOut:
     closed = actions.resolve(
         session,
         exception_id,
@@ -115,11 +114,13 @@ async def reconciliation_run(
 def reconciliation_list(
     session: SessionDep,
     _finance: FinanceKey,
-    rail: Annotated[str | None, Query(max_length=32)] = None,
-    before_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
+    rail: Annotated[Text | None, Query(max_length=32)] = None,
+    cursor: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-) -> list[RunOut]:
-    return [RunOut(**asdict(run)) for run in list_runs(session, rail=rail, before_id=before_id, limit=limit)]
+) -> RunPage:
+    """Reconciliation runs, newest first."""
+    runs = list_runs(session, rail=rail, before_id=id_cursor(cursor), limit=limit + 1)
+    return page_of([RunOut(**asdict(run)) for run in runs], limit, lambda run: run.id)
 
 
 def _items_csv(engine: Any, run_id: int, category: str | None) -> Iterator[str]:
@@ -154,11 +155,11 @@ def reconciliation_items(
     session: SessionDep,
     engine: EngineDep,
     _finance: FinanceKey,
-    run_id: int,
+    run_id: Id,
     category: Annotated[
         Literal["matched", "missing_in_ledger", "missing_externally", "amount_mismatch"] | None, Query()
     ] = None,
-    after_id: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
+    cursor: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     format: Annotated[Format, Query()] = "json",
 ) -> ItemPage | StreamingResponse:
@@ -171,22 +172,19 @@ def reconciliation_items(
             media_type="text/csv",
             headers={"Content-Disposition": f'attachment; filename="reconciliation-{run_id}.csv"'},
         )
-    rows = list_items(session, run_id, category=category, after_id=after_id, limit=limit + 1)
-    page = rows[:limit]
-    return ItemPage(
-        run=RunOut(**asdict(run)),
-        items=[ItemOut(**{name: getattr(row, name) for name in ItemOut.model_fields}) for row in page],
-        next_after_id=int(page[-1].id) if len(rows) > limit else None,
-    )
+    rows = list_items(session, run_id, category=category, after_id=id_cursor(cursor) or 0, limit=limit + 1)
+    items = [ItemOut(**{name: getattr(row, name) for name in ItemOut.model_fields}) for row in rows]
+    page = page_of(items, limit, lambda item: item.id)
+    return ItemPage(**dict(page), run=RunOut(**asdict(run)))
 
 
 @router.get("/reports", response_model=None)
 def report(
     session: SessionDep,
     _finance: FinanceKey,
-    rail: Annotated[str, Query(max_length=32)],
-    period_start: Annotated[AwareDatetime, Query()],
-    period_end: Annotated[AwareDatetime, Query()],
+    rail: Annotated[Text, Query(max_length=32)],
+    period_start: Annotated[Instant, Query()],
+    period_end: Annotated[Instant, Query()],
     format: Annotated[Format, Query()] = "json",
 ) -> dict[str, Any] | Response:
     found = reports.period_report(session, rail=rail, period_start=period_start, period_end=period_end)
@@ -203,7 +201,7 @@ def report(
 def trial_balance(
     session: SessionDep,
     _finance: FinanceKey,
-    at: Annotated[AwareDatetime, Query()],
+    at: Annotated[Instant, Query()],
     format: Annotated[Format, Query()] = "json",
 ) -> dict[str, Any] | Response:
     if format == "csv":

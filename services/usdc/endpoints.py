@@ -10,6 +10,8 @@ from fastapi import APIRouter, Query
 
 from chain.addresses import checksum
 from services.api.deps import CustomerKey, SessionDep, SettingsDep
+from services.api.pages import Cursor, Page, composite_cursor, id_cursor, page_of, parse_composite_cursor
+from services.api.types import MAX_BIGINT
 from services.usdc import repository as repo
 from services.usdc.addresses import ensure_deposit_address
 from services.usdc.history import ChainHeads
@@ -24,10 +26,11 @@ def _account(principal: CustomerKey) -> int:
 
 
 @router.get("/chains")
-def list_chains(settings: SettingsDep, _principal: CustomerKey) -> list[ChainOut]:
+def list_chains(settings: SettingsDep, _principal: CustomerKey) -> Page[ChainOut]:
+    """The configured chains (one page: there are as many as the configuration names)."""
     if not settings.usdc_xpub:
-        return []
-    return [
+        return Page[ChainOut](data=[], has_more=False)
+    chains = [
         ChainOut(
             chain_id=c.chain_id,
             name=c.name or f"chain {c.chain_id}",
@@ -38,6 +41,7 @@ def list_chains(settings: SettingsDep, _principal: CustomerKey) -> list[ChainOut
         )
         for c in settings.usdc_chains
     ]
+    return Page[ChainOut](data=chains, has_more=False)
 
 
 @router.get("/deposit-address")
@@ -45,8 +49,8 @@ def deposit_address(
     session: SessionDep,
     settings: SettingsDep,
     principal: CustomerKey,
-    chain_id: Annotated[int, Query(gt=0)],
-    amount_usdc_units: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
+    chain_id: Annotated[int, Query(gt=0, le=MAX_BIGINT)],
+    amount_usdc_units: Annotated[int, Query(ge=0, le=MAX_BIGINT)] = 0,
 ) -> DepositAddressOut:
     view = ensure_deposit_address(
         session, settings, account_id=_account(principal), chain_id=chain_id, amount_usdc_units=amount_usdc_units
@@ -59,11 +63,18 @@ def list_deposits(
     session: SessionDep,
     settings: SettingsDep,
     principal: CustomerKey,
+    cursor: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-) -> list[DepositOut]:
+) -> Page[DepositOut]:
+    """The account's deposits on every chain, newest first, with their confirmations so far."""
+    before, before_id = None, None
+    if cursor is not None:
+        before, (raw_id,) = parse_composite_cursor(cursor, 1)
+        before_id = id_cursor(raw_id)
     out = []
     heads = ChainHeads(session)
-    for row in repo.account_deposits(session, _account(principal), limit):
+    rows = repo.account_deposits(session, _account(principal), limit + 1, before=before, before_id=before_id)
+    for row in rows:
         required = next((c.confirmations for c in settings.usdc_chains if c.chain_id == row.chain_id), 0)
         out.append(
             DepositOut(
@@ -82,4 +93,4 @@ def list_deposits(
                 credited_at=row.credited_at,
             )
         )
-    return out
+    return page_of(out, limit, lambda deposit: composite_cursor(deposit.observed_at, deposit.id))

@@ -39,7 +39,7 @@ def test_reconciling_the_card_rail_on_demand(card: Card) -> None:
     card.stripe.fail("GET", "/v1/balance_transactions", "500", times=2)
     failed = card.client.post("/v1/finance/reconciliations", json=body, headers=finance)
     assert failed.status_code == 502, failed.text
-    runs = card.client.get("/v1/finance/reconciliations", headers=finance).json()
+    runs = card.client.get("/v1/finance/reconciliations", headers=finance).json()["data"]
     assert [(run["status"], run["matched"]) for run in runs] == [("failed", 0)]
     assert runs[0]["last_error"]
 
