@@ -56,6 +56,7 @@ DOMAIN_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("POST", "/v1/budgets"): (409,),
     ("PATCH", "/v1/budgets/{budget_id}"): (409,),
     ("POST", "/v1/admin/accounts/{account_id}/adjustments"): (402,),
+    ("POST", "/v1/admin/api-keys"): (404,),
     ("POST", "/v1/admin/api-keys/{key_id}/revoke"): (409,),
     ("POST", "/v1/card/purchases/{purchase_id}/confirm"): (409,),
     ("PUT", "/v1/card/auto-recharge"): (409,),
@@ -74,6 +75,17 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     components carry)."""
     content = {"application/json": {"schema": {"$ref": _ERROR_REF}}}
     return {status: {"description": DESCRIPTIONS[status], "content": content} for status in sorted(statuses)}
+
+
+def json_or_csv(model: type[BaseModel] | None = None) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` of an operation answering JSON (``model`` when given) or, with ``format=csv``, CSV."""
+    ok: dict[str, Any] = {
+        "description": "JSON, or CSV with format=csv",
+        "content": {"text/csv": {"schema": {"type": "string"}}},
+    }
+    if model is not None:
+        ok["model"] = model
+    return {200: ok}
 
 
 def _error_schemas() -> dict[str, Any]:

@@ -24,6 +24,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from services.api.deps import EngineDep, FinanceKey, FinanceOutside, SessionDep, SettingsDep
+from services.api.openapi import json_or_csv
 from services.api.pages import Cursor, id_cursor, page_of
 from services.api.types import Id, Instant, Text
 from services.card.endpoints import get_gateway
@@ -150,7 +151,7 @@ def _csv_value(value: Any) -> str:
     return str(value)
 
 
-@router.get("/reconciliations/{run_id}/items", response_model=None)
+@router.get("/reconciliations/{run_id}/items", response_model=None, responses=json_or_csv(ItemPage))
 def reconciliation_items(
     session: SessionDep,
     engine: EngineDep,
@@ -178,7 +179,7 @@ def reconciliation_items(
     return ItemPage(**dict(page), run=RunOut(**asdict(run)))
 
 
-@router.get("/reports", response_model=None)
+@router.get("/reports", response_model=None, responses=json_or_csv())
 def report(
     session: SessionDep,
     _finance: FinanceKey,
@@ -197,7 +198,7 @@ def report(
     return found.as_dict()
 
 
-@router.get("/trial-balance", response_model=None)
+@router.get("/trial-balance", response_model=None, responses=json_or_csv())
 def trial_balance(
     session: SessionDep,
     _finance: FinanceKey,
