@@ -393,3 +393,19 @@ def test_a_replay_answers_what_the_first_answered(api: Api) -> None:
         assert first.status_code == again.status_code == 201, path
         assert "Idempotent-Replayed" not in first.headers
         assert again.headers["Idempotent-Replayed"] == "true", path
+
+
+def test_an_idempotency_key_reused_with_another_admin_request_conflicts(api: Api) -> None:
+    customer = api.customer()
+    path = f"/v1/admin/accounts/{customer.account_id}"
+    headers = {**api.admin, "Idempotency-Key": "ticket-13"}
+    assert api.client.post(
+        f"{path}/adjustments", json={"amount_credits": 13, "reason": "r"}, headers=headers
+    ).is_success
+    for body in ({"amount_credits": -13, "reason": "r"}, {"amount_credits": 13, "reason": "another"}):
+        _refused(api, "POST", f"{path}/adjustments", 409, "idempotency_key_reused", json=body, headers=headers)
+    grant = {"amount_credits": 5, "reason": "welcome", "expires_at": "2030-01-01T00:00:00Z"}
+    assert api.client.post(f"{path}/grants", json=grant, headers=headers).is_success
+    for changed in ({"reason": "other"}, {"expires_at": "2030-02-01T00:00:00Z"}):
+        body = {**grant, **changed}
+        _refused(api, "POST", f"{path}/grants", 409, "idempotency_key_reused", json=body, headers=headers)
