@@ -132,6 +132,8 @@ def route_errors(route: APIRoute, method: str, path: str) -> set[int]:
     has_parameters = any(
         dependant.path_params or dependant.query_params or dependant.header_params for _, dependant in calls
     )
+    if method in ("POST", "PUT", "PATCH"):
+        statuses.add(413)  # every body is capped, read by FastAPI or by the endpoint itself
     if route.body_field is not None:
         statuses |= {413, 422}
     if has_parameters:

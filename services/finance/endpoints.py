@@ -95,7 +95,8 @@ def exception_resolve(session: SessionDep, finance: FinanceKey, exception_id: Id
 @router.post("/reconciliations")
 async def reconciliation_run(
     request: Request, engine: EngineDep, settings: SettingsDep, _finance: FinanceOutside, body: ReconcileIn
-) -> list[RunOut]:
+) -> RunPage:
+    """Reconcile a period now: one run per rail asked for (the whole list in one page)."""
     gateway = get_gateway(request) if settings.stripe_configured else None
     readers = getattr(request.app.state, "chain_readers", None)
     summaries = await run_in_threadpool(
@@ -108,7 +109,7 @@ async def reconciliation_run(
         gateway=gateway,
         readers=readers,
     )
-    return [RunOut(**asdict(summary)) for summary in summaries]
+    return RunPage(data=[RunOut(**asdict(summary)) for summary in summaries], has_more=False)
 
 
 @router.get("/reconciliations")
