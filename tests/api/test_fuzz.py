@@ -38,8 +38,8 @@ from services.ledger.accounts import create_customer_account
 from services.ledger.minting import grant
 from tests.card.stripe_fake import API_BASE, FakeStripe
 
-EXAMPLES_PER_OPERATION = 15
-BUDGET_SECONDS = 100.0
+EXAMPLES_PER_OPERATION = 10
+BUDGET_SECONDS = 110.0
 AUTH_HEADERS = ("authorization", "x-api-key")
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
