@@ -78,5 +78,5 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    document_errors(app)
+    document_errors(app)  # after every route: it declares each one's errors in the OpenAPI
     return app

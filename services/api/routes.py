@@ -41,16 +41,18 @@ def _flat(app: Any) -> Iterator[tuple[str, frozenset[str], Any, Any]]:
 
 
 def api_routes(app: Any) -> list[RouteEntry]:
-    """Every APIRoute of ``app``, with the path and methods it answers (kept on ``app.state`` once built)."""
-    cached: list[RouteEntry] | None = getattr(app.state, "api_route_table", None)
-    if cached is not None:
-        return cached
+    """Every APIRoute of ``app``, with the path and methods it answers (kept on ``app.state``, built again when a
+    route or router is added to the app)."""
+    version = tuple(id(route) for route in app.routes)
+    cached: tuple[tuple[int, ...], list[RouteEntry]] | None = getattr(app.state, "api_route_table", None)
+    if cached is not None and cached[0] == version:
+        return cached[1]
     table = [
         RouteEntry(path, methods, route, compile_path(path)[0], served)
         for path, methods, route, served in _flat(app)
         if isinstance(route, APIRoute)
     ]
-    app.state.api_route_table = table
+    app.state.api_route_table = (version, table)
     return table
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from fastapi import APIRouter, FastAPI
+from pydantic import BaseModel
 
+from services.api.deps import CustomerKey
 from services.api.guard import json_depth_exceeds
 from tests.api.conftest import Api
 
@@ -98,3 +101,29 @@ def test_every_list_answers_the_page_envelope(api: Api) -> None:
 )
 def test_json_depth_is_measured_on_the_raw_bytes(body: bytes, too_deep: bool) -> None:
     assert json_depth_exceeds(body, 64) is too_deep
+
+
+class Echo(BaseModel):
+    value: object
+
+
+later_router = APIRouter(prefix="/v1/later")
+
+
+@later_router.post("/echo")
+def echo(body: Echo, _principal: CustomerKey) -> Echo:
+    return body
+
+
+def test_a_router_included_after_the_app_was_built_is_guarded_too(api: Api) -> None:
+    app = api.client.app
+    assert isinstance(app, FastAPI)
+    app.include_router(later_router)
+    deep = b'{"value": ' + b"[" * 1_000 + b"]" * 1_000 + b"}"
+    headers = {"Content-Type": "application/json"}
+    refused = api.client.post("/v1/later/echo", content=deep, headers=headers)
+    assert (refused.status_code, refused.json()["error"]["code"]) == (401, "unauthenticated")
+    customer = api.customer()
+    too_deep = api.client.post("/v1/later/echo", content=deep, headers={**headers, **customer.headers})
+    assert (too_deep.status_code, too_deep.json()["error"]["code"]) == (422, "json_too_deep")
+    assert api.client.post("/v1/later/echo", json={"value": [1]}, headers=customer.headers).json() == {"value": [1]}
