@@ -13,6 +13,8 @@ from sqlalchemy.engine import Engine
 
 from services.api.credits_page import router as credits_page_router
 from services.api.errors import install_error_handlers
+from services.api.guard import RequestGuard
+from services.api.openapi import document_errors
 from services.api.purchases import router as purchases_router
 from services.apikeys.endpoints import router as api_keys_router
 from services.card.endpoints import ROUTERS as CARD_ROUTERS
@@ -62,6 +64,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.engine = app_engine
     app.state.settings = settings
     install_error_handlers(app)
+    app.add_middleware(
+        RequestGuard, max_body_bytes=settings.api_max_body_bytes, max_json_depth=settings.api_max_json_depth
+    )
     routers = (
         ledger_router,
         ledger_admin_router,
@@ -78,5 +83,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     for router in routers:
         app.include_router(router)
     install_docs(app)
+    document_errors(app)  # after every route: it declares each one's errors in the OpenAPI
     app.add_middleware(RequestLogMiddleware)
     return app

@@ -10,9 +10,12 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from services.api.guard import PRINCIPAL_SCOPE_KEY
+from services.api.openapi import MAX_IDEMPOTENCY_KEY_LENGTH
 from services.apikeys.models import Role
 from services.apikeys.service import Principal, authenticate
 from services.core.db import unit_of_work
@@ -42,34 +45,49 @@ def get_session(engine: EngineDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
-def _bearer(authorization: str | None, x_api_key: str | None) -> str | None:
-    if x_api_key:
-        return x_api_key
-    if authorization and authorization.lower().startswith("bearer "):
-        return authorization[7:].strip()
-    return None
+_bearer_scheme = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer cr_...`")
+_header_scheme = APIKeyHeader(name="X-Api-Key", auto_error=False, description="An API key, as a header of its own")
+
+
+def _principal(
+    request: Request,
+    bearer: HTTPAuthorizationCredentials | None,
+    x_api_key: str | None,
+) -> Principal:
+    """The principal the request guard (``services.api.guard``) authenticated before the body was read; or, for an
+    app without the guard, the key authenticated now, in a short unit of work of its own."""
+    found = request.scope.get(PRINCIPAL_SCOPE_KEY)
+    if isinstance(found, Principal):
+        return found
+    key = x_api_key or (bearer.credentials if bearer is not None else None)
+    with unit_of_work(request.app.state.engine) as session:
+        return authenticate(session, key)
 
 
 def get_principal(
-    session: SessionDep,
-    authorization: Annotated[str | None, Header()] = None,
-    x_api_key: Annotated[str | None, Header()] = None,
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)],
+    x_api_key: Annotated[str | None, Depends(_header_scheme)],
 ) -> Principal:
-    return authenticate(session, _bearer(authorization, x_api_key))
+    return _principal(request, bearer, x_api_key)
 
 
 CurrentKey = Annotated[Principal, Depends(get_principal)]
 
 
 def get_principal_outside(
-    engine: EngineDep,
-    authorization: Annotated[str | None, Header()] = None,
-    x_api_key: Annotated[str | None, Header()] = None,
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)],
+    x_api_key: Annotated[str | None, Depends(_header_scheme)],
 ) -> Principal:
-    """Authenticate in a short unit of work of its own, for endpoints that call the network (Stripe, a chain node)
-    between their own units of work, so that no transaction is open while they wait."""
-    with unit_of_work(engine) as session:
-        return authenticate(session, _bearer(authorization, x_api_key))
+    """The same as ``get_principal``, for endpoints that call the network (Stripe, a chain node) between units of
+    work of their own: no transaction is open while they wait (the key is never read inside the request's)."""
+    return _principal(request, bearer, x_api_key)
+
+
+# The dependencies that authenticate an API key: the request guard checks the key before reading the body of any
+# route that depends on one of them.
+AUTHENTICATING_DEPENDENCIES = (get_principal, get_principal_outside)
 
 
 def get_finance_outside(principal: Annotated[Principal, Depends(get_principal_outside)]) -> Principal:
@@ -102,16 +120,16 @@ AdminKey = Annotated[Principal, Depends(get_admin)]
 FinanceKey = Annotated[Principal, Depends(get_finance)]
 FinanceOutside = Annotated[Principal, Depends(get_finance_outside)]
 
-MAX_IDEMPOTENCY_KEY_LENGTH = 200
-
 
 def get_idempotency_key(idempotency_key: Annotated[str | None, Header()] = None) -> str:
     """The ``Idempotency-Key`` header every retriable write requires."""
     if idempotency_key is None or not idempotency_key.strip():
         raise IdempotencyKeyRequired("the Idempotency-Key header is required", field="Idempotency-Key")
-    if len(idempotency_key) > MAX_IDEMPOTENCY_KEY_LENGTH or not idempotency_key.isprintable():
+    if len(idempotency_key) > MAX_IDEMPOTENCY_KEY_LENGTH or not (
+        idempotency_key.isascii() and idempotency_key.isprintable()
+    ):
         raise IdempotencyKeyRequired(
-            f"the Idempotency-Key header must be at most {MAX_IDEMPOTENCY_KEY_LENGTH} printable characters",
+            f"the Idempotency-Key header must be at most {MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII characters",
             field="Idempotency-Key",
         )
     return idempotency_key

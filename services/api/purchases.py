@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Annotated, Literal
+from datetime import datetime
+from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime
 
 from services.api.deps import CustomerKey, SessionDep
+from services.api.pages import Cursor, InvalidCursor, composite_cursor, id_cursor, page_of, parse_composite_cursor
 from services.card.purchases import history as card_history
 from services.card.schemas import HistoryItemOut, HistoryPage
 from services.ledger.history import merge
@@ -18,21 +19,28 @@ router = APIRouter(prefix="/v1", tags=["purchases"])
 
 # Includes every item at the cursor's instant; the merge then keeps only those older than the cursor itself.
 _WHOLE_INSTANT = 2**63 - 1
+RAILS = ("card", "usdc")
 
 
 @router.get("/purchases")
 def purchase_history(
     session: SessionDep,
     principal: CustomerKey,
-    before: AwareDatetime | None = None,
-    before_rail: Literal["card", "usdc"] | None = None,
-    before_id: Annotated[int | None, Query(ge=1)] = None,
+    cursor: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> HistoryPage:
     """Every purchase of the account on every rail, newest first: rail, amount paid, credits, status, times and the
-    lot minted. Page back with the previous page's ``next_before``, ``next_before_rail`` and ``next_before_id``."""
+    lot minted."""
     assert principal.account_id is not None
     account_id = principal.account_id
+    before: datetime | None = None
+    before_rail: str | None = None
+    before_id: int | None = None
+    if cursor is not None:
+        before, (before_rail, raw_id) = parse_composite_cursor(cursor, 2)
+        before_id = id_cursor(raw_id)
+        if before_rail not in RAILS:
+            raise InvalidCursor("the cursor is not one this list gave", cursor=cursor[:40])
 
     def rail_cursor(rail: str) -> int | None:
         if before is None:
@@ -43,13 +51,7 @@ def purchase_history(
     usdc = deposit_history(session, account_id, limit=limit + 1, before=before, before_id=rail_cursor("usdc"))
     items = merge([card, usdc], limit=2 * limit + 2)
     if before is not None:
-        cursor = (before, before_rail or "~", before_id or _WHOLE_INSTANT)
-        items = [item for item in items if item.order_key < cursor]
-    data = [HistoryItemOut(**asdict(item)) for item in items[:limit]]
-    full = len(data) == limit
-    return HistoryPage(
-        data=data,
-        next_before=data[-1].created_at if full else None,
-        next_before_rail=data[-1].rail if full else None,
-        next_before_id=data[-1].id if full else None,
-    )
+        at = (before, before_rail or "~", before_id or _WHOLE_INSTANT)
+        items = [item for item in items if item.order_key < at]
+    out = [HistoryItemOut(**asdict(item)) for item in items]
+    return page_of(out, limit, lambda item: composite_cursor(item.created_at, item.rail, item.id))

@@ -7,13 +7,16 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.api.pages import Page
+from services.api.types import StrictId, Text
+
 
 class ApiKeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Annotated[str, Field(pattern="^(customer|finance|admin)$")]
-    account_id: Annotated[int, Field(strict=True, gt=0)] | None = None
-    name: Annotated[str, Field(max_length=200)] = ""
+    account_id: StrictId | None = None
+    name: Annotated[Text, Field(max_length=200)] = ""
 
 
 class ApiKeyOut(BaseModel):
@@ -29,3 +32,6 @@ class ApiKeyOut(BaseModel):
 class IssuedApiKeyOut(ApiKeyOut):
     # The secret, shown this once.
     key: str
+
+
+ApiKeyPage = Page[ApiKeyOut]

@@ -17,16 +17,22 @@ from sqlmodel import Session
 
 from services.apikeys.models import ApiKey, Role
 from services.core.clock import utcnow
-from services.core.errors import InvalidRequest, NotFound, Unauthenticated
+from services.core.errors import Conflict, InvalidRequest, NotFound, Unauthenticated
 from services.ledger.accounts import require_customer_account
 from services.ledger.repository import table_of
 
 api_keys = table_of(ApiKey)
 KEY_PREFIX = "cr"
+# Issued keys are about 60 characters; anything much longer, or not printable ASCII, is not a key.
+MAX_KEY_LENGTH = 200
 
 
 class ApiKeyNotFound(NotFound):
     code = "api_key_not_found"
+
+
+class LastAdminKey(Conflict):
+    code = "last_admin_key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +85,12 @@ def authenticate(session: Session, key: str | None) -> Principal:
     if not key:
         raise Unauthenticated("an API key is required (Authorization: Bearer <key>)")
     parts = key.split("_", 2)
-    if len(parts) != 3 or parts[0] != KEY_PREFIX:
+    if (
+        len(key) > MAX_KEY_LENGTH
+        or not (key.isascii() and key.isprintable())
+        or len(parts) != 3
+        or parts[0] != KEY_PREFIX
+    ):
         raise Unauthenticated("the API key is malformed")
     row = session.execute(select(api_keys).where(api_keys.c.prefix == parts[1])).first()
     if row is None or not hmac.compare_digest(row.secret_sha256, _digest(key)):
@@ -90,15 +101,33 @@ def authenticate(session: Session, key: str | None) -> Principal:
 
 
 def revoke_key(session: Session, key_id: int, now: datetime | None = None) -> None:
-    row = session.execute(select(api_keys.c.id, api_keys.c.revoked_at).where(api_keys.c.id == key_id)).first()
+    """Revoke a key. The last admin key left is refused, so that the service always keeps a way in (the admin keys
+    are locked first, so two admins revoking each other's keys at once cannot both succeed)."""
+    row = session.execute(
+        select(api_keys.c.id, api_keys.c.role, api_keys.c.revoked_at).where(api_keys.c.id == key_id)
+    ).first()
     if row is None:
         raise ApiKeyNotFound(f"API key {key_id} not found", key_id=key_id)
-    if row.revoked_at is None:
-        session.execute(update(api_keys).where(api_keys.c.id == key_id).values(revoked_at=now or utcnow()))
+    if row.revoked_at is not None:
+        return
+    if row.role == Role.ADMIN:
+        admins = session.execute(
+            select(api_keys.c.id)
+            .where(api_keys.c.role == Role.ADMIN, api_keys.c.revoked_at.is_(None))
+            .order_by(api_keys.c.id)
+            .with_for_update()
+        ).all()
+        if [admin.id for admin in admins] == [key_id]:
+            raise LastAdminKey("this is the last admin key: issue another before revoking it", key_id=key_id)
+    session.execute(update(api_keys).where(api_keys.c.id == key_id).values(revoked_at=now or utcnow()))
 
 
-def list_keys(session: Session, account_id: int | None = None) -> list[ApiKey]:
-    stmt = select(api_keys).order_by(api_keys.c.id)
+def list_keys(
+    session: Session, account_id: int | None = None, *, after_id: int = 0, limit: int | None = None
+) -> list[ApiKey]:
+    stmt = select(api_keys).where(api_keys.c.id > after_id).order_by(api_keys.c.id)
     if account_id is not None:
         stmt = stmt.where(api_keys.c.account_id == account_id)
+    if limit is not None:
+        stmt = stmt.limit(limit)
     return [ApiKey.model_validate(dict(row._mapping)) for row in session.execute(stmt)]

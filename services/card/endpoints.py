@@ -16,7 +16,7 @@ import asyncio
 import threading
 import time
 from dataclasses import asdict
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
 from sqlalchemy.engine import Engine
@@ -33,7 +33,8 @@ from services.api.deps import (
     get_customer,
     get_principal_outside,
 )
-from services.api.pages import Page, page_of
+from services.api.pages import Cursor, id_cursor, page_of
+from services.api.types import Id, Text
 from services.apikeys.service import Principal
 from services.card import auto_recharge, inbox, purchases
 from services.card import repository as repo
@@ -54,8 +55,6 @@ from services.card.schemas import (
     ConfirmIn,
     ConfirmOut,
     CustomAmountOut,
-    InboxEventDetailOut,
-    InboxEventOut,
     InboxPurchaseOut,
     PackOut,
     PacksOut,
@@ -63,6 +62,7 @@ from services.card.schemas import (
     PurchaseOut,
     RetryOut,
     WebhookAck,
+    WebhookEventDetailOut,
     WebhookEventOut,
     WebhookEventPage,
 )
@@ -186,20 +186,19 @@ def start_purchase(
         save_card=body.save_card,
         idempotency_key=key,
     )
-    if replayed:
+    if replayed:  # answered as the first time (201), marked as a replay
         response.headers[REPLAYED_HEADER] = "true"
-        response.status_code = status.HTTP_200_OK
     return _purchase_out(view, replayed)
 
 
 @router.get("/card/purchases/{purchase_id}")
-def get_purchase(purchase_id: int, session: SessionDep, principal: CustomerKey) -> PurchaseOut:
+def get_purchase(purchase_id: Id, session: SessionDep, principal: CustomerKey) -> PurchaseOut:
     return _purchase_out(purchases.get_purchase(session, _account(principal), purchase_id))
 
 
 @router.post("/card/purchases/{purchase_id}/confirm")
 def confirm_purchase(
-    purchase_id: int,
+    purchase_id: Id,
     principal: CustomerOutside,
     engine: EngineDep,
     gateway: GatewayDep,
@@ -311,65 +310,47 @@ async def stripe_webhook(request: Request, stripe_signature: Annotated[str | Non
 # --- finance and admins ------------------------------------------------------------------------------------
 
 
+InboxStatusFilter = Literal["pending", "processed", "ignored", "failed", "dead"]
+
+
 @admin_router.get("/webhook-events")
 def list_webhook_events(
     session: SessionDep,
     _finance: FinanceKey,
-    status_filter: Annotated[str | None, Query(alias="status", max_length=16)] = None,
-    after: Annotated[int, Query(ge=0)] = 0,
+    status_filter: Annotated[InboxStatusFilter | None, Query(alias="status")] = None,
+    cursor: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> WebhookEventPage:
-    """The webhook inbox (e.g. ``?status=failed`` or ``dead``), with a count per status."""
-    rows = repo.list_events(session, status=status_filter, limit=limit, after_id=after)
-    data = [WebhookEventOut.model_validate(row, from_attributes=True) for row in rows]
-    return WebhookEventPage(
-        data=data, counts=repo.count_events_by_status(session), next_after=data[-1].id if len(data) == limit else None
-    )
+    """Stored Stripe events, oldest first, e.g. ``?status=failed`` (with why each failed, in ``last_error``), with a
+    count per status. Pass ``next_cursor`` back as ``cursor`` for the next page."""
+    rows = repo.list_events(session, status=status_filter, limit=limit + 1, after_id=id_cursor(cursor) or 0)
+    page = page_of([WebhookEventOut.model_validate(row, from_attributes=True) for row in rows], limit, lambda e: e.id)
+    return WebhookEventPage(**dict(page), counts=repo.count_events_by_status(session))
 
 
-InboxStatusFilter = Literal["pending", "processed", "ignored", "failed", "dead"]
-
-
-def _inbox_event(row: Any) -> InboxEventOut:
-    return InboxEventOut.model_validate(row, from_attributes=True)
-
-
-@admin_router.get("/events")
-def list_inbox_events(
-    session: SessionDep,
-    _finance: FinanceKey,
-    status_filter: Annotated[InboxStatusFilter | None, Query(alias="status")] = None,
-    cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-) -> Page[InboxEventOut]:
-    """Stored Stripe events, oldest first, e.g. ``?status=failed`` (with why each failed, in ``last_error``). Pass
-    ``next_cursor`` back as ``cursor`` for the next page."""
-    rows = repo.list_events(session, status=status_filter, limit=limit + 1, after_id=int(cursor or 0))
-    page = page_of(rows, limit, lambda row: row.id)
-    return Page[InboxEventOut](
-        data=[_inbox_event(row) for row in page.data], has_more=page.has_more, next_cursor=page.next_cursor
-    )
-
-
-@admin_router.get("/events/{event_id}")
-def get_inbox_event(
-    event_id: Annotated[str, Path(min_length=1, max_length=255)], session: SessionDep, _finance: FinanceKey
-) -> InboxEventDetailOut:
+@admin_router.get("/webhook-events/{event_id}")
+def get_webhook_event(
+    event_id: Annotated[Text, Path(min_length=1, max_length=255)], session: SessionDep, _finance: FinanceKey
+) -> WebhookEventDetailOut:
     """One stored Stripe event by its Stripe id: status, attempts, the last error, when it was received and
     processed, and the purchase it touched."""
     row = repo.event_by_stripe_id(session, event_id)
     if row is None:
         raise WebhookEventNotFound(f"no stored Stripe event {event_id}", event_id=event_id)
     purchase = repo.get_purchase(session, row.purchase_id) if row.purchase_id is not None else None
-    return InboxEventDetailOut(
-        **_inbox_event(row).model_dump(),
+    return WebhookEventDetailOut(
+        **WebhookEventOut.model_validate(row, from_attributes=True).model_dump(),
         purchase=InboxPurchaseOut.model_validate(purchase, from_attributes=True) if purchase is not None else None,
     )
 
 
 @admin_router.post("/webhook-events/{event_id}/retry")
 def retry_webhook_event(
-    event_id: str, _admin_key: AdminOutside, engine: EngineDep, settings: SettingsDep, gateway: InboxGatewayDep
+    event_id: Annotated[Text, Path(max_length=255)],
+    _admin_key: AdminOutside,
+    engine: EngineDep,
+    settings: SettingsDep,
+    gateway: InboxGatewayDep,
 ) -> RetryOut:
     """Process a failed or dead event again now."""
     return RetryOut(event_id=event_id, outcome=inbox.retry_event(engine, event_id, gateway, settings))

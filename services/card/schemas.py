@@ -7,13 +7,15 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.api.pages import Page
 from services.api.params import StrictBool
+from services.api.types import MAX_BIGINT, Text
 
-MAX_STORABLE = 2**63 - 1
+MAX_STORABLE = MAX_BIGINT
 
 Credits = Annotated[int, Field(strict=True, gt=0, le=MAX_STORABLE)]
 ThresholdCredits = Annotated[int, Field(strict=True, ge=0, le=MAX_STORABLE)]
-PackCode = Annotated[str, Field(min_length=1, max_length=32)]
+PackCode = Annotated[Text, Field(min_length=1, max_length=32)]
 
 
 class Request(BaseModel):
@@ -74,7 +76,7 @@ class PurchaseOut(BaseModel):
 
 class ConfirmIn(Request):
     # The {CHECKOUT_SESSION_ID} Stripe put in the success URL (needed only when the purchase has none on record).
-    session_id: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    session_id: Annotated[Text, Field(min_length=1, max_length=255)] | None = None
 
 
 class ConfirmOut(BaseModel):
@@ -102,12 +104,7 @@ class HistoryItemOut(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
-class HistoryPage(BaseModel):
-    data: list[HistoryItemOut]
-    # Pass back as ``before``, ``before_rail`` and ``before_id`` for the next, older page.
-    next_before: datetime | None
-    next_before_rail: str | None = None
-    next_before_id: int | None
+HistoryPage = Page[HistoryItemOut]
 
 
 class AutoRechargeIn(Request):
@@ -143,29 +140,9 @@ class WebhookAck(BaseModel):
 
 
 class WebhookEventOut(BaseModel):
-    id: int
-    event_id: str
-    event_type: str
-    source: str
-    status: str
-    attempts: int
-    next_attempt_at: datetime | None
-    last_error: str | None
-    outcome: str | None
-    stripe_created_at: datetime
-    received_at: datetime
-    processed_at: datetime | None
-
-
-class WebhookEventPage(BaseModel):
-    data: list[WebhookEventOut]
-    counts: dict[str, int]
-    next_after: int | None
-
-
-class InboxEventOut(BaseModel):
     """A stored Stripe event, as operators look it up: where processing got to and why it failed, if it did."""
 
+    id: int
     event_id: str
     event_type: str
     # "webhook" or "sync".
@@ -184,6 +161,11 @@ class InboxEventOut(BaseModel):
     processed_at: datetime | None
 
 
+class WebhookEventPage(Page[WebhookEventOut]):
+    # How many events the inbox holds in each status.
+    counts: dict[str, int]
+
+
 class InboxPurchaseOut(BaseModel):
     id: int
     account_id: int
@@ -191,7 +173,7 @@ class InboxPurchaseOut(BaseModel):
     status: str
 
 
-class InboxEventDetailOut(InboxEventOut):
+class WebhookEventDetailOut(WebhookEventOut):
     # The purchase processing touched, as it is now.
     purchase: InboxPurchaseOut | None
 

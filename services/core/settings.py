@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
 
+    # API: every request body is capped before it is read (the Stripe webhook keeps its own, smaller cap), and a
+    # JSON body nested deeper than this is refused before it is parsed.
+    api_max_body_bytes: int = Field(default=1_048_576, ge=1)
+    api_max_json_depth: int = Field(default=64, ge=1, le=1_000)
+
     # Ledger
     lot_validity_months: int = Field(default=12, ge=1)
     hold_default_ttl_seconds: int = Field(default=300, ge=1)

@@ -21,10 +21,12 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import AwareDatetime
 from starlette.concurrency import run_in_threadpool
 
 from services.api.deps import EngineDep, FinanceKey, FinanceOutside, SessionDep, SettingsDep
+from services.api.openapi import json_or_csv
+from services.api.pages import Cursor, id_cursor, page_of
+from services.api.types import Id, Instant, Text
 from services.card.endpoints import get_gateway
 from services.core.db import unit_of_work
 from services.core.errors import NotFound
@@ -40,6 +42,7 @@ from services.finance.schemas import (
     ReconcileIn,
     ResolveIn,
     RunOut,
+    RunPage,
 )
 
 router = APIRouter(prefix="/v1/finance", tags=["finance"])
@@ -61,30 +64,27 @@ def exceptions_list(
     session: SessionDep,
     _finance: FinanceKey,
     status: Annotated[Literal["open", "resolved", "ignored"] | None, Query()] = None,
-    rail: Annotated[str | None, Query(max_length=32)] = None,
-    kind: Annotated[str | None, Query(max_length=64)] = None,
+    rail: Annotated[Text | None, Query(max_length=32)] = None,
+    kind: Annotated[Text | None, Query(max_length=64)] = None,
     # One reference format per rail: usdc:<chain id>:<tx hash>:<log index>, card:<Stripe object id> (any "#..."
     # qualifier of it included).
-    reference: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
-    after_id: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
+    reference: Annotated[Text | None, Query(min_length=1, max_length=255)] = None,
+    cursor: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
 ) -> ExceptionPage:
     found = list_exceptions(
-        session, status, rail=rail, kind=kind, reference=reference, after_id=after_id, limit=limit + 1
+        session, status, rail=rail, kind=kind, reference=reference, after_id=id_cursor(cursor) or 0, limit=limit + 1
     )
-    page = found[:limit]
-    return ExceptionPage(
-        items=[_exception_out(view) for view in page], next_after_id=page[-1].id if len(found) > limit else None
-    )
+    return page_of([_exception_out(view) for view in found], limit, lambda exception: exception.id)
 
 
 @router.get("/exceptions/{exception_id}")
-def exception_get(session: SessionDep, _finance: FinanceKey, exception_id: int) -> ExceptionOut:
+def exception_get(session: SessionDep, _finance: FinanceKey, exception_id: Id) -> ExceptionOut:
     return _exception_out(get_exception(session, exception_id))
 
 
 @router.post("/exceptions/{exception_id}/resolve")
-def exception_resolve(session: SessionDep, finance: FinanceKey, exception_id: int, body: ResolveIn) -> ExceptionOut:
+def exception_resolve(session: SessionDep, finance: FinanceKey, exception_id: Id, body: ResolveIn) -> ExceptionOut:
     closed = actions.resolve(
         session,
         exception_id,
@@ -100,7 +100,8 @@ def exception_resolve(session: SessionDep, finance: FinanceKey, exception_id: in
 @router.post("/reconciliations")
 async def reconciliation_run(
     request: Request, engine: EngineDep, settings: SettingsDep, _finance: FinanceOutside, body: ReconcileIn
-) -> list[RunOut]:
+) -> RunPage:
+    """Reconcile a period now: one run per rail asked for (the whole list in one page)."""
     gateway = get_gateway(request) if settings.stripe_configured else None
     readers = getattr(request.app.state, "chain_readers", None)
     summaries = await run_in_threadpool(
@@ -113,18 +114,20 @@ async def reconciliation_run(
         gateway=gateway,
         readers=readers,
     )
-    return [RunOut(**asdict(summary)) for summary in summaries]
+    return RunPage(data=[RunOut(**asdict(summary)) for summary in summaries], has_more=False)
 
 
 @router.get("/reconciliations")
 def reconciliation_list(
     session: SessionDep,
     _finance: FinanceKey,
-    rail: Annotated[str | None, Query(max_length=32)] = None,
-    before_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
+    rail: Annotated[Text | None, Query(max_length=32)] = None,
+    cursor: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-) -> list[RunOut]:
-    return [RunOut(**asdict(run)) for run in list_runs(session, rail=rail, before_id=before_id, limit=limit)]
+) -> RunPage:
+    """Reconciliation runs, newest first."""
+    runs = list_runs(session, rail=rail, before_id=id_cursor(cursor), limit=limit + 1)
+    return page_of([RunOut(**asdict(run)) for run in runs], limit, lambda run: run.id)
 
 
 def _items_csv(engine: Any, run_id: int, category: str | None) -> Iterator[str]:
@@ -154,16 +157,16 @@ def _csv_value(value: Any) -> str:
     return str(value)
 
 
-@router.get("/reconciliations/{run_id}/items", response_model=None)
+@router.get("/reconciliations/{run_id}/items", response_model=None, responses=json_or_csv(ItemPage))
 def reconciliation_items(
     session: SessionDep,
     engine: EngineDep,
     _finance: FinanceKey,
-    run_id: int,
+    run_id: Id,
     category: Annotated[
         Literal["matched", "missing_in_ledger", "missing_externally", "amount_mismatch"] | None, Query()
     ] = None,
-    after_id: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
+    cursor: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     format: Annotated[Format, Query()] = "json",
 ) -> ItemPage | StreamingResponse:
@@ -176,22 +179,19 @@ def reconciliation_items(
             media_type="text/csv",
             headers={"Content-Disposition": f'attachment; filename="reconciliation-{run_id}.csv"'},
         )
-    rows = list_items(session, run_id, category=category, after_id=after_id, limit=limit + 1)
-    page = rows[:limit]
-    return ItemPage(
-        run=RunOut(**asdict(run)),
-        items=[ItemOut(**{name: getattr(row, name) for name in ItemOut.model_fields}) for row in page],
-        next_after_id=int(page[-1].id) if len(rows) > limit else None,
-    )
+    rows = list_items(session, run_id, category=category, after_id=id_cursor(cursor) or 0, limit=limit + 1)
+    items = [ItemOut(**{name: getattr(row, name) for name in ItemOut.model_fields}) for row in rows]
+    page = page_of(items, limit, lambda item: item.id)
+    return ItemPage(**dict(page), run=RunOut(**asdict(run)))
 
 
-@router.get("/reports", response_model=None)
+@router.get("/reports", response_model=None, responses=json_or_csv())
 def report(
     session: SessionDep,
     _finance: FinanceKey,
-    rail: Annotated[str, Query(max_length=32)],
-    period_start: Annotated[AwareDatetime, Query()],
-    period_end: Annotated[AwareDatetime, Query()],
+    rail: Annotated[Text, Query(max_length=32)],
+    period_start: Annotated[Instant, Query()],
+    period_end: Annotated[Instant, Query()],
     format: Annotated[Format, Query()] = "json",
 ) -> dict[str, Any] | Response:
     found = reports.period_report(session, rail=rail, period_start=period_start, period_end=period_end)
@@ -204,11 +204,11 @@ def report(
     return found.as_dict()
 
 
-@router.get("/trial-balance", response_model=None)
+@router.get("/trial-balance", response_model=None, responses=json_or_csv())
 def trial_balance(
     session: SessionDep,
     _finance: FinanceKey,
-    at: Annotated[AwareDatetime, Query()],
+    at: Annotated[Instant, Query()],
     format: Annotated[Format, Query()] = "json",
 ) -> dict[str, Any] | Response:
     if format == "csv":

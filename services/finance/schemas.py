@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-MAX_BIGINT = 2**63 - 1
+from services.api.pages import Page
+from services.api.types import MAX_BIGINT, Instant, Text
 
 
 class ExceptionOut(BaseModel):
@@ -29,17 +30,14 @@ class ExceptionOut(BaseModel):
     transaction_id: int | None
 
 
-class ExceptionPage(BaseModel):
-    items: list[ExceptionOut]
-    # Pass as ``after_id`` for the next page; null when this page is the last.
-    next_after_id: int | None
+ExceptionPage = Page[ExceptionOut]
 
 
 class ResolveIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     action: Literal["mint", "clawback", "ignore", "note"]
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Annotated[Text, Field(min_length=1, max_length=2000)]
     # For a mint: the account to credit, when the exception does not know it (or knows it wrongly).
     account_id: int | None = Field(default=None, gt=0, le=MAX_BIGINT)
     # For a mint or a clawback: the credits, when not those the exception computed.
@@ -50,9 +48,9 @@ class ReconcileIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # "card", "usdc" (every chain), "usdc:<chain id>" or "all".
-    rail: str = Field(min_length=1, max_length=32)
-    period_start: AwareDatetime
-    period_end: AwareDatetime
+    rail: Annotated[Text, Field(min_length=1, max_length=32)]
+    period_start: Instant
+    period_end: Instant
 
 
 class RunOut(BaseModel):
@@ -92,7 +90,9 @@ class ItemOut(BaseModel):
     note: str | None
 
 
-class ItemPage(BaseModel):
+RunPage = Page[RunOut]
+
+
+class ItemPage(Page[ItemOut]):
+    # The run the items belong to.
     run: RunOut
-    items: list[ItemOut]
-    next_after_id: int | None

@@ -101,7 +101,7 @@ def _validate(session: Session, account_id: int, scope: str, scope_ref: str, per
     if scope == BudgetScope.API_KEY:
         key_account = (
             session.execute(select(api_keys.c.account_id).where(api_keys.c.id == int(scope_ref))).scalar()
-            if scope_ref.isdigit()
+            if scope_ref.isascii() and scope_ref.isdigit() and len(scope_ref) <= 18
             else None
         )
         if key_account != account_id:
@@ -178,11 +178,12 @@ def get_budget(session: Session, account_id: int, budget_id: int, now: datetime 
     return _view(session, _budget_row(session, account_id, budget_id), now or utcnow())
 
 
-def list_budgets(session: Session, account_id: int, now: datetime | None = None) -> list[BudgetView]:
+def list_budgets(
+    session: Session, account_id: int, now: datetime | None = None, *, after_id: int = 0, limit: int | None = None
+) -> list[BudgetView]:
     t = repo.budgets
-    rows = session.execute(
-        select(t).where(t.c.account_id == account_id, t.c.deleted_at.is_(None)).order_by(t.c.id)
-    ).all()
+    stmt = select(t).where(t.c.account_id == account_id, t.c.deleted_at.is_(None), t.c.id > after_id).order_by(t.c.id)
+    rows = session.execute(stmt if limit is None else stmt.limit(limit)).all()
     moment = now or utcnow()
     return [_view(session, row, moment) for row in rows]
 

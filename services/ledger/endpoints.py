@@ -7,19 +7,22 @@ from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
-from pydantic import AwareDatetime
 
 from services.api.deps import AdminKey, CustomerKey, IdempotencyKey, SessionDep
+from services.api.pages import Cursor, id_cursor, page_of
 from services.api.params import QueryBool
+from services.api.types import Id, Instant, Text
 from services.ledger import balance, budgets, holds, invariants, minting, spending
 from services.ledger.accounts import create_customer_account
 from services.ledger.schemas import (
     AccountIn,
     AccountOut,
+    AccountPage,
     AdjustmentIn,
     BalanceOut,
     BudgetIn,
     BudgetOut,
+    BudgetPage,
     BudgetUpdate,
     CaptureIn,
     ChargeIn,
@@ -53,38 +56,44 @@ def get_balance(session: SessionDep, principal: CustomerKey) -> BalanceOut:
     return BalanceOut(**asdict(balance.get_balance(session, _account(principal))))
 
 
-def _lot_page(rows: list[object], limit: int) -> LotPage:
-    data = [LotOut.model_validate(row, from_attributes=True) for row in rows]
-    return LotPage(data=data, next_after=data[-1].id if len(data) == limit else None)
-
-
 @router.get("/lots")
 def list_lots(
     session: SessionDep,
     principal: CustomerKey,
     include_spent: QueryBool = False,
-    after: Annotated[int, Query(ge=0)] = 0,
+    cursor: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> LotPage:
-    rows = balance.list_lots(session, _account(principal), include_spent=include_spent, limit=limit, after_id=after)
-    return _lot_page(rows, limit)
+    """The account's lots, oldest first (with ``include_spent``, those used up too)."""
+    rows = balance.list_lots(
+        session, _account(principal), include_spent=include_spent, limit=limit + 1, after_id=id_cursor(cursor) or 0
+    )
+    lots = [LotOut.model_validate(row, from_attributes=True) for row in rows]
+    return page_of(lots, limit, lambda lot: lot.id)
 
 
 @router.get("/transactions")
 def list_transactions(
     session: SessionDep,
     principal: CustomerKey,
-    kind: Annotated[str | None, Query(max_length=32)] = None,
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
-    before: Annotated[int | None, Query(ge=1)] = None,
+    kind: Annotated[Text | None, Query(max_length=32)] = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
+    cursor: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> TransactionPage:
+    """The account's journal transactions, newest first."""
     rows = balance.list_transactions(
-        session, _account(principal), kind=kind, since=since, until=until, before_id=before, limit=limit
+        session,
+        _account(principal),
+        kind=kind,
+        since=since,
+        until=until,
+        before_id=id_cursor(cursor),
+        limit=limit + 1,
     )
-    data = [TransactionOut.model_validate(row, from_attributes=True) for row in rows]
-    return TransactionPage(data=data, next_before=data[-1].id if len(data) == limit else None)
+    transactions = [TransactionOut.model_validate(row, from_attributes=True) for row in rows]
+    return page_of(transactions, limit, lambda transaction: transaction.id)
 
 
 @router.post("/charges", status_code=status.HTTP_201_CREATED)
@@ -137,12 +146,12 @@ def create_hold(
 
 
 @router.get("/holds/{hold_id}")
-def get_hold(hold_id: int, session: SessionDep, principal: CustomerKey) -> HoldOut:
+def get_hold(hold_id: Id, session: SessionDep, principal: CustomerKey) -> HoldOut:
     return _hold_out(holds.get_hold(session, account_id=_account(principal), hold_id=hold_id))
 
 
 @router.post("/holds/{hold_id}/capture")
-def capture_hold(hold_id: int, body: CaptureIn, session: SessionDep, principal: CustomerKey) -> HoldOut:
+def capture_hold(hold_id: Id, body: CaptureIn, session: SessionDep, principal: CustomerKey) -> HoldOut:
     view = holds.capture_hold(
         session, account_id=_account(principal), hold_id=hold_id, amount_credits=body.amount_credits
     )
@@ -150,13 +159,20 @@ def capture_hold(hold_id: int, body: CaptureIn, session: SessionDep, principal: 
 
 
 @router.post("/holds/{hold_id}/release")
-def release_hold(hold_id: int, session: SessionDep, principal: CustomerKey) -> HoldOut:
+def release_hold(hold_id: Id, session: SessionDep, principal: CustomerKey) -> HoldOut:
     return _hold_out(holds.release_hold(session, account_id=_account(principal), hold_id=hold_id))
 
 
 @router.get("/budgets")
-def list_budgets(session: SessionDep, principal: CustomerKey) -> list[BudgetOut]:
-    return [BudgetOut(**asdict(view)) for view in budgets.list_budgets(session, _account(principal))]
+def list_budgets(
+    session: SessionDep,
+    principal: CustomerKey,
+    cursor: Cursor = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 100,
+) -> BudgetPage:
+    """The account's budgets, oldest first."""
+    views = budgets.list_budgets(session, _account(principal), after_id=id_cursor(cursor) or 0, limit=limit + 1)
+    return page_of([BudgetOut(**asdict(view)) for view in views], limit, lambda budget: budget.id)
 
 
 @router.post("/budgets", status_code=status.HTTP_201_CREATED)
@@ -166,12 +182,12 @@ def create_budget(body: BudgetIn, session: SessionDep, principal: CustomerKey) -
 
 
 @router.get("/budgets/{budget_id}")
-def get_budget(budget_id: int, session: SessionDep, principal: CustomerKey) -> BudgetOut:
+def get_budget(budget_id: Id, session: SessionDep, principal: CustomerKey) -> BudgetOut:
     return BudgetOut(**asdict(budgets.get_budget(session, _account(principal), budget_id)))
 
 
 @router.patch("/budgets/{budget_id}")
-def update_budget(budget_id: int, body: BudgetUpdate, session: SessionDep, principal: CustomerKey) -> BudgetOut:
+def update_budget(budget_id: Id, body: BudgetUpdate, session: SessionDep, principal: CustomerKey) -> BudgetOut:
     view = budgets.update_budget(
         session, account_id=_account(principal), budget_id=budget_id, name=body.name, limit_credits=body.limit_credits
     )
@@ -179,7 +195,7 @@ def update_budget(budget_id: int, body: BudgetUpdate, session: SessionDep, princ
 
 
 @router.delete("/budgets/{budget_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_budget(budget_id: int, session: SessionDep, principal: CustomerKey) -> None:
+def delete_budget(budget_id: Id, session: SessionDep, principal: CustomerKey) -> None:
     budgets.delete_budget(session, account_id=_account(principal), budget_id=budget_id)
 
 
@@ -188,7 +204,7 @@ def delete_budget(budget_id: int, session: SessionDep, principal: CustomerKey) -
 
 @admin_router.post("/accounts/{account_id}/grants", status_code=status.HTTP_201_CREATED)
 def grant_credits(
-    account_id: int, body: GrantIn, session: SessionDep, _admin: AdminKey, key: IdempotencyKey, response: Response
+    account_id: Id, body: GrantIn, session: SessionDep, _admin: AdminKey, key: IdempotencyKey, response: Response
 ) -> MintOut:
     result = minting.grant(
         session,
@@ -205,7 +221,7 @@ def grant_credits(
 
 @admin_router.post("/accounts/{account_id}/adjustments", status_code=status.HTTP_201_CREATED)
 def adjust_credits(
-    account_id: int, body: AdjustmentIn, session: SessionDep, admin: AdminKey, key: IdempotencyKey, response: Response
+    account_id: Id, body: AdjustmentIn, session: SessionDep, admin: AdminKey, key: IdempotencyKey, response: Response
 ) -> TransactionOut:
     actor = f"api_key:{admin.key_id}"
     if body.amount_credits >= 0:
@@ -242,7 +258,7 @@ def adjust_credits(
 
 
 @admin_router.get("/accounts/{account_id}/balance")
-def admin_balance(account_id: int, session: SessionDep, _admin: AdminKey) -> BalanceOut:
+def admin_balance(account_id: Id, session: SessionDep, _admin: AdminKey) -> BalanceOut:
     return BalanceOut(**asdict(balance.get_balance(session, account_id)))
 
 
@@ -262,9 +278,10 @@ def create_account(body: AccountIn, session: SessionDep, _admin: AdminKey) -> Ac
 def list_accounts(
     session: SessionDep,
     _admin: AdminKey,
-    after: Annotated[int, Query(ge=0)] = 0,
+    cursor: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-) -> list[AccountOut]:
-    return [
-        AccountOut.model_validate(row, from_attributes=True) for row in balance.list_accounts(session, after, limit)
-    ]
+) -> AccountPage:
+    """Customer accounts, oldest first."""
+    rows = balance.list_accounts(session, id_cursor(cursor) or 0, limit + 1)
+    accounts = [AccountOut.model_validate(row, from_attributes=True) for row in rows]
+    return page_of(accounts, limit, lambda account: account.id)

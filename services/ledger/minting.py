@@ -8,7 +8,7 @@ repays that debt first.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlmodel import Session
@@ -63,9 +63,15 @@ def mint(
     kind: str = TransactionKind.MINT,
     description: str | None = None,
     details: dict[str, Any] | None = None,
+    idempotency_key: str | None = None,
+    request_fields: dict[str, Any] | None = None,
 ) -> MintResult:
     """Create a lot of ``amount_credits`` on the account, funded by ``funding_account_id``; at most once per
-    (rail, external_ref)."""
+    (rail, external_ref).
+
+    The journal transaction's idempotency key is ``mint:<rail>:<external_ref>`` unless ``idempotency_key`` names
+    another (a key space shared with other operations); ``request_fields`` are what else the caller asked for (a
+    reason, an expiry), so that the same key with another of them is refused rather than replayed."""
     require_amount(amount_credits)
     if not external_ref:
         raise InvalidRequest("a mint needs an external reference")
@@ -73,8 +79,11 @@ def mint(
     expiry = expires_at or lot_expiry(now)
     if expiry <= now:
         raise InvalidRequest("a lot must expire after it is credited", expires_at=expiry.isoformat())
-    key = f"mint:{rail}:{external_ref}"
-    request_hash = fingerprint(account=account_id, credits=amount_credits, rail=rail, ref=external_ref)
+    key = idempotency_key or f"mint:{rail}:{external_ref}"
+    # Without request fields the fingerprint is what it always was, so that the payments' mints replay as before.
+    request_hash = fingerprint(
+        account=account_id, credits=amount_credits, rail=rail, ref=external_ref, **(request_fields or {})
+    )
     if (pg := pg_fastpath.driver_of(session)) is not None:
         minted = pg_fastpath.mint(
             pg,
@@ -163,7 +172,13 @@ def grant(
     reason: str | None = None,
     now: datetime | None = None,
 ) -> MintResult:
-    """A promotional grant: a lot marked promotional, funded by the promotions account, with its own expiry."""
+    """A promotional grant: a lot marked promotional, funded by the promotions account, with its own expiry.
+    The same key with another amount, expiry or reason is refused (409), never answered with the first grant."""
+    asked: dict[str, Any] = {}
+    if expires_at is not None:
+        asked["expires_at"] = expires_at.astimezone(UTC).isoformat()
+    if reason is not None:
+        asked["reason"] = reason
     return mint(
         session,
         account_id=account_id,
@@ -177,6 +192,7 @@ def grant(
         kind=TransactionKind.GRANT,
         description=reason,
         details={"reason": reason} if reason else None,
+        request_fields=asked,
     )
 
 
@@ -191,7 +207,10 @@ def credit_adjustment(
     actor: str,
     now: datetime | None = None,
 ) -> MintResult:
-    """An admin's positive correction: a new (non-promotional) lot funded by the adjustments account."""
+    """An admin's positive correction: a new (non-promotional) lot funded by the adjustments account.
+
+    Its idempotency key lives in one space with the negative corrections' (``adjustment_key``), so a key used for
+    +13 cannot also apply -13; the reason is part of the request."""
     if not reason.strip():
         raise InvalidRequest("an adjustment needs a reason")
     return mint(
@@ -205,4 +224,11 @@ def credit_adjustment(
         kind=TransactionKind.ADJUSTMENT,
         description=reason,
         details={"reason": reason, "actor": actor},
+        idempotency_key=adjustment_key(account_id, idempotency_key),
+        request_fields={"reason": reason},
     )
+
+
+def adjustment_key(account_id: int, idempotency_key: str) -> str:
+    """The journal's idempotency key of an admin adjustment, either sign."""
+    return f"adjustment:{account_id}:{idempotency_key}"

@@ -6,15 +6,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-MAX_STORABLE = 2**63 - 1
+from services.api.pages import Page
+from services.api.types import MAX_BIGINT, Instant, Text
+
+MAX_STORABLE = MAX_BIGINT
 
 PositiveCredits = Annotated[int, Field(strict=True, gt=0, le=MAX_STORABLE)]
 NonNegativeCredits = Annotated[int, Field(strict=True, ge=0, le=MAX_STORABLE)]
 SignedCredits = Annotated[int, Field(strict=True, ge=-MAX_STORABLE, le=MAX_STORABLE)]
-Project = Annotated[str, Field(min_length=1, max_length=100)]
-Description = Annotated[str, Field(max_length=500)]
+Project = Annotated[Text, Field(min_length=1, max_length=100)]
+Description = Annotated[Text, Field(max_length=500)]
+Name = Annotated[Text, Field(min_length=1, max_length=100)]
 
 
 class Request(BaseModel):
@@ -22,7 +26,7 @@ class Request(BaseModel):
 
 
 class AccountIn(Request):
-    name: Annotated[str, Field(min_length=1, max_length=200)]
+    name: Annotated[Text, Field(min_length=1, max_length=200)]
 
 
 class AccountOut(BaseModel):
@@ -57,11 +61,6 @@ class LotOut(BaseModel):
     expires_at: datetime
 
 
-class LotPage(BaseModel):
-    data: list[LotOut]
-    next_after: int | None
-
-
 class TransactionOut(BaseModel):
     id: int
     kind: str
@@ -69,11 +68,6 @@ class TransactionOut(BaseModel):
     created_at: datetime
     description: str | None
     details: dict[str, Any]
-
-
-class TransactionPage(BaseModel):
-    data: list[TransactionOut]
-    next_before: int | None
 
 
 class ChargeIn(Request):
@@ -121,15 +115,23 @@ class HoldOut(BaseModel):
 
 
 class BudgetIn(Request):
-    name: Annotated[str, Field(min_length=1, max_length=100)]
+    name: Name
     scope: Annotated[str, Field(pattern="^(api_key|project)$")]
-    scope_ref: Annotated[str, Field(min_length=1, max_length=100)]
+    # The API key's id (decimal) for scope "api_key"; the project's name for scope "project".
+    scope_ref: Annotated[Text, Field(min_length=1, max_length=100)]
     period: Annotated[str, Field(pattern="^(day|week|month|total)$")]
     limit_credits: NonNegativeCredits
 
+    @model_validator(mode="after")
+    def _api_key_ref_is_an_id(self) -> BudgetIn:
+        ref = self.scope_ref
+        if self.scope == "api_key" and not (ref.isascii() and ref.isdigit() and 1 <= int(ref) <= MAX_BIGINT):
+            raise ValueError("scope_ref must be the id of one of this account's API keys")
+        return self
+
 
 class BudgetUpdate(Request):
-    name: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    name: Name | None = None
     limit_credits: NonNegativeCredits | None = None
 
 
@@ -148,14 +150,14 @@ class BudgetOut(BaseModel):
 
 class GrantIn(Request):
     amount_credits: PositiveCredits
-    expires_at: AwareDatetime | None = None
+    expires_at: Instant | None = None
     reason: Description | None = None
 
 
 class AdjustmentIn(Request):
-    # Positive adds a lot; negative draws like a spend.
+    # Positive adds a lot; negative draws like a spend (zero is no adjustment).
     amount_credits: SignedCredits
-    reason: Annotated[str, Field(min_length=1, max_length=500)]
+    reason: Annotated[Text, Field(min_length=1, max_length=500)]
 
 
 class MintOut(BaseModel):
@@ -171,6 +173,12 @@ class ViolationOut(BaseModel):
     invariant: str
     subject: str
     detail: str
+
+
+LotPage = Page[LotOut]
+TransactionPage = Page[TransactionOut]
+BudgetPage = Page[BudgetOut]
+AccountPage = Page[AccountOut]
 
 
 class InvariantReport(BaseModel):

@@ -22,6 +22,7 @@ from services.ledger.common import (
     plan_draws,
     require_amount,
 )
+from services.ledger.minting import adjustment_key
 from services.ledger.models import MovementKind, TransactionKind
 from services.ledger.system_accounts import SystemAccount
 
@@ -103,7 +104,8 @@ def debit_adjustment(
     actor: str,
     now: datetime | None = None,
 ) -> SpendResult:
-    """An admin's negative correction, drawn like a spend into the adjustments account (no budget counts it)."""
+    """An admin's negative correction, drawn like a spend into the adjustments account (no budget counts it). Its
+    key shares one space with the positive corrections' (a key used for +13 is refused for -13)."""
     require_amount(amount_credits)
     if not reason.strip():
         raise InvalidRequest("an adjustment needs a reason")
@@ -111,7 +113,7 @@ def debit_adjustment(
         session,
         account_id=account_id,
         amount_credits=amount_credits,
-        key=f"adjustment:{account_id}:{idempotency_key}",
+        key=adjustment_key(account_id, idempotency_key),
         request_hash=fingerprint(credits=-amount_credits, reason=reason),
         kind=TransactionKind.ADJUSTMENT,
         movement_kind=MovementKind.ADJUSTMENT,

@@ -12,7 +12,8 @@ from sqlmodel import Session
 
 from chain.addresses import checksum
 from services.api.deps import AdminKey, CustomerKey, SessionDep, SettingsDep
-from services.api.pages import Page, page_of
+from services.api.pages import Cursor, Page, composite_cursor, id_cursor, page_of, parse_composite_cursor
+from services.api.types import MAX_BIGINT, Id
 from services.core.errors import NotFound
 from services.core.logs import secrets_of
 from services.core.settings import Settings
@@ -40,10 +41,11 @@ def _account(principal: CustomerKey) -> int:
 
 
 @router.get("/chains")
-def list_chains(settings: SettingsDep, _principal: CustomerKey) -> list[ChainOut]:
+def list_chains(settings: SettingsDep, _principal: CustomerKey) -> Page[ChainOut]:
+    """The configured chains (one page: there are as many as the configuration names)."""
     if not settings.usdc_xpub:
-        return []
-    return [
+        return Page[ChainOut](data=[], has_more=False)
+    chains = [
         ChainOut(
             chain_id=c.chain_id,
             name=c.name or f"chain {c.chain_id}",
@@ -54,6 +56,7 @@ def list_chains(settings: SettingsDep, _principal: CustomerKey) -> list[ChainOut
         )
         for c in settings.usdc_chains
     ]
+    return Page[ChainOut](data=chains, has_more=False)
 
 
 @router.get("/deposit-address")
@@ -61,8 +64,8 @@ def deposit_address(
     session: SessionDep,
     settings: SettingsDep,
     principal: CustomerKey,
-    chain_id: Annotated[int, Query(gt=0)],
-    amount_usdc_units: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
+    chain_id: Annotated[int, Query(gt=0, le=MAX_BIGINT)],
+    amount_usdc_units: Annotated[int, Query(ge=0, le=MAX_BIGINT)] = 0,
 ) -> DepositAddressOut:
     view = ensure_deposit_address(
         session, settings, account_id=_account(principal), chain_id=chain_id, amount_usdc_units=amount_usdc_units
@@ -75,11 +78,18 @@ def list_deposits(
     session: SessionDep,
     settings: SettingsDep,
     principal: CustomerKey,
+    cursor: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-) -> list[DepositOut]:
+) -> Page[DepositOut]:
+    """The account's deposits on every chain, newest first, with their confirmations so far."""
+    before, before_id = None, None
+    if cursor is not None:
+        before, (raw_id,) = parse_composite_cursor(cursor, 1)
+        before_id = id_cursor(raw_id)
     out = []
     heads = ChainHeads(session)
-    for row in repo.account_deposits(session, _account(principal), limit):
+    rows = repo.account_deposits(session, _account(principal), limit + 1, before=before, before_id=before_id)
+    for row in rows:
         required = next((c.confirmations for c in settings.usdc_chains if c.chain_id == row.chain_id), 0)
         out.append(
             DepositOut(
@@ -99,7 +109,7 @@ def list_deposits(
                 set_aside_reason=row.set_aside_reason,
             )
         )
-    return out
+    return page_of(out, limit, lambda deposit: composite_cursor(deposit.observed_at, deposit.id))
 
 
 # --- admins ------------------------------------------------------------------------------------------------
@@ -123,7 +133,7 @@ def list_chain_statuses(session: SessionDep, settings: SettingsDep, _admin: Admi
 
 
 @admin_router.get("/usdc/chains/{chain_id}")
-def get_chain_status(chain_id: int, session: SessionDep, settings: SettingsDep, _admin: AdminKey) -> ChainStatusOut:
+def get_chain_status(chain_id: Id, session: SessionDep, settings: SettingsDep, _admin: AdminKey) -> ChainStatusOut:
     found = next((view for view in _chain_statuses(session, settings) if view.chain_id == chain_id), None)
     if found is None:
         raise ChainNotFound(f"chain {chain_id} is neither configured nor known", chain_id=chain_id)
@@ -131,7 +141,7 @@ def get_chain_status(chain_id: int, session: SessionDep, settings: SettingsDep, 
 
 
 @admin_router.get("/accounts/{account_id}/usdc/addresses")
-def list_account_addresses(account_id: int, session: SessionDep, _admin: AdminKey) -> Page[AdminDepositAddressOut]:
+def list_account_addresses(account_id: Id, session: SessionDep, _admin: AdminKey) -> Page[AdminDepositAddressOut]:
     """The account's deposit addresses (one per chain it asked for), with the carry on each."""
     require_customer_account(session, account_id)
     rows = status.account_addresses(session, account_id)
@@ -141,14 +151,14 @@ def list_account_addresses(account_id: int, session: SessionDep, _admin: AdminKe
 
 @admin_router.get("/accounts/{account_id}/usdc/deposits")
 def list_account_deposits(
-    account_id: int,
+    account_id: Id,
     session: SessionDep,
     _admin: AdminKey,
-    cursor: Annotated[str | None, Query(pattern=r"^[1-9][0-9]{0,18}$")] = None,
+    cursor: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> Page[AdminDepositOut]:
     """The account's deposits of every status, newest first; page on with ``cursor=<next_cursor>``."""
     require_customer_account(session, account_id)
-    rows = status.account_deposits_page(session, account_id, limit + 1, int(cursor) if cursor else None)
+    rows = status.account_deposits_page(session, account_id, limit + 1, id_cursor(cursor))
     data = [AdminDepositOut.model_validate(row, from_attributes=True) for row in rows]
     return page_of(data, limit, lambda deposit: deposit.id)

@@ -7,6 +7,7 @@ from dataclasses import asdict
 from fastapi import APIRouter
 
 from services.api.deps import AdminKey, SessionDep, SettingsDep
+from services.api.pages import Page
 from services.core.errors import NotFound
 from services.worker import health
 from services.worker.registry import default_jobs
@@ -20,9 +21,11 @@ class JobNotFound(NotFound):
 
 
 @router.get("")
-def list_jobs(session: SessionDep, settings: SettingsDep, _admin: AdminKey) -> list[JobHealthOut]:
-    """Every job's health: last start, last success, last error and its message, items processed."""
-    return [JobHealthOut(**asdict(view)) for view in health.list_job_health(session, default_jobs(settings))]
+def list_jobs(session: SessionDep, settings: SettingsDep, _admin: AdminKey) -> Page[JobHealthOut]:
+    """Every job's health: last start, last success, last error and its message, items processed (one page: there
+    are as many as the worker registers)."""
+    views = health.list_job_health(session, default_jobs(settings))
+    return Page[JobHealthOut](data=[JobHealthOut(**asdict(view)) for view in views], has_more=False)
 
 
 @router.get("/{job}")

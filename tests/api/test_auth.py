@@ -47,7 +47,7 @@ def test_key_is_shown_once_and_stored_hashed(api: Api) -> None:
     )
     assert issued.status_code == 201
     secret = issued.json()["key"]
-    listed = api.client.get("/v1/admin/api-keys", headers=api.admin).json()
+    listed = api.client.get("/v1/admin/api-keys", headers=api.admin).json()["data"]
     assert all("key" not in row for row in listed)
     assert secret not in str(api.snapshot())
     from sqlalchemy import text

@@ -20,7 +20,7 @@ def test_balance_lots_and_transactions(api: Api) -> None:
         assert response.status_code == 201
     first = api.client.get("/v1/transactions?limit=2", headers=customer.headers).json()
     assert [t["amount_credits"] for t in first["data"]] == [-100, -100]
-    rest = api.client.get(f"/v1/transactions?limit=2&before={first['next_before']}", headers=customer.headers).json()
+    rest = api.client.get(f"/v1/transactions?limit=2&cursor={first['next_cursor']}", headers=customer.headers).json()
     assert [t["kind"] for t in rest["data"]] == ["spend", "mint"]
     spends = api.client.get("/v1/transactions?kind=spend", headers=customer.headers).json()["data"]
     assert len(spends) == 3
@@ -98,7 +98,7 @@ def test_budget_crud_and_enforcement(api: Api) -> None:
         headers={**customer.headers, "Idempotency-Key": "b3"},
     )
     assert other_project.status_code == 201
-    listed = api.client.get("/v1/budgets", headers=customer.headers).json()
+    listed = api.client.get("/v1/budgets", headers=customer.headers).json()["data"]
     assert listed[0]["used_credits"] == 200
     patched = api.client.patch(f"/v1/budgets/{budget_id}", json={"limit_credits": 500}, headers=customer.headers)
     assert patched.json()["limit_credits"] == 500

@@ -34,3 +34,18 @@ def test_every_api_call_of_the_page_exists(api: Api) -> None:
         assert path in paths, f"the page calls {path}, which the API does not have"
     assert "/v1/card/purchases/{purchase_id}/confirm" in paths
     assert "/v1/usdc/deposit-address" in paths
+
+
+def test_the_page_reads_every_list_from_its_page_envelope(api: Api) -> None:
+    schema = api.client.get("/openapi.json").json()
+    script = PAGE.read_text()
+    calls = re.findall(r'const (\w+) = await api\("(/v1/[a-z0-9/_-]*[a-z0-9_-])"\);', script)
+    lists = []
+    for name, path in calls:
+        ok = schema["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+        shape = schema["components"]["schemas"][ok["$ref"].rsplit("/", 1)[1]]
+        if "has_more" in shape["properties"]:
+            lists.append(path)
+            assert f"{name}.data" in script, f"the page reads {path} as something other than a page"
+            assert not re.search(rf"\b{name}\.(length|map|forEach)\b|of {name}\)", script), path
+    assert {"/v1/lots", "/v1/purchases", "/v1/transactions", "/v1/usdc/chains"} <= set(lists)

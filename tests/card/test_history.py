@@ -49,14 +49,10 @@ def test_history_pages_backwards(card: Card) -> None:
     while True:
         page = card.client.get("/v1/purchases", params=params, headers=customer.headers).json()
         seen += [item["id"] for item in page["data"]]
-        if page["next_before"] is None:
+        if not page["has_more"]:
+            assert page["next_cursor"] is None
             break
-        params = {
-            "limit": 2,
-            "before": page["next_before"],
-            "before_rail": page["next_before_rail"],
-            "before_id": page["next_before_id"],
-        }
+        params = {"limit": 2, "cursor": page["next_cursor"]}
     assert seen == list(reversed(ids))
 
 

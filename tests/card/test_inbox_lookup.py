@@ -59,7 +59,7 @@ def test_failed_events_are_listed_with_their_reason_page_by_page(card: Card) -> 
     events = _unreadable_events(card)
     finance = card.key("finance")
 
-    first = card.client.get("/v1/admin/card/events", params={"status": "failed", "limit": 2}, headers=finance)
+    first = card.client.get("/v1/admin/card/webhook-events", params={"status": "failed", "limit": 2}, headers=finance)
     assert first.status_code == 200, first.text
     page = first.json()
     assert set(page) == {"data", "has_more", "next_cursor"}
@@ -70,19 +70,21 @@ def test_failed_events_are_listed_with_their_reason_page_by_page(card: Card) -> 
     assert page["data"][0]["next_attempt_at"] is None
 
     second = card.client.get(
-        "/v1/admin/card/events", params={"status": "failed", "limit": 2, "cursor": page["next_cursor"]}, headers=finance
+        "/v1/admin/card/webhook-events",
+        params={"status": "failed", "limit": 2, "cursor": page["next_cursor"]},
+        headers=finance,
     ).json()
     assert [item["event_id"] for item in second["data"]] == [events[2]["id"]]
     assert (second["has_more"], second["next_cursor"]) == (False, None)
 
-    everything = card.client.get("/v1/admin/card/events", headers=finance).json()
+    everything = card.client.get("/v1/admin/card/webhook-events", headers=finance).json()
     assert len(everything["data"]) == 4
     assert everything["has_more"] is False
 
 
 def test_the_event_list_refuses_an_unknown_status_or_cursor(card: Card) -> None:
     for params in ({"status": "exploded"}, {"cursor": "abc"}, {"cursor": "-1"}, {"limit": 0}):
-        response = card.client.get("/v1/admin/card/events", params=params, headers=card.admin)
+        response = card.client.get("/v1/admin/card/webhook-events", params=params, headers=card.admin)
         assert response.status_code == 422, (params, response.text)
         assert response.json()["error"]["code"] == "invalid_request"
 
@@ -93,7 +95,7 @@ def test_an_event_is_looked_up_by_its_stripe_id_with_the_purchase_it_touched(car
     session = card.complete(purchase)
     [completed] = [e for e in card.stripe.events if e["data"]["object"]["id"] == session["id"]]
 
-    response = card.client.get(f"/v1/admin/card/events/{completed['id']}", headers=card.key("finance"))
+    response = card.client.get(f"/v1/admin/card/webhook-events/{completed['id']}", headers=card.key("finance"))
 
     assert response.status_code == 200, response.text
     found = response.json()
@@ -132,12 +134,12 @@ def test_events_processed_in_a_batch_name_the_purchase_they_touched(card: Card) 
 
 
 def test_an_unknown_event_id_is_a_404_and_the_lookup_needs_the_finance_role(card: Card) -> None:
-    missing = card.client.get("/v1/admin/card/events/evt_nope", headers=card.admin)
+    missing = card.client.get("/v1/admin/card/webhook-events/evt_nope", headers=card.admin)
     assert missing.status_code == 404
     assert missing.json()["error"]["code"] == "webhook_event_not_found"
-    assert card.client.get("/v1/admin/card/events/evt_nope", headers=card.customer().headers).status_code == 403
-    assert card.client.get("/v1/admin/card/events/evt_nope").status_code == 401
-    assert card.client.get("/v1/admin/card/events", headers=card.customer("b").headers).status_code == 403
+    assert card.client.get("/v1/admin/card/webhook-events/evt_nope", headers=card.customer().headers).status_code == 403
+    assert card.client.get("/v1/admin/card/webhook-events/evt_nope").status_code == 401
+    assert card.client.get("/v1/admin/card/webhook-events", headers=card.customer("b").headers).status_code == 403
 
 
 def test_an_unreadable_event_is_failed_as_it_is_stored_even_with_no_processing_in_the_api(

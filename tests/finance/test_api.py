@@ -60,11 +60,12 @@ def test_the_queue_is_listed_paged_and_resolved(card: Card) -> None:
     first = card.client.get("/v1/finance/exceptions?status=open&limit=1", headers=finance)
     assert first.status_code == 200
     page = first.json()
-    assert len(page["items"]) == 1
-    assert page["next_after_id"] == page["items"][0]["id"]
-    rest = card.client.get(f"/v1/finance/exceptions?status=open&after_id={page['next_after_id']}", headers=finance)
-    assert rest.json()["next_after_id"] is None
-    everything = [*page["items"], *rest.json()["items"]]
+    assert len(page["data"]) == 1
+    assert page["has_more"] is True
+    assert page["next_cursor"] == str(page["data"][0]["id"])
+    rest = card.client.get(f"/v1/finance/exceptions?status=open&cursor={page['next_cursor']}", headers=finance)
+    assert (rest.json()["has_more"], rest.json()["next_cursor"]) == (False, None)
+    everything = [*page["data"], *rest.json()["data"]]
     by_kind = {e["kind"]: e for e in everything}
     assert set(by_kind) == {"reconciliation_missing_in_ledger", "reconciliation_missing_externally"}
 
@@ -105,7 +106,7 @@ def test_bad_resolutions_are_refused_and_change_nothing(
     finance = card.key("finance")
     ghost = next(
         e
-        for e in card.client.get("/v1/finance/exceptions", headers=finance).json()["items"]
+        for e in card.client.get("/v1/finance/exceptions", headers=finance).json()["data"]
         if e["kind"] == "reconciliation_missing_externally"
     )
     before = card.snapshot()
@@ -126,12 +127,12 @@ def test_unknown_ids_are_404(card: Card) -> None:
 def test_run_items_as_json_and_csv(card: Card) -> None:
     run_id = _discrepancies(card)
     finance = card.key("finance")
-    runs = card.client.get("/v1/finance/reconciliations?rail=card", headers=finance).json()
+    runs = card.client.get("/v1/finance/reconciliations?rail=card", headers=finance).json()["data"]
     assert [(r["id"], r["matched"], r["missing_in_ledger"], r["missing_externally"]) for r in runs] == [
         (run_id, 1, 1, 1)
     ]
     page = card.client.get(f"/v1/finance/reconciliations/{run_id}/items?category=matched", headers=finance).json()
-    assert [item["external_ref"] for item in page["items"]] == ["txn_ok"]
+    assert [item["external_ref"] for item in page["data"]] == ["txn_ok"]
     response = card.client.get(f"/v1/finance/reconciliations/{run_id}/items?format=csv", headers=finance)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/csv")

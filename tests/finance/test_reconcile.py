@@ -39,13 +39,13 @@ def test_reconciling_the_card_rail_on_demand(card: Card) -> None:
     card.stripe.fail("GET", "/v1/balance_transactions", "500", times=2)
     failed = card.client.post("/v1/finance/reconciliations", json=body, headers=finance)
     assert failed.status_code == 502, failed.text
-    runs = card.client.get("/v1/finance/reconciliations", headers=finance).json()
+    runs = card.client.get("/v1/finance/reconciliations", headers=finance).json()["data"]
     assert [(run["status"], run["matched"]) for run in runs] == [("failed", 0)]
     assert runs[0]["last_error"]
 
     done = card.client.post("/v1/finance/reconciliations", json=body, headers=finance)
     assert done.status_code == 200, done.text
-    (run,) = done.json()
+    (run,) = done.json()["data"]
     assert (run["status"], run["attempts"], run["matched"], run["missing_in_ledger"], run["missing_externally"]) == (
         "complete",
         2,
@@ -63,7 +63,7 @@ def test_reconciling_the_card_rail_on_demand(card: Card) -> None:
     assert report["external"]["card"]["gross_cents"] == 1_000 + 1_500
 
     # Running it again changes nothing and raises nothing twice.
-    again = card.client.post("/v1/finance/reconciliations", json=body, headers=finance).json()
+    again = card.client.post("/v1/finance/reconciliations", json=body, headers=finance).json()["data"]
     assert (again[0]["id"], again[0]["matched"], again[0]["missing_in_ledger"]) == (run["id"], 1, 1)
     with unit_of_work(card.engine) as s:
         assert len(list_exceptions(s, "open")) == 1

@@ -32,7 +32,7 @@ from services.ledger.clawback import clawback
 from services.ledger.expiry import expire_lots
 from services.ledger.holds import capture_hold, create_hold, expire_holds, release_hold
 from services.ledger.invariants import check_invariants
-from services.ledger.minting import grant, mint
+from services.ledger.minting import credit_adjustment, grant, mint
 from services.ledger.models import Rail
 from services.ledger.spending import debit_adjustment, spend
 from services.ledger.system_accounts import SystemAccount
@@ -102,7 +102,7 @@ class Ledger:
         found = asdict(result)
         if op[0] == "hold" and not found["replayed"]:
             self.holds.append((found["id"], found["account_id"]))
-        if op[0] in ("mint", "grant") and not found["replayed"]:
+        if op[0] in ("mint", "grant", "grant_again", "credit") and not found["replayed"]:
             self.lots.append(found["lot_id"])
         return (op[0], found)
 
@@ -174,9 +174,33 @@ class Ledger:
             session,
             account_id=self.accounts[account],
             amount_credits=credits,
-            idempotency_key=f"debit-{key}",
+            idempotency_key=f"adjust-{key}",
             reason="correction",
             actor="admin",
+            now=self.now,
+        )
+
+    def do_credit(self, session: Any, account: int, credits: int, key: int) -> Any:
+        """A positive adjustment, in the same key space as the negative ones (``do_debit``)."""
+        return credit_adjustment(
+            session,
+            account_id=self.accounts[account],
+            amount_credits=credits,
+            idempotency_key=f"adjust-{key}",
+            reason="correction",
+            actor="admin",
+            now=self.now,
+        )
+
+    def do_grant_again(self, session: Any, account: int, key: int, lifetime_s: int) -> Any:
+        """A grant under a key of its own, asked again with the same or another expiry."""
+        return grant(
+            session,
+            account_id=self.accounts[account],
+            amount_credits=25,
+            idempotency_key=f"regrant-{key}",
+            expires_at=T0 + timedelta(seconds=lifetime_s),
+            reason="promotion",
             now=self.now,
         )
 
@@ -268,6 +292,8 @@ operations = st.one_of(
     st.tuples(st.just("grant"), accounts, st.integers(1, 200), st.integers(60, 30 * 86_400)),
     st.tuples(st.just("spend"), accounts, credits, keys, tags),
     st.tuples(st.just("debit"), accounts, credits, keys),
+    st.tuples(st.just("credit"), accounts, credits, keys),
+    st.tuples(st.just("grant_again"), accounts, st.integers(0, 2), st.sampled_from([86_400, 2 * 86_400])),
     st.tuples(st.just("hold"), accounts, credits, keys, tags, st.integers(1, 3_600)),
     st.tuples(st.just("capture"), picks, credits, owners),
     st.tuples(st.just("release"), picks, owners),
@@ -318,6 +344,12 @@ def test_a_mixed_day_gives_the_same_results_and_rows_on_both_paths(pg_engine, re
         ("mint", 0, 500),
         ("debit", 0, 5, 1),
         ("debit", 0, 5, 1),  # replayed
+        ("credit", 0, 5, 1),  # the same key for the other sign
+        ("credit", 0, 7, 2),
+        ("debit", 0, 7, 2),  # the same key for the other sign
+        ("grant_again", 1, 0, 86_400),
+        ("grant_again", 1, 0, 86_400),  # replayed
+        ("grant_again", 1, 0, 2 * 86_400),  # the key reused with another expiry
         ("mint_again", 0, True),  # replayed
         ("mint_again", 0, False),  # the reference reused
         ("expire_lots",),
@@ -334,6 +366,9 @@ def test_a_mixed_day_gives_the_same_results_and_rows_on_both_paths(pg_engine, re
         ("capture", "capture_exceeds_hold"),
         ("capture", "hold_not_found"),
         ("release", "hold_expired"),
+        ("credit", "idempotency_key_reused"),
+        ("debit", "idempotency_key_reused"),
+        ("grant_again", "idempotency_key_reused"),
         ("mint_again", "idempotency_key_reused"),
     ]
     replayed = [
@@ -341,7 +376,7 @@ def test_a_mixed_day_gives_the_same_results_and_rows_on_both_paths(pg_engine, re
         for op, outcome in zip(ops, fast, strict=True)
         if isinstance(outcome[1], dict) and outcome[1].get("replayed")
     ]
-    assert replayed == ["hold", "spend", "debit", "mint_again"]
+    assert replayed == ["hold", "spend", "debit", "grant_again", "mint_again"]
 
 
 def test_draws_beyond_the_first_pages_of_lots_give_the_same_results_and_rows_on_both_paths(

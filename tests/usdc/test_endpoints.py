@@ -88,7 +88,7 @@ def test_the_deposit_address_is_the_xpub_address_at_the_account_index_with_an_ei
 def test_chains_and_refusals(api: UsdcApi, engine: Engine, token: LocalToken) -> None:
     chains = api.client.get("/v1/usdc/chains", headers=api.headers)
     assert chains.status_code == 200
-    assert chains.json() == [
+    assert chains.json()["data"] == [
         {
             "chain_id": CHAIN_ID,
             "name": "anvil",
@@ -110,7 +110,7 @@ def test_chains_and_refusals(api: UsdcApi, engine: Engine, token: LocalToken) ->
         refused = client.get("/v1/usdc/deposit-address", params={"chain_id": CHAIN_ID}, headers=api.headers)
         assert refused.status_code == 409
         assert refused.json()["error"]["code"] == "usdc_rail_off"
-        assert client.get("/v1/usdc/chains", headers=api.headers).json() == []
+        assert client.get("/v1/usdc/chains", headers=api.headers).json()["data"] == []
 
 
 def test_deposits_show_their_confirmations_while_pending_and_then_credited(
@@ -125,10 +125,10 @@ def test_deposits_show_their_confirmations_while_pending_and_then_credited(
     def listed() -> dict[str, object]:
         response = api.client.get("/v1/usdc/deposits", headers=api.headers)
         assert response.status_code == 200, response.text
-        [deposit] = response.json()
+        [deposit] = response.json()["data"]
         return dict(deposit)
 
-    assert api.client.get("/v1/usdc/deposits", headers=api.headers).json() == []
+    assert api.client.get("/v1/usdc/deposits", headers=api.headers).json()["data"] == []
     rail.settle(rpc)
     first = listed()
     assert (first["status"], first["confirmations"], first["confirmations_required"]) == ("observed", 0, 3)
@@ -149,7 +149,7 @@ def test_deposits_show_their_confirmations_while_pending_and_then_credited(
     assert balance.json()["total_credits"] == 250
 
     _other_id, other_headers = customer_with_key(rail.engine, "other")
-    assert api.client.get("/v1/usdc/deposits", headers=other_headers).json() == [], "one's own deposits only"
+    assert api.client.get("/v1/usdc/deposits", headers=other_headers).json()["data"] == [], "one's own deposits only"
     rail.assert_invariants()
 
 

@@ -87,7 +87,7 @@ def test_admins_read_job_health_over_http(engine: Engine, client) -> None:
 
     listed = test_client.get("/v1/admin/jobs", headers=admin)
     assert listed.status_code == 200
-    body = {job["job"]: job for job in listed.json()}
+    body = {job["job"]: job for job in listed.json()["data"]}
     assert body["ledger.expire_lots"]["status"] == "ok"
     assert body["ledger.expire_lots"]["last_items"] == 3
     assert body["ledger.expire_lots"]["batch_size"] == 7

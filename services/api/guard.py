@@ -1,0 +1,236 @@
+"""The request guard: what every HTTP request passes before the app reads a byte of its body.
+
+1. Authentication first. A route that needs an API key (any of its dependencies authenticates) gets the key checked
+   here, in a short unit of work of its own, before the body is read: an unauthenticated caller is answered 401
+   whatever it sends, and never makes the server read, buffer or parse a body. The principal found is left in the
+   request's scope for the endpoint's dependencies (``services.api.deps``), so the key is looked up once.
+2. A size cap on every body (``api_max_body_bytes``): a declared ``Content-Length`` above it is refused at once; a
+   body of unknown length (chunked) is counted while it is read and cut at the cap. Either way 413.
+3. A JSON body FastAPI will parse (a route with a body, a JSON content type or none) must be UTF-8 and nested no
+   deeper than ``api_max_json_depth``, checked on the raw bytes before ``json.loads`` sees them: the decoder
+   recurses once per level, and a deep enough document overflows the C stack (a dependency raises Python's
+   recursion limit far above what the stack holds, so no RecursionError comes first). 422 ``malformed_json`` or
+   ``json_too_deep``.
+
+The body read here is handed to the app unchanged; the Stripe webhook keeps its own, smaller cap.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.api.errors import error_body
+from services.api.routes import api_routes
+from services.apikeys.service import Principal, authenticate
+from services.core.db import unit_of_work
+from services.core.errors import CreditrailError
+
+PRINCIPAL_SCOPE_KEY = "creditrail.principal"
+
+# A complete JSON string (escapes included): its brackets are text, not structure.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"')
+_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
+_OPENERS = frozenset(b"[{")
+
+
+def json_depth_exceeds(body: bytes, max_depth: int) -> bool:
+    """Whether the JSON text ``body`` nests arrays and objects deeper than ``max_depth``, from a scan of its bytes
+    (brackets inside strings are not counted; an unterminated string counts what follows it, which only errs
+    towards refusing a document that is malformed anyway)."""
+    if body.count(b"[") + body.count(b"{") <= max_depth:
+        return False
+    brackets = _JSON_STRING.sub(b"", body).translate(None, delete=_NOT_BRACKETS)
+    depth = 0
+    for char in brackets:
+        if char in _OPENERS:
+            depth += 1
+            if depth > max_depth:
+                return True
+        else:
+            depth -= 1
+            if depth < 0:  # a stray closer: the decoder stops there without recursing
+                return False
+    return False
+
+
+def _is_json(content_type: str | None) -> bool:
+    """Whether FastAPI would parse a body of this content type as JSON (it does when there is none)."""
+    if not content_type:
+        return True
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+def route_needs_key(route: APIRoute) -> bool:
+    """Whether any of the route's dependencies authenticates an API key."""
+    from services.api.deps import AUTHENTICATING_DEPENDENCIES
+
+    stack = [route.dependant]
+    while stack:
+        dependant = stack.pop()
+        if dependant.call in AUTHENTICATING_DEPENDENCIES:
+            return True
+        stack.extend(dependant.dependencies)
+    return False
+
+
+def api_key_of(headers: dict[str, str]) -> str | None:
+    """The API key a request carries (``X-Api-Key``, or ``Authorization: Bearer <key>``)."""
+    if x_api_key := headers.get("x-api-key"):
+        return x_api_key
+    authorization = headers.get("authorization")
+    if authorization and authorization.lower().startswith("bearer "):
+        return authorization[7:].strip()
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Policy:
+    # Whether the route authenticates an API key, and whether FastAPI parses its body as JSON (a route that reads
+    # its body itself, like Stripe's webhook, checks it its own way).
+    needs_key: bool
+    parses_json: bool
+
+
+_NO_ROUTE = _Policy(needs_key=False, parses_json=False)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class _Disconnected(Exception):
+    pass
+
+
+class RequestGuard:
+    """Pure ASGI middleware; see the module's docstring."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_json_depth: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.max_json_depth = max_json_depth
+        self._policies: dict[int, _Policy] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+        policy = self._policy(scope)
+        if policy.needs_key:
+            try:
+                scope[PRINCIPAL_SCOPE_KEY] = await run_in_threadpool(self._authenticate, scope, headers)
+            except CreditrailError as exc:
+                await self._refuse(scope, receive, send, exc.status_code, exc.code, exc.message, exc.details)
+                return
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            await self._too_large(scope, receive, send)
+            return
+        try:
+            body = await self._read_body(receive)
+        except _BodyTooLarge:
+            await self._too_large(scope, receive, send)
+            return
+        except _Disconnected:
+            return
+        if body and policy.parses_json and _is_json(headers.get("content-type")):
+            try:
+                body.decode("utf-8")
+            except UnicodeDecodeError:
+                await self._refuse(scope, receive, send, 422, "malformed_json", "the request body is not UTF-8")
+                return
+            if json_depth_exceeds(body, self.max_json_depth):
+                await self._refuse(
+                    scope,
+                    receive,
+                    send,
+                    422,
+                    "json_too_deep",
+                    f"the request body nests deeper than {self.max_json_depth} levels",
+                    {"max_depth": self.max_json_depth},
+                )
+                return
+        await self.app(scope, _replay(body, receive), send)
+
+    def _policy(self, scope: Scope) -> _Policy:
+        app = scope.get("app")
+        if app is None:
+            return _NO_ROUTE
+        path, method = scope["path"], scope["method"]
+        for entry in api_routes(app):
+            if method in entry.methods and entry.matches_path(path):
+                policy = self._policies.get(id(entry.route))
+                if policy is None:
+                    policy = _Policy(route_needs_key(entry.route), entry.route.body_field is not None)
+                    self._policies[id(entry.route)] = policy
+                return policy
+        return _NO_ROUTE
+
+    @staticmethod
+    def _authenticate(scope: Scope, headers: dict[str, str]) -> Principal:
+        with unit_of_work(scope["app"].state.engine) as session:
+            return authenticate(session, api_key_of(headers))
+
+    async def _read_body(self, receive: Receive) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Disconnected
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise _BodyTooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._refuse(
+            scope,
+            receive,
+            send,
+            413,
+            "payload_too_large",
+            f"a request body is at most {self.max_body_bytes} bytes",
+            {"max_bytes": self.max_body_bytes},
+        )
+
+    @staticmethod
+    async def _refuse(
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        status: int,
+        code: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        response_headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        # The body was not (all) read: the server closes the connection after this answer.
+        response = JSONResponse(error_body(code, message, details), status_code=status, headers=response_headers)
+        await response(scope, receive, send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands over the body already read, then listens to the client as before."""
+    pending = True
+
+    async def replayed() -> Message:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
