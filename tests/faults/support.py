@@ -36,11 +36,14 @@ from scripts.benchdb import PrivateServer, ensure_database
 from services.apikeys.service import issue_key
 from services.core.db import make_engine, unit_of_work
 from services.core.migrate import upgrade
+from services.core.money import usdc_units_to_credits
 from services.core.settings import ChainSettings, Settings
 from services.dev import dev_xpub
 from services.ledger.accounts import create_customer_account
+from services.ledger.balance import get_balance
 from services.ledger.invariants import check_invariants
 from services.ledger.minting import grant
+from services.ledger.system_accounts import SystemAccount
 from services.usdc.addresses import ensure_deposit_address
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -455,3 +458,77 @@ def post_until_answered(
         if time.monotonic() > deadline:
             raise AssertionError(f"{path} still failing after {timeout:g} s: {failure}")
         time.sleep(0.05)  # a client's pause before it tries again
+
+
+# --- what the load did, and checking it was applied once ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Spent:
+    account_id: int
+    key: str
+    amount_credits: int
+    transaction_id: int
+
+
+@dataclass(frozen=True)
+class Deposited:
+    account_id: int
+    reference: str
+    amount_usdc_units: int
+
+
+def spend(
+    client: httpx.Client, progress: Progress, customer: Customer, key: str, amount_credits: int, *, replay: bool
+) -> tuple[Spent, int | None]:
+    """A charge over HTTP, retried with its key until answered; with ``replay``, sent once more after its answer
+    (the transaction id the replay named, which must be the same)."""
+    headers = customer.headers | {"Idempotency-Key": key}
+    body = {"amount_credits": amount_credits}
+    progress.add("spend_attempts")
+    response = post_until_answered(client, "/v1/charges", progress, headers=headers, json_body=body)
+    assert response.status_code == 201, response.text
+    spent = Spent(customer.account_id, key, amount_credits, response.json()["transaction_id"])
+    progress.add("spends")
+    if not replay:
+        return spent, None
+    again = post_until_answered(client, "/v1/charges", progress, headers=headers, json_body=body)
+    assert again.status_code == 201, again.text
+    assert again.json()["replayed"] is True, again.text
+    return spent, int(again.json()["transaction_id"])
+
+
+def assert_spent_once(stack: FaultStack, spent: list[Spent]) -> None:
+    """Every spend is one journal transaction under its key (the one its client was told of), and nothing else was
+    spent: usage revenue holds exactly their sum."""
+    with stack.engine.connect() as conn:
+        spends: dict[str, int] = dict(
+            conn.execute(text("SELECT idempotency_key, id FROM ledger_transactions WHERE kind = 'spend'")).all()
+        )
+        revenue = conn.execute(
+            text("SELECT coalesce(sum(amount_credits), 0) FROM ledger_entries WHERE account_id = :revenue"),
+            {"revenue": SystemAccount.REVENUE_USAGE},
+        ).scalar_one()
+    assert spends == {f"spend:{s.account_id}:{s.key}": s.transaction_id for s in spent}
+    assert revenue == sum(s.amount_credits for s in spent)
+
+
+def assert_deposited_once(stack: FaultStack, deposited: list[Deposited]) -> None:
+    """Every deposit credited: one lot under its chain reference, for what it carried; no other USDC lot."""
+    assert scalar(stack.engine, "SELECT count(*) FROM usdc_deposits WHERE status <> 'credited'") == 0
+    assert stack.lots_by_reference("usdc") == {d.reference: 1 for d in deposited}
+    with stack.engine.connect() as conn:
+        lot_credits: dict[str, int] = dict(
+            conn.execute(text("SELECT external_ref, credits FROM lots WHERE rail = 'usdc'")).all()
+        )
+    assert lot_credits == {d.reference: usdc_units_to_credits(d.amount_usdc_units)[0] for d in deposited}
+
+
+def assert_balances(stack: FaultStack, expected_credits: dict[int, int]) -> None:
+    """Each customer holds what it was expected to (nothing reserved, no debt)."""
+    with unit_of_work(stack.engine) as session:
+        found = {}
+        for account_id in expected_credits:
+            balance = get_balance(session, account_id)
+            found[account_id] = (balance.available_credits, balance.reserved_credits, balance.debt_credits)
+    assert found == {account_id: (credits, 0, 0) for account_id, credits in expected_credits.items()}

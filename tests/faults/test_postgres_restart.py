@@ -11,24 +11,24 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass
 from functools import partial
 
 import httpx
-from sqlalchemy import text
 
 from services.core.clock import utcnow
-from services.core.db import unit_of_work
 from services.core.money import usdc_units_to_credits
-from services.ledger.balance import get_balance
-from services.ledger.system_accounts import SystemAccount
 from tests.faults.support import (
     ApiProcess,
     Customer,
+    Deposited,
     FaultStack,
     Progress,
-    post_until_answered,
+    Spent,
+    assert_balances,
+    assert_deposited_once,
+    assert_spent_once,
     scalar,
+    spend,
     wait_for,
 )
 
@@ -40,21 +40,6 @@ SPENDS_PER_CLIENT = 120
 SPENDS = SPEND_CLIENTS * SPENDS_PER_CLIENT
 DEPOSITS = 24
 GRANTED_CREDITS = 1_000_000
-
-
-@dataclass(frozen=True)
-class Spent:
-    account_id: int
-    key: str
-    amount_credits: int
-    transaction_id: int
-
-
-@dataclass(frozen=True)
-class Deposited:
-    account_id: int
-    reference: str
-    amount_usdc_units: int
 
 
 class Load:
@@ -87,24 +72,14 @@ class Load:
         with httpx.Client(base_url=self.api.url, timeout=10) as client:
             for n in range(SPENDS_PER_CLIENT):
                 customer = mine[n % len(mine)]
-                key = f"spend-{client_number}-{n}"
                 amount = rng.randint(1, 50)
-                headers = customer.headers | {"Idempotency-Key": key}
-                self.progress.add("spend_attempts")
-                response = post_until_answered(
-                    client, "/v1/charges", self.progress, headers=headers, json_body={"amount_credits": amount}
+                # Some spends are sent again after their answer, as a client unsure of it would: a replay.
+                spent, replayed = spend(
+                    client, self.progress, customer, f"spend-{client_number}-{n}", amount, replay=rng.random() < 0.2
                 )
-                assert response.status_code == 201, response.text
-                spent = Spent(customer.account_id, key, amount, response.json()["transaction_id"])
                 self.spent.append(spent)
-                self.progress.add("spends")
-                if rng.random() < 0.2:  # the client sends it again: a replay, never a second charge
-                    again = post_until_answered(
-                        client, "/v1/charges", self.progress, headers=headers, json_body={"amount_credits": amount}
-                    )
-                    assert again.status_code == 201, again.text
-                    assert again.json()["replayed"] is True, again.text
-                    self.replays.append((spent, again.json()["transaction_id"]))
+                if replayed is not None:
+                    self.replays.append((spent, replayed))
 
     def attempted(self, spend_attempts: int) -> bool:
         """Whether the spenders have tried (or tried again) ``spend_attempts`` times."""
@@ -120,6 +95,15 @@ class Load:
             reference = self.stack.deposit(customer, amount)
             self.deposited.append(Deposited(customer.account_id, reference, amount))
             self.progress.add("deposits")
+
+
+def expected_credits(customers: list[Customer], spent: list[Spent], deposited: list[Deposited]) -> dict[int, int]:
+    expected = {c.account_id: GRANTED_CREDITS for c in customers}
+    for d in deposited:
+        expected[d.account_id] += usdc_units_to_credits(d.amount_usdc_units)[0]
+    for s in spent:
+        expected[s.account_id] -= s.amount_credits
+    return expected
 
 
 def credited(stack: FaultStack) -> int:
@@ -197,36 +181,11 @@ def test_postgresql_restarted_under_spends_and_deposits_loses_and_doubles_nothin
     # The failed runs of the outage were recorded once the database was back.
     assert sum(stack.job_health(api, job)["total_failures"] for job in JOBS) > 0
 
-    # Every spend applied once, under its key, as its client was told.
+    # Every spend applied once, under its key, as its client was told; every deposit credited once.
     assert len(load.spent) == SPENDS
     assert all(first.transaction_id == again for first, again in load.replays)
-    with stack.engine.connect() as conn:
-        spends: dict[str, int] = dict(
-            conn.execute(text("SELECT idempotency_key, id FROM ledger_transactions WHERE kind = 'spend'")).all()
-        )
-        revenue = conn.execute(
-            text("SELECT coalesce(sum(amount_credits), 0) FROM ledger_entries WHERE account_id = :revenue"),
-            {"revenue": SystemAccount.REVENUE_USAGE},
-        ).scalar_one()
-    assert spends == {f"spend:{s.account_id}:{s.key}": s.transaction_id for s in load.spent}
-    assert revenue == sum(s.amount_credits for s in load.spent)
-
-    # Every deposit credited once, for what it carried.
+    assert_spent_once(stack, load.spent)
     assert len(load.deposited) == DEPOSITS
-    assert stack.lots_by_reference("usdc") == {d.reference: 1 for d in load.deposited}
-    with stack.engine.connect() as conn:
-        lot_credits: dict[str, int] = dict(
-            conn.execute(text("SELECT external_ref, credits FROM lots WHERE rail = 'usdc'")).all()
-        )
-    assert lot_credits == {d.reference: usdc_units_to_credits(d.amount_usdc_units)[0] for d in load.deposited}
-
-    with unit_of_work(stack.engine) as session:
-        for customer in customers:
-            balance = get_balance(session, customer.account_id)
-            expected = (
-                GRANTED_CREDITS
-                + sum(lot_credits[d.reference] for d in load.deposited if d.account_id == customer.account_id)
-                - sum(s.amount_credits for s in load.spent if s.account_id == customer.account_id)
-            )
-            assert (balance.available_credits, balance.reserved_credits, balance.debt_credits) == (expected, 0, 0)
+    assert_deposited_once(stack, load.deposited)
+    assert_balances(stack, expected_credits(customers, load.spent, load.deposited))
     assert stack.violations() == []
