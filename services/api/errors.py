@@ -8,9 +8,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.core.errors import CreditrailError
+from services.core.db import is_database_unavailable
+from services.core.errors import CreditrailError, DatabaseUnavailable
 
 log = logging.getLogger("creditrail.api")
 
@@ -55,6 +57,19 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(DBAPIError)
+    async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
+        if not is_database_unavailable(exc):
+            return await _unexpected(request, exc)
+        # An outage is not a bug: one line, no traceback, and a 503 the client retries.
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, type(exc.orig).__name__)
+        unavailable = DatabaseUnavailable("the database is unavailable; try again shortly")
+        return JSONResponse(
+            error_body(unavailable.code, unavailable.message),
+            status_code=unavailable.status_code,
+            headers={"Retry-After": "1"},
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

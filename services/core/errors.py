@@ -51,6 +51,15 @@ class IdempotencyKeyReused(Conflict):
     code = "idempotency_key_reused"
 
 
+class DatabaseUnavailable(CreditrailError):
+    """The database cannot be reached (refused, restarting, the connection dropped): nothing was done that the
+    client must know of (an uncommitted transaction is rolled back), so the same request, sent again with its
+    idempotency key, is safe."""
+
+    code = "database_unavailable"
+    status_code = 503
+
+
 class UpstreamUnavailable(CreditrailError):
     code = "upstream_unavailable"
     status_code = 502

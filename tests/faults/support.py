@@ -415,6 +415,10 @@ class Progress:
         with self._lock:
             self.failures.append((time.monotonic(), what))
 
+    def failure_texts(self) -> list[str]:
+        with self._lock:
+            return [what for _, what in self.failures]
+
     def failures_since(self, moment: float) -> int:
         with self._lock:
             return sum(1 for at, _ in self.failures if at >= moment)
@@ -431,6 +435,14 @@ class Progress:
                 raise
 
         return threading.Thread(target=run, name=name, daemon=True)
+
+
+def error_code(response: httpx.Response) -> str:
+    """The ``error.code`` of an error answer (or its first characters when it has none)."""
+    try:
+        return str(response.json()["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return response.text[:200]
 
 
 def post_until_answered(
@@ -451,7 +463,7 @@ def post_until_answered(
             response = client.post(path, headers=headers, json=json_body, content=content)
             if response.status_code < 500:
                 return response
-            failure = f"{path}: {response.status_code} {response.text[:200]}"
+            failure = f"{path}: {response.status_code} {error_code(response)}"
         except httpx.TransportError as exc:
             failure = f"{path}: {type(exc).__name__}: {exc}"
         progress.failed(failure)

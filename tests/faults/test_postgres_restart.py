@@ -4,7 +4,8 @@
 The first outage lasts until both processes have noticed it (a spend failed, the worker logged a failed run) and a
 deposit was sent during it; the second is a plain ``restart -m fast``. Neither process is restarted. Afterwards
 every deposit is credited once, every spend applied once (a key retried or replayed never doubles), the ledger's
-invariants hold, and both processes serve again by themselves.
+invariants hold, both processes serve again by themselves, and what the clients were told meanwhile was a 503
+``database_unavailable``, never a 500.
 """
 
 from __future__ import annotations
@@ -180,6 +181,11 @@ def test_postgresql_restarted_under_spends_and_deposits_loses_and_doubles_nothin
         wait_for(partial(stack.succeeded_since, api, job, restarted_at), timeout=30, what=f"{job} healthy")
     # The failed runs of the outage were recorded once the database was back.
     assert sum(stack.job_health(api, job)["total_failures"] for job in JOBS) > 0
+
+    # While the database was away, the API said so: 503 database_unavailable (a client tries again), never a 500.
+    failures = progress.failure_texts()
+    assert failures
+    assert {text.split(": ", 1)[1] for text in failures} == {"503 database_unavailable"}
 
     # Every spend applied once, under its key, as its client was told; every deposit credited once.
     assert len(load.spent) == SPENDS
