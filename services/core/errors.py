@@ -52,9 +52,9 @@ class IdempotencyKeyReused(Conflict):
 
 
 class DatabaseUnavailable(CreditrailError):
-    """The database cannot be reached (refused, restarting, the connection dropped): nothing was done that the
-    client must know of (an uncommitted transaction is rolled back), so the same request, sent again with its
-    idempotency key, is safe."""
+    """The database cannot be reached (refused, restarting, the connection dropped). What the request wrote either
+    committed or was rolled back, and the client cannot tell which: it sends the same request again, with the same
+    idempotency key, which is safe either way."""
 
     code = "database_unavailable"
     status_code = 503

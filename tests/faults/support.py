@@ -437,6 +437,10 @@ class Progress:
         return threading.Thread(target=run, name=name, daemon=True)
 
 
+# How a failure to reach the API at all (refused, reset, no answer) is noted, as against an answer of 5xx.
+TRANSPORT_FAILURE = "no answer:"
+
+
 def error_code(response: httpx.Response) -> str:
     """The ``error.code`` of an error answer (or its first characters when it has none)."""
     try:
@@ -465,7 +469,7 @@ def post_until_answered(
                 return response
             failure = f"{path}: {response.status_code} {error_code(response)}"
         except httpx.TransportError as exc:
-            failure = f"{path}: {type(exc).__name__}: {exc}"
+            failure = f"{path}: {TRANSPORT_FAILURE} {type(exc).__name__}: {exc}"
         progress.failed(failure)
         if time.monotonic() > deadline:
             raise AssertionError(f"{path} still failing after {timeout:g} s: {failure}")

@@ -27,6 +27,7 @@ from services.core.money import usdc_units_to_credits
 from tests.card.stripe_fake import sign
 from tests.faults.stripe_server import StripeServer
 from tests.faults.support import (
+    TRANSPORT_FAILURE,
     ApiProcess,
     Customer,
     Deposited,
@@ -253,6 +254,11 @@ def test_api_and_two_workers_killed_and_restarted_under_load_mint_everything_exa
 
         assert [p.kills for p in processes] == [KILLS_EACH] * 3
         assert all(p.alive() for p in processes)
+
+        # The clients failed only while the API was down: no answer, never a 5xx.
+        failures = load.progress.failure_texts()
+        assert failures
+        assert [text for text in failures if TRANSPORT_FAILURE not in text] == []
 
         # Every paid session minted one lot, for its pack, and its purchase points at it.
         assert len(load.bought) == PURCHASES
