@@ -12,6 +12,7 @@ customers with keys and deposit addresses, and the API and workers as processes 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -234,13 +235,27 @@ class FaultStack:
         self.log_dir = log_dir
         self.processes: list[ServiceProcess] = []
         self.extra_env: dict[str, str] = {}
-        self.server = PrivateServer(SERVER_SETTINGS, prefix="creditrail-faults-").start()
+        # What was started so far, closed in reverse (also when starting the rest fails).
+        self._started = contextlib.ExitStack()
+        try:
+            self._start()
+        except BaseException:
+            self._started.close()
+            raise
+
+    def _start(self) -> None:
+        self.server = PrivateServer(SERVER_SETTINGS, prefix="creditrail-faults-")
+        self._started.callback(self.server.close)
+        self.server.start()
+        self._started.callback(self._keep_server_log)
         url = self.server.url(DATABASE)
         ensure_database(url)
         self.engine = make_engine(url, pool_size=4)
+        self._started.callback(self.engine.dispose)
         upgrade(self.engine)
-        self.node = AnvilNode(chain_id=DEFAULT_CHAIN_ID, slots_in_an_epoch=1).start()
+        self.node = self._started.enter_context(AnvilNode(chain_id=DEFAULT_CHAIN_ID, slots_in_an_epoch=1))
         self.rpc = ChainRpc(self.node.url, expected_chain_id=DEFAULT_CHAIN_ID)
+        self._started.callback(self.rpc.close)
         self.token: LocalToken = open_dev_token(self.rpc, None, 10**12)
         self.chain = ChainSettings(
             chain_id=DEFAULT_CHAIN_ID,
@@ -380,14 +395,16 @@ class FaultStack:
         server = self.server.log_text().splitlines()[-LOG_TAIL_LINES:]
         return "\n".join([*(p.tail() for p in self.processes), "--- postgresql:", *server])
 
-    def close(self) -> None:
-        for process in self.processes:
-            process.stop()
-        self.engine.dispose()
-        self.rpc.close()
-        self.node.close()
+    def _keep_server_log(self) -> None:
         (self.log_dir / "postgresql.log").write_text(self.server.log_text())
-        self.server.close()
+
+    def close(self) -> None:
+        """Stop every process, then the chain and the server (its log kept beside the processes')."""
+        try:
+            for process in self.processes:
+                process.stop()
+        finally:
+            self._started.close()
 
 
 # --- clients that retry --------------------------------------------------------------------------------------
