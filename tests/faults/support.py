@@ -47,11 +47,10 @@ from services.ledger.minting import grant
 from services.ledger.system_accounts import SystemAccount
 from services.usdc.addresses import ensure_deposit_address
 
-ROOT = Path(__file__).resolve().parents[2]
 CREDITRAIL = Path(sys.executable).parent / "creditrail"
 DATABASE = "creditrail"
-# A test's server: durability as in production for everything a restart can lose (a fast stop checkpoints), but no
-# fsync to the disk the other test runs share, which only an operating system crash would need.
+# A test's server: no fsync to the disk other test runs share. Only an operating system crash needs it: a stopped or
+# crashed server (an immediate stop) finds every WAL record it wrote, in the operating system's cache, when it starts.
 SERVER_SETTINGS = {"fsync": "off", "max_connections": "200"}
 CONFIRMATIONS = 2
 LOG_TAIL_LINES = 60

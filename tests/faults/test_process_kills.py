@@ -7,9 +7,10 @@ rails need (the webhook inbox, the Stripe sync, the chain's poll and confirmatio
 one private database, so they share the jobs through the advisory locks. Every client retries what failed with
 the same idempotency key, as Stripe redelivers a webhook that was not acknowledged.
 
-Each kill comes after a seeded number of the load's steps, at a moment the process has a database transaction
-open when one comes within a short deadline. At the end every paid session minted exactly one lot, every deposit
-exactly one, every spend applied once, every webhook event processed, and the ledger's invariants hold.
+Each kill comes once a seeded number of purchases is done, at a moment the process has a database transaction open
+when one comes within a short deadline; the API stays down until a client has found it so. At the end every paid
+session minted exactly one lot, every deposit exactly one, every spend applied once, every webhook event processed,
+and the ledger's invariants hold.
 """
 
 from __future__ import annotations
@@ -180,7 +181,8 @@ class Load:
 
 class Killer:
     """Kills the processes in a seeded order, each once a seeded number of purchases is done (the load goes at most
-    two purchases past that point before the kill), and starts them again while the load goes on."""
+    two purchases past that point before the kill), and starts them again while the load goes on (a process is
+    killed again only once it is back)."""
 
     def __init__(self, stack: FaultStack, load: Load, processes: list[ServiceProcess], rng: random.Random) -> None:
         self.stack, self.load = stack, load
@@ -194,6 +196,7 @@ class Killer:
         for number, (process, purchases) in enumerate(zip(self.plan, self.after_purchases, strict=True)):
             wait_for(partial(self.load.bought_at_least, purchases), timeout=120, what=f"{purchases} purchases")
             assert not self.load.progress.errors, self.load.progress.errors
+            process.wait_ready()  # back from its last kill
             # Mid-transaction when the process has one open within a moment; wherever it is otherwise.
             with contextlib.suppress(AssertionError):
                 wait_for(partial(self.stack.in_transaction, process), timeout=3, interval=0.002, what="a transaction")
@@ -204,7 +207,9 @@ class Killer:
             if isinstance(process, ApiProcess):
                 # Down until a client has felt it.
                 wait_for(partial(self.load.felt_since, killed_at), timeout=60, what="a client to find the API down")
-            process.start().wait_ready()
+            process.start()  # ready when it is ready: the load goes on meanwhile
+        for process in self.plan:
+            process.wait_ready()
 
 
 def settled(stack: FaultStack) -> bool:
