@@ -7,7 +7,9 @@ temporary folder, a free port on 127.0.0.1, stopped and removed at the end) with
 ledger and pgbench on it. A packaged server's defaults (128 MB of shared buffers, a 1 GB WAL before a forced
 checkpoint) are sized for a laptop: with a million lots they measure buffer eviction and full-page writes rather
 than the ledger. Durability stays as in production (fsync and synchronous commit on); autovacuum is off so that it
-does not land inside one measurement and not another (each phase vacuums and checkpoints first).
+does not land inside one measurement and not another (each phase vacuums and checkpoints first). The server itself
+is :class:`PrivateServer`, which the fault tests (tests/faults) also start, with settings of their own, to restart
+under load.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 
@@ -49,7 +51,7 @@ def log(message: str) -> None:
 # --- the server ----------------------------------------------------------------------------------------------
 
 
-def _server_binaries() -> Path | None:
+def server_binaries() -> Path | None:
     """The folder with initdb and pg_ctl: on PATH, or the newest of Debian's /usr/lib/postgresql/<version>/bin."""
     found = shutil.which("initdb")
     if found:
@@ -64,6 +66,80 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+class PrivateServer:
+    """A PostgreSQL cluster of its own: initdb into a temporary folder, served on a free port of 127.0.0.1 (and a
+    Unix socket in its data folder) with ``settings`` as server options, trust authentication for ``postgres``.
+
+    :meth:`stop` and :meth:`start` take it down and bring it back on the same port with the same data (a restart,
+    as an operator or a crash-and-recover would); :meth:`close` stops it and removes its folder. As root, the
+    cluster belongs to the ``postgres`` user (the server refuses to run as root)."""
+
+    def __init__(self, settings: Mapping[str, str], *, prefix: str = "creditrail-pg-") -> None:
+        binaries = server_binaries()
+        if binaries is None:
+            raise RuntimeError("no PostgreSQL server binaries (initdb) found: install them or pass --database-url")
+        self.binaries = binaries
+        self.settings = dict(settings)
+        self._as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        self.folder = Path(tempfile.mkdtemp(prefix=prefix))
+        self.data, self.logfile = self.folder / "data", self.folder / "server.log"
+        if self._as_user:
+            shutil.chown(self.folder, "postgres")
+        self.port = _free_port()
+        self._initialised = False
+
+    def _pg_ctl(self, *args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [*self._as_user, str(self.binaries / "pg_ctl"), "-D", str(self.data), *args],
+            check=True,
+            capture_output=True,
+        )
+
+    def _options(self) -> str:
+        return " ".join(
+            [f"-p {self.port}", "-c listen_addresses=127.0.0.1", f"-k {self.data}"]
+            + [f"-c {name}={value}" for name, value in self.settings.items()]
+        )
+
+    def start(self) -> PrivateServer:
+        """Create the cluster (the first time) and start the server; returns once it accepts connections."""
+        if not self._initialised:
+            initdb = [str(self.binaries / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres"]
+            subprocess.run([*self._as_user, *initdb, "--no-sync"], check=True, capture_output=True)
+            self._initialised = True
+        self._pg_ctl("-l", str(self.logfile), "-o", self._options(), "-w", "start")
+        return self
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (``fast``: open sessions are disconnected, open transactions rolled back)."""
+        self._pg_ctl("-m", mode, "-w", "stop")
+
+    def restart(self, mode: str = "fast") -> None:
+        self.stop(mode)
+        self.start()
+
+    def url(self, database: str = "postgres") -> URL:
+        return make_url(f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}")
+
+    def log_text(self) -> str:
+        return self.logfile.read_text(errors="replace") if self.logfile.exists() else ""
+
+    def close(self) -> None:
+        """Stop the server (when it runs) and remove its folder."""
+        if self._initialised:
+            subprocess.run(
+                [*self._as_user, str(self.binaries / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"],
+                capture_output=True,
+            )
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def __enter__(self) -> PrivateServer:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
 @contextlib.contextmanager
 def bench_server(database_url: str | None, database: str) -> Iterator[tuple[URL, dict[str, str]]]:
     """The URL of ``database`` on the server to measure on, and that server's settings as measured.
@@ -75,40 +151,18 @@ def bench_server(database_url: str | None, database: str) -> Iterator[tuple[URL,
         ensure_database(url)
         yield url, {"server": "given"}
         return
-    binaries = _server_binaries()
-    if binaries is None:
-        raise RuntimeError("no PostgreSQL server binaries (initdb) found: install them or pass --database-url")
-    # The server refuses to run as root: as root, the cluster belongs to the postgres user.
-    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    folder = Path(tempfile.mkdtemp(prefix="creditrail-benchdb-"))
-    data, logfile = folder / "data", folder / "server.log"
-    if as_user:
-        shutil.chown(folder, "postgres")
-    port = _free_port()
-    options = " ".join(
-        [f"-p {port}", "-c listen_addresses=127.0.0.1", f"-k {data}"]
-        + [f"-c {name}={value}" for name, value in SERVER_SETTINGS.items()]
-    )
+    server = PrivateServer(SERVER_SETTINGS, prefix="creditrail-benchdb-")
     try:
-        subprocess.run(
-            [*as_user, str(binaries / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"],
-            check=True,
-            capture_output=True,
+        server.start()
+        log(
+            f"private PostgreSQL server on port {server.port} "
+            f"({', '.join(f'{k}={v}' for k, v in SERVER_SETTINGS.items())})"
         )
-        subprocess.run(
-            [*as_user, str(binaries / "pg_ctl"), "-D", str(data), "-l", str(logfile), "-o", options, "-w", "start"],
-            check=True,
-            capture_output=True,
-        )
-        log(f"private PostgreSQL server on port {port} ({', '.join(f'{k}={v}' for k, v in SERVER_SETTINGS.items())})")
-        url = make_url(f"postgresql+psycopg://postgres@127.0.0.1:{port}/{database}")
+        url = server.url(database)
         ensure_database(url)
         yield url, {"server": "private", **SERVER_SETTINGS}
     finally:
-        subprocess.run(
-            [*as_user, str(binaries / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True
-        )
-        shutil.rmtree(folder, ignore_errors=True)
+        server.close()
 
 
 # --- databases and schemas -----------------------------------------------------------------------------------
@@ -257,7 +311,7 @@ def pgbench_binary() -> str:
     found = shutil.which("pgbench")
     if found:
         return found
-    binaries = _server_binaries()
+    binaries = server_binaries()
     if binaries is not None and (binaries / "pgbench").exists():
         return str(binaries / "pgbench")
     raise RuntimeError("pgbench not found: install PostgreSQL's client programs")

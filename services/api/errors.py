@@ -8,10 +8,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.api.routes import allowed_methods
-from services.core.errors import CreditrailError
+from services.core.db import is_database_unavailable
+from services.core.errors import CreditrailError, DatabaseUnavailable
 
 log = logging.getLogger("creditrail.api")
 
@@ -36,6 +38,17 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
         {"loc": [str(part) for part in error.get("loc", ())], "type": error.get("type"), "msg": error.get("msg")}
         for error in exc.errors()
     ]
+
+
+def database_unavailable_response(method: str, path: str, exc: DBAPIError) -> JSONResponse:
+    """An outage is not a bug: one log line, no traceback, and a 503 the client retries."""
+    log.warning("database unavailable on %s %s: %s", method, path, type(exc.orig).__name__)
+    unavailable = DatabaseUnavailable("the database is unavailable; try again shortly")
+    return JSONResponse(
+        error_body(unavailable.code, unavailable.message),
+        status_code=unavailable.status_code,
+        headers={"Retry-After": "1"},
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -64,6 +77,12 @@ def install_error_handlers(app: FastAPI) -> None:
             headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request.app, request.url.path))}
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(DBAPIError)
+    async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
+        if not is_database_unavailable(exc):
+            return await _unexpected(request, exc)
+        return database_unavailable_response(request.method, request.url.path, exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

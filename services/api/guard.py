@@ -22,14 +22,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi.routing import APIRoute
+from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.api.errors import error_body
+from services.api.errors import database_unavailable_response, error_body
 from services.api.routes import api_routes
 from services.apikeys.service import Principal, authenticate
-from services.core.db import unit_of_work
+from services.core.db import is_database_unavailable, unit_of_work
 from services.core.errors import CreditrailError
 
 PRINCIPAL_SCOPE_KEY = "creditrail.principal"
@@ -130,6 +131,12 @@ class RequestGuard:
                 scope[PRINCIPAL_SCOPE_KEY] = await run_in_threadpool(self._authenticate, scope, headers)
             except CreditrailError as exc:
                 await self._refuse(scope, receive, send, exc.status_code, exc.code, exc.message, exc.details)
+                return
+            except DBAPIError as exc:
+                if not is_database_unavailable(exc):
+                    raise
+                response = database_unavailable_response(scope["method"], scope["path"], exc)
+                await response(scope, receive, send)
                 return
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:

@@ -14,8 +14,10 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from sqlalchemy import BigInteger, DateTime, Integer, event
 from sqlalchemy.engine import URL, Dialect, Engine, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, create_engine
@@ -118,3 +120,22 @@ def unit_of_work(engine: Engine) -> Iterator[Session]:
 def utc(value: datetime) -> datetime:
     """Normalise a datetime read back from the database to aware UTC."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# SQLSTATE classes of a server going away: connection exceptions (08), operator intervention (57: shutting down,
+# restarting, a statement cancelled).
+_UNAVAILABLE_SQLSTATE_CLASSES = ("08", "57")
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database could not be reached or dropped the connection (a restart, an outage),
+    rather than that the statement was wrong: a connection SQLAlchemy found dead, or a PostgreSQL driver error with
+    no SQLSTATE (the client could not connect) or one of a server going away."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    if not isinstance(exc.orig, psycopg.OperationalError):
+        return False
+    sqlstate = exc.orig.sqlstate
+    return sqlstate is None or sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES

@@ -51,6 +51,15 @@ class IdempotencyKeyReused(Conflict):
     code = "idempotency_key_reused"
 
 
+class DatabaseUnavailable(CreditrailError):
+    """The database cannot be reached (refused, restarting, the connection dropped). What the request wrote either
+    committed or was rolled back, and the client cannot tell which: it sends the same request again, with the same
+    idempotency key, which is safe either way."""
+
+    code = "database_unavailable"
+    status_code = 503
+
+
 class UpstreamUnavailable(CreditrailError):
     code = "upstream_unavailable"
     status_code = 502
