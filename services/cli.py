@@ -11,11 +11,14 @@ from typing import Any
 
 import click
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
 
+from chain.errors import ChainRpcError
+from services.core.cli_support import chain_error_line, database_error_line, scrub, silence_migration_logs
 from services.core.db import make_engine, unit_of_work
 from services.core.errors import CreditrailError
 from services.core.migrate import ready_engine, upgrade
-from services.core.settings import get_settings
+from services.core.settings import InvalidSettings, Settings, get_settings
 
 
 def _engine() -> Engine:
@@ -26,38 +29,60 @@ def _print(data: Any) -> None:
     click.echo(json.dumps(data, default=str, indent=2))
 
 
+def _fail(line: str) -> None:
+    click.echo(f"error: {line}", err=True)
+    sys.exit(2)
+
+
 class _Group(click.Group):
-    """Domain errors become a one-line message and exit status 2, not a traceback."""
+    """Whatever stops a command (a bad setting, a domain error, a database or chain node out of reach) becomes one
+    line on stderr, naming the setting, database or chain but no secret, and exit status 2, not a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except InvalidSettings as exc:
+            _fail(exc.message)
         except CreditrailError as exc:
-            click.echo(f"error: {exc.code}: {exc.message}", err=True)
-            sys.exit(2)
+            _fail(f"{exc.code}: {scrub(exc.message, get_settings())}")
+        except (OperationalError, InterfaceError) as exc:
+            _fail(database_error_line(exc, get_settings()))
+        except ChainRpcError as exc:
+            _fail(chain_error_line(exc, get_settings()))
 
 
 @click.group(cls=_Group)
 def main() -> None:
     """creditrail: prepaid usage credits over card and USDC, kept in one ledger."""
+    silence_migration_logs()
+
+
+def _served(settings: Settings, host: str | None, port: int | None) -> Settings:
+    """The settings of an API served on ``host``/``port`` when given: the development base URL follows them."""
+    update: dict[str, Any] = {"api_host": host, "api_port": port}
+    return settings.model_copy(update={key: value for key, value in update.items() if value is not None})
+
+
+PORT = click.IntRange(1, 65535)
 
 
 @main.command()
 @click.option("--host", default=None, help="Interface to bind (default from settings).")
-@click.option("--port", type=int, default=None, help="Port (default from settings).")
+@click.option("--port", type=PORT, default=None, help="Port (default from settings).")
 def run(host: str | None, port: int | None) -> None:
     """Run the HTTP API."""
     import uvicorn
 
     from services.api.app import create_app
 
-    settings = get_settings()
-    uvicorn.run(create_app(settings), host=host or settings.api_host, port=port or settings.api_port)
+    settings = _served(get_settings(), host, port)
+    ready_engine(settings).dispose()  # an unreachable database or a schema behind stops here, in one line
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port)
 
 
 @main.command()
 @click.option("--host", default=None, help="Interface to bind (default from settings).")
-@click.option("--port", type=int, default=None, help="Port (default from settings).")
+@click.option("--port", type=PORT, default=None, help="Port (default from settings).")
 @click.option("--no-chain", is_flag=True, help="Do not start the local chain (the USDC rail stays off).")
 def dev(host: str | None, port: int | None, no_chain: bool) -> None:
     """Run the API and the worker together, with a local chain, on the configured (default: SQLite) database."""
@@ -66,11 +91,12 @@ def dev(host: str | None, port: int | None, no_chain: bool) -> None:
     import uvicorn
 
     from services.api.app import create_app
+    from services.core.urls import credits_page_url, public_base_url
     from services.dev import anvil_available, bootstrap_demo, dev_xpub, send_demo_deposit, start_dev_chain
     from services.worker.scheduler import create_worker
 
-    settings = get_settings()
-    engine = _engine()
+    settings = _served(get_settings(), host, port)
+    engine = ready_engine(settings)
     run_dir = Path(".run")
     devchain = None
     if not no_chain and not settings.usdc_chains and anvil_available():
@@ -94,8 +120,9 @@ def dev(host: str | None, port: int | None, no_chain: bool) -> None:
                 f"sent 25 test USDC to the demo deposit address {address}; it is credited after "
                 f"{devchain.chain.confirmations} confirmations (see /v1/usdc/deposits and /v1/balance)"
             )
-        click.echo(f"API          http://{host or settings.api_host}:{port or settings.api_port}/docs")
-        uvicorn.run(create_app(settings, engine=engine), host=host or settings.api_host, port=port or settings.api_port)
+        click.echo(f"API          {public_base_url(settings)}/docs")
+        click.echo(f"credits page {credits_page_url(settings)}")
+        uvicorn.run(create_app(settings, engine=engine), host=settings.api_host, port=settings.api_port)
     finally:
         worker.shutdown(wait=True)
         if devchain is not None:
@@ -104,10 +131,13 @@ def dev(host: str | None, port: int | None, no_chain: bool) -> None:
 
 @main.command()
 def migrate() -> None:
-    """Bring the database schema up to date."""
-    settings = get_settings()
-    upgrade(make_engine(settings.database_url))
-    click.echo("schema is up to date")
+    """Bring the database schema up to date (safe to run from several processes at once: they take a lock)."""
+    engine = make_engine(get_settings().database_url)
+    try:
+        result = upgrade(engine)
+    finally:
+        engine.dispose()
+    click.echo(result.summary())
 
 
 @main.group()

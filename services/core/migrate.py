@@ -43,6 +43,11 @@ class SchemaBehind(CreditrailError):
     status_code = 503
 
 
+class DatabaseUnavailable(CreditrailError):
+    code = "database_unavailable"
+    status_code = 503
+
+
 @dataclass(frozen=True)
 class MigrationResult:
     """The schema's revision before and after an upgrade."""
@@ -89,8 +94,14 @@ def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
     if path is None:
         yield
         return
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # waits for whoever migrates now; closing the file releases it
+    try:
+        handle = open(path, "a+")  # noqa: SIM115 - closed below, which releases the lock
+    except OSError as exc:
+        raise DatabaseUnavailable(
+            f"cannot open the SQLite database {engine.url.database}: {exc.strerror or exc}", path=str(path)
+        ) from None
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # waits for whoever migrates now
         yield
 
 
