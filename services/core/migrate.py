@@ -124,6 +124,8 @@ def upgrade(engine: Engine, revision: str = "head") -> MigrationResult:
 def ensure_schema(engine: Engine, *, auto_migrate: bool) -> None:
     """Bring the schema to the latest revision, or refuse to go on when it is behind and upgrading is off."""
     if auto_migrate:
+        if current_revision(engine) == head_revision():
+            return  # the usual start: nothing to do, no lock to wait for
         result = upgrade(engine)
         if result.changed:
             log.info("schema_migrated", extra={"fields": {"from": result.before, "to": result.after}})
