@@ -124,6 +124,24 @@ def test_a_bad_setting_stops_any_command_with_one_line_naming_its_variable(
     assert "eighty" not in line  # values are never echoed: another one could be a secret
 
 
+def test_a_list_setting_that_is_not_json_is_one_line_naming_its_variable(cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CREDITRAIL_STRIPE_WEBHOOK_SECRETS", '["whsec_abc"')
+    code, out = cli("accounts", "list")
+    assert code != 0
+    line = one_error_line(out)
+    assert line.startswith("error: CREDITRAIL_STRIPE_WEBHOOK_SECRETS: not valid JSON"), line
+    assert "whsec_abc" not in line
+
+
+def test_an_empty_variable_counts_as_unset(cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRETS", "USDC_XPUB", "USDC_CHAINS", "PUBLIC_BASE_URL"):
+        monkeypatch.setenv(f"CREDITRAIL_{name}", "")
+    code, out = cli("accounts", "list")
+    assert (code, out) == (0, "[]\n")
+    settings = get_settings()
+    assert (settings.stripe_configured, settings.stripe_webhook_secrets, settings.usdc_chains) == (False, [], [])
+
+
 def test_production_with_a_placeholder_stripe_key_is_refused_in_one_line(cli, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CREDITRAIL_ENVIRONMENT", "production")
     monkeypatch.setenv("CREDITRAIL_PUBLIC_BASE_URL", "https://credits.example.com")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import re
 from functools import lru_cache
 from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from services.core.errors import CreditrailError
 
@@ -38,7 +40,8 @@ class ChainSettings(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
+    # An empty variable counts as unset (compose files pass optional settings as ``${VAR:-}``).
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", env_ignore_empty=True)
 
     environment: Literal["development", "test", "production"] = "development"
 
@@ -216,6 +219,11 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         raise InvalidSettings(describe_settings_error(exc)) from None
+    except SettingsError as exc:  # a list or object setting that is not JSON
+        field = re.search(r'field "([a-z0-9_]+)"', str(exc))
+        cause = exc.__cause__
+        reason = f"not valid JSON ({cause})" if isinstance(cause, json.JSONDecodeError) else "cannot be read"
+        raise InvalidSettings(f"{env_name(field.group(1)) if field else 'a setting'}: {reason}") from None
 
 
 @lru_cache(maxsize=1)
