@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr, ValidationError
@@ -11,25 +12,25 @@ from services.core.migrate import SchemaBehind, current_revision, ensure_schema,
 from services.core.settings import Settings
 
 
-PRODUCTION = {"environment": "production", "public_base_url": "https://credits.example.com"}
+def production(**overrides: Any) -> Settings:
+    """Production settings with a valid public base URL."""
+    return Settings(environment="production", public_base_url="https://credits.example.com", **overrides)
 
 
 def test_placeholder_secrets_are_refused_in_production() -> None:
     with pytest.raises(ValidationError, match="CREDITRAIL_STRIPE_SECRET_KEY: holds a placeholder"):
-        Settings(**PRODUCTION, stripe_secret_key=SecretStr("sk_live_placeholder"))
+        production(stripe_secret_key=SecretStr("sk_live_placeholder"))
     with pytest.raises(ValidationError, match="CREDITRAIL_STRIPE_WEBHOOK_SECRETS"):
-        Settings(**PRODUCTION, stripe_secret_key=SecretStr("sk_live_real"))
+        production(stripe_secret_key=SecretStr("sk_live_real"))
     with pytest.raises(ValidationError, match="CREDITRAIL_STRIPE_WEBHOOK_SECRETS"):
-        Settings(
-            **PRODUCTION,
+        production(
             stripe_secret_key=SecretStr("sk_live_real"),
             stripe_webhook_secrets=[SecretStr("whsec_change-me")],
         )
 
 
 def test_real_secrets_are_accepted_in_production() -> None:
-    settings = Settings(
-        **PRODUCTION,
+    settings = production(
         stripe_secret_key=SecretStr("sk_live_abc"),
         stripe_webhook_secrets=[SecretStr("whsec_abc")],
     )
@@ -39,7 +40,7 @@ def test_real_secrets_are_accepted_in_production() -> None:
 
 def test_without_a_stripe_key_the_card_rail_is_off_and_production_starts() -> None:
     assert Settings(environment="development").stripe_configured is False
-    settings = Settings(**PRODUCTION)
+    settings = production()
     assert settings.stripe_secret_key.get_secret_value() == ""
     assert settings.stripe_webhook_secrets == []
     assert settings.stripe_configured is False

@@ -16,7 +16,7 @@ def test_development_base_url_is_the_apis_own_address() -> None:
     assert public_base_url(Settings()) == "http://127.0.0.1:8000"
     assert public_base_url(Settings(api_host="localhost", api_port=9100)) == "http://localhost:9100"
     # Binding every interface is no address to hand out: the local one stands in for it.
-    assert public_base_url(Settings(api_host="0.0.0.0", api_port=8001)) == "http://127.0.0.1:8001"
+    assert public_base_url(Settings(api_host="0.0.0.0", api_port=8001)) == "http://127.0.0.1:8001"  # noqa: S104
     assert public_base_url(Settings(api_host="::1", api_port=8001)) == "http://[::1]:8001"
 
 
