@@ -7,7 +7,7 @@ import json
 import sys
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from sqlalchemy.engine import Engine
@@ -29,7 +29,7 @@ def _print(data: Any) -> None:
     click.echo(json.dumps(data, default=str, indent=2))
 
 
-def _fail(line: str) -> None:
+def _fail(line: str) -> NoReturn:
     click.echo(f"error: {line}", err=True)
     sys.exit(2)
 
