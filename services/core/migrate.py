@@ -32,7 +32,7 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 log = logging.getLogger("creditrail.migrate")
 
-_PG_LOCK_SQL = text(
+PG_MIGRATION_LOCK_SQL = text(
     "SELECT pg_advisory_xact_lock(hashtextextended("
     "'creditrail.migrate:' || current_database() || ':' || coalesce(current_schema(), ''), 0))"
 )
@@ -114,7 +114,7 @@ def upgrade(engine: Engine, revision: str = "head") -> MigrationResult:
     config = alembic_config()
     with _sqlite_file_lock(engine), engine.begin() as connection:
         if connection.dialect.name == "postgresql":
-            connection.execute(_PG_LOCK_SQL)
+            connection.execute(PG_MIGRATION_LOCK_SQL)
         before = _revision(connection)
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
