@@ -1,5 +1,5 @@
 # The usual verbs. Each one sets the project up first (scripts/setup is quick when nothing changed).
-.PHONY: setup run dev worker test lint format migrate bench
+.PHONY: setup run dev worker test lint format migrate bench lock
 
 setup:
 	scripts/setup
@@ -32,3 +32,14 @@ bench: setup
 	.venv/bin/python -m scripts.bench_card
 	.venv/bin/python -m scripts.bench_usdc
 	.venv/bin/python -m scripts.bench_finance
+
+# The lock files: every transitive dependency pinned, for the image (requirements.lock) and for development
+# (requirements-dev.lock, which scripts/setup installs). Regenerated from pyproject.toml, keeping the pins already
+# there unless pyproject.toml asks otherwise; `make lock UPGRADE=1` moves every pin to its newest release.
+LOCK_COMPILE = .venv/bin/uv pip compile --quiet --universal --python-version 3.11 --custom-compile-command "make lock" \
+	$(if $(UPGRADE),--upgrade) pyproject.toml
+
+lock:
+	@test -x .venv/bin/uv || scripts/setup || test -x .venv/bin/uv
+	$(LOCK_COMPILE) -o requirements.lock
+	$(LOCK_COMPILE) --extra dev -o requirements-dev.lock

@@ -7,16 +7,19 @@ import json
 import sys
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
 
+from chain.errors import ChainRpcError
+from services.core.cli_support import chain_error_line, database_error_line, scrub, silence_migration_logs
 from services.core.db import make_engine, unit_of_work
 from services.core.errors import CreditrailError
 from services.core.logs import configure_logging
 from services.core.migrate import ready_engine, upgrade
-from services.core.settings import get_settings
+from services.core.settings import InvalidSettings, Settings, get_settings
 
 # uvicorn logs through the process's configuration (services.core.logs), and each request has one line of ours.
 UVICORN_LOGGING: dict[str, Any] = {"log_config": None, "access_log": False}
@@ -30,39 +33,61 @@ def _print(data: Any) -> None:
     click.echo(json.dumps(data, default=str, indent=2))
 
 
+def _fail(line: str) -> NoReturn:
+    click.echo(f"error: {line}", err=True)
+    sys.exit(2)
+
+
 class _Group(click.Group):
-    """Domain errors become a one-line message and exit status 2, not a traceback."""
+    """Whatever stops a command (a bad setting, a domain error, a database or chain node out of reach) becomes one
+    line on stderr, naming the setting, database or chain but no secret, and exit status 2, not a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except InvalidSettings as exc:
+            _fail(exc.message)
         except CreditrailError as exc:
-            click.echo(f"error: {exc.code}: {exc.message}", err=True)
-            sys.exit(2)
+            _fail(f"{exc.code}: {scrub(exc.message, get_settings())}")
+        except (OperationalError, InterfaceError) as exc:
+            _fail(database_error_line(exc, get_settings()))
+        except ChainRpcError as exc:
+            _fail(chain_error_line(exc, get_settings()))
 
 
 @click.group(cls=_Group)
 def main() -> None:
     """creditrail: prepaid usage credits over card and USDC, kept in one ledger."""
+    silence_migration_logs()
+
+
+def _served(settings: Settings, host: str | None, port: int | None) -> Settings:
+    """The settings of an API served on ``host``/``port`` when given: the development base URL follows them."""
+    update: dict[str, Any] = {"api_host": host, "api_port": port}
+    return settings.model_copy(update={key: value for key, value in update.items() if value is not None})
+
+
+PORT = click.IntRange(1, 65535)
 
 
 @main.command()
 @click.option("--host", default=None, help="Interface to bind (default from settings).")
-@click.option("--port", type=int, default=None, help="Port (default from settings).")
+@click.option("--port", type=PORT, default=None, help="Port (default from settings).")
 def run(host: str | None, port: int | None) -> None:
     """Run the HTTP API."""
     import uvicorn
 
     from services.api.app import create_app
 
-    settings = get_settings()
+    settings = _served(get_settings(), host, port)
     configure_logging(settings)
-    uvicorn.run(create_app(settings), host=host or settings.api_host, port=port or settings.api_port, **UVICORN_LOGGING)
+    ready_engine(settings).dispose()  # an unreachable database or a schema behind stops here, in one line
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, **UVICORN_LOGGING)
 
 
 @main.command()
 @click.option("--host", default=None, help="Interface to bind (default from settings).")
-@click.option("--port", type=int, default=None, help="Port (default from settings).")
+@click.option("--port", type=PORT, default=None, help="Port (default from settings).")
 @click.option("--no-chain", is_flag=True, help="Do not start the local chain (the USDC rail stays off).")
 def dev(host: str | None, port: int | None, no_chain: bool) -> None:
     """Run the API and the worker together, with a local chain, on the configured (default: SQLite) database."""
@@ -71,6 +96,7 @@ def dev(host: str | None, port: int | None, no_chain: bool) -> None:
     import uvicorn
 
     from services.api.app import create_app
+    from services.core.urls import credits_page_url, public_base_url
     from services.dev import (
         anvil_available,
         bootstrap_demo,
@@ -81,12 +107,12 @@ def dev(host: str | None, port: int | None, no_chain: bool) -> None:
     )
     from services.worker.scheduler import create_worker
 
-    settings = get_settings()
+    settings = _served(get_settings(), host, port)
     configure_logging(settings)
-    engine = _engine()
+    engine = ready_engine(settings)
     run_dir = Path(".run")
     settings, standin = start_dev_stripe(
-        settings, api_host=host or settings.api_host, api_port=port or settings.api_port, run_dir=run_dir
+        settings, api_host=settings.api_host, api_port=settings.api_port, run_dir=run_dir
     )
     if standin is not None:
         click.echo(f"stripe       local stand-in at {standin.url} (not Stripe: pay with test card 4242 4242 4242 4242)")
@@ -112,12 +138,10 @@ def dev(host: str | None, port: int | None, no_chain: bool) -> None:
                 f"sent 25 test USDC to the demo deposit address {address}; it is credited after "
                 f"{devchain.chain.confirmations} confirmations (see /v1/usdc/deposits and /v1/balance)"
             )
-        click.echo(f"API          http://{host or settings.api_host}:{port or settings.api_port}/docs")
+        click.echo(f"API          {public_base_url(settings)}/docs")
+        click.echo(f"credits page {credits_page_url(settings)}")
         uvicorn.run(
-            create_app(settings, engine=engine),
-            host=host or settings.api_host,
-            port=port or settings.api_port,
-            **UVICORN_LOGGING,
+            create_app(settings, engine=engine), host=settings.api_host, port=settings.api_port, **UVICORN_LOGGING
         )
     finally:
         worker.shutdown(wait=True)
@@ -129,10 +153,13 @@ def dev(host: str | None, port: int | None, no_chain: bool) -> None:
 
 @main.command()
 def migrate() -> None:
-    """Bring the database schema up to date."""
-    settings = get_settings()
-    upgrade(make_engine(settings.database_url))
-    click.echo("schema is up to date")
+    """Bring the database schema up to date (safe to run from several processes at once: they take a lock)."""
+    engine = make_engine(get_settings().database_url)
+    try:
+        result = upgrade(engine)
+    finally:
+        engine.dispose()
+    click.echo(result.summary())
 
 
 @main.group()

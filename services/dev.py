@@ -145,8 +145,6 @@ def send_demo_deposit(engine: Engine, settings: Settings, devchain: DevChain, ac
 
 WEBHOOK_PATH = "/v1/stripe/webhook"
 STANDIN_STATE_FILE = "stripe-standin.json"
-SUCCESS_PATH = "/credits/purchase-complete"
-CANCEL_PATH = "/credits/purchase-cancelled"
 
 
 def _reachable_host(host: str) -> str:
@@ -180,8 +178,4 @@ def start_dev_stripe(
         "stripe_webhook_secrets": [SecretStr(standin.config.webhook_secret)],
         "stripe_api_base": standin.url,
     }
-    if "card_success_url" not in settings.model_fields_set:
-        update["card_success_url"] = f"{origin}{SUCCESS_PATH}"
-    if "card_cancel_url" not in settings.model_fields_set:
-        update["card_cancel_url"] = f"{origin}{CANCEL_PATH}"
     return settings.model_copy(update=update), standin

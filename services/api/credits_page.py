@@ -2,7 +2,8 @@
 transactions, buying a pack (to Stripe Checkout and back) and the USDC deposit address.
 
 A static page: it asks for the customer's API key (kept for the browser tab only) and calls the same /v1 endpoints
-as any client. Stripe's success and cancel URLs point here by default, and the page confirms the purchase on return.
+as any client. Stripe's success and cancel URLs point here (under the public base URL: services.core.urls), and the
+page confirms the purchase on return.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from pathlib import Path
 
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
+
+from services.core.urls import CREDITS_PAGE_PATH, PURCHASE_CANCELLED_PATH, PURCHASE_COMPLETE_PATH
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
@@ -24,8 +27,8 @@ HEADERS = {
 }
 
 
-@router.get("/credits", response_class=HTMLResponse)
-@router.get("/credits/purchase-complete", response_class=HTMLResponse)
-@router.get("/credits/purchase-cancelled", response_class=HTMLResponse)
+@router.get(CREDITS_PAGE_PATH, response_class=HTMLResponse)
+@router.get(PURCHASE_COMPLETE_PATH, response_class=HTMLResponse)
+@router.get(PURCHASE_CANCELLED_PATH, response_class=HTMLResponse)
 def credits_page() -> HTMLResponse:
     return HTMLResponse(PAGE.read_text(encoding="utf-8"), headers=HEADERS)

@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlencode
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -40,6 +39,7 @@ from services.core.clock import utcnow
 from services.core.db import unit_of_work
 from services.core.errors import Conflict, CreditrailError, IdempotencyKeyReused
 from services.core.settings import Settings
+from services.core.urls import purchase_cancelled_url, purchase_complete_url
 from services.ledger.accounts import require_customer_account
 from services.ledger.common import fingerprint
 from services.ledger.history import HistoryItem
@@ -219,12 +219,6 @@ def record_start_failure(session: Session, purchase_id: int, error: CreditrailEr
 # --- step 2: what Stripe is asked for ----------------------------------------------------------------------
 
 
-def _with_query(url: str, params: dict[str, str]) -> str:
-    # Stripe fills in {CHECKOUT_SESSION_ID} itself, so the braces must stay as they are.
-    query = urlencode(params, safe="{}")
-    return f"{url}{'&' if '?' in url else '?'}{query}"
-
-
 def checkout_session_params(purchase: Any, stripe_customer_id: str, settings: Settings) -> dict[str, Any]:
     """A Checkout Session in payment mode for the purchase's price, on the account's Customer."""
     metadata = purchase_metadata(purchase)
@@ -248,10 +242,10 @@ def checkout_session_params(purchase: Any, stripe_customer_id: str, settings: Se
         ],
         "metadata": metadata,
         "payment_intent_data": intent_data,
-        "success_url": _with_query(
-            settings.card_success_url, {"purchase_id": str(purchase.id), "session_id": "{CHECKOUT_SESSION_ID}"}
+        "success_url": purchase_complete_url(
+            settings, {"purchase_id": str(purchase.id), "session_id": "{CHECKOUT_SESSION_ID}"}
         ),
-        "cancel_url": _with_query(settings.card_cancel_url, {"purchase_id": str(purchase.id)}),
+        "cancel_url": purchase_cancelled_url(settings, {"purchase_id": str(purchase.id)}),
     }
 
 

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import re
 from functools import lru_cache
 from typing import Literal
+from urllib.parse import urlsplit
 
 from eth_utils.address import to_checksum_address
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from services.core.errors import CreditrailError
+
+ENV_PREFIX = "CREDITRAIL_"
 PLACEHOLDER_MARKERS = ("placeholder", "change-me", "changeme")
 _ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
 
@@ -56,9 +62,10 @@ class ChainSettings(BaseModel):
 
 
 class Settings(BaseSettings):
-    # hide_input_in_errors: a refused setting is named, never echoed (it may be a secret, or carry one).
+    # An empty variable counts as unset (compose files pass optional settings as ``${VAR:-}``); a refused setting is
+    # named, never echoed (hide_input_in_errors: it may be a secret, or carry one).
     model_config = SettingsConfigDict(
-        env_prefix="CREDITRAIL_", env_file=".env", extra="ignore", hide_input_in_errors=True
+        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", env_ignore_empty=True, hide_input_in_errors=True
     )
 
     environment: Literal["development", "test", "production"] = "development"
@@ -77,16 +84,22 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(default=1_048_576, ge=1)
     api_max_json_depth: int = Field(default=64, ge=1, le=1_000)
 
+    # Deploying: the one public base URL every link handed out is built from (services.core.urls), e.g.
+    # "https://credits.example.com" or "https://example.com/billing". Required, and https, in production; elsewhere
+    # it defaults to http://{api_host}:{api_port}.
+    public_base_url: str = ""
+
     # Ledger
     lot_validity_months: int = Field(default=12, ge=1)
     hold_default_ttl_seconds: int = Field(default=300, ge=1)
     hold_max_ttl_seconds: int = Field(default=86_400, ge=1)
     max_amount_credits: int = Field(default=10**12, ge=1)
 
-    # Card rail (Stripe). Secrets are refused when they look like placeholders outside development and test.
-    stripe_secret_key: SecretStr = SecretStr("sk_test_placeholder")
-    # Several webhook signing secrets are accepted at once, for rotation.
-    stripe_webhook_secrets: list[SecretStr] = Field(default_factory=lambda: [SecretStr("whsec_placeholder")])
+    # Card rail (Stripe). With no secret key the card rail is off (``stripe_configured``); a key or webhook secret
+    # that looks like a placeholder is refused in production.
+    stripe_secret_key: SecretStr = SecretStr("")
+    # Several webhook signing secrets are accepted at once, for rotation; with none, no webhook verifies.
+    stripe_webhook_secrets: list[SecretStr] = Field(default_factory=list)
 
     # Card rail: the Stripe client, what can be bought, where Checkout returns, the webhook inbox and the jobs.
     # The client is built from these in one place (services.card.stripe_client), so tests and operators can point
@@ -101,9 +114,7 @@ class Settings(BaseSettings):
     # Custom card amounts: 500-credit steps between these bounds (inclusive).
     card_custom_min_credits: int = Field(default=500, ge=500)
     card_custom_max_credits: int = Field(default=100_000, ge=500)
-    # Where Checkout sends the customer back; the purchase id and session id are added as query parameters.
-    card_success_url: str = "http://127.0.0.1:8000/credits/purchase-complete"
-    card_cancel_url: str = "http://127.0.0.1:8000/credits/purchase-cancelled"
+    # Checkout sends the customer back to the credits page under ``public_base_url`` (services.core.urls).
     # Webhook signatures: how old a signature may be, and how far ahead of our clock (clock skew).
     stripe_webhook_tolerance_seconds: int = Field(default=300, ge=1)
     stripe_webhook_future_tolerance_seconds: int = Field(default=60, ge=0)
@@ -191,21 +202,90 @@ class Settings(BaseSettings):
 
     @property
     def stripe_configured(self) -> bool:
-        """Whether a real Stripe secret key is set (the jobs that call Stripe stay off until then)."""
+        """Whether a real Stripe secret key is set: without one the card rail is off (its jobs, its purchases)."""
         return not is_placeholder(self.stripe_secret_key.get_secret_value())
 
+    @field_validator("public_base_url")
+    @classmethod
+    def _check_public_base_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise PydanticCustomError("url", "must be an absolute http(s) URL, e.g. https://credits.example.com")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise PydanticCustomError("url", "must be a scheme, host and optional path, with no query or credentials")
+        return value
+
     @model_validator(mode="after")
-    def _refuse_placeholder_secrets(self) -> Settings:
+    def _refuse_unsafe_production(self) -> Settings:
         if self.environment != "production":
             return self
-        secrets = {"stripe_secret_key": [self.stripe_secret_key], "stripe_webhook_secrets": self.stripe_webhook_secrets}
-        for name, values in secrets.items():
-            for secret in values or [SecretStr("")]:
-                if is_placeholder(secret.get_secret_value()):
-                    raise ValueError(f"CREDITRAIL_{name.upper()} holds a placeholder; set a real secret")
+        if not self.public_base_url:
+            raise setting_error("public_base_url", "is required in production (the https URL customers reach)")
+        if not self.public_base_url.startswith("https://"):
+            raise setting_error("public_base_url", "must be https in production")
+        # No Stripe key: the card rail is off. A key someone set must be real, and so must its webhook secrets.
+        key = self.stripe_secret_key.get_secret_value()
+        if key and is_placeholder(key):
+            raise setting_error("stripe_secret_key", "holds a placeholder; set a real secret (or unset it)")
+        webhook_secrets = [secret.get_secret_value() for secret in self.stripe_webhook_secrets]
+        if any(is_placeholder(secret) for secret in webhook_secrets) or (key and not webhook_secrets):
+            raise setting_error(
+                "stripe_webhook_secrets", "holds a placeholder or nothing; set the real signing secrets"
+            )
         return self
+
+
+def env_name(setting: str) -> str:
+    """The environment variable of a setting (``api_port`` -> ``CREDITRAIL_API_PORT``)."""
+    return f"{ENV_PREFIX}{setting.upper()}"
+
+
+def setting_error(setting: str, problem: str) -> PydanticCustomError:
+    """A whole-settings check's error, naming the variable it is about (pydantic gives such checks no location)."""
+    return PydanticCustomError("setting", "{variable}: {problem}", {"variable": env_name(setting), "problem": problem})
+
+
+class InvalidSettings(CreditrailError):
+    """The configuration cannot be used; the message is one line naming each bad setting's variable."""
+
+    code = "invalid_settings"
+    status_code = 500
+
+
+def describe_settings_error(error: ValidationError) -> str:
+    """One line for a settings ValidationError: each problem after its variable's name, never the value given
+    (it may be a secret)."""
+    problems = []
+    for item in error.errors(include_input=False, include_url=False):
+        location = [str(part) for part in item["loc"]]
+        if item["type"] == "setting":
+            problems.append(item["msg"])
+            continue
+        if not location:
+            problems.append(item["msg"])
+            continue
+        variable = env_name(location[0])
+        inner = ".".join(location[1:])
+        problems.append(f"{variable}: {inner + ': ' if inner else ''}{item['msg']}")
+    return "; ".join(problems)
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, a bad configuration raised as :class:`InvalidSettings` (one line)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise InvalidSettings(describe_settings_error(exc)) from None
+    except SettingsError as exc:  # a list or object setting that is not JSON
+        field = re.search(r'field "([a-z0-9_]+)"', str(exc))
+        cause = exc.__cause__
+        reason = f"not valid JSON ({cause})" if isinstance(cause, json.JSONDecodeError) else "cannot be read"
+        raise InvalidSettings(f"{env_name(field.group(1)) if field else 'a setting'}: {reason}") from None
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    return load_settings()

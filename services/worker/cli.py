@@ -11,6 +11,7 @@ from datetime import datetime
 import click
 from sqlalchemy.engine import Engine
 
+from services.core.cli_support import scrub, silence_migration_logs
 from services.core.db import unit_of_work
 from services.core.migrate import ready_engine
 from services.core.settings import Settings, get_settings
@@ -25,7 +26,15 @@ logger = logging.getLogger("creditrail.worker")
 
 
 def _engine(settings: Settings) -> Engine:
+    silence_migration_logs()
     return ready_engine(settings)
+
+
+class _WithoutRunLines(logging.Filter):
+    """Drops the runner's ``job_run`` line: ``run-job`` prints that result itself, once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "job_run"
 
 
 @click.command()
@@ -106,15 +115,20 @@ def jobs(as_json: bool) -> None:
 def run_job(name: str) -> None:
     """Run one job now, once (all its due work, in batches), and print how it went."""
     settings = get_settings()
-    configure_worker_logging(settings)
     specs = {spec.name: spec for spec in default_jobs(settings)}
     if name not in specs:
         raise click.BadParameter(f"no job named {name!r}; jobs: {', '.join(specs)}", param_hint="NAME")
     engine = _engine(settings)
+    configure_worker_logging(settings)  # the job's own log lines, on stderr
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_WithoutRunLines())
     try:
         run = run_job_once(engine, specs[name])
     finally:
         engine.dispose()
-    click.echo(json.dumps(asdict(run), default=str))
+    result = asdict(run)
+    if run.error:
+        result["error"] = scrub(run.error, settings)
+    click.echo(json.dumps(result, default=str))
     if run.outcome == RunOutcome.ERROR:
         sys.exit(1)

@@ -43,8 +43,7 @@ def card_settings(engine: Engine, **overrides: Any) -> Settings:
         "stripe_webhook_secrets": [SecretStr(WEBHOOK_SECRET), SecretStr(OLD_WEBHOOK_SECRET)],
         "stripe_api_base": API_BASE,
         "stripe_max_network_retries": 1,
-        "card_success_url": "https://app.example/credits/done",
-        "card_cancel_url": "https://app.example/credits",
+        "public_base_url": "https://app.example",
     }
     return Settings(**(values | overrides))
 

@@ -31,9 +31,9 @@ def test_a_purchase_creates_a_checkout_session_for_the_packs_price(card: Card) -
     assert sent["payment_intent_data[metadata][creditrail_purchase_id]"] == str(purchase["id"])
     assert "payment_intent_data[setup_future_usage]" not in sent
     assert sent["success_url"] == (
-        f"https://app.example/credits/done?purchase_id={purchase['id']}&session_id={{CHECKOUT_SESSION_ID}}"
+        f"https://app.example/credits/purchase-complete?purchase_id={purchase['id']}&session_id={{CHECKOUT_SESSION_ID}}"
     )
-    assert sent["cancel_url"] == f"https://app.example/credits?purchase_id={purchase['id']}"
+    assert sent["cancel_url"] == f"https://app.example/credits/purchase-cancelled?purchase_id={purchase['id']}"
     assert sent["customer"].startswith("cus_")
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr, ValidationError
@@ -11,24 +12,58 @@ from services.core.migrate import SchemaBehind, current_revision, ensure_schema,
 from services.core.settings import Settings
 
 
+def production(**overrides: Any) -> Settings:
+    """Production settings with a valid public base URL."""
+    return Settings(environment="production", public_base_url="https://credits.example.com", **overrides)
+
+
 def test_placeholder_secrets_are_refused_in_production() -> None:
-    with pytest.raises(ValidationError, match="placeholder"):
-        Settings(environment="production")
-    with pytest.raises(ValidationError, match="placeholder"):
-        Settings(environment="production", stripe_secret_key=SecretStr("sk_live_real"))
+    with pytest.raises(ValidationError, match="CREDITRAIL_STRIPE_SECRET_KEY: holds a placeholder"):
+        production(stripe_secret_key=SecretStr("sk_live_placeholder"))
+    with pytest.raises(ValidationError, match="CREDITRAIL_STRIPE_WEBHOOK_SECRETS"):
+        production(stripe_secret_key=SecretStr("sk_live_real"))
+    with pytest.raises(ValidationError, match="CREDITRAIL_STRIPE_WEBHOOK_SECRETS"):
+        production(
+            stripe_secret_key=SecretStr("sk_live_real"),
+            stripe_webhook_secrets=[SecretStr("whsec_change-me")],
+        )
 
 
 def test_real_secrets_are_accepted_in_production() -> None:
-    settings = Settings(
-        environment="production",
+    settings = production(
         stripe_secret_key=SecretStr("sk_live_abc"),
         stripe_webhook_secrets=[SecretStr("whsec_abc")],
     )
     assert settings.stripe_secret_key.get_secret_value() == "sk_live_abc"
+    assert settings.stripe_configured
 
 
-def test_placeholders_are_fine_in_development() -> None:
-    assert Settings(environment="development").stripe_secret_key.get_secret_value().startswith("sk_test")
+def test_without_a_stripe_key_the_card_rail_is_off_and_production_starts() -> None:
+    assert Settings(environment="development").stripe_configured is False
+    settings = production()
+    assert settings.stripe_secret_key.get_secret_value() == ""
+    assert settings.stripe_webhook_secrets == []
+    assert settings.stripe_configured is False
+
+
+def test_production_refuses_a_missing_or_plain_http_public_base_url() -> None:
+    with pytest.raises(ValidationError, match="CREDITRAIL_PUBLIC_BASE_URL: is required in production"):
+        Settings(environment="production")
+    with pytest.raises(ValidationError, match="CREDITRAIL_PUBLIC_BASE_URL: must be https in production"):
+        Settings(environment="production", public_base_url="http://credits.example.com")
+    assert Settings(environment="development", public_base_url="http://localhost:9000").public_base_url
+
+
+@pytest.mark.parametrize(
+    "url", ["credits.example.com", "ftp://x.example", "https://x.example/?a=1", "https://u:p@x.example", "https://"]
+)
+def test_a_public_base_url_that_is_not_a_plain_http_url_is_refused(url: str) -> None:
+    with pytest.raises(ValidationError, match="public_base_url"):
+        Settings(public_base_url=url)
+
+
+def test_public_base_url_loses_its_trailing_slash() -> None:
+    assert Settings(public_base_url="https://x.example/billing/").public_base_url == "https://x.example/billing"
 
 
 def test_settings_come_from_prefixed_environment(monkeypatch: pytest.MonkeyPatch) -> None:

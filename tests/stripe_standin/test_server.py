@@ -16,6 +16,7 @@ from pydantic import SecretStr
 from chain.node import free_port
 from services.cli import main
 from services.core.settings import Settings, get_settings
+from services.core.urls import purchase_complete_url
 from services.dev import start_dev_stripe
 from services.stripe_standin.errors import StandinRefused
 from services.stripe_standin.server import StandinConfig, StripeStandin, start_standin
@@ -42,8 +43,6 @@ def test_development_without_a_key_points_creditrail_at_a_running_standin() -> N
         assert key.startswith("sk_test_")
         assert [s.get_secret_value() for s in wired.stripe_webhook_secrets] == [standin.config.webhook_secret]
         assert standin.config.webhook_url == "http://127.0.0.1:8123/v1/stripe/webhook"
-        assert wired.card_success_url == "http://127.0.0.1:8123/credits/purchase-complete"
-        assert wired.card_cancel_url == "http://127.0.0.1:8123/credits/purchase-cancelled"
         # The key works against it through the SDK.
         sdk = stripe.StripeClient(key, base_addresses={"api": wired.stripe_api_base}, max_network_retries=0)
         assert sdk.v1.events.list({"limit": 1}).data == []
@@ -134,5 +133,5 @@ def test_creditrail_dev_without_a_key_runs_the_app_against_the_standin(
     assert listed == []
     assert f"stripe       local stand-in at {settings.stripe_api_base} (not Stripe" in result.output
     assert settings.stripe_secret_key.get_secret_value().startswith("sk_test_")
-    assert settings.card_success_url == f"http://127.0.0.1:{port}/credits/purchase-complete"
+    assert purchase_complete_url(settings) == f"http://127.0.0.1:{port}/credits/purchase-complete"
     assert (tmp_path / ".run" / "dev-keys.json").exists()
