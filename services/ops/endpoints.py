@@ -16,6 +16,7 @@ from fastapi.responses import Response
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from services.api.openapi import ErrorOut
 from services.core.settings import Settings
 from services.ops.metrics_access import check_metrics_access, database_registry, render_metrics
 from services.ops.readiness import NotReady, readiness_reasons
@@ -39,7 +40,7 @@ def _job_names(request: Request) -> list[str]:
     return names
 
 
-@router.get("/readyz", responses={503: {"description": "Not ready, with the reasons"}})
+@router.get("/readyz", responses={503: {"model": ErrorOut, "description": "Not ready, with the reasons"}})
 def readyz(request: Request) -> dict[str, str]:
     """Readiness: the database answers, its schema is at head, chains' listeners keep up, no job keeps failing.
     503 with ``error.details.reasons`` (each a code, a message and details) when not."""

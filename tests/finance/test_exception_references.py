@@ -50,12 +50,12 @@ def test_the_listener_and_reconciliation_name_a_transfer_alike_and_the_queue_fil
 
         found = card.client.get("/v1/finance/exceptions", params={"reference": reference}, headers=finance)
         assert found.status_code == 200
-        assert sorted(item["kind"] for item in found.json()["items"]) == [
+        assert sorted(item["kind"] for item in found.json()["data"]) == [
             "deposit_set_aside",
             "reconciliation_missing_in_ledger",
         ]
-        assert {item["reference"] for item in found.json()["items"]} == {reference}
-        everything = card.client.get("/v1/finance/exceptions", headers=finance).json()["items"]
+        assert {item["reference"] for item in found.json()["data"]} == {reference}
+        everything = card.client.get("/v1/finance/exceptions", headers=finance).json()["data"]
         assert len(everything) == 2, "the deposit credited raised nothing"
 
         monkeypatch.setattr("services.finance.cli.ready_engine", lambda _settings: engine)

@@ -135,6 +135,7 @@ def test_metrics_are_refused_in_production_without_a_token(engine: Engine) -> No
     with _app(
         engine,
         environment="production",
+        public_base_url="https://credits.example.com",
         stripe_secret_key=SecretStr("sk_live_realkey123"),
         stripe_webhook_secrets=[SecretStr("whsec_real")],
     ) as client:
@@ -167,6 +168,7 @@ def test_metrics_are_open_in_development_and_can_be_closed(engine: Engine) -> No
 def test_an_empty_metrics_token_opens_nothing(engine: Engine) -> None:
     production = {
         "environment": "production",
+        "public_base_url": "https://credits.example.com",
         "stripe_secret_key": SecretStr("sk_live_realkey123"),
         "stripe_webhook_secrets": [SecretStr("whsec_real")],
         "metrics_token": SecretStr(""),

@@ -191,7 +191,7 @@ def test_a_deposit_set_aside_is_listed_with_its_reason_and_the_exact_amount(
     mine(rpc, 3)
     api.rail.settle(rpc)
 
-    [deposit] = api.client.get("/v1/usdc/deposits", headers=api.headers).json()
+    [deposit] = api.client.get("/v1/usdc/deposits", headers=api.headers).json()["data"]
     assert (deposit["status"], deposit["set_aside_reason"]) == ("set_aside", "amount_too_large")
     assert deposit["amount_usdc_units"] == huge
     assert deposit["credits_minted"] is None
