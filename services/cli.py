@@ -17,7 +17,7 @@ from chain.errors import ChainRpcError
 from services.core.cli_support import chain_error_line, database_error_line, scrub, silence_migration_logs
 from services.core.db import make_engine, unit_of_work
 from services.core.errors import CreditrailError
-from services.core.logs import configure_logging
+from services.core.logs import IdleRunsQuiet, configure_logging
 from services.core.migrate import ready_engine, upgrade
 from services.core.settings import InvalidSettings, Settings, get_settings
 
@@ -108,7 +108,7 @@ def dev(host: str | None, port: int | None, no_chain: bool) -> None:
     from services.worker.scheduler import create_worker
 
     settings = _served(get_settings(), host, port)
-    configure_logging(settings)
+    configure_logging(settings).addFilter(IdleRunsQuiet())
     engine = ready_engine(settings)
     run_dir = Path(".run")
     settings, standin = start_dev_stripe(

@@ -197,4 +197,17 @@ def configure_logging(
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
     # Each request has its own line (services.ops.http_log): uvicorn's access lines would repeat it.
     logging.getLogger("uvicorn.access").disabled = True
+    # The Stripe SDK narrates every request and response at INFO; the rail's own errors say what matters.
+    logging.getLogger("stripe").setLevel(logging.WARNING)
     return handler
+
+
+class IdleRunsQuiet(logging.Filter):
+    """Drops the line of a job run that succeeded with nothing to do, for a console a person reads (development):
+    with polling every few seconds those lines would bury everything else. Operators' logs keep every run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        fields = getattr(record, "fields", None)
+        if record.msg != "job_run" or not isinstance(fields, dict):
+            return True
+        return not (fields.get("outcome") == "success" and not fields.get("items"))

@@ -17,7 +17,7 @@ from sqlmodel import Session
 
 from services.apikeys.service import issue_key
 from services.core.db import unit_of_work
-from services.core.logs import make_handler, redact, secrets_of
+from services.core.logs import IdleRunsQuiet, make_handler, redact, secrets_of
 from services.core.settings import ChainSettings, Settings
 from services.worker.registry import JobSpec
 from services.worker.runner import run_job_once
@@ -196,3 +196,26 @@ def test_anything_that_looks_like_a_secret_is_redacted(engine: Engine) -> None:
     for secret in (issued.key, "abc123XYZ", "restricted99", "abcDEF123", "dXNlcjpwYXNz", "secretpart", "tok.en-1"):
         assert secret not in cleaned
     assert f"cr_{issued.prefix}_[redacted]" in cleaned  # the key's prefix names it and stays
+
+
+def test_a_development_console_leaves_out_idle_job_runs_but_keeps_work_and_failures() -> None:
+    stream = io.StringIO()
+    handler = make_handler("text", stream=stream, secrets=[])
+    handler.addFilter(IdleRunsQuiet())
+    log = logging.getLogger("creditrail.test.idle")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    try:
+        log.info("job_run", extra={"fields": {"job": "usdc.poll.1", "outcome": "success", "items": 0}})
+        log.info("job_run", extra={"fields": {"job": "usdc.confirm.1", "outcome": "success", "items": 3}})
+        log.warning("job_run", extra={"fields": {"job": "card.inbox", "outcome": "error", "items": 0}})
+        log.info("worker_started")
+    finally:
+        log.removeHandler(handler)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 3
+    assert "usdc.poll.1" not in stream.getvalue()
+    assert "usdc.confirm.1" in lines[0]
+    assert "card.inbox" in lines[1]
+    assert "worker_started" in lines[2]
