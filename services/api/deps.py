@@ -14,13 +14,15 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from services.api.guard import PRINCIPAL_SCOPE_KEY
-from services.api.openapi import MAX_IDEMPOTENCY_KEY_LENGTH
 from services.apikeys.models import Role
 from services.apikeys.service import Principal, authenticate
 from services.core.db import unit_of_work
 from services.core.errors import Forbidden, IdempotencyKeyRequired
 from services.core.settings import Settings
+
+# Where the request guard (services.api.guard) leaves the principal it authenticated before the body was read.
+PRINCIPAL_SCOPE_KEY = "creditrail.principal"
+MAX_IDEMPOTENCY_KEY_LENGTH = 200
 
 
 def get_engine(request: Request) -> Engine:

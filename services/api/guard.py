@@ -27,13 +27,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.api.deps import AUTHENTICATING_DEPENDENCIES, PRINCIPAL_SCOPE_KEY
 from services.api.errors import database_unavailable_response, error_body
 from services.api.routes import api_routes
 from services.apikeys.service import Principal, authenticate
 from services.core.db import is_database_unavailable, unit_of_work
 from services.core.errors import CreditrailError
-
-PRINCIPAL_SCOPE_KEY = "creditrail.principal"
 
 # A complete JSON string (escapes included): its brackets are text, not structure.
 _JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"')
@@ -71,7 +70,6 @@ def _is_json(content_type: str | None) -> bool:
 
 def route_needs_key(route: APIRoute) -> bool:
     """Whether any of the route's dependencies authenticates an API key."""
-    from services.api.deps import AUTHENTICATING_DEPENDENCIES
 
     stack = [route.dependant]
     while stack:

@@ -9,6 +9,7 @@ conflicts, the network calls of reconciliation) come from ``DOMAIN_ERRORS``, one
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
@@ -16,10 +17,10 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
+from services.api.deps import AUTHENTICATING_DEPENDENCIES, MAX_IDEMPOTENCY_KEY_LENGTH, get_idempotency_key
 from services.api.routes import api_routes
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-MAX_IDEMPOTENCY_KEY_LENGTH = 200
 
 
 class ErrorDetail(BaseModel):
@@ -95,6 +96,16 @@ def _error_schemas() -> dict[str, Any]:
     return {**definitions, "ErrorOut": schema}
 
 
+# The errors a dependency can raise that its kind does not tell (a Stripe client's 502 and 504), declared by the
+# domain that defines it (``declare_dependency_errors``), so that this kit imports no domain.
+DEPENDENCY_ERRORS: dict[Callable[..., Any], tuple[int, ...]] = {}
+
+
+def declare_dependency_errors(dependency: Callable[..., Any], *statuses: int) -> None:
+    """Every route that depends on ``dependency`` (directly or not) can answer these statuses."""
+    DEPENDENCY_ERRORS[dependency] = tuple(sorted({*DEPENDENCY_ERRORS.get(dependency, ()), *statuses}))
+
+
 def _calls(dependant: Dependant) -> list[tuple[Any, Dependant]]:
     found: list[tuple[Any, Dependant]] = []
     stack = [dependant]
@@ -107,9 +118,6 @@ def _calls(dependant: Dependant) -> list[tuple[Any, Dependant]]:
 
 def route_errors(route: APIRoute, method: str, path: str) -> set[int]:
     """The error statuses a route can answer, from its dependencies and ``DOMAIN_ERRORS``."""
-    from services.api.deps import AUTHENTICATING_DEPENDENCIES, get_idempotency_key
-    from services.card.endpoints import get_gateway
-
     statuses = set(DOMAIN_ERRORS.get((method, path), ()))
     calls = _calls(route.dependant)
     authenticating = [dependant for call, dependant in calls if call in AUTHENTICATING_DEPENDENCIES]
@@ -127,8 +135,8 @@ def route_errors(route: APIRoute, method: str, path: str) -> set[int]:
             statuses.add(403)
     if any(call is get_idempotency_key for call, _ in calls):
         statuses |= {409, 422}
-    if any(call is get_gateway for call, _ in calls):
-        statuses |= {502, 504}
+    for call, _ in calls:
+        statuses |= set(DEPENDENCY_ERRORS.get(call, ()))
     flat = route.dependant
     has_parameters = any(
         dependant.path_params or dependant.query_params or dependant.header_params for _, dependant in calls

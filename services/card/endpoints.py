@@ -33,6 +33,7 @@ from services.api.deps import (
     get_customer,
     get_principal_outside,
 )
+from services.api.openapi import declare_dependency_errors
 from services.api.pages import Cursor, id_cursor, page_of
 from services.api.types import Id, Text
 from services.apikeys.service import Principal
@@ -102,6 +103,8 @@ def get_gateway(request: Request) -> StripeGateway:
     return _app_gateway(request)
 
 
+declare_dependency_errors(get_gateway, 409, 502, 504)
+declare_dependency_errors(_app_gateway, 502, 504)
 GatewayDep = Annotated[StripeGateway, Depends(get_gateway)]
 # For processing stored events, which goes on with the rail off (as the webhook's own processing does).
 InboxGatewayDep = Annotated[StripeGateway, Depends(_app_gateway)]
