@@ -204,7 +204,7 @@ def keys() -> None:
 
 
 @keys.command("create")
-@click.option("--role", type=click.Choice(["customer", "finance", "admin"]), required=True)
+@click.option("--role", type=click.Choice(["customer", "finance", "admin", "platform"]), required=True)
 @click.option("--account", "account_id", type=int, default=None, help="The account of a customer key.")
 @click.option("--name", default="")
 def keys_create(role: str, account_id: int | None, name: str) -> None:
