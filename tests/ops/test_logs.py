@@ -196,3 +196,9 @@ def test_anything_that_looks_like_a_secret_is_redacted(engine: Engine) -> None:
     for secret in (issued.key, "abc123XYZ", "restricted99", "abcDEF123", "dXNlcjpwYXNz", "secretpart", "tok.en-1"):
         assert secret not in cleaned
     assert f"cr_{issued.prefix}_[redacted]" in cleaned  # the key's prefix names it and stays
+
+
+def test_a_customer_session_token_is_redacted_to_its_prefix() -> None:
+    cleaned = redact("opened /credits#session=crs_0123456789ab_AxaXxOc5UVJlRYi7FGyuq593miyzsCO6NvROnZKPtmY")
+    assert "AxaXxOc5UVJlRYi7" not in cleaned
+    assert "crs_0123456789ab_[redacted]" in cleaned
