@@ -144,10 +144,9 @@ class RequestGuard:
         policy = self._policy(scope)
         if policy.needs_key:
             try:
-                principal = await run_in_threadpool(self._authenticate, scope, headers)
-                if principal.is_session and not policy.allows_session:
-                    raise ForbiddenForSession(SESSION_REFUSED_MESSAGE)
-                scope[PRINCIPAL_SCOPE_KEY] = principal
+                scope[PRINCIPAL_SCOPE_KEY] = await run_in_threadpool(
+                    self._authenticate, scope, headers, policy.allows_session
+                )
             except CreditrailError as exc:
                 await self._refuse(scope, receive, send, exc.status_code, exc.code, exc.message, exc.details)
                 return
@@ -206,9 +205,13 @@ class RequestGuard:
         return _NO_ROUTE
 
     @staticmethod
-    def _authenticate(scope: Scope, headers: dict[str, str]) -> Principal:
+    def _authenticate(scope: Scope, headers: dict[str, str], allows_session: bool) -> Principal:
         with unit_of_work(scope["app"].state.engine) as session:
-            return authenticate(session, api_key_of(headers))
+            principal = authenticate(session, api_key_of(headers))
+            if principal.is_session and not allows_session:
+                # Refused inside the unit of work: a session's renewal is not written for a request it may not make.
+                raise ForbiddenForSession(SESSION_REFUSED_MESSAGE)
+            return principal
 
     async def _read_body(self, receive: Receive) -> bytes:
         chunks: list[bytes] = []

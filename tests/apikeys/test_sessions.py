@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+import pytest
 from sqlalchemy import select, text
 
-from services.apikeys.sessions import customer_sessions
+from services.apikeys.sessions import check_return_url, customer_sessions
 from services.core.db import utc
+from services.core.errors import InvalidRequest
+from services.core.settings import Settings
 from tests.apikeys.conftest import Api, Clock, create_session, session_headers
 
 
@@ -278,3 +281,24 @@ def test_session_requests_are_checked_and_write_nothing_when_refused(api: Api, c
     missing = api.client.post("/v1/admin/customer-sessions", json={"account_id": 999_999}, headers=api.admin)
     assert missing.status_code == 404
     assert api.snapshot() == before
+
+
+def test_a_refused_request_does_not_renew_the_session(api: Api, clock: Clock) -> None:
+    customer = api.customer()
+    created_at = clock.now
+    created = create_session(api, customer.account_id, lifetime_seconds=600)
+    headers = {**session_headers(created["token"]), "Idempotency-Key": "k-1"}
+    clock.advance(300)
+    refused = api.client.post("/v1/charges", json={"amount_credits": 1}, headers=headers)
+    assert refused.status_code == 403
+    assert _stored(api, created["id"]) == (created_at + timedelta(seconds=600), created_at)
+
+
+def test_return_url_must_be_https_in_production() -> None:
+    production = Settings(environment="production", public_base_url="https://credits.example.com")
+    development = Settings(environment="development")
+    assert check_return_url(production, "https://platform.example/app") == "https://platform.example/app"
+    assert check_return_url(development, "http://localhost:3000/app") == "http://localhost:3000/app"
+    with pytest.raises(InvalidRequest) as refused:
+        check_return_url(production, "http://platform.example/app")
+    assert refused.value.details["field"] == "return_url"
