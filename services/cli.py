@@ -100,6 +100,7 @@ def dev(host: str | None, port: int | None, no_chain: bool) -> None:
     from services.dev import (
         anvil_available,
         bootstrap_demo,
+        demo_session_url,
         dev_xpub,
         send_demo_deposit,
         start_dev_chain,
@@ -139,7 +140,10 @@ def dev(host: str | None, port: int | None, no_chain: bool) -> None:
                 f"{devchain.chain.confirmations} confirmations (see /v1/usdc/deposits and /v1/balance)"
             )
         click.echo(f"API          {public_base_url(settings)}/docs")
-        click.echo(f"credits page {credits_page_url(settings)}")
+        demo_link = demo_session_url(engine, settings, run_dir)
+        click.echo(f"credits page {demo_link or credits_page_url(settings)}")
+        if demo_link:
+            click.echo("             the demo customer's session (12 hours; a fresh link on every start)")
         uvicorn.run(
             create_app(settings, engine=engine), host=settings.api_host, port=settings.api_port, **UVICORN_LOGGING
         )
@@ -204,7 +208,7 @@ def keys() -> None:
 
 
 @keys.command("create")
-@click.option("--role", type=click.Choice(["customer", "finance", "admin"]), required=True)
+@click.option("--role", type=click.Choice(["customer", "finance", "admin", "platform"]), required=True)
 @click.option("--account", "account_id", type=int, default=None, help="The account of a customer key.")
 @click.option("--name", default="")
 def keys_create(role: str, account_id: int | None, name: str) -> None:

@@ -4,7 +4,9 @@ stand-in for Stripe with its test checkout page, so buying by card works on a fr
 
 On its first start against an empty database it creates an admin key, a demo customer account with a key and a
 welcome grant, and prints the keys (they are also kept in ``.run/dev-keys.json``, which only this development mode
-writes). The local chain keeps its state in ``.run/`` across restarts.
+writes). On every start it prints a ready link to the credits page for the demo customer: a fresh customer session
+(12 hours) in the URL's fragment, as a platform would hand one out. The local chain keeps its state in ``.run/``
+across restarts.
 
 The deposit addresses of the local chain derive from a fixed, public development seed: never use it elsewhere.
 """
@@ -28,8 +30,10 @@ from chain.node import AnvilNode, find_anvil
 from chain.rpc import ChainRpc
 from services.apikeys.models import ApiKey
 from services.apikeys.service import issue_key
+from services.apikeys.sessions import create_session
 from services.core.db import unit_of_work
 from services.core.settings import ChainSettings, Settings
+from services.core.urls import credits_page_url
 from services.ledger.accounts import create_customer_account
 from services.ledger.minting import grant
 from services.ledger.repository import table_of
@@ -179,3 +183,34 @@ def start_dev_stripe(
         "stripe_api_base": standin.url,
     }
     return settings.model_copy(update=update), standin
+
+
+DEV_SESSION_LIFETIME_SECONDS = 12 * 60 * 60
+
+
+def demo_session_url(engine: Engine, settings: Settings, run_dir: Path) -> str | None:
+    """A fresh customer session for the demo account (the one ``dev-keys.json`` names), long-lived for development,
+    as the credits page's URL with the token in its fragment: what a platform would hand its signed-in user. None
+    when there is no demo account (a database set up otherwise)."""
+    keys_file = run_dir / "dev-keys.json"
+    if not keys_file.exists():
+        return None
+    account_id = json.loads(keys_file.read_text()).get("demo_account_id")
+    api_keys = table_of(ApiKey)
+    with unit_of_work(engine) as session:
+        admin_id = session.execute(
+            select(api_keys.c.id)
+            .where(api_keys.c.role == "admin", api_keys.c.revoked_at.is_(None))
+            .order_by(api_keys.c.id)
+            .limit(1)
+        ).scalar_one_or_none()
+        if not isinstance(account_id, int) or admin_id is None:
+            return None
+        issued = create_session(
+            session,
+            settings,
+            account_id=account_id,
+            created_by_key_id=admin_id,
+            lifetime_seconds=min(DEV_SESSION_LIFETIME_SECONDS, settings.customer_session_max_lifetime_seconds),
+        )
+    return f"{credits_page_url(settings)}#session={issued.token}"

@@ -17,6 +17,7 @@ from services.api.guard import RequestGuard
 from services.api.openapi import document_errors
 from services.api.purchases import router as purchases_router
 from services.apikeys.endpoints import router as api_keys_router
+from services.apikeys.session_endpoints import ROUTERS as SESSION_ROUTERS
 from services.card.endpoints import ROUTERS as CARD_ROUTERS
 from services.core.db import make_engine
 from services.core.migrate import ensure_schema
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         ledger_router,
         ledger_admin_router,
         api_keys_router,
+        *SESSION_ROUTERS,
         *CARD_ROUTERS,
         usdc_router,
         usdc_admin_router,

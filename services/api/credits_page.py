@@ -1,9 +1,12 @@
 """The customer's credits page: balance, lots with their expiry dates, purchases of both rails, recent
 transactions, buying a pack (to Stripe Checkout and back) and the USDC deposit address.
 
-A static page: it asks for the customer's API key (kept for the browser tab only) and calls the same /v1 endpoints
-as any client. Stripe's success and cancel URLs point here (under the public base URL: services.core.urls), and the
-page confirms the purchase on return.
+A static page, opened from the platform's link with a customer session in the URL's fragment
+(``/credits#session=crs_...``: never sent to a server, nor in a Referer). The page takes the token, wipes it from
+the address bar (history.replaceState), keeps it for the browser tab only (sessionStorage), and calls the same /v1
+endpoints as any client with it; an expired or revoked session shows a message and the link back to the platform.
+A developer may paste a customer API key instead. Stripe's success and cancel URLs point here (under the public base
+URL: services.core.urls), and the page confirms the purchase on return (the tab still holds the session).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from sqlmodel import Session
 
 from services.apikeys.models import Role
 from services.apikeys.service import Principal, authenticate
+from services.apikeys.sessions import SESSION_REFUSED_MESSAGE, ForbiddenForSession
 from services.core.db import unit_of_work
 from services.core.errors import Forbidden, IdempotencyKeyRequired
 from services.core.settings import Settings
@@ -47,7 +48,9 @@ def get_session(engine: EngineDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
-_bearer_scheme = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer cr_...`")
+_bearer_scheme = HTTPBearer(
+    auto_error=False, description="An API key (`Authorization: Bearer cr_...`), or a customer session (`crs_...`)"
+)
 _header_scheme = APIKeyHeader(name="X-Api-Key", auto_error=False, description="An API key, as a header of its own")
 
 
@@ -55,15 +58,20 @@ def _principal(
     request: Request,
     bearer: HTTPAuthorizationCredentials | None,
     x_api_key: str | None,
+    *,
+    allow_session: bool,
 ) -> Principal:
     """The principal the request guard (``services.api.guard``) authenticated before the body was read; or, for an
-    app without the guard, the key authenticated now, in a short unit of work of its own."""
+    app without the guard, the key authenticated now, in a short unit of work of its own. A customer session is
+    refused (403 ``forbidden_for_session``) unless the endpoint lets sessions in (``allow_session``)."""
     found = request.scope.get(PRINCIPAL_SCOPE_KEY)
-    if isinstance(found, Principal):
-        return found
-    key = x_api_key or (bearer.credentials if bearer is not None else None)
-    with unit_of_work(request.app.state.engine) as session:
-        return authenticate(session, key)
+    if not isinstance(found, Principal):
+        key = x_api_key or (bearer.credentials if bearer is not None else None)
+        with unit_of_work(request.app.state.engine) as session:
+            found = authenticate(session, key)
+    if found.is_session and not allow_session:
+        raise ForbiddenForSession(SESSION_REFUSED_MESSAGE)
+    return found
 
 
 def get_principal(
@@ -71,7 +79,8 @@ def get_principal(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)],
     x_api_key: Annotated[str | None, Depends(_header_scheme)],
 ) -> Principal:
-    return _principal(request, bearer, x_api_key)
+    """An API key's principal (a customer session is refused: see ``CustomerOrSession``)."""
+    return _principal(request, bearer, x_api_key, allow_session=False)
 
 
 CurrentKey = Annotated[Principal, Depends(get_principal)]
@@ -84,12 +93,57 @@ def get_principal_outside(
 ) -> Principal:
     """The same as ``get_principal``, for endpoints that call the network (Stripe, a chain node) between units of
     work of their own: no transaction is open while they wait (the key is never read inside the request's)."""
-    return _principal(request, bearer, x_api_key)
+    return _principal(request, bearer, x_api_key, allow_session=False)
 
 
-# The dependencies that authenticate an API key: the request guard checks the key before reading the body of any
-# route that depends on one of them.
-AUTHENTICATING_DEPENDENCIES = (get_principal, get_principal_outside)
+def _customer_of(principal: Principal) -> Principal:
+    _require(principal, Role.CUSTOMER)
+    if principal.account_id is None:
+        raise Forbidden("this key is not attached to an account")
+    return principal
+
+
+def get_customer_or_session(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)],
+    x_api_key: Annotated[str | None, Depends(_header_scheme)],
+) -> Principal:
+    """A customer key or a customer session: the mark of an endpoint a person's session may use. Every other
+    endpoint refuses sessions, so a new endpoint is closed to them unless it depends on this."""
+    return _customer_of(_principal(request, bearer, x_api_key, allow_session=True))
+
+
+def get_customer_or_session_outside(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)],
+    x_api_key: Annotated[str | None, Depends(_header_scheme)],
+) -> Principal:
+    """``get_customer_or_session`` for endpoints that call the network between units of work of their own."""
+    return _customer_of(_principal(request, bearer, x_api_key, allow_session=True))
+
+
+def get_current_session(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)],
+) -> Principal:
+    """The calling customer session itself (an API key is refused)."""
+    principal = _principal(request, bearer, None, allow_session=True)
+    if not principal.is_session:
+        raise Forbidden("this needs a customer session (Authorization: Bearer crs_...)")
+    return principal
+
+
+# The dependencies that authenticate an API key or session: the request guard checks it before reading the body of
+# any route that depends on one of them.
+AUTHENTICATING_DEPENDENCIES = (
+    get_principal,
+    get_principal_outside,
+    get_customer_or_session,
+    get_customer_or_session_outside,
+    get_current_session,
+)
+# Those that let a customer session in: the guard refuses a session on any other route before reading its body.
+SESSION_DEPENDENCIES = (get_customer_or_session, get_customer_or_session_outside, get_current_session)
 
 
 def get_finance_outside(principal: Annotated[Principal, Depends(get_principal_outside)]) -> Principal:
@@ -103,10 +157,8 @@ def _require(principal: Principal, *roles: str) -> Principal:
 
 
 def get_customer(principal: CurrentKey) -> Principal:
-    _require(principal, Role.CUSTOMER)
-    if principal.account_id is None:
-        raise Forbidden("this key is not attached to an account")
-    return principal
+    """A customer API key (programs: charges, holds). People's sessions use ``CustomerOrSession`` endpoints."""
+    return _customer_of(principal)
 
 
 def get_admin(principal: CurrentKey) -> Principal:
@@ -117,10 +169,19 @@ def get_finance(principal: CurrentKey) -> Principal:
     return _require(principal, Role.FINANCE, Role.ADMIN)
 
 
+def get_platform(principal: CurrentKey) -> Principal:
+    """An admin key, or the platform's backend's key (customer sessions only)."""
+    return _require(principal, Role.ADMIN, Role.PLATFORM)
+
+
 CustomerKey = Annotated[Principal, Depends(get_customer)]
 AdminKey = Annotated[Principal, Depends(get_admin)]
 FinanceKey = Annotated[Principal, Depends(get_finance)]
 FinanceOutside = Annotated[Principal, Depends(get_finance_outside)]
+PlatformKey = Annotated[Principal, Depends(get_platform)]
+CustomerOrSession = Annotated[Principal, Depends(get_customer_or_session)]
+CustomerOrSessionOutside = Annotated[Principal, Depends(get_customer_or_session_outside)]
+CurrentSession = Annotated[Principal, Depends(get_current_session)]
 
 
 def get_idempotency_key(idempotency_key: Annotated[str | None, Header()] = None) -> str:

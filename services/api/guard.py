@@ -3,7 +3,9 @@
 1. Authentication first. A route that needs an API key (any of its dependencies authenticates) gets the key checked
    here, in a short unit of work of its own, before the body is read: an unauthenticated caller is answered 401
    whatever it sends, and never makes the server read, buffer or parse a body. The principal found is left in the
-   request's scope for the endpoint's dependencies (``services.api.deps``), so the key is looked up once.
+   request's scope for the endpoint's dependencies (``services.api.deps``), so the key is looked up once. A
+   customer session (a ``crs_...`` bearer token) is renewed here as it is used, and refused (403
+   ``forbidden_for_session``) on a route none of whose dependencies lets sessions in.
 2. A size cap on every body (``api_max_body_bytes``): a declared ``Content-Length`` above it is refused at once; a
    body of unknown length (chunked) is counted while it is read and cut at the cap. Either way 413.
 3. A JSON body FastAPI will parse (a route with a body, a JSON content type or none) must be UTF-8 and nested no
@@ -27,10 +29,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.api.deps import AUTHENTICATING_DEPENDENCIES, PRINCIPAL_SCOPE_KEY
+from services.api.deps import AUTHENTICATING_DEPENDENCIES, PRINCIPAL_SCOPE_KEY, SESSION_DEPENDENCIES
 from services.api.errors import database_unavailable_response, error_body
 from services.api.routes import api_routes
 from services.apikeys.service import Principal, authenticate
+from services.apikeys.sessions import SESSION_REFUSED_MESSAGE, ForbiddenForSession
 from services.core.db import is_database_unavailable, unit_of_work
 from services.core.errors import CreditrailError
 
@@ -68,16 +71,24 @@ def _is_json(content_type: str | None) -> bool:
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
-def route_needs_key(route: APIRoute) -> bool:
-    """Whether any of the route's dependencies authenticates an API key."""
-
+def _depends_on(route: APIRoute, calls: tuple[Any, ...]) -> bool:
     stack = [route.dependant]
     while stack:
         dependant = stack.pop()
-        if dependant.call in AUTHENTICATING_DEPENDENCIES:
+        if dependant.call in calls:
             return True
         stack.extend(dependant.dependencies)
     return False
+
+
+def route_needs_key(route: APIRoute) -> bool:
+    """Whether any of the route's dependencies authenticates an API key (or a customer session)."""
+    return _depends_on(route, AUTHENTICATING_DEPENDENCIES)
+
+
+def route_allows_session(route: APIRoute) -> bool:
+    """Whether the route lets a customer session in (one of its dependencies says so: services.api.deps)."""
+    return _depends_on(route, SESSION_DEPENDENCIES)
 
 
 def api_key_of(headers: dict[str, str]) -> str | None:
@@ -96,6 +107,8 @@ class _Policy:
     # its body itself, like Stripe's webhook, checks it its own way).
     needs_key: bool
     parses_json: bool
+    # Whether a customer session may call it (else it is refused, 403, before the body is read).
+    allows_session: bool = False
 
 
 _NO_ROUTE = _Policy(needs_key=False, parses_json=False)
@@ -126,7 +139,9 @@ class RequestGuard:
         policy = self._policy(scope)
         if policy.needs_key:
             try:
-                scope[PRINCIPAL_SCOPE_KEY] = await run_in_threadpool(self._authenticate, scope, headers)
+                scope[PRINCIPAL_SCOPE_KEY] = await run_in_threadpool(
+                    self._authenticate, scope, headers, policy.allows_session
+                )
             except CreditrailError as exc:
                 await self._refuse(scope, receive, send, exc.status_code, exc.code, exc.message, exc.details)
                 return
@@ -175,15 +190,23 @@ class RequestGuard:
             if method in entry.methods and entry.matches_path(path):
                 policy = self._policies.get(id(entry.route))
                 if policy is None:
-                    policy = _Policy(route_needs_key(entry.route), entry.route.body_field is not None)
+                    policy = _Policy(
+                        route_needs_key(entry.route),
+                        entry.route.body_field is not None,
+                        route_allows_session(entry.route),
+                    )
                     self._policies[id(entry.route)] = policy
                 return policy
         return _NO_ROUTE
 
     @staticmethod
-    def _authenticate(scope: Scope, headers: dict[str, str]) -> Principal:
+    def _authenticate(scope: Scope, headers: dict[str, str], allows_session: bool) -> Principal:
         with unit_of_work(scope["app"].state.engine) as session:
-            return authenticate(session, api_key_of(headers))
+            principal = authenticate(session, api_key_of(headers))
+            if principal.is_session and not allows_session:
+                # Refused inside the unit of work: a session's renewal is not written for a request it may not make.
+                raise ForbiddenForSession(SESSION_REFUSED_MESSAGE)
+            return principal
 
     async def _read_body(self, receive: Receive) -> bytes:
         chunks: list[bytes] = []

@@ -1,10 +1,11 @@
 """The OpenAPI document says every error each operation can answer, with the one error body.
 
 Most errors follow from what a route depends on, so they are derived from its dependencies rather than written per
-route: an API key (401), a role check wrapped around it (403), an Idempotency-Key (declared as the required header
-it is; 409 when reused with another request), a body (413 over the cap; 422), any parameter (422), a path parameter
-(404), the Stripe gateway (502, 504). The few errors only a domain knows of (402 for credits and budgets, its
-conflicts, the network calls of reconciliation) come from ``DOMAIN_ERRORS``, one table keyed by method and path.
+route: an API key or a customer session (401; 403 for a role, or for a session where only keys may go), an
+Idempotency-Key (declared as the required header it is; 409 when reused with another request), a body (413 over
+the cap; 422), any parameter (422), a path parameter (404), the Stripe gateway (502, 504). The few errors only a
+domain knows of (402 for credits and budgets, its conflicts, the network calls of reconciliation) come from
+``DOMAIN_ERRORS``, one table keyed by method and path.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ DESCRIPTIONS = {
     400: "The request was refused (e.g. a webhook's signature)",
     401: "No API key, or one that is not valid",
     402: "Not enough credits, or a budget would be exceeded",
-    403: "The key's role may not do this",
+    403: "The key's role may not do this, or a customer session may not (forbidden_for_session)",
     404: "Not found",
     409: "Conflicts with the current state, or an Idempotency-Key reused with another request",
     413: "The request body is too large",
@@ -58,6 +59,7 @@ DOMAIN_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("PATCH", "/v1/budgets/{budget_id}"): (409,),
     ("POST", "/v1/admin/accounts/{account_id}/adjustments"): (402,),
     ("POST", "/v1/admin/api-keys"): (404,),
+    ("POST", "/v1/admin/customer-sessions"): (404,),
     ("POST", "/v1/admin/api-keys/{key_id}/revoke"): (409,),
     ("POST", "/v1/card/purchases/{purchase_id}/confirm"): (409,),
     ("PUT", "/v1/card/auto-recharge"): (409,),
@@ -122,17 +124,9 @@ def route_errors(route: APIRoute, method: str, path: str) -> set[int]:
     calls = _calls(route.dependant)
     authenticating = [dependant for call, dependant in calls if call in AUTHENTICATING_DEPENDENCIES]
     if authenticating:
-        statuses.add(401)
-        # A role check is a dependency wrapped around the authentication, not the route itself.
-        wrappers = [
-            dependant
-            for call, dependant in calls
-            if dependant is not route.dependant
-            and call not in AUTHENTICATING_DEPENDENCIES
-            and any(sub.call in AUTHENTICATING_DEPENDENCIES for sub in dependant.dependencies)
-        ]
-        if wrappers:
-            statuses.add(403)
+        # 403: a role check, or a customer session where only API keys may go (and the reverse), so any route that
+        # authenticates may answer it.
+        statuses |= {401, 403}
     if any(call is get_idempotency_key for call, _ in calls):
         statuses |= {409, 422}
     for call, _ in calls:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from services.api.deps import CustomerKey, SessionDep
+from services.api.deps import CustomerOrSession, SessionDep
 from services.api.pages import Cursor, InvalidCursor, composite_cursor, id_cursor, page_of, parse_composite_cursor
 from services.card.purchases import history as card_history
 from services.card.schemas import HistoryItemOut, HistoryPage
@@ -25,7 +25,7 @@ RAILS = ("card", "usdc")
 @router.get("/purchases")
 def purchase_history(
     session: SessionDep,
-    principal: CustomerKey,
+    principal: CustomerOrSession,
     cursor: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> HistoryPage:

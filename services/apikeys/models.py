@@ -15,6 +15,8 @@ class Role(StrEnum):
     CUSTOMER = "customer"
     FINANCE = "finance"
     ADMIN = "admin"
+    # The platform's backend: creates and revokes customer sessions, nothing else.
+    PLATFORM = "platform"
 
 
 class ApiKey(SQLModel, table=True):
@@ -31,4 +33,27 @@ class ApiKey(SQLModel, table=True):
     )
     name: str = Field(default="", max_length=200)
     created_at: datetime = Field(sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+
+
+class CustomerSession(SQLModel, table=True):
+    """A customer's browser session, asked for by the platform that signed the customer in: its token reads
+    ``crs_<prefix>_<secret>``, shown once and stored as a digest, like an API key. It expires ``lifetime_seconds``
+    after its last renewal, slides forward on use (``renewed_at`` at most once a minute), never past
+    ``max_expires_at``."""
+
+    __tablename__ = "customer_sessions"
+
+    id: int | None = Field(default=None, sa_type=BigIntPK, primary_key=True)
+    prefix: str = Field(max_length=32, unique=True)
+    token_sha256: str = Field(max_length=64)
+    account_id: int = Field(sa_column=Column(BigInteger, ForeignKey("accounts.id"), nullable=False, index=True))
+    # The key (admin or platform) that created it.
+    created_by_key_id: int = Field(sa_column=Column(BigInteger, ForeignKey("api_keys.id"), nullable=False))
+    return_url: str | None = Field(default=None, max_length=2048, nullable=True)
+    lifetime_seconds: int
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    renewed_at: datetime = Field(sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    max_expires_at: datetime = Field(sa_type=UTCDateTime)
     revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)

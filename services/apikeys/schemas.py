@@ -14,7 +14,7 @@ from services.api.types import StrictId, Text
 class ApiKeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    role: Annotated[str, Field(pattern="^(customer|finance|admin)$")]
+    role: Annotated[str, Field(pattern="^(customer|finance|admin|platform)$")]
     account_id: StrictId | None = None
     name: Annotated[Text, Field(max_length=200)] = ""
 
@@ -35,3 +35,23 @@ class IssuedApiKeyOut(ApiKeyOut):
 
 
 ApiKeyPage = Page[ApiKeyOut]
+
+
+class CustomerSessionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    account_id: StrictId
+    # Where the credits page links back to (the platform's own page): an http(s) URL, https in production.
+    return_url: Annotated[Text, Field(max_length=2048)] | None = None
+    # How long the session lives without use; each use renews it (default and bounds: settings).
+    lifetime_seconds: Annotated[int, Field(strict=True, ge=1, le=10**9)] | None = None
+
+
+class CustomerSessionOut(BaseModel):
+    id: int
+    # The token, shown this once: the browser sends it as ``Authorization: Bearer <token>``.
+    token: str
+    # The credits page, the token in its fragment (never sent to a server, nor in a Referer).
+    url: str
+    expires_at: datetime
+    account_id: int

@@ -11,11 +11,13 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import insert, select, update
 from sqlmodel import Session
 
 from services.apikeys.models import ApiKey, Role
+from services.apikeys.sessions import authenticate_session, is_session_token
 from services.core.clock import utcnow
 from services.core.errors import Conflict, InvalidRequest, NotFound, Unauthenticated
 from services.ledger.accounts import require_customer_account
@@ -35,13 +37,25 @@ class LastAdminKey(Conflict):
     code = "last_admin_key"
 
 
+class PrincipalKind(StrEnum):
+    API_KEY = "api_key"
+    SESSION = "session"
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: the key's id, role and (for customer keys) account."""
+    """Who is calling: an API key (its id, role and, for customer keys, account), or a customer session (its id and
+    account, acting with the customer role on the endpoints that let sessions in: services.api.deps)."""
 
-    key_id: int
+    key_id: int | None
     role: str
     account_id: int | None
+    kind: PrincipalKind = PrincipalKind.API_KEY
+    session_id: int | None = None
+
+    @property
+    def is_session(self) -> bool:
+        return self.kind == PrincipalKind.SESSION
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +96,18 @@ def issue_key(
 
 
 def authenticate(session: Session, key: str | None) -> Principal:
+    """The principal an API key or a customer session token (``crs_...``) stands for."""
     if not key:
         raise Unauthenticated("an API key is required (Authorization: Bearer <key>)")
+    if is_session_token(key):
+        found = authenticate_session(session, key)
+        return Principal(
+            key_id=None,
+            role=Role.CUSTOMER,
+            account_id=found.account_id,
+            kind=PrincipalKind.SESSION,
+            session_id=found.id,
+        )
     parts = key.split("_", 2)
     if (
         len(key) > MAX_KEY_LENGTH

@@ -23,14 +23,14 @@ from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
 from services.api.deps import (
-    CustomerKey,
+    CustomerOrSession,
+    CustomerOrSessionOutside,
     EngineDep,
     FinanceKey,
     IdempotencyKey,
     SessionDep,
     SettingsDep,
     get_admin,
-    get_customer,
     get_principal_outside,
 )
 from services.api.openapi import declare_dependency_errors
@@ -125,15 +125,10 @@ def get_processor(request: Request) -> InlineProcessor:
         return processor
 
 
-def _customer(principal: Annotated[Principal, Depends(get_principal_outside)]) -> Principal:
-    return get_customer(principal)
-
-
 def _admin(principal: Annotated[Principal, Depends(get_principal_outside)]) -> Principal:
     return get_admin(principal)
 
 
-CustomerOutside = Annotated[Principal, Depends(_customer)]
 AdminOutside = Annotated[Principal, Depends(_admin)]
 
 
@@ -152,7 +147,7 @@ def _purchase_out(view: purchases.PurchaseView, replayed: bool = False) -> Purch
 
 
 @router.get("/card/packs")
-def list_packs(_principal: CustomerKey, settings: SettingsDep) -> PacksOut:
+def list_packs(_principal: CustomerOrSession, settings: SettingsDep) -> PacksOut:
     return PacksOut(
         packs=[
             PackOut(code=p.code, name=p.name, amount_credits=p.amount_credits, amount_cents=p.amount_cents)
@@ -170,7 +165,7 @@ def list_packs(_principal: CustomerKey, settings: SettingsDep) -> PacksOut:
 @router.post("/card/purchases", status_code=status.HTTP_201_CREATED)
 def start_purchase(
     body: PurchaseIn,
-    principal: CustomerOutside,
+    principal: CustomerOrSessionOutside,
     key: IdempotencyKey,
     engine: EngineDep,
     settings: SettingsDep,
@@ -195,14 +190,14 @@ def start_purchase(
 
 
 @router.get("/card/purchases/{purchase_id}")
-def get_purchase(purchase_id: Id, session: SessionDep, principal: CustomerKey) -> PurchaseOut:
+def get_purchase(purchase_id: Id, session: SessionDep, principal: CustomerOrSession) -> PurchaseOut:
     return _purchase_out(purchases.get_purchase(session, _account(principal), purchase_id))
 
 
 @router.post("/card/purchases/{purchase_id}/confirm")
 def confirm_purchase(
     purchase_id: Id,
-    principal: CustomerOutside,
+    principal: CustomerOrSessionOutside,
     engine: EngineDep,
     gateway: GatewayDep,
     body: ConfirmIn | None = None,
@@ -229,7 +224,7 @@ def confirm_purchase(
 
 
 @router.get("/card/auto-recharge")
-def get_auto_recharge(session: SessionDep, principal: CustomerKey) -> AutoRechargeOut:
+def get_auto_recharge(session: SessionDep, principal: CustomerOrSession) -> AutoRechargeOut:
     """The account's auto-recharge settings and state, with the last failure (a decline, or the bank asking for
     authentication) and why it turned itself off, if it did."""
     return AutoRechargeOut(**asdict(auto_recharge.get_view(session, _account(principal))))
@@ -237,7 +232,7 @@ def get_auto_recharge(session: SessionDep, principal: CustomerKey) -> AutoRechar
 
 @router.put("/card/auto-recharge")
 def set_auto_recharge(
-    body: AutoRechargeIn, session: SessionDep, principal: CustomerKey, settings: SettingsDep
+    body: AutoRechargeIn, session: SessionDep, principal: CustomerOrSession, settings: SettingsDep
 ) -> AutoRechargeOut:
     """Turning auto-recharge on needs the card rail (it charges through Stripe); turning it off never does."""
     if body.enabled:

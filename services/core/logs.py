@@ -28,12 +28,13 @@ from services.core.settings import Settings
 
 REDACTED = "[redacted]"
 
-# What a secret looks like. creditrail's own API keys read "cr_<12 hex prefix>_<secret>" (services.apikeys): the
-# prefix is kept (it names the key, it is no secret), the rest goes.
+# What a secret looks like. creditrail's own API keys read "cr_<12 hex prefix>_<secret>" (services.apikeys), its
+# customer sessions "crs_<12 hex prefix>_<secret>": the prefix is kept (it names the key, it is no secret), the rest
+# goes.
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\b((?:sk|rk)_(?:live|test))_[A-Za-z0-9]+"), rf"\1_{REDACTED}"),
     (re.compile(r"\bwhsec_[A-Za-z0-9+/=_-]+"), f"whsec_{REDACTED}"),
-    (re.compile(r"\b(cr_[0-9a-f]{12})_[A-Za-z0-9_-]+"), rf"\1_{REDACTED}"),
+    (re.compile(r"\b(crs?_[0-9a-f]{12})_[A-Za-z0-9_-]+"), rf"\1_{REDACTED}"),
     (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+"), rf"\1 {REDACTED}"),
     (
         re.compile(

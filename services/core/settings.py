@@ -173,6 +173,14 @@ class Settings(BaseSettings):
     finance_reconcile_interval_seconds: float = Field(default=86_400.0, gt=0)
     finance_reconcile_days: int = Field(default=2, ge=1, le=31)
 
+    # Customer sessions (services.apikeys.sessions): the platform's backend asks for one, the customer's browser
+    # uses it. A session lives ``lifetime_seconds`` (the default below unless asked otherwise, within the bounds),
+    # slides forward on use, and never past ``customer_session_max_age_seconds`` after it was created.
+    customer_session_default_lifetime_seconds: int = Field(default=1_800, ge=60, le=86_400)
+    customer_session_min_lifetime_seconds: int = Field(default=60, ge=1)
+    customer_session_max_lifetime_seconds: int = Field(default=86_400, ge=60)
+    customer_session_max_age_seconds: int = Field(default=43_200, ge=60)
+
     # Operating it: metrics, readiness and logs.
     # /metrics asks for this bearer token when it is set. Without a token it is open when public, and it is public
     # by default in development and test only (unset: by environment; outside them it is refused without a token).

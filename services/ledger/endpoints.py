@@ -8,10 +8,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from services.api.deps import AdminKey, CustomerKey, IdempotencyKey, SessionDep
+from services.api.deps import AdminKey, CustomerKey, CustomerOrSession, IdempotencyKey, SessionDep
 from services.api.pages import Cursor, id_cursor, page_of
 from services.api.params import QueryBool
 from services.api.types import Id, Instant, Text
+from services.apikeys.service import Principal
 from services.ledger import balance, budgets, holds, invariants, minting, spending
 from services.ledger.accounts import create_customer_account
 from services.ledger.schemas import (
@@ -46,20 +47,20 @@ admin_router = APIRouter(prefix="/v1/admin", tags=["admin"])
 REPLAYED_HEADER = "Idempotent-Replayed"
 
 
-def _account(principal: CustomerKey) -> int:
-    assert principal.account_id is not None  # guaranteed by CustomerKey
+def _account(principal: Principal) -> int:
+    assert principal.account_id is not None  # guaranteed by CustomerKey and CustomerOrSession
     return principal.account_id
 
 
 @router.get("/balance")
-def get_balance(session: SessionDep, principal: CustomerKey) -> BalanceOut:
+def get_balance(session: SessionDep, principal: CustomerOrSession) -> BalanceOut:
     return BalanceOut(**asdict(balance.get_balance(session, _account(principal))))
 
 
 @router.get("/lots")
 def list_lots(
     session: SessionDep,
-    principal: CustomerKey,
+    principal: CustomerOrSession,
     include_spent: QueryBool = False,
     cursor: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
@@ -75,7 +76,7 @@ def list_lots(
 @router.get("/transactions")
 def list_transactions(
     session: SessionDep,
-    principal: CustomerKey,
+    principal: CustomerOrSession,
     kind: Annotated[Text | None, Query(max_length=32)] = None,
     since: Instant | None = None,
     until: Instant | None = None,
@@ -166,7 +167,7 @@ def release_hold(hold_id: Id, session: SessionDep, principal: CustomerKey) -> Ho
 @router.get("/budgets")
 def list_budgets(
     session: SessionDep,
-    principal: CustomerKey,
+    principal: CustomerOrSession,
     cursor: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 100,
 ) -> BudgetPage:
@@ -176,18 +177,18 @@ def list_budgets(
 
 
 @router.post("/budgets", status_code=status.HTTP_201_CREATED)
-def create_budget(body: BudgetIn, session: SessionDep, principal: CustomerKey) -> BudgetOut:
+def create_budget(body: BudgetIn, session: SessionDep, principal: CustomerOrSession) -> BudgetOut:
     view = budgets.create_budget(session, account_id=_account(principal), **body.model_dump())
     return BudgetOut(**asdict(view))
 
 
 @router.get("/budgets/{budget_id}")
-def get_budget(budget_id: Id, session: SessionDep, principal: CustomerKey) -> BudgetOut:
+def get_budget(budget_id: Id, session: SessionDep, principal: CustomerOrSession) -> BudgetOut:
     return BudgetOut(**asdict(budgets.get_budget(session, _account(principal), budget_id)))
 
 
 @router.patch("/budgets/{budget_id}")
-def update_budget(budget_id: Id, body: BudgetUpdate, session: SessionDep, principal: CustomerKey) -> BudgetOut:
+def update_budget(budget_id: Id, body: BudgetUpdate, session: SessionDep, principal: CustomerOrSession) -> BudgetOut:
     view = budgets.update_budget(
         session, account_id=_account(principal), budget_id=budget_id, name=body.name, limit_credits=body.limit_credits
     )
@@ -195,7 +196,7 @@ def update_budget(budget_id: Id, body: BudgetUpdate, session: SessionDep, princi
 
 
 @router.delete("/budgets/{budget_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_budget(budget_id: Id, session: SessionDep, principal: CustomerKey) -> None:
+def delete_budget(budget_id: Id, session: SessionDep, principal: CustomerOrSession) -> None:
     budgets.delete_budget(session, account_id=_account(principal), budget_id=budget_id)
 
 

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query
 from sqlmodel import Session
 
 from chain.addresses import checksum
-from services.api.deps import AdminKey, CustomerKey, SessionDep, SettingsDep
+from services.api.deps import AdminKey, CustomerOrSession, SessionDep, SettingsDep
 from services.api.pages import Cursor, Page, composite_cursor, id_cursor, page_of, parse_composite_cursor
 from services.api.types import MAX_BIGINT, Id
 from services.core.errors import NotFound
@@ -35,13 +35,13 @@ router = APIRouter(prefix="/v1/usdc", tags=["usdc"])
 admin_router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
 
-def _account(principal: CustomerKey) -> int:
+def _account(principal: CustomerOrSession) -> int:
     assert principal.account_id is not None
     return principal.account_id
 
 
 @router.get("/chains")
-def list_chains(settings: SettingsDep, _principal: CustomerKey) -> Page[ChainOut]:
+def list_chains(settings: SettingsDep, _principal: CustomerOrSession) -> Page[ChainOut]:
     """The configured chains (one page: there are as many as the configuration names)."""
     if not settings.usdc_xpub:
         return Page[ChainOut](data=[], has_more=False)
@@ -63,7 +63,7 @@ def list_chains(settings: SettingsDep, _principal: CustomerKey) -> Page[ChainOut
 def deposit_address(
     session: SessionDep,
     settings: SettingsDep,
-    principal: CustomerKey,
+    principal: CustomerOrSession,
     chain_id: Annotated[int, Query(gt=0, le=MAX_BIGINT)],
     amount_usdc_units: Annotated[int, Query(ge=0, le=MAX_BIGINT)] = 0,
 ) -> DepositAddressOut:
@@ -77,7 +77,7 @@ def deposit_address(
 def list_deposits(
     session: SessionDep,
     settings: SettingsDep,
-    principal: CustomerKey,
+    principal: CustomerOrSession,
     cursor: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> Page[DepositOut]:

@@ -107,6 +107,16 @@ class LiveApp:
             issued = issue_key(session, role="customer", account_id=account_id)
         return account_id, issued.key
 
+    def customer_session(self, account_id: int, **body: Any) -> dict[str, Any]:
+        """A customer session for ``account_id``, asked for as the platform's backend would (a platform key)."""
+        with unit_of_work(self.engine) as session:
+            platform = issue_key(session, role="platform", account_id=None, name="platform backend")
+        with self.api(platform.key) as api:
+            response = api.post("/v1/admin/customer-sessions", json={"account_id": account_id, **body})
+        assert response.status_code == 201, response.text
+        created: dict[str, Any] = response.json()
+        return created
+
     def api(self, key: str) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
 

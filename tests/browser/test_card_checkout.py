@@ -12,11 +12,9 @@ from tests.browser.conftest import LiveApp, Screenshot, wait_until
 STANDARD_PACK_CREDITS = 1_000
 
 
-def _sign_in(page: Page, live_app: LiveApp, key: str) -> None:
-    """The customer opens their credits page and gives their key (kept for the tab)."""
-    page.goto(f"{live_app.url}/credits")
-    page.fill("#key", key)
-    page.click("#key-form button[type=submit]")
+def _sign_in(page: Page, live_app: LiveApp, account_id: int) -> None:
+    """The customer opens the credits page from the platform's link (a session in its fragment)."""
+    page.goto(live_app.customer_session(account_id)["url"])
     expect(page.locator("#account")).to_be_visible()
 
 
@@ -52,8 +50,8 @@ def _fill_card(page: Page, number: str) -> None:
 
 
 def test_paying_by_card_mints_the_credits(page: Page, live_app: LiveApp, screenshot: Screenshot) -> None:
-    _account_id, key = live_app.customer()
-    _sign_in(page, live_app, key)
+    account_id, key = live_app.customer()
+    _sign_in(page, live_app, account_id)
     purchase = _start_purchase(live_app, key, "browser-pay")
 
     page.goto(str(purchase["checkout_url"]))
@@ -117,8 +115,8 @@ def test_a_card_needing_authentication_pays_once_confirmed(
 def test_cancelling_returns_to_the_credits_page_and_mints_nothing(
     page: Page, live_app: LiveApp, screenshot: Screenshot
 ) -> None:
-    _account_id, key = live_app.customer()
-    _sign_in(page, live_app, key)
+    account_id, key = live_app.customer()
+    _sign_in(page, live_app, account_id)
     purchase = _start_purchase(live_app, key, "browser-cancel")
 
     page.goto(str(purchase["checkout_url"]))

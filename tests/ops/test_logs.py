@@ -219,3 +219,9 @@ def test_a_development_console_leaves_out_idle_job_runs_but_keeps_work_and_failu
     assert "usdc.confirm.1" in lines[0]
     assert "card.inbox" in lines[1]
     assert "worker_started" in lines[2]
+
+
+def test_a_customer_session_token_is_redacted_to_its_prefix() -> None:
+    cleaned = redact("opened /credits#session=crs_0123456789ab_AxaXxOc5UVJlRYi7FGyuq593miyzsCO6NvROnZKPtmY")
+    assert "AxaXxOc5UVJlRYi7" not in cleaned
+    assert "crs_0123456789ab_[redacted]" in cleaned
