@@ -109,6 +109,10 @@ class Account(SQLModel, table=True):
     # Credits the account owes after a clawback of already-spent credits; the next mint repays it first.
     debt_credits: int = _credits(0)
     created_at: datetime = _timestamp()
+    # Where receipts and notices go (none without it); set by the platform, changeable by the customer (a change by
+    # the customer makes it unverified).
+    email: str | None = Field(default=None, max_length=320)
+    email_verified: bool = Field(default=False)
 
     __table_args__ = (CheckConstraint("debt_credits >= 0", name="ck_accounts_debt_nonnegative"),)
 
