@@ -75,14 +75,6 @@ def record(session: Session, message_id: int, attempt: int, **values: Any) -> bo
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def backlog(session: Session) -> tuple[int, datetime | None]:
-    """How many messages wait to be sent, and when the oldest was written."""
-    row = session.execute(
-        select(func.count(), func.min(messages.c.created_at)).where(messages.c.status == MessageStatus.PENDING)
-    ).one()
-    return int(row[0]), row[1]
-
-
 def balance_after(session: Session, account_id: int, transaction_id: int) -> int:
     """The account's balance right after a transaction: its journal entries up to that one."""
     stmt = select(func.coalesce(func.sum(entries.c.amount_credits), 0)).where(
