@@ -137,9 +137,8 @@ def receipt_subject(receipt: Receipt) -> str:
 
 
 def receipt_text(receipt: Receipt) -> str:
-    width = max(len(label) for label, _ in _rows(receipt))
     lines = ["Thank you for your purchase.", ""]
-    lines += [f"{label + ':':<{width + 1}} {value}" for label, value in _rows(receipt)]
+    lines += [f"{label + ':':<17} {value}" for label, value in _rows(receipt)]
     lines += ["", f"View or print this receipt: {receipt.url}", "", "Questions? " + "; ".join(receipt.support), ""]
     return "\n".join(lines)
 
