@@ -21,6 +21,20 @@ from services.outbox import repository as repo
 from services.outbox.models import Channel, MessageKind, MessageStatus
 from services.outbox.receipts import build_receipt, clawback_notice, receipt_html, receipt_subject, receipt_text
 
+_configured: Settings | None = None
+
+
+def configure(settings: Settings | None) -> None:
+    """The settings receipts are rendered with in this process (its chains' names, public URLs, support), when a
+    process runs with settings of its own rather than the environment's (``creditrail dev``); None: the
+    environment's."""
+    global _configured
+    _configured = settings
+
+
+def _settings() -> Settings:
+    return _configured or get_settings()
+
 
 def message_id_for(settings: Settings, dedupe_key: str) -> str:
     """A new RFC 5322 Message-ID for a message (kept in its row and sent with every attempt)."""
@@ -75,7 +89,7 @@ def receipt_key(lot_id: int) -> str:
 
 def record_receipt(session: Session, *, lot_id: int, now: datetime, settings: Settings | None = None) -> bool:
     """Write the receipt of the lot just minted (card or USDC), once; whether a message was written now."""
-    settings = settings or get_settings()
+    settings = settings or _settings()
     lot = ledger_repo.get_lot(session, lot_id)
     if lot is None:
         return False
@@ -111,7 +125,7 @@ def record_clawback_notice(
     settings: Settings | None = None,
 ) -> bool:
     """Write the notice of credits taken back from a lot (by the ledger transaction ``transaction_id``), once."""
-    settings = settings or get_settings()
+    settings = settings or _settings()
     lot = ledger_repo.get_lot(session, lot_id)
     if lot is None:
         return False

@@ -4,6 +4,7 @@ than the confirmations writes a notice."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,10 +30,11 @@ def _messages(rail: Rail) -> list[Any]:
 
 
 @pytest.fixture
-def rail(make_rail: Any, monkeypatch: pytest.MonkeyPatch) -> Rail:
+def rail(make_rail: Any) -> Iterator[Rail]:
     built: Rail = make_rail(explorer_tx_url=EXPLORER)
-    monkeypatch.setattr(outbox_service, "get_settings", lambda: built.settings)
-    return built
+    outbox_service.configure(built.settings)
+    yield built
+    outbox_service.configure(None)
 
 
 def test_a_credited_deposit_writes_one_receipt_with_its_chain_hash_and_explorer_link(
