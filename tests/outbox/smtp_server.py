@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -31,6 +32,7 @@ class Behaviour:
     data_reply: str | None = None  # e.g. "451 try later"
     stall: threading.Event | None = None  # DATA waits until it is set
     stalled: threading.Event = field(default_factory=threading.Event)  # set once a DATA is waiting
+    after_data: Callable[[], None] | None = None  # called once the message is kept, before the server answers
 
 
 def _parse(content: bytes) -> EmailMessage:
@@ -59,6 +61,8 @@ class _Handler:
             return behaviour.data_reply
         with self.server.lock:
             self.server.received.append(Received(list(envelope.rcpt_tos), _parse(envelope.content)))
+        if behaviour.after_data is not None:
+            behaviour.after_data()
         return "250 Message accepted"
 
 

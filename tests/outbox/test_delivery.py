@@ -4,9 +4,14 @@ sending and recording, and never holding a row lock while the SMTP conversation 
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 from datetime import timedelta
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -121,6 +126,35 @@ def test_a_sender_killed_between_sending_and_recording_resends_with_the_same_mes
     first, second = mail.smtp.received
     assert first.message_id == second.message_id == row.message_id
     assert first.message.get_body("plain").get_content() == second.message.get_body("plain").get_content()  # type: ignore[union-attr]
+    [sent] = mail.messages()
+    assert (sent.status, sent.attempts) == ("sent", 2)
+
+
+def test_a_worker_process_killed_mid_send_is_followed_by_a_resend_with_the_same_message_id(
+    mail: Mail, backend: str, request: pytest.FixtureRequest
+) -> None:
+    mail.purchase(mail.account())
+    schema = request.getfixturevalue("postgres_database").schema if backend == "postgresql" else ""
+    url = mail.engine.url.render_as_string(hide_password=False)
+    started = utcnow()
+    process: list[subprocess.Popen[bytes]] = []
+    # The server keeps the message, then the sender dies before it hears the answer (or records anything).
+    mail.smtp.behaviour.after_data = lambda: os.kill(process[0].pid, signal.SIGKILL)
+    process.append(
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.outbox.killed_sender", url, schema, str(mail.smtp.port)],
+            cwd=Path(__file__).resolve().parents[2],
+            env={**os.environ, "CREDITRAIL_ENVIRONMENT": "test"},
+        )
+    )
+    assert process[0].wait(timeout=60) == -signal.SIGKILL
+    [row] = mail.messages()
+    assert (row.status, row.attempts) == ("pending", 1)
+    assert len(mail.smtp.received) == 1
+    mail.smtp.behaviour.after_data = None
+    assert mail.deliver(started + timedelta(seconds=mail.settings.outbox_lease_seconds + 60)) == 1
+    first, second = mail.smtp.received
+    assert first.message_id == second.message_id == row.message_id
     [sent] = mail.messages()
     assert (sent.status, sent.attempts) == ("sent", 2)
 
