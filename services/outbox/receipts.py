@@ -75,8 +75,12 @@ def _chain_name(settings: Settings, chain_id: int) -> tuple[str, str]:
     return f"chain {chain_id}", ""
 
 
-def build_receipt(session: Session, settings: Settings, lot: Any) -> Receipt | None:
-    """The receipt of a card or USDC lot; None for any other lot (grants, adjustments have none)."""
+def build_receipt(
+    session: Session, settings: Settings, lot: Any, *, balance_after_credits: int | None = None
+) -> Receipt | None:
+    """The receipt of a card or USDC lot; None for any other lot (grants, adjustments have none).
+    ``balance_after_credits``: the balance right after the mint when the caller knows it (in the mint's own
+    transaction it is the current balance); otherwise it is summed from the journal up to the mint."""
     details = dict(lot.details or {})
     explorer = None
     if lot.rail == Rail.CARD:
@@ -104,7 +108,9 @@ def build_receipt(session: Session, settings: Settings, lot: Any) -> Receipt | N
         credited_at=utc(lot.credited_at),
         expires_at=utc(lot.expires_at),
         credits=int(lot.credits),
-        balance_after_credits=repo.balance_after(session, int(lot.account_id), int(lot.mint_transaction_id)),
+        balance_after_credits=balance_after_credits
+        if balance_after_credits is not None
+        else repo.balance_after(session, int(lot.account_id), int(lot.mint_transaction_id)),
         paid=paid,
         payment_lines=lines,
         explorer_link=explorer,

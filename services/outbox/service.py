@@ -17,6 +17,7 @@ from sqlmodel import Session
 
 from services.core.settings import Settings, get_settings
 from services.ledger import repository as ledger_repo
+from services.ledger.balance import get_balance
 from services.outbox import repository as repo
 from services.outbox.models import Channel, MessageKind, MessageStatus
 from services.outbox.receipts import build_receipt, clawback_notice, receipt_html, receipt_subject, receipt_text
@@ -41,6 +42,10 @@ def message_id_for(settings: Settings, dedupe_key: str) -> str:
     domain = parseaddr(settings.mail_from)[1].rpartition("@")[2] or "creditrail.invalid"
     left = dedupe_key.replace(":", ".")
     return f"<{left}.{uuid.uuid4().hex}@{domain}>"
+
+
+def _balance_now(session: Session, account_id: int) -> int:
+    return get_balance(session, account_id).total_credits
 
 
 def _recipient(session: Session, account_id: int) -> str | None:
@@ -96,7 +101,9 @@ def record_receipt(session: Session, *, lot_id: int, now: datetime, settings: Se
     recipient = _recipient(session, int(lot.account_id))
     if recipient is None:
         return False
-    receipt = build_receipt(session, settings, lot)
+    # In the mint's transaction, the balance after it is the current one (read from the account's lots, not summed
+    # over its whole journal).
+    receipt = build_receipt(session, settings, lot, balance_after_credits=_balance_now(session, int(lot.account_id)))
     if receipt is None:
         return False
     return _write(
@@ -124,7 +131,8 @@ def record_clawback_notice(
     now: datetime,
     settings: Settings | None = None,
 ) -> bool:
-    """Write the notice of credits taken back from a lot (by the ledger transaction ``transaction_id``), once."""
+    """Write the notice of credits taken back from a lot (by the ledger transaction ``transaction_id``, in its
+    transaction), once."""
     settings = settings or _settings()
     lot = ledger_repo.get_lot(session, lot_id)
     if lot is None:
@@ -136,7 +144,7 @@ def record_clawback_notice(
         settings,
         lot=lot,
         amount_credits=amount_credits,
-        balance_after_credits=repo.balance_after(session, int(lot.account_id), transaction_id),
+        balance_after_credits=_balance_now(session, int(lot.account_id)),
         reason=reason,
     )
     return _write(

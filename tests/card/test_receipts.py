@@ -112,6 +112,14 @@ def test_the_receipt_page_shows_the_owner_its_receipt_and_no_one_else(card: Card
     assert page.headers["content-type"].startswith("text/html")
     assert "@media print" in page.text
     assert "$10.00 by card" in page.text
+    # The page sums the journal up to the mint; the email read the balance then: the same figure.
+    assert "<th>New balance</th><td>1,000 credits</td>" in page.text
+    spent = card.client.post(
+        "/v1/charges", json={"amount_credits": 300}, headers={**customer.headers, "Idempotency-Key": "after"}
+    )
+    assert spent.status_code == 201, spent.text
+    again = card.client.get(f"/v1/receipts/{number}", headers=customer.headers)
+    assert "<th>New balance</th><td>1,000 credits</td>" in again.text
     other = card.customer("other")
     refused = card.client.get(f"/v1/receipts/{number}", headers=other.headers)
     assert refused.status_code == 404
