@@ -66,14 +66,19 @@ def deliver_step(settings: Settings, mailer: Mailer | None = None) -> StepFn:
     return step
 
 
-def outbox_job(settings: Settings) -> JobSpec:
+def outbox_job(settings: Settings) -> list[JobSpec]:
+    """None until an SMTP server is set: without one, messages wait in the outbox (no attempt is spent on them)."""
     from services.worker.registry import JobSpec
 
-    return JobSpec(
-        name="outbox.deliver",
-        batch=None,
-        step=deliver_step(settings),
-        interval_seconds=settings.outbox_interval_seconds,
-        batch_size=settings.outbox_batch_size,
-        description="Send due receipts and notices over SMTP, retrying with backoff; failures kept with the reason.",
-    )
+    if not settings.smtp_host:
+        return []
+    return [
+        JobSpec(
+            name="outbox.deliver",
+            batch=None,
+            step=deliver_step(settings),
+            interval_seconds=settings.outbox_interval_seconds,
+            batch_size=settings.outbox_batch_size,
+            description="Send due receipts and notices over SMTP, retried with backoff; failures kept with the reason.",
+        )
+    ]

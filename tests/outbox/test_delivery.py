@@ -23,6 +23,7 @@ from services.ledger.spending import spend
 from services.outbox.mailer import SendResult, SmtpMailer
 from services.outbox.tasks import deliver
 from services.worker.registry import default_jobs
+from services.worker.runner import run_job_once
 from tests.outbox.conftest import Mail, mail_settings
 from tests.outbox.smtp_server import TestSmtpServer
 
@@ -191,8 +192,13 @@ def test_no_row_lock_is_held_while_the_smtp_server_stalls(mail: Mail, backend: s
     assert row.status == "sent"
 
 
-def test_the_delivery_job_is_registered(mail: Mail) -> None:
+def test_the_delivery_job_runs_in_the_worker_only_with_an_smtp_server(mail: Mail) -> None:
     [job] = [spec for spec in default_jobs(mail.settings) if spec.name == "outbox.deliver"]
     assert job.step is not None
     assert job.batch_size == mail.settings.outbox_batch_size
-    assert SendResult(True).accepted
+    mail.purchase(mail.account())
+    assert run_job_once(mail.engine, job).items == 1
+    [row] = mail.messages()
+    assert row.status == "sent"
+    unset = mail.settings.model_copy(update={"smtp_host": ""})
+    assert "outbox.deliver" not in {spec.name for spec in default_jobs(unset)}
