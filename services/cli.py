@@ -78,9 +78,11 @@ def run(host: str | None, port: int | None) -> None:
     import uvicorn
 
     from services.api.app import create_app
+    from services.outbox.service import configure as configure_receipts
 
     settings = _served(get_settings(), host, port)
     configure_logging(settings)
+    configure_receipts(settings)  # receipts' links follow --port in development
     ready_engine(settings).dispose()  # an unreachable database or a schema behind stops here, in one line
     uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, **UVICORN_LOGGING)
 
