@@ -78,9 +78,11 @@ def run(host: str | None, port: int | None) -> None:
     import uvicorn
 
     from services.api.app import create_app
+    from services.outbox.service import configure as configure_receipts
 
     settings = _served(get_settings(), host, port)
     configure_logging(settings)
+    configure_receipts(settings)  # receipts' links follow --port in development
     ready_engine(settings).dispose()  # an unreachable database or a schema behind stops here, in one line
     uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, **UVICORN_LOGGING)
 
@@ -104,8 +106,10 @@ def dev(host: str | None, port: int | None, no_chain: bool) -> None:
         dev_xpub,
         send_demo_deposit,
         start_dev_chain,
+        start_dev_mail,
         start_dev_stripe,
     )
+    from services.outbox.service import configure as configure_receipts
     from services.worker.scheduler import create_worker
 
     settings = _served(get_settings(), host, port)
@@ -125,6 +129,12 @@ def dev(host: str | None, port: int | None, no_chain: bool) -> None:
             f"local chain  {devchain.node.url} (chain id {devchain.chain.chain_id}), "
             f"test USDC at {devchain.token.address}"
         )
+    settings, mail = start_dev_mail(settings, run_dir)
+    if mail is not None:
+        click.echo(
+            f"mail         local SMTP server at {mail.host}:{mail.port}, every message kept in {mail.directory}/"
+        )
+    configure_receipts(settings)
     demo = bootstrap_demo(engine, run_dir)
     if demo is not None:
         click.echo(f"admin key    {demo.admin_key}")
@@ -153,6 +163,8 @@ def dev(host: str | None, port: int | None, no_chain: bool) -> None:
             devchain.close()
         if standin is not None:
             standin.stop()
+        if mail is not None:
+            mail.stop()
 
 
 @main.command()

@@ -8,6 +8,10 @@ writes). On every start it prints a ready link to the credits page for the demo 
 (12 hours) in the URL's fragment, as a platform would hand one out. The local chain keeps its state in ``.run/``
 across restarts.
 
+Without an SMTP server configured, it also starts a local mail server that keeps every message (receipts, notices)
+as a ``.eml`` file in ``.run/mail/``, and points the SMTP settings at it; the demo account's email is
+``demo@example.test``, so the demo deposit's receipt lands there a few seconds after start.
+
 The deposit addresses of the local chain derive from a fixed, public development seed: never use it elsewhere.
 """
 
@@ -34,9 +38,10 @@ from services.apikeys.sessions import create_session
 from services.core.db import unit_of_work
 from services.core.settings import ChainSettings, Settings
 from services.core.urls import credits_page_url
-from services.ledger.accounts import create_customer_account
+from services.ledger.accounts import create_customer_account, update_email
 from services.ledger.minting import grant
 from services.ledger.repository import table_of
+from services.outbox.devmail import MailFolderServer
 from services.stripe_standin.server import StandinConfig, StripeStandin, refuse_outside_development, start_standin
 from services.usdc.addresses import ensure_deposit_address
 
@@ -47,6 +52,8 @@ DEV_DEPOSIT_SEED = hashlib.sha256(b"creditrail development deposit addresses (pu
 DEV_TOKEN_MINT_UNITS = 1_000_000 * 1_000_000  # one million test USDC for the deployer
 DEMO_DEPOSIT_UNITS = 25_000_000  # 25 test USDC
 WELCOME_GRANT_CREDITS = 1_000
+DEMO_EMAIL = "demo@example.test"
+MAIL_DIR = "mail"
 
 
 def dev_xpub() -> str:
@@ -120,6 +127,7 @@ def bootstrap_demo(engine: Engine, run_dir: Path) -> DemoSetup | None:
             return None
         admin = issue_key(session, role="admin", account_id=None, name="development admin")
         account_id = create_customer_account(session, name="demo")
+        update_email(session, account_id, email=DEMO_EMAIL, verified=True)
         customer = issue_key(session, role="customer", account_id=account_id, name="demo customer")
         grant(
             session,
@@ -214,3 +222,20 @@ def demo_session_url(engine: Engine, settings: Settings, run_dir: Path) -> str |
             lifetime_seconds=min(DEV_SESSION_LIFETIME_SECONDS, settings.customer_session_max_lifetime_seconds),
         )
     return f"{credits_page_url(settings)}#session={issued.token}"
+
+
+def start_dev_mail(settings: Settings, run_dir: Path) -> tuple[Settings, MailFolderServer | None]:
+    """Without an SMTP server configured, start the local mail server (every message kept as a ``.eml`` file in
+    ``run_dir/mail/``) and return the settings pointed at it, the outbox delivered every 2 seconds. With an SMTP host
+    set, the settings come back unchanged."""
+    if settings.smtp_host:
+        return settings, None
+    server = MailFolderServer(run_dir / MAIL_DIR).start()
+    update: dict[str, Any] = {
+        "smtp_host": server.host,
+        "smtp_port": server.port,
+        "smtp_security": "none",
+        "smtp_username": "",
+        "outbox_interval_seconds": min(settings.outbox_interval_seconds, 2.0),
+    }
+    return settings.model_copy(update=update), server

@@ -28,6 +28,7 @@ from services.ledger.endpoints import router as ledger_router
 from services.ops.docs import install_docs
 from services.ops.endpoints import router as ops_router
 from services.ops.http_log import RequestLogMiddleware
+from services.outbox.endpoints import router as receipts_router
 from services.usdc.endpoints import admin_router as usdc_admin_router
 from services.usdc.endpoints import router as usdc_router
 from services.worker.endpoints import router as jobs_router
@@ -81,6 +82,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         credits_page_router,
         jobs_router,
         ops_router,
+        receipts_router,
     )
     for router in routers:
         app.include_router(router)

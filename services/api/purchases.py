@@ -6,13 +6,24 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
+from sqlalchemy import select
 
 from services.api.deps import CustomerOrSession, SessionDep
-from services.api.pages import Cursor, InvalidCursor, composite_cursor, id_cursor, page_of, parse_composite_cursor
+from services.api.pages import (
+    Cursor,
+    InvalidCursor,
+    Page,
+    composite_cursor,
+    id_cursor,
+    page_of,
+    parse_composite_cursor,
+)
 from services.card.purchases import history as card_history
-from services.card.schemas import HistoryItemOut, HistoryPage
+from services.card.schemas import HistoryItemOut
 from services.ledger.history import merge
+from services.ledger.repository import lots
+from services.outbox.receipts import receipt_number, receipt_url
 from services.usdc.history import deposit_history
 
 router = APIRouter(prefix="/v1", tags=["purchases"])
@@ -22,13 +33,22 @@ _WHOLE_INSTANT = 2**63 - 1
 RAILS = ("card", "usdc")
 
 
+class PurchaseOut(HistoryItemOut):
+    # The printable receipt (GET /v1/receipts/{receipt number}) once the purchase minted its lot.
+    receipt_url: str | None = None
+
+
+PurchasePage = Page[PurchaseOut]
+
+
 @router.get("/purchases")
 def purchase_history(
+    request: Request,
     session: SessionDep,
     principal: CustomerOrSession,
     cursor: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-) -> HistoryPage:
+) -> PurchasePage:
     """Every purchase of the account on every rail, newest first: rail, amount paid, credits, status, times and the
     lot minted."""
     assert principal.account_id is not None
@@ -53,5 +73,19 @@ def purchase_history(
     if before is not None:
         at = (before, before_rail or "~", before_id or _WHOLE_INSTANT)
         items = [item for item in items if item.order_key < at]
-    out = [HistoryItemOut(**asdict(item)) for item in items]
+    lot_ids = [item.lot_id for item in items if item.lot_id is not None]
+    credited = {
+        row.id: row.credited_at
+        for row in (
+            session.execute(select(lots.c.id, lots.c.credited_at).where(lots.c.id.in_(lot_ids))) if lot_ids else []
+        )
+    }
+    settings = request.app.state.settings
+
+    def link(lot_id: int | None) -> str | None:
+        if lot_id is None or lot_id not in credited:
+            return None
+        return receipt_url(settings, receipt_number(lot_id, credited[lot_id]))
+
+    out = [PurchaseOut(**asdict(item), receipt_url=link(item.lot_id)) for item in items]
     return page_of(out, limit, lambda item: composite_cursor(item.created_at, item.rail, item.id))

@@ -29,6 +29,7 @@ from services.finance.exceptions import card_reference, raise_exception
 from services.ledger.minting import mint
 from services.ledger.models import Rail
 from services.ledger.system_accounts import SystemAccount
+from services.outbox.service import record_receipt
 
 RAIL = "card"
 CURRENCY = "usd"
@@ -195,6 +196,8 @@ def _mint(
         updated_at=now,
         **values,
     )
+    # The receipt, in the mint's transaction (once per lot, however often the purchase is fulfilled).
+    record_receipt(session, lot_id=result.lot_id, now=now)
     # A refund or dispute seen before the mint (they record a refunded amount or the charge) is applied now, in
     # the same transaction.
     if purchase.refunded_cents or purchase.charge_id is not None:

@@ -30,6 +30,7 @@ from services.core.money import share_of_credits
 from services.finance.exceptions import card_reference, raise_exception
 from services.ledger import repository as ledger_repo
 from services.ledger.clawback import clawback, reinstate
+from services.outbox.service import record_clawback_notice
 
 RAIL = "card"
 # Dispute statuses after which the funds are back with us: what was clawed back is reinstated.
@@ -96,6 +97,14 @@ def _claw(
             "transaction_id": result.transaction_id,
             "created_at": now,
         },
+    )
+    record_clawback_notice(
+        session,
+        lot_id=purchase.lot_id,
+        transaction_id=result.transaction_id,
+        amount_credits=taken,
+        reason=reason,
+        now=now,
     )
     return taken
 

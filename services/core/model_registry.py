@@ -8,6 +8,7 @@ import services.apikeys.models
 import services.card.models
 import services.finance.models
 import services.ledger.models
+import services.outbox.models
 import services.usdc.models
 import services.worker.models  # noqa: F401
 

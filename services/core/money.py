@@ -65,3 +65,11 @@ def format_usd(amount_cents: int) -> str:
     sign = "-" if amount_cents < 0 else ""
     whole, cents = divmod(abs(amount_cents), 100)
     return f"{sign}${whole:,}.{cents:02d}"
+
+
+def format_usdc(amount_usdc_units: int) -> str:
+    """``12.5`` USDC from base units, exact (every decimal kept that is not a trailing zero; at least two)."""
+    sign = "-" if amount_usdc_units < 0 else ""
+    whole, fraction = divmod(abs(amount_usdc_units), 10**USDC_DECIMALS)
+    digits = f"{fraction:0{USDC_DECIMALS}d}".rstrip("0").ljust(2, "0")
+    return f"{sign}{whole:,}.{digits} USDC"

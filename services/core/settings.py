@@ -44,6 +44,9 @@ class ChainSettings(BaseModel):
     min_deposit_usdc_units: int = Field(default=1_000_000, ge=1)
     max_range_blocks: int = Field(default=2_000, ge=1)
     rpc_timeout_seconds: float = Field(default=10.0, gt=0)
+    # A block explorer's transaction page, with "{tx_hash}" where the hash goes (receipts link to it), e.g.
+    # "https://basescan.org/tx/{tx_hash}"; empty: no link.
+    explorer_tx_url: str = ""
 
     @field_validator("usdc_address")
     @classmethod
@@ -180,6 +183,28 @@ class Settings(BaseSettings):
     customer_session_min_lifetime_seconds: int = Field(default=60, ge=1)
     customer_session_max_lifetime_seconds: int = Field(default=86_400, ge=60)
     customer_session_max_age_seconds: int = Field(default=43_200, ge=60)
+
+    # Receipts and notices: the outbox (services/outbox/) and the SMTP server the worker delivers them through.
+    # Accounts without an email get none. smtp_host empty: messages wait in the outbox, unsent.
+    smtp_host: str = ""
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_security: Literal["none", "starttls", "tls"] = "starttls"
+    smtp_username: str = ""
+    smtp_password: SecretStr = SecretStr("")
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0)
+    mail_from: str = "creditrail <receipts@localhost>"
+    # Where customers get help: named on every receipt and notice.
+    support_email: str = ""
+    support_url: str = ""
+    # The delivery job: how often, how many messages per batch, when a message gives up (after this many attempts),
+    # the backoff between attempts (doubling from the initial delay up to the maximum), and how long a claimed
+    # message is left to its sender before another delivery may take it again (a sender killed mid-send).
+    outbox_interval_seconds: float = Field(default=5.0, gt=0)
+    outbox_batch_size: int = Field(default=50, ge=1)
+    outbox_max_attempts: int = Field(default=8, ge=1)
+    outbox_backoff_initial_seconds: float = Field(default=30.0, gt=0)
+    outbox_backoff_max_seconds: float = Field(default=3_600.0, gt=0)
+    outbox_lease_seconds: float = Field(default=300.0, gt=0)
 
     # Operating it: metrics, readiness and logs.
     # /metrics asks for this bearer token when it is set. Without a token it is open when public, and it is public

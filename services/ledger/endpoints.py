@@ -14,11 +14,13 @@ from services.api.params import QueryBool
 from services.api.types import Id, Instant, Text
 from services.apikeys.service import Principal
 from services.ledger import balance, budgets, holds, invariants, minting, spending
-from services.ledger.accounts import create_customer_account
+from services.ledger.accounts import create_customer_account, update_email
 from services.ledger.schemas import (
+    AccountAdminUpdate,
     AccountIn,
     AccountOut,
     AccountPage,
+    AccountUpdate,
     AdjustmentIn,
     BalanceOut,
     BudgetIn,
@@ -55,6 +57,18 @@ def _account(principal: Principal) -> int:
 @router.get("/balance")
 def get_balance(session: SessionDep, principal: CustomerOrSession) -> BalanceOut:
     return BalanceOut(**asdict(balance.get_balance(session, _account(principal))))
+
+
+@router.get("/account")
+def get_own_account(session: SessionDep, principal: CustomerOrSession) -> AccountOut:
+    return AccountOut.model_validate(balance.get_account(session, _account(principal)), from_attributes=True)
+
+
+@router.patch("/account")
+def update_own_account(body: AccountUpdate, session: SessionDep, principal: CustomerOrSession) -> AccountOut:
+    """The customer's email for receipts; a change makes it unverified."""
+    update_email(session, _account(principal), email=body.email)
+    return AccountOut.model_validate(balance.get_account(session, _account(principal)), from_attributes=True)
 
 
 @router.get("/lots")
@@ -286,3 +300,13 @@ def list_accounts(
     rows = balance.list_accounts(session, id_cursor(cursor) or 0, limit + 1)
     accounts = [AccountOut.model_validate(row, from_attributes=True) for row in rows]
     return page_of(accounts, limit, lambda account: account.id)
+
+
+@admin_router.patch("/accounts/{account_id}")
+def update_account(account_id: Id, body: AccountAdminUpdate, session: SessionDep, _admin: AdminKey) -> AccountOut:
+    """The account's email for receipts and whether it is verified (fields left out are kept)."""
+    if "email" in body.model_fields_set:
+        update_email(session, account_id, email=body.email, verified=body.email_verified)
+    else:
+        update_email(session, account_id, verified=body.email_verified)
+    return AccountOut.model_validate(balance.get_account(session, account_id), from_attributes=True)

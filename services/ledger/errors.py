@@ -57,3 +57,7 @@ class InvalidAmount(InvalidRequest):
 
 class NotACustomerAccount(InvalidRequest):
     code = "not_a_customer_account"
+
+
+class InvalidEmail(InvalidRequest):
+    code = "invalid_email"

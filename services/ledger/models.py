@@ -16,7 +16,18 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, CheckConstraint, Column, ForeignKey, Index, UniqueConstraint, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    UniqueConstraint,
+    false,
+    text,
+)
 from sqlmodel import Field, SQLModel
 
 from services.core.db import BigIntPK, UTCDateTime
@@ -109,6 +120,11 @@ class Account(SQLModel, table=True):
     # Credits the account owes after a clawback of already-spent credits; the next mint repays it first.
     debt_credits: int = _credits(0)
     created_at: datetime = _timestamp()
+    # Where receipts and notices go (none without it); set by the platform, changeable by the customer (a change by
+    # the customer makes it unverified).
+    email: str | None = Field(default=None, max_length=320)
+    # A database default only, so rows inserted by code that predates the column are unverified too.
+    email_verified: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=false()))
 
     __table_args__ = (CheckConstraint("debt_credits >= 0", name="ck_accounts_debt_nonnegative"),)
 

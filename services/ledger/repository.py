@@ -124,6 +124,10 @@ def insert_account(session: Session, *, kind: str, name: str, code: str | None, 
     return int(result.scalar_one())
 
 
+def update_account(session: Session, account_id: int, **values: Any) -> None:
+    session.execute(update(accounts).where(accounts.c.id == account_id).values(**values))
+
+
 def get_account(session: Session, account_id: int) -> Any:
     return session.execute(select(accounts).where(accounts.c.id == account_id)).first()
 

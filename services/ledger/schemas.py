@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.api.pages import Page
+from services.api.params import StrictBool
 from services.api.types import MAX_BIGINT, Instant, Text
 
 MAX_STORABLE = MAX_BIGINT
@@ -34,6 +35,21 @@ class AccountOut(BaseModel):
     name: str
     debt_credits: int
     created_at: datetime
+    email: str | None = None
+    email_verified: bool = False
+
+
+class AccountAdminUpdate(Request):
+    """The platform sets an account's email (null removes it) and whether it is verified."""
+
+    email: Annotated[Text, Field(max_length=320)] | None = None
+    email_verified: StrictBool | None = None
+
+
+class AccountUpdate(Request):
+    """The customer changes its own email (which makes it unverified; null removes it)."""
+
+    email: Annotated[Text, Field(max_length=320)] | None
 
 
 class BalanceOut(BaseModel):

@@ -5,8 +5,9 @@ card webhook inbox's backlog. A query that fails is reported by ``creditrail_met
 others still answer.
 
 Queues that deliver work later share two gauges, ``creditrail_queue_backlog_items{queue}`` and
-``creditrail_queue_oldest_age_seconds{queue}``: today the card webhook inbox (``queue="card_webhook_inbox"``); the
-outbox of receipts and alerts joins them under its own ``queue`` label.
+``creditrail_queue_oldest_age_seconds{queue}``: the card webhook inbox (``queue="card_webhook_inbox"``) and the
+outbox of receipts and notices (``queue="outbox"``: messages pending, and the oldest one's age). Families of the same
+name from several sources are merged into one before they are exposed.
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ from services.core.clock import utcnow
 from services.core.db import utc
 from services.finance.models import ExceptionStatus, FinanceException
 from services.ledger.repository import table_of
+from services.outbox import repository as outbox_repo
 from services.usdc.status import read_cursors
 from services.worker.models import JobHealth
 
 log = logging.getLogger("creditrail.ops")
 
 INBOX_QUEUE = "card_webhook_inbox"
+OUTBOX_QUEUE = "outbox"
 _BACKLOG_STATUSES = (InboxStatus.PENDING, InboxStatus.FAILED)
 
 job_health = table_of(JobHealth)
@@ -64,6 +67,7 @@ class DatabaseCollector(Collector):
             ("jobs", _jobs),
             ("finance_exceptions", _exceptions),
             ("card_webhook_inbox", _inbox),
+            ("outbox", _outbox),
         )
         try:
             connection = self.engine.connect()
@@ -73,6 +77,7 @@ class DatabaseCollector(Collector):
                 up.add_metric([name], 0)
             yield up
             return
+        families: dict[str, Metric] = {}
         with connection:
             for name, read in sources:
                 try:
@@ -83,7 +88,12 @@ class DatabaseCollector(Collector):
                     up.add_metric([name], 0)
                     continue
                 up.add_metric([name], 1)
-                yield from found
+                for family in found:
+                    if family.name in families:
+                        families[family.name].samples.extend(family.samples)
+                    else:
+                        families[family.name] = family
+        yield from families.values()
         yield up
 
 
@@ -156,16 +166,7 @@ def _exceptions(connection: Connection, now: datetime) -> list[Metric]:
 
 def _inbox(connection: Connection, now: datetime) -> list[Metric]:
     c = webhook_events.c
-    backlog = GaugeMetricFamily(
-        "creditrail_queue_backlog_items",
-        "Items waiting in a delivery queue (received, not yet processed).",
-        labels=["queue"],
-    )
-    oldest = GaugeMetricFamily(
-        "creditrail_queue_oldest_age_seconds",
-        "Age of the oldest item waiting in the queue (0 when it is empty): the queue's lag.",
-        labels=["queue"],
-    )
+    backlog, oldest = _queue_gauges()
     dead = GaugeMetricFamily(
         "creditrail_card_webhook_events_dead", "Stripe events that failed too often and wait for an admin's retry."
     )
@@ -187,6 +188,32 @@ def _inbox(connection: Connection, now: datetime) -> list[Metric]:
     oldest.add_metric([INBOX_QUEUE], max(0.0, (now - first).total_seconds()) if first is not None else 0.0)
     dead.add_metric([], dead_count)
     return [backlog, oldest, dead]
+
+
+def _queue_gauges() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+    backlog = GaugeMetricFamily(
+        "creditrail_queue_backlog_items",
+        "Items waiting in a delivery queue (received, not yet processed).",
+        labels=["queue"],
+    )
+    oldest = GaugeMetricFamily(
+        "creditrail_queue_oldest_age_seconds",
+        "Age of the oldest item waiting in the queue (0 when it is empty): the queue's lag.",
+        labels=["queue"],
+    )
+    return backlog, oldest
+
+
+def _outbox(connection: Connection, now: datetime) -> list[Metric]:
+    m = outbox_repo.messages.c
+    count, earliest = connection.execute(
+        select(func.count(), func.min(m.created_at)).where(m.status == "pending")
+    ).one()
+    backlog, oldest = _queue_gauges()
+    first = _aware(earliest)
+    backlog.add_metric([OUTBOX_QUEUE], int(count))
+    oldest.add_metric([OUTBOX_QUEUE], max(0.0, (now - first).total_seconds()) if first is not None else 0.0)
+    return [backlog, oldest]
 
 
 def _aware(value: Any) -> datetime | None:

@@ -23,6 +23,7 @@ from services.ledger.minting import mint
 from services.ledger.models import Rail
 from services.ledger.repository import find_lot_by_ref
 from services.ledger.system_accounts import system_account_id, usdc_funding_code
+from services.outbox.service import record_clawback_notice, record_receipt
 from services.usdc import repository as repo
 from services.usdc.errors import DepositNotCreditable
 from services.usdc.models import DepositStatus, SetAsideReason
@@ -156,6 +157,8 @@ def credit_locked_deposit(
         carry_out_usdc_units=remainder_units,
         lot_id=minted.lot_id,
     )
+    # The receipt, in the mint's transaction (once per lot).
+    record_receipt(session, lot_id=minted.lot_id, now=now)
     return CreditOutcome(current.id, DepositStatus.CREDITED, credits, remainder_units, minted.lot_id)
 
 
@@ -223,6 +226,14 @@ def undo_credited_deposit(session: Session, deposit: Any, *, now: datetime, reas
             amount_credits=current.credits_minted,
             idempotency_key=f"usdc:reorg:{current.id}:{undo}",
             reason=reason,
+            now=now,
+        )
+        record_clawback_notice(
+            session,
+            lot_id=current.lot_id,
+            transaction_id=clawed.transaction_id,
+            amount_credits=int(current.credits_minted),
+            reason="the deposit's block left the chain (a reorg)",
             now=now,
         )
     repo.update_deposit(

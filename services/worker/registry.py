@@ -32,6 +32,7 @@ from services.card.tasks import CARD_JOB_FACTORIES
 from services.core.settings import Settings
 from services.finance.tasks import finance_job_specs
 from services.ledger.tasks import expire_holds_batch, expire_lots_batch
+from services.outbox.tasks import outbox_job
 from services.usdc.tasks import usdc_job_specs
 
 BatchFn = Callable[[Session, datetime, int], int]
@@ -96,6 +97,7 @@ JOB_FACTORIES: list[JobFactory] = [
     *CARD_JOB_FACTORIES,
     usdc_job_specs,
     finance_job_specs,
+    outbox_job,
 ]
 
 _registered: dict[str, JobFactory] = {}

@@ -17,6 +17,9 @@ from tests.apikeys.conftest import Api, Clock, create_session, session_headers
 # The scope of a customer's session: read, buy, auto-recharge and budgets; itself.
 SESSION_SCOPE = {
     ("GET", "/v1/balance"),
+    ("GET", "/v1/account"),
+    ("PATCH", "/v1/account"),
+    ("GET", "/v1/receipts/{receipt_number}"),
     ("GET", "/v1/lots"),
     ("GET", "/v1/transactions"),
     ("GET", "/v1/purchases"),

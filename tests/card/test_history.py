@@ -35,8 +35,11 @@ def test_history_lists_every_purchase_newest_first_in_the_rail_neutral_shape(car
         "failure_code": None,
         "failure_message": None,
         "details": {"kind": "checkout", "pack": "starter"},
+        "receipt_url": done["receipt_url"],
     }
     assert done["completed_at"] is not None
+    assert done["receipt_url"].endswith(f"-{lot_id:08d}")
+    assert items[0]["receipt_url"] is None
     assert (items[1]["status"], items[1]["lot_id"], items[1]["credits"]) == ("open", None, 5_000)
     assert (items[0]["status"], items[0]["reference"], items[0]["credits"]) == ("pending", None, 1_500)
 

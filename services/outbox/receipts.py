@@ -1,0 +1,212 @@
+"""Receipts and notices, rendered from the ledger's rows (the lot, its mint transaction, the journal's entries): the
+same text whether it is mailed at the mint or shown later at ``/v1/receipts/{receipt number}``.
+
+A receipt's number is derived from its lot: ``CR-<year credited>-<lot id, 8 digits or more>``. No float touches an
+amount: dollars and USDC are formatted from integers by services.core.money.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from html import escape
+from typing import Any
+
+from sqlmodel import Session
+
+from services.core.db import utc
+from services.core.money import format_usd, format_usdc
+from services.core.settings import Settings
+from services.core.urls import public_url
+from services.ledger import repository as ledger_repo
+from services.ledger.models import Rail
+from services.outbox import repository as repo
+
+RECEIPT_NUMBER = re.compile(r"^CR-(\d{4})-(\d{8,19})$")
+RECEIPTS_PATH = "/v1/receipts"
+
+
+def receipt_number(lot_id: int, credited_at: datetime) -> str:
+    return f"CR-{utc(credited_at).year:04d}-{lot_id:08d}"
+
+
+def lot_of_receipt_number(number: str) -> tuple[int, int] | None:
+    """(year, lot id) a receipt number names, or None when it is not one."""
+    found = RECEIPT_NUMBER.match(number)
+    return (int(found.group(1)), int(found.group(2))) if found else None
+
+
+def receipt_url(settings: Settings, number: str) -> str:
+    return public_url(settings, f"{RECEIPTS_PATH}/{number}")
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    number: str
+    account_id: int
+    lot_id: int
+    credited_at: datetime
+    expires_at: datetime
+    credits: int
+    balance_after_credits: int
+    # What was paid, one line each ("$10.00 by card", "25.00 USDC on Base"), and any details (hash, link).
+    paid: str
+    payment_lines: list[tuple[str, str]]
+    explorer_link: str | None
+    support: list[str]
+    url: str
+
+
+def _support_lines(settings: Settings) -> list[str]:
+    lines = []
+    if settings.support_email:
+        lines.append(f"Email {settings.support_email}")
+    if settings.support_url:
+        lines.append(f"Visit {settings.support_url}")
+    return lines or ["Reply to this message"]
+
+
+def _chain_name(settings: Settings, chain_id: int) -> tuple[str, str]:
+    """The chain's configured name (or its id), and its explorer template."""
+    for chain in settings.usdc_chains:
+        if chain.chain_id == chain_id:
+            return chain.name or f"chain {chain_id}", chain.explorer_tx_url
+    return f"chain {chain_id}", ""
+
+
+def build_receipt(
+    session: Session, settings: Settings, lot: Any, *, balance_after_credits: int | None = None
+) -> Receipt | None:
+    """The receipt of a card or USDC lot; None for any other lot (grants, adjustments have none).
+    ``balance_after_credits``: the balance right after the mint when the caller knows it (in the mint's own
+    transaction it is the current balance); otherwise it is summed from the journal up to the mint."""
+    details = dict(lot.details or {})
+    explorer = None
+    if lot.rail == Rail.CARD:
+        paid_cents = int(lot.cost_basis_cents or 0)
+        paid = f"{format_usd(paid_cents)} by card"
+        lines = [("Paid", paid)]
+        if details.get("pack"):
+            lines.append(("Pack", str(details["pack"]).title()))
+        lines.append(("Stripe reference", str(lot.external_ref)))
+    elif lot.rail == Rail.USDC:
+        chain_id = int(details.get("chain_id", 0))
+        tx_hash = str(details.get("tx_hash", ""))
+        name, template = _chain_name(settings, chain_id)
+        paid = f"{format_usdc(int(lot.cost_basis_usdc_units or 0))} on {name}"
+        lines = [("Paid", paid), ("Chain", f"{name} ({chain_id})"), ("Transaction", tx_hash)]
+        if template and tx_hash:
+            explorer = template.replace("{tx_hash}", tx_hash)
+    else:
+        return None
+    number = receipt_number(int(lot.id), lot.credited_at)
+    return Receipt(
+        number=number,
+        account_id=int(lot.account_id),
+        lot_id=int(lot.id),
+        credited_at=utc(lot.credited_at),
+        expires_at=utc(lot.expires_at),
+        credits=int(lot.credits),
+        balance_after_credits=balance_after_credits
+        if balance_after_credits is not None
+        else repo.balance_after(session, int(lot.account_id), int(lot.mint_transaction_id)),
+        paid=paid,
+        payment_lines=lines,
+        explorer_link=explorer,
+        support=_support_lines(settings),
+        url=receipt_url(settings, number),
+    )
+
+
+def receipt_for_lot(session: Session, settings: Settings, lot_id: int) -> Receipt | None:
+    lot = ledger_repo.get_lot(session, lot_id)
+    return build_receipt(session, settings, lot) if lot is not None else None
+
+
+def _rows(receipt: Receipt) -> list[tuple[str, str]]:
+    rows = [
+        ("Receipt", receipt.number),
+        ("Date", receipt.credited_at.strftime("%Y-%m-%d %H:%M UTC")),
+        *receipt.payment_lines,
+        ("Credits", f"{receipt.credits:,}"),
+        ("Credits expire", receipt.expires_at.strftime("%Y-%m-%d")),
+        ("New balance", f"{receipt.balance_after_credits:,} credits"),
+    ]
+    if receipt.explorer_link:
+        rows.append(("Explorer", receipt.explorer_link))
+    return rows
+
+
+def receipt_subject(receipt: Receipt) -> str:
+    return f"Your receipt {receipt.number}: {receipt.credits:,} credits"
+
+
+def receipt_text(receipt: Receipt) -> str:
+    lines = ["Thank you for your purchase.", ""]
+    lines += [f"{label + ':':<17} {value}" for label, value in _rows(receipt)]
+    lines += ["", f"View or print this receipt: {receipt.url}", "", "Questions? " + "; ".join(receipt.support), ""]
+    return "\n".join(lines)
+
+
+PRINT_CSS = """
+body { font-family: system-ui, sans-serif; max-width: 40rem; margin: 2rem auto; color: #111; }
+table { border-collapse: collapse; width: 100%; } th { text-align: left; padding-right: 1rem; }
+th, td { border-bottom: 1px solid #ddd; padding: .4rem 0; vertical-align: top; word-break: break-all; }
+.actions { margin-top: 1.5rem; }
+@media print { .actions { display: none; } body { margin: 0; max-width: none; } a { color: #111; } }
+"""
+
+
+def receipt_html(receipt: Receipt, *, page: bool = False) -> str:
+    cells = []
+    for label, value in _rows(receipt):
+        shown = escape(value)
+        if label == "Explorer":
+            shown = f'<a href="{escape(value, quote=True)}">{shown}</a>'
+        cells.append(f"<tr><th>{escape(label)}</th><td>{shown}</td></tr>")
+    support = "; ".join(escape(line) for line in receipt.support)
+    action = (
+        '<p class="actions"><button onclick="window.print()">Print</button></p>'
+        if page
+        else f'<p><a href="{escape(receipt.url, quote=True)}">View or print this receipt</a></p>'
+    )
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>Receipt {escape(receipt.number)}</title><style>{PRINT_CSS}</style></head><body>"
+        f"<h1>Receipt {escape(receipt.number)}</h1><p>Thank you for your purchase.</p>"
+        f"<table>{''.join(cells)}</table>{action}<p>Questions? {support}</p></body></html>"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    subject: str
+    text: str
+    html: str
+
+
+def clawback_notice(
+    settings: Settings, *, lot: Any, amount_credits: int, balance_after_credits: int, reason: str
+) -> Notice:
+    """Credits taken back from a purchase (a refund, a dispute, a deposit the chain dropped)."""
+    number = receipt_number(int(lot.id), lot.credited_at)
+    support = "; ".join(_support_lines(settings))
+    rows = [
+        ("Purchase", number),
+        ("Credits taken back", f"{amount_credits:,}"),
+        ("Why", reason),
+        ("New balance", f"{balance_after_credits:,} credits"),
+    ]
+    text = "\n".join(
+        ["Credits from one of your purchases were taken back.", ""]
+        + [f"{label}: {value}" for label, value in rows]
+        + ["", f"Questions? {support}", ""]
+    )
+    cells = "".join(f"<tr><th>{escape(label)}</th><td>{escape(value)}</td></tr>" for label, value in rows)
+    html = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Credits taken back</title></head><body>'
+        f"<p>Credits from one of your purchases were taken back.</p><table>{cells}</table>"
+        f"<p>Questions? {escape(support)}</p></body></html>"
+    )
+    return Notice(subject=f"Credits taken back from {number}", text=text, html=html)

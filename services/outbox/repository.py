@@ -1,0 +1,83 @@
+"""The outbox's queries."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, and_, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session
+
+from services.ledger.repository import entries, table_of
+from services.outbox.models import MessageStatus, OutboxMessage
+
+messages: Table = table_of(OutboxMessage)
+
+
+def insert_message(session: Session, values: dict[str, Any]) -> bool:
+    """Insert a message unless one with its dedupe key exists; whether it was inserted."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(messages).values(**values).on_conflict_do_nothing(index_elements=["dedupe_key"])
+    return bool(session.execute(stmt).rowcount)  # type: ignore[attr-defined]
+
+
+def get_message(session: Session, message_id: int) -> Any:
+    return session.execute(select(messages).where(messages.c.id == message_id)).first()
+
+
+def message_by_key(session: Session, dedupe_key: str) -> Any:
+    return session.execute(select(messages).where(messages.c.dedupe_key == dedupe_key)).first()
+
+
+def due_ids(session: Session, now: datetime, limit: int) -> list[int]:
+    """Pending messages whose time has come, oldest first, locked (PostgreSQL: others' locked rows passed over)."""
+    stmt = (
+        select(messages.c.id)
+        .where(messages.c.status == MessageStatus.PENDING, messages.c.next_attempt_at <= now)
+        .order_by(messages.c.next_attempt_at, messages.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return [int(row) for row in session.execute(stmt).scalars()]
+
+
+def claim(session: Session, ids: Sequence[int], now: datetime, lease_until: datetime) -> list[Any]:
+    """Lease the messages (still pending, still due) to this sender until ``lease_until``; counts the attempt."""
+    if not ids:
+        return []
+    stmt = (
+        update(messages)
+        .where(
+            messages.c.id.in_(ids),
+            messages.c.status == MessageStatus.PENDING,
+            messages.c.next_attempt_at <= now,
+        )
+        .values(next_attempt_at=lease_until, attempts=messages.c.attempts + 1)
+        .returning(*messages.c)
+    )
+    return sorted(session.execute(stmt).all(), key=lambda row: row.id)
+
+
+def record(session: Session, message_id: int, attempt: int, **values: Any) -> bool:
+    """Record an attempt's result, only if no later attempt took the message over meanwhile."""
+    result = session.execute(
+        update(messages)
+        .where(
+            messages.c.id == message_id,
+            messages.c.attempts == attempt,
+            messages.c.status == MessageStatus.PENDING,
+        )
+        .values(**values)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def balance_after(session: Session, account_id: int, transaction_id: int) -> int:
+    """The account's balance right after a transaction: its journal entries up to that one."""
+    stmt = select(func.coalesce(func.sum(entries.c.amount_credits), 0)).where(
+        and_(entries.c.account_id == account_id, entries.c.transaction_id <= transaction_id)
+    )
+    return int(session.execute(stmt).scalar_one())

@@ -1,0 +1,162 @@
+"""Writing messages to the outbox, inside the caller's transaction (the one that made the change they report).
+
+One call per change: :func:`record_receipt` after a card purchase or USDC deposit mints, :func:`record_clawback_notice`
+after a refund, dispute or deep reorg takes credits back. Each is keyed (``receipt:lot:<lot id>``,
+``clawback:txn:<transaction id>``), so a retried change, or the same mint reached by the webhook and the sync job,
+writes one message. An account without an email address gets no message: nothing is written for it. Nothing here
+commits or sends.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from email.utils import parseaddr
+
+from sqlmodel import Session
+
+from services.core.settings import Settings, get_settings
+from services.ledger import repository as ledger_repo
+from services.ledger.balance import get_balance
+from services.outbox import repository as repo
+from services.outbox.models import Channel, MessageKind, MessageStatus
+from services.outbox.receipts import build_receipt, clawback_notice, receipt_html, receipt_subject, receipt_text
+
+_configured: Settings | None = None
+
+
+def configure(settings: Settings | None) -> None:
+    """The settings receipts are rendered with in this process (its chains' names, public URLs, support), when a
+    process runs with settings of its own rather than the environment's (``creditrail dev``); None: the
+    environment's."""
+    global _configured
+    _configured = settings
+
+
+def _settings() -> Settings:
+    return _configured or get_settings()
+
+
+def message_id_for(settings: Settings, dedupe_key: str) -> str:
+    """A new RFC 5322 Message-ID for a message (kept in its row and sent with every attempt)."""
+    domain = parseaddr(settings.mail_from)[1].rpartition("@")[2] or "creditrail.invalid"
+    left = dedupe_key.replace(":", ".")
+    return f"<{left}.{uuid.uuid4().hex}@{domain}>"
+
+
+def _balance_now(session: Session, account_id: int) -> int:
+    return get_balance(session, account_id).total_credits
+
+
+def _recipient(session: Session, account_id: int) -> str | None:
+    account = ledger_repo.get_account(session, account_id)
+    return account.email if account is not None and account.email else None
+
+
+def _write(
+    session: Session,
+    settings: Settings,
+    *,
+    dedupe_key: str,
+    kind: str,
+    account_id: int,
+    lot_id: int | None,
+    recipient: str,
+    subject: str,
+    body_text: str,
+    body_html: str,
+    now: datetime,
+) -> bool:
+    return repo.insert_message(
+        session,
+        {
+            "dedupe_key": dedupe_key,
+            "channel": Channel.EMAIL,
+            "kind": kind,
+            "account_id": account_id,
+            "lot_id": lot_id,
+            "recipient": recipient,
+            "subject": subject[:300],
+            "body_text": body_text,
+            "body_html": body_html,
+            "message_id": message_id_for(settings, dedupe_key),
+            "status": MessageStatus.PENDING,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        },
+    )
+
+
+def receipt_key(lot_id: int) -> str:
+    return f"receipt:lot:{lot_id}"
+
+
+def record_receipt(session: Session, *, lot_id: int, now: datetime, settings: Settings | None = None) -> bool:
+    """Write the receipt of the lot just minted (card or USDC), once; whether a message was written now."""
+    settings = settings or _settings()
+    lot = ledger_repo.get_lot(session, lot_id)
+    if lot is None:
+        return False
+    recipient = _recipient(session, int(lot.account_id))
+    if recipient is None:
+        return False
+    # In the mint's transaction, the balance after it is the current one (read from the account's lots, not summed
+    # over its whole journal).
+    receipt = build_receipt(session, settings, lot, balance_after_credits=_balance_now(session, int(lot.account_id)))
+    if receipt is None:
+        return False
+    return _write(
+        session,
+        settings,
+        dedupe_key=receipt_key(lot_id),
+        kind=MessageKind.RECEIPT,
+        account_id=receipt.account_id,
+        lot_id=lot_id,
+        recipient=recipient,
+        subject=receipt_subject(receipt),
+        body_text=receipt_text(receipt),
+        body_html=receipt_html(receipt),
+        now=now,
+    )
+
+
+def record_clawback_notice(
+    session: Session,
+    *,
+    lot_id: int,
+    transaction_id: int,
+    amount_credits: int,
+    reason: str,
+    now: datetime,
+    settings: Settings | None = None,
+) -> bool:
+    """Write the notice of credits taken back from a lot (by the ledger transaction ``transaction_id``, in its
+    transaction), once."""
+    settings = settings or _settings()
+    lot = ledger_repo.get_lot(session, lot_id)
+    if lot is None:
+        return False
+    recipient = _recipient(session, int(lot.account_id))
+    if recipient is None:
+        return False
+    notice = clawback_notice(
+        settings,
+        lot=lot,
+        amount_credits=amount_credits,
+        balance_after_credits=_balance_now(session, int(lot.account_id)),
+        reason=reason,
+    )
+    return _write(
+        session,
+        settings,
+        dedupe_key=f"clawback:txn:{transaction_id}",
+        kind=MessageKind.CLAWBACK_NOTICE,
+        account_id=int(lot.account_id),
+        lot_id=lot_id,
+        recipient=recipient,
+        subject=notice.subject,
+        body_text=notice.text,
+        body_html=notice.html,
+        now=now,
+    )

@@ -1,0 +1,84 @@
+"""The outbox's worker job, ``outbox.deliver``: claim due messages, send them, record what happened.
+
+A message is never sent while a transaction is open: a short transaction claims a batch (each message's
+``next_attempt_at`` moved a lease ahead, its attempt counted), the SMTP conversations happen with no transaction
+open and no row locked, and each result is recorded in a transaction of its own. A sender killed between sending and
+recording leaves the message pending: once its lease passes it is sent again, with the same Message-ID, so the
+receiver can tell it is the same message. A message is sent only once the server accepted it; a server away or a
+4xx answer is tried again after an exponential backoff; a 5xx answer, or the last allowed attempt failing, fails it
+for good with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy.engine import Engine
+
+from services.core.db import unit_of_work
+from services.core.settings import Settings
+from services.outbox import repository as repo
+from services.outbox.mailer import Mailer, SendResult, SmtpMailer, build_email
+from services.outbox.models import MessageStatus
+
+if TYPE_CHECKING:
+    from services.worker.registry import JobSpec
+
+StepFn = Callable[[Engine, datetime, int], int]
+
+
+def backoff_seconds(settings: Settings, attempts: int) -> float:
+    """The wait after the ``attempts``-th failed attempt: doubling from the initial delay, up to the maximum."""
+    delay = settings.outbox_backoff_initial_seconds * (2 ** max(0, attempts - 1))
+    return float(min(delay, settings.outbox_backoff_max_seconds))
+
+
+def deliver(engine: Engine, settings: Settings, mailer: Mailer, now: datetime, batch_size: int) -> int:
+    """Claim up to ``batch_size`` due messages, send each, record each result; returns how many were claimed."""
+    lease_until = now + timedelta(seconds=settings.outbox_lease_seconds)
+    with unit_of_work(engine) as session:
+        claimed = repo.claim(session, repo.due_ids(session, now, batch_size), now, lease_until)
+    for row in claimed:
+        result = mailer.send(build_email(settings, row))
+        record_result(engine, settings, row.id, row.attempts, result, now)
+    return len(claimed)
+
+
+def record_result(
+    engine: Engine, settings: Settings, message_id: int, attempt: int, result: SendResult, now: datetime
+) -> None:
+    with unit_of_work(engine) as session:
+        if result.accepted:
+            repo.record(session, message_id, attempt, status=MessageStatus.SENT, sent_at=now, last_error=None)
+        elif result.permanent or attempt >= settings.outbox_max_attempts:
+            repo.record(session, message_id, attempt, status=MessageStatus.FAILED, last_error=result.error)
+        else:
+            retry_at = now + timedelta(seconds=backoff_seconds(settings, attempt))
+            repo.record(session, message_id, attempt, next_attempt_at=retry_at, last_error=result.error)
+
+
+def deliver_step(settings: Settings, mailer: Mailer | None = None) -> StepFn:
+    def step(engine: Engine, now: datetime, batch_size: int) -> int:
+        return deliver(engine, settings, mailer or SmtpMailer(settings), now, batch_size)
+
+    return step
+
+
+def outbox_job(settings: Settings) -> list[JobSpec]:
+    """None until an SMTP server is set: without one, messages wait in the outbox (no attempt is spent on them)."""
+    from services.worker.registry import JobSpec
+
+    if not settings.smtp_host:
+        return []
+    return [
+        JobSpec(
+            name="outbox.deliver",
+            batch=None,
+            step=deliver_step(settings),
+            interval_seconds=settings.outbox_interval_seconds,
+            batch_size=settings.outbox_batch_size,
+            description="Send due receipts and notices over SMTP, retried with backoff; failures kept with the reason.",
+        )
+    ]

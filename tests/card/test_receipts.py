@@ -1,0 +1,144 @@
+"""Card receipts: written in the mint's transaction (once, however the purchase is fulfilled), rendered from the
+ledger, viewable by their owner only, linked from the purchase history; a refund writes a notice. Emails are set by
+the platform and changed by the customer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from services.card import sync
+from services.core.clock import utcnow
+from services.core.db import unit_of_work
+from services.outbox import repository as outbox_repo
+from tests.card.conftest import Card, Customer
+
+
+def _messages(card: Card) -> list[Any]:
+    with unit_of_work(card.engine) as session:
+        table = outbox_repo.messages
+        return list(session.execute(select(table).order_by(table.c.id)).all())
+
+
+def _with_email(card: Card, email: str = "buyer@example.test", **kw: Any) -> Customer:
+    customer = card.customer(**kw)
+    response = card.client.patch(
+        f"/v1/admin/accounts/{customer.account_id}",
+        json={"email": email, "email_verified": True},
+        headers=card.admin,
+    )
+    assert response.status_code == 200, response.text
+    assert (response.json()["email"], response.json()["email_verified"]) == (email, True)
+    return customer
+
+
+def test_a_paid_card_purchase_writes_its_receipt_from_the_ledger(card: Card) -> None:
+    customer = _with_email(card, credits=300)
+    purchase = card.bought(customer, pack="pro")
+    card.complete(purchase)
+    row = card.purchase(purchase["id"])
+    [lot] = card.card_lots(customer.account_id)
+    [message] = _messages(card)
+    number = f"CR-{lot.credited_at.year}-{lot.id:08d}"
+    assert (message.kind, message.dedupe_key, message.recipient) == (
+        "receipt",
+        f"receipt:lot:{row.lot_id}",
+        "buyer@example.test",
+    )
+    assert message.subject == f"Your receipt {number}: 2,500 credits"
+    text = message.body_text
+    for expected in (
+        f"Receipt:          {number}",
+        "Paid:             $25.00 by card",
+        "Pack:             Pro",
+        "Credits:          2,500",
+        f"Credits expire:   {lot.expires_at:%Y-%m-%d}",
+        "New balance:      2,800 credits",
+        f"/v1/receipts/{number}",
+    ):
+        assert expected in text, text
+    assert f"<td>{number}</td>" in message.body_html
+    assert message.message_id.startswith(f"<receipt.lot.{lot.id}.")
+
+
+def test_one_receipt_per_purchase_when_the_webhook_comes_twice_and_the_sync_job_mints_too(card: Card) -> None:
+    customer = _with_email(card)
+    purchase = card.bought(customer)
+    session = card.stripe.pay(purchase["checkout_session_id"])
+    event = card.stripe.event("checkout.session.completed", session)
+    sync.sync(card.engine, card.gateway, card.settings, utcnow())  # the sync job finds the paid session first
+    card.deliver_ok(event)
+    card.deliver_ok(event)
+    card.deliver_ok(card.stripe.event("checkout.session.completed", session))
+    sync.sync(card.engine, card.gateway, card.settings, utcnow())
+    assert len(card.card_lots(customer.account_id)) == 1
+    assert [m.kind for m in _messages(card)] == ["receipt"]
+
+
+def test_an_account_without_an_email_gets_no_receipt(card: Card) -> None:
+    customer = card.customer()
+    card.complete(card.bought(customer))
+    assert card.available(customer.account_id) == 1_000
+    assert _messages(card) == []
+
+
+def test_a_refund_writes_a_notice_once(card: Card) -> None:
+    customer = _with_email(card)
+    purchase = card.bought(customer)
+    card.complete(purchase)
+    charge = card.stripe.refund(card.stripe.charge_of(purchase["checkout_session_id"])["id"], 1_000)
+    event = card.stripe.event("charge.refunded", charge)
+    card.deliver_ok(event)
+    card.deliver_ok(event)
+    _receipt, notice = _messages(card)
+    assert notice.kind == "clawback_notice"
+    assert "Credits taken back: 1,000" in notice.body_text
+    assert "New balance: 0 credits" in notice.body_text
+
+
+def test_the_receipt_page_shows_the_owner_its_receipt_and_no_one_else(card: Card) -> None:
+    customer = _with_email(card)
+    purchase = card.bought(customer)
+    card.complete(purchase)
+    history = card.client.get("/v1/purchases", headers=customer.headers).json()["data"]
+    [item] = history
+    url = item["receipt_url"]
+    [lot] = card.card_lots(customer.account_id)
+    number = f"CR-{lot.credited_at.year}-{lot.id:08d}"
+    assert url.endswith(f"/v1/receipts/{number}")
+    page = card.client.get(f"/v1/receipts/{number}", headers=customer.headers)
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "@media print" in page.text
+    assert "$10.00 by card" in page.text
+    # The page sums the journal up to the mint; the email read the balance then: the same figure.
+    assert "<th>New balance</th><td>1,000 credits</td>" in page.text
+    spent = card.client.post(
+        "/v1/charges", json={"amount_credits": 300}, headers={**customer.headers, "Idempotency-Key": "after"}
+    )
+    assert spent.status_code == 201, spent.text
+    again = card.client.get(f"/v1/receipts/{number}", headers=customer.headers)
+    assert "<th>New balance</th><td>1,000 credits</td>" in again.text
+    other = card.customer("other")
+    refused = card.client.get(f"/v1/receipts/{number}", headers=other.headers)
+    assert refused.status_code == 404
+    assert refused.json()["error"]["code"] == "receipt_not_found"
+    wrong_year = number.replace(f"CR-{lot.credited_at.year}", "CR-1999")
+    assert card.client.get(f"/v1/receipts/{wrong_year}", headers=customer.headers).status_code == 404
+    assert card.client.get("/v1/receipts/nonsense", headers=customer.headers).status_code == 404
+
+
+def test_a_customer_changing_its_email_makes_it_unverified_and_a_bad_one_is_refused(card: Card) -> None:
+    customer = _with_email(card)
+    changed = card.client.patch("/v1/account", json={"email": "New@Example.test"}, headers=customer.headers)
+    assert changed.status_code == 200, changed.text
+    assert (changed.json()["email"], changed.json()["email_verified"]) == ("New@example.test", False)
+    bad = card.client.patch("/v1/account", json={"email": "not an address"}, headers=customer.headers)
+    assert bad.status_code == 422
+    assert bad.json()["error"]["code"] == "invalid_email"
+    assert card.client.get("/v1/account", headers=customer.headers).json()["email"] == "New@example.test"
+    # The platform verifies it; keeping the same address keeps that.
+    card.client.patch(f"/v1/admin/accounts/{customer.account_id}", json={"email_verified": True}, headers=card.admin)
+    same = card.client.patch("/v1/account", json={"email": "New@example.test"}, headers=customer.headers)
+    assert same.json()["email_verified"] is True
