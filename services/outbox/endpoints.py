@@ -18,7 +18,9 @@ ReceiptNumber = Annotated[str, Path(min_length=1, max_length=40)]
 
 
 @router.get("/receipts/{receipt_number}", response_class=HTMLResponse)
-def get_receipt(receipt_number: ReceiptNumber, request: Request, session: SessionDep, principal: CustomerOrSession) -> str:
+def get_receipt(
+    receipt_number: ReceiptNumber, request: Request, session: SessionDep, principal: CustomerOrSession
+) -> str:
     """The receipt of one of the account's card purchases or USDC deposits, as HTML with a print style; another
     account's receipt is not found (404), the same as one that does not exist."""
     named = lot_of_receipt_number(receipt_number)
