@@ -115,11 +115,11 @@ _NO_ROUTE = _Policy(needs_key=False, parses_json=False)
 
 
 class _BodyTooLarge(Exception):
-    pass
+    """The body went past the cap while it was read."""
 
 
 class _Disconnected(Exception):
-    pass
+    """The client went away before its body was read."""
 
 
 class RequestGuard:
