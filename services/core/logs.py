@@ -200,6 +200,8 @@ def configure_logging(
     logging.getLogger("uvicorn.access").disabled = True
     # The Stripe SDK narrates every request and response at INFO; the rail's own errors say what matters.
     logging.getLogger("stripe").setLevel(logging.WARNING)
+    # The development mail server (aiosmtpd) narrates every SMTP command; the outbox's own lines say what was sent.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
     return handler
 
 
