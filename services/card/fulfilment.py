@@ -196,8 +196,10 @@ def _mint(
         updated_at=now,
         **values,
     )
-    # The receipt, in the mint's transaction (once per lot, however often the purchase is fulfilled).
-    record_receipt(session, lot_id=result.lot_id, now=now)
+    # The receipt, in the mint's transaction (once per lot, however often the purchase is fulfilled: a replay's
+    # first mint wrote it).
+    if not result.replayed:
+        record_receipt(session, account_id=purchase.account_id, lot_id=result.lot_id, now=now)
     # A refund or dispute seen before the mint (they record a refunded amount or the charge) is applied now, in
     # the same transaction.
     if purchase.refunded_cents or purchase.charge_id is not None:

@@ -132,6 +132,13 @@ def get_account(session: Session, account_id: int) -> Any:
     return session.execute(select(accounts).where(accounts.c.id == account_id)).first()
 
 
+def account_email(session: Session, account_id: int) -> str | None:
+    """The account's email address, if it has one (one column read, for a message that goes only where there is
+    one)."""
+    email = session.execute(select(accounts.c.email).where(accounts.c.id == account_id)).scalar_one_or_none()
+    return str(email) if email else None
+
+
 def list_customer_accounts(session: Session, limit: int, after_id: int = 0) -> Sequence[Any]:
     stmt = (
         select(accounts)

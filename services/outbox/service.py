@@ -49,8 +49,7 @@ def _balance_now(session: Session, account_id: int) -> int:
 
 
 def _recipient(session: Session, account_id: int) -> str | None:
-    account = ledger_repo.get_account(session, account_id)
-    return account.email if account is not None and account.email else None
+    return ledger_repo.account_email(session, account_id)
 
 
 def _write(
@@ -92,14 +91,17 @@ def receipt_key(lot_id: int) -> str:
     return f"receipt:lot:{lot_id}"
 
 
-def record_receipt(session: Session, *, lot_id: int, now: datetime, settings: Settings | None = None) -> bool:
-    """Write the receipt of the lot just minted (card or USDC), once; whether a message was written now."""
+def record_receipt(
+    session: Session, *, account_id: int, lot_id: int, now: datetime, settings: Settings | None = None
+) -> bool:
+    """Write the receipt of the lot just minted for ``account_id`` (card or USDC), once; whether a message was
+    written now. An account without an email costs one column read and gets nothing."""
+    recipient = _recipient(session, account_id)
+    if recipient is None:
+        return False
     settings = settings or _settings()
     lot = ledger_repo.get_lot(session, lot_id)
     if lot is None:
-        return False
-    recipient = _recipient(session, int(lot.account_id))
-    if recipient is None:
         return False
     # In the mint's transaction, the balance after it is the current one (read from the account's lots, not summed
     # over its whole journal).

@@ -158,7 +158,8 @@ def credit_locked_deposit(
         lot_id=minted.lot_id,
     )
     # The receipt, in the mint's transaction (once per lot).
-    record_receipt(session, lot_id=minted.lot_id, now=now)
+    if not minted.replayed:
+        record_receipt(session, account_id=current.account_id, lot_id=minted.lot_id, now=now)
     return CreditOutcome(current.id, DepositStatus.CREDITED, credits, remainder_units, minted.lot_id)
 
 

@@ -69,7 +69,7 @@ class Mail:
                 cost_basis_cents=credits,
                 details={"pack": "standard"},
             )
-            record_receipt(session, lot_id=minted.lot_id, now=utcnow(), settings=self.settings)
+            record_receipt(session, account_id=account_id, lot_id=minted.lot_id, now=utcnow(), settings=self.settings)
         return minted.lot_id
 
     def deliver(self, now: datetime | None = None, settings: Settings | None = None) -> int:
