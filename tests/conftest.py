@@ -101,6 +101,29 @@ def engine(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iter
 
 
 @pytest.fixture
+def blank_engine(backend: str, tmp_path: Path) -> Iterator[Engine]:
+    """A database with nothing in it (not even the migrations' table) on the test's backend, of the test's own (a
+    file, or a schema dropped at the end): for tests that take migrations up and down."""
+    if backend == "sqlite":
+        sqlite_engine = make_engine(f"sqlite:///{tmp_path / 'blank.db'}")
+        yield sqlite_engine
+        sqlite_engine.dispose()
+        return
+    schema = f"m_{uuid.uuid4().hex[:12]}"
+    admin = make_engine(POSTGRES_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    blank = make_engine(POSTGRES_URL, schema=schema)
+    try:
+        yield blank
+    finally:
+        blank.dispose()
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
 def empty_database(engine: Engine, backend: str, request: pytest.FixtureRequest) -> Callable[[], None]:
     """A function that empties the test's database back to freshly migrated (system accounts seeded), for tests
     that run many independent examples in one test (property tests). No session may be open when it is called."""

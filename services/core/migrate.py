@@ -121,6 +121,19 @@ def upgrade(engine: Engine, revision: str = "head") -> MigrationResult:
         return MigrationResult(before, _revision(connection))
 
 
+def downgrade(engine: Engine, revision: str) -> MigrationResult:
+    """Downgrade the schema to ``revision`` under the migration lock (an operator's way back, and the migrations'
+    tests)."""
+    config = alembic_config()
+    with _sqlite_file_lock(engine), engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(PG_MIGRATION_LOCK_SQL)
+        before = _revision(connection)
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
+        return MigrationResult(before, _revision(connection))
+
+
 def ensure_schema(engine: Engine, *, auto_migrate: bool) -> None:
     """Bring the schema to the latest revision, or refuse to go on when it is behind and upgrading is off."""
     if auto_migrate:

@@ -2,50 +2,14 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
-import pytest
-from alembic import command
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
 
-from services.core.db import make_engine
-from services.core.migrate import alembic_config, current_revision, upgrade
-from tests.conftest import POSTGRES_URL
+from services.core.migrate import current_revision, downgrade, upgrade
 
 REVISION = "0011"
-
-
-@pytest.fixture
-def blank_engine(backend: str, tmp_path: Path) -> Iterator[Engine]:
-    """An empty database of the test's backend, of this test's own (a file, or a schema dropped at the end)."""
-    if backend == "sqlite":
-        engine = make_engine(f"sqlite:///{tmp_path / 'migrations.db'}")
-        yield engine
-        engine.dispose()
-        return
-    schema = f"m_{uuid.uuid4().hex[:12]}"
-    admin = make_engine(POSTGRES_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine = make_engine(POSTGRES_URL, schema=schema)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
-def _downgrade(engine: Engine, revision: str) -> None:
-    config = alembic_config()
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.downgrade(config, revision)
 
 
 def test_customer_sessions_migration_goes_up_and_down_keeping_the_keys(blank_engine: Engine) -> None:
@@ -80,7 +44,7 @@ def test_customer_sessions_migration_goes_up_and_down_keeping_the_keys(blank_eng
             {"now": now},
         )
 
-    _downgrade(engine, "0010")
+    downgrade(engine, "0010")
 
     assert current_revision(engine) == "0010"
     assert "customer_sessions" not in inspect(engine).get_table_names()

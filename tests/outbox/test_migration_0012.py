@@ -7,13 +7,13 @@ from datetime import UTC, datetime
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
 
-from services.core.migrate import current_revision, upgrade
-from tests.card.test_migration_0010 import _columns, _downgrade, blank_engine  # noqa: F401 - the fixture
+from services.core.migrate import current_revision, downgrade, upgrade
+from tests.card.test_migration_0010 import _columns
 
 REVISION = "0012"
 
 
-def test_outbox_migration_goes_up_and_down_keeping_the_accounts(blank_engine: Engine) -> None:  # noqa: F811
+def test_outbox_migration_goes_up_and_down_keeping_the_accounts(blank_engine: Engine) -> None:
     engine = blank_engine
     upgrade(engine, REVISION)
     assert {"email", "email_verified"} <= _columns(engine, "accounts")
@@ -30,7 +30,7 @@ def test_outbox_migration_goes_up_and_down_keeping_the_accounts(blank_engine: En
             False,
         )
 
-    _downgrade(engine, "0011")
+    downgrade(engine, "0011")
     assert current_revision(engine) == "0011"
     assert "email" not in _columns(engine, "accounts")
     assert "outbox_messages" not in inspect(engine).get_table_names()

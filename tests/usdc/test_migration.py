@@ -2,51 +2,16 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
-from alembic import command
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
-from services.core.db import make_engine, unit_of_work
-from services.core.migrate import alembic_config, upgrade
+from services.core.db import unit_of_work
+from services.core.migrate import downgrade, upgrade
 from services.ledger.accounts import create_customer_account
-from tests.conftest import POSTGRES_URL
 
 BEYOND_INT64_UNITS = 2**70 + 3
-
-
-@pytest.fixture
-def blank_engine(backend: str, tmp_path: Path) -> Iterator[Engine]:
-    """A database with nothing in it (not even the migrations' table), on the test's backend."""
-    if backend == "sqlite":
-        engine = make_engine(f"sqlite:///{tmp_path / 'blank.db'}")
-        yield engine
-        engine.dispose()
-        return
-    schema = f"m_{uuid.uuid4().hex[:10]}"
-    admin = make_engine(POSTGRES_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine = make_engine(POSTGRES_URL, schema=schema)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
-def _downgrade(engine: Engine, revision: str) -> None:
-    config = alembic_config()
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.downgrade(config, revision)
 
 
 def _insert_deposit(engine: Engine, account_id: int, log_index: int, amount: int | str) -> None:
@@ -99,10 +64,10 @@ def test_migration_0009_goes_up_down_and_up_keeping_deposits_and_their_account_c
 
     # Down refuses to truncate an amount beyond a bigint; without it, down and up again keep the rest.
     with pytest.raises(RuntimeError, match="beyond a bigint"):
-        _downgrade(blank_engine, "0008")
+        downgrade(blank_engine, "0008")
     with blank_engine.begin() as conn:
         conn.execute(text("DELETE FROM usdc_deposits WHERE log_index = 1"))
-    _downgrade(blank_engine, "0008")
+    downgrade(blank_engine, "0008")
     assert _amounts(blank_engine) == [1_234_567]
     upgrade(blank_engine, "0009")
     assert _amounts(blank_engine) == [1_234_567]
@@ -145,7 +110,7 @@ def test_migration_0009_rewrites_finance_exception_references_to_one_format_and_
 
     upgrade(blank_engine, "0009")
     assert _references(blank_engine) == new_references
-    _downgrade(blank_engine, "0008")
+    downgrade(blank_engine, "0008")
     assert _references(blank_engine) == old_references
     upgrade(blank_engine, "0009")
     assert _references(blank_engine) == new_references
