@@ -6,6 +6,9 @@ store, or Python cannot convert, is refused as a 422 where it enters rather than
   (not encodable as UTF-8).
 - ``Instant``: an ISO 8601 date-time string with its UTC offset (numbers are not dates), within years 1000..8999
   once in UTC, so that converting it to UTC, and the arithmetic of a period around it, cannot overflow.
+- Booleans are strict everywhere, as amounts are: a JSON body takes ``true`` and ``false`` only (``StrictBool``), a
+  query parameter the words ``true`` and ``false`` only (``QueryBool``). Anything else (``1``, ``"yes"``, ``on``) is a
+  422 ``invalid_request``, never read as a yes.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, StrictBool
 
 MAX_BIGINT = 2**63 - 1
 
@@ -61,3 +64,18 @@ def _in_range(value: datetime) -> datetime:
 
 
 Instant = Annotated[AwareDatetime, BeforeValidator(_iso_string), AfterValidator(_in_range)]
+
+
+def _query_bool(value: Any) -> Any:
+    if value is True or value is False:
+        return value
+    if value == "true":
+        return True
+    if value == "false":
+        return False
+    raise ValueError("must be true or false")
+
+
+QueryBool = Annotated[bool, BeforeValidator(_query_bool)]
+
+__all__ = ["MAX_BIGINT", "Id", "Instant", "NonNegativeBigInt", "QueryBool", "StrictBool", "StrictId", "Text"]

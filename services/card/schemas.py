@@ -8,8 +8,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.api.pages import Page
-from services.api.params import StrictBool
-from services.api.types import MAX_BIGINT, Text
+from services.api.types import MAX_BIGINT, StrictBool, Text
 
 MAX_STORABLE = MAX_BIGINT
 

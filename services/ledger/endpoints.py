@@ -10,8 +10,7 @@ from fastapi import APIRouter, Query, Response, status
 
 from services.api.deps import AdminKey, CustomerKey, CustomerOrSession, IdempotencyKey, SessionDep
 from services.api.pages import Cursor, id_cursor, page_of
-from services.api.params import QueryBool
-from services.api.types import Id, Instant, Text
+from services.api.types import Id, Instant, QueryBool, Text
 from services.apikeys.service import Principal
 from services.ledger import balance, budgets, holds, invariants, minting, spending
 from services.ledger.accounts import create_customer_account, update_email

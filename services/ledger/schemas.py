@@ -9,8 +9,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.api.pages import Page
-from services.api.params import StrictBool
-from services.api.types import MAX_BIGINT, Instant, Text
+from services.api.types import MAX_BIGINT, Instant, StrictBool, Text
 
 MAX_STORABLE = MAX_BIGINT
 
