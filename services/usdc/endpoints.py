@@ -26,7 +26,6 @@ from services.usdc.schemas import (
     AdminDepositAddressOut,
     AdminDepositOut,
     ChainOut,
-    ChainStatusOut,
     DepositAddressOut,
     DepositOut,
 )
@@ -125,19 +124,18 @@ def _chain_statuses(session: Session, settings: Settings) -> list[status.ChainSt
 
 
 @admin_router.get("/usdc/chains")
-def list_chain_statuses(session: SessionDep, settings: SettingsDep, _admin: AdminKey) -> Page[ChainStatusOut]:
+def list_chain_statuses(session: SessionDep, settings: SettingsDep, _admin: AdminKey) -> Page[status.ChainStatus]:
     """Every configured chain (then any known only from a stored cursor) and where its listener stands: the next
     block to scan, the head seen, the lag, the last node error and when, the deposits waiting for confirmations."""
-    views = [ChainStatusOut(**asdict(view)) for view in _chain_statuses(session, settings)]
-    return Page[ChainStatusOut](data=views, has_more=False, next_cursor=None)
+    return Page[status.ChainStatus](data=_chain_statuses(session, settings), has_more=False, next_cursor=None)
 
 
 @admin_router.get("/usdc/chains/{chain_id}")
-def get_chain_status(chain_id: Id, session: SessionDep, settings: SettingsDep, _admin: AdminKey) -> ChainStatusOut:
+def get_chain_status(chain_id: Id, session: SessionDep, settings: SettingsDep, _admin: AdminKey) -> status.ChainStatus:
     found = next((view for view in _chain_statuses(session, settings) if view.chain_id == chain_id), None)
     if found is None:
         raise ChainNotFound(f"chain {chain_id} is neither configured nor known", chain_id=chain_id)
-    return ChainStatusOut(**asdict(found))
+    return found
 
 
 @admin_router.get("/accounts/{account_id}/usdc/addresses")

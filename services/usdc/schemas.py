@@ -51,30 +51,6 @@ class DepositOut(BaseModel):
     set_aside_reason: str | None = None
 
 
-class ChainStatusOut(BaseModel):
-    """Where a chain's listener stands (admin)."""
-
-    chain_id: int
-    name: str
-    # False for a chain known only from its stored cursor (no longer configured).
-    configured: bool
-    confirmations: int | None
-    use_finalized: bool | None
-    # The next block the listener scans, the last it scanned, the head it saw last, and the difference (None
-    # until its first poll).
-    next_block: int | None
-    scanned_block: int | None
-    head_block: int | None
-    lag_blocks: int | None
-    range_blocks: int | None
-    updated_at: datetime | None
-    # The last node error and when (cleared by the next clean poll).
-    last_error: str | None
-    last_error_at: datetime | None
-    # Deposits seen and waiting for their confirmations.
-    deposits_pending: int
-
-
 class AdminDepositAddressOut(BaseModel):
     chain_id: int
     address: str

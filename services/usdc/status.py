@@ -48,22 +48,27 @@ class CursorState:
 
 @dataclass(frozen=True, slots=True)
 class ChainStatus:
-    """A chain as configured (or only known from its cursor), and where its listener stands."""
+    """A chain as configured (or only known from its cursor), and where its listener stands: also the admin API's
+    answer (FastAPI serves the dataclass as it is)."""
 
     chain_id: int
     name: str
+    # False for a chain known only from its stored cursor (no longer configured).
     configured: bool
     confirmations: int | None
     use_finalized: bool | None
-    # None until the listener's first poll of the chain.
+    # The next block the listener scans, the last it scanned, the head it saw last, and the difference (None until
+    # its first poll of the chain).
     next_block: int | None
     scanned_block: int | None
     head_block: int | None
     lag_blocks: int | None
     range_blocks: int | None
     updated_at: datetime | None
+    # The last node error and when (cleared by the next clean poll).
     last_error: str | None
     last_error_at: datetime | None
+    # Deposits seen and waiting for their confirmations.
     deposits_pending: int
 
 
