@@ -6,6 +6,7 @@ from sqlmodel import SQLModel
 
 import services.apikeys.models
 import services.card.models
+import services.events.models
 import services.finance.models
 import services.ledger.models
 import services.outbox.models

@@ -48,14 +48,15 @@ def _balance_now(session: Session, account_id: int) -> int:
     return get_balance(session, account_id).total_credits
 
 
-def _recipient(session: Session, account_id: int) -> str | None:
+def recipient_of(session: Session, account_id: int) -> str | None:
+    """Where the account's mail goes; None: it has no address, and gets no message."""
     return ledger_repo.account_email(session, account_id)
 
 
-def _write(
+def record_email(
     session: Session,
-    settings: Settings,
     *,
+    settings: Settings | None = None,
     dedupe_key: str,
     kind: str,
     account_id: int,
@@ -66,6 +67,9 @@ def _write(
     body_html: str,
     now: datetime,
 ) -> bool:
+    """Write one email to the outbox (in the caller's transaction), once per ``dedupe_key``; whether it was written
+    now. Every message the service mails goes through here: receipts, notices, alerts."""
+    settings = settings or _settings()
     return repo.insert_message(
         session,
         {
@@ -96,7 +100,7 @@ def record_receipt(
 ) -> bool:
     """Write the receipt of the lot just minted for ``account_id`` (card or USDC), once; whether a message was
     written now. An account without an email costs one column read and gets nothing."""
-    recipient = _recipient(session, account_id)
+    recipient = recipient_of(session, account_id)
     if recipient is None:
         return False
     settings = settings or _settings()
@@ -108,9 +112,9 @@ def record_receipt(
     receipt = build_receipt(session, settings, lot, balance_after_credits=_balance_now(session, int(lot.account_id)))
     if receipt is None:
         return False
-    return _write(
+    return record_email(
         session,
-        settings,
+        settings=settings,
         dedupe_key=receipt_key(lot_id),
         kind=MessageKind.RECEIPT,
         account_id=receipt.account_id,
@@ -139,7 +143,7 @@ def record_clawback_notice(
     lot = ledger_repo.get_lot(session, lot_id)
     if lot is None:
         return False
-    recipient = _recipient(session, int(lot.account_id))
+    recipient = recipient_of(session, int(lot.account_id))
     if recipient is None:
         return False
     notice = clawback_notice(
@@ -149,9 +153,9 @@ def record_clawback_notice(
         balance_after_credits=_balance_now(session, int(lot.account_id)),
         reason=reason,
     )
-    return _write(
+    return record_email(
         session,
-        settings,
+        settings=settings,
         dedupe_key=f"clawback:txn:{transaction_id}",
         kind=MessageKind.CLAWBACK_NOTICE,
         account_id=int(lot.account_id),
