@@ -17,7 +17,6 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from urllib.parse import urlsplit
 
 from sqlalchemy import insert, select, update
 from sqlmodel import Session
@@ -27,6 +26,7 @@ from services.core.clock import utcnow
 from services.core.db import utc
 from services.core.errors import Forbidden, InvalidRequest, NotFound, Unauthenticated
 from services.core.settings import Settings
+from services.core.urls import outside_url_problem
 from services.ledger.accounts import require_customer_account
 from services.ledger.repository import table_of
 
@@ -87,16 +87,9 @@ def _digest(token: str) -> str:
 
 def check_return_url(settings: Settings, return_url: str) -> str:
     """An absolute http(s) URL (https in production), with no credentials in it."""
-    if len(return_url) > MAX_RETURN_URL_LENGTH or not (return_url.isascii() and return_url.isprintable()):
-        raise InvalidRequest(
-            f"return_url must be at most {MAX_RETURN_URL_LENGTH} printable ASCII characters", field="return_url"
-        )
-    parts = urlsplit(return_url)
-    schemes = ("https",) if settings.environment == "production" else ("http", "https")
-    if parts.scheme not in schemes or not parts.hostname or parts.username or parts.password:
-        raise InvalidRequest(
-            f"return_url must be an absolute {' or '.join(schemes)} URL without credentials", field="return_url"
-        )
+    problem = outside_url_problem(settings, return_url, max_length=MAX_RETURN_URL_LENGTH)
+    if problem is not None:
+        raise InvalidRequest(f"return_url {problem}", field="return_url")
     return return_url
 
 

@@ -206,6 +206,17 @@ class Settings(BaseSettings):
     outbox_backoff_max_seconds: float = Field(default=3_600.0, gt=0)
     outbox_lease_seconds: float = Field(default=300.0, gt=0)
 
+    # The platform's webhooks (services/events/): how often the delivery job runs and how many deliveries a batch
+    # claims, the HTTP timeout of one attempt, how many requests are in flight at once (in all, and to one endpoint),
+    # and how long a claimed delivery is left to its sender before another run may take it again. The retry
+    # schedule is fixed (services.events.tasks.RETRY_SCHEDULE_SECONDS: about three days).
+    webhook_interval_seconds: float = Field(default=5.0, gt=0)
+    webhook_batch_size: int = Field(default=100, ge=1)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhook_concurrency: int = Field(default=8, ge=1, le=64)
+    webhook_max_in_flight_per_endpoint: int = Field(default=4, ge=1, le=64)
+    webhook_lease_seconds: float = Field(default=300.0, gt=0)
+
     # Operating it: metrics, readiness and logs.
     # /metrics asks for this bearer token when it is set. Without a token it is open when public, and it is public
     # by default in development and test only (unset: by environment; outside them it is refused without a token).

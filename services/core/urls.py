@@ -9,7 +9,7 @@ run --port`` and ``creditrail dev --port`` set); production requires an https ba
 from __future__ import annotations
 
 from collections.abc import Mapping
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from services.core.settings import Settings
 
@@ -51,3 +51,21 @@ def purchase_complete_url(settings: Settings, query: Mapping[str, str] | None = 
 
 def purchase_cancelled_url(settings: Settings, query: Mapping[str, str] | None = None) -> str:
     return public_url(settings, PURCHASE_CANCELLED_PATH, query)
+
+
+def outside_url_problem(settings: Settings, url: str, *, max_length: int) -> str | None:
+    """What is wrong with a URL someone outside gives us to send people or requests to (a page to return to, a
+    webhook endpoint), or None: it must be absolute http(s) (https in production), printable ASCII, at most
+    ``max_length`` characters, with a host and no credentials in it."""
+    if len(url) > max_length or not (url.isascii() and url.isprintable()):
+        return f"must be at most {max_length} printable ASCII characters"
+    schemes = ("https",) if settings.environment == "production" else ("http", "https")
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        credentials = parts.username or parts.password
+    except ValueError:
+        return f"must be an absolute {' or '.join(schemes)} URL"
+    if parts.scheme not in schemes or not host or credentials:
+        return f"must be an absolute {' or '.join(schemes)} URL without credentials"
+    return None

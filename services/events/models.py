@@ -8,6 +8,8 @@
   and the event types it wants (``["*"]``: all).
 - ``webhook_deliveries``: the outbox of the webhook channel, one row per (event, endpoint) written with the event
   (unique on the pair), claimed and sent by the worker as the mail outbox is.
+- ``webhook_attempts``: the delivery log, one row per HTTP attempt of a delivery (when, the answer's status, how
+  long it took, the error, the start of the answer's body); appended to, never changed.
 """
 
 from __future__ import annotations
@@ -87,3 +89,19 @@ class WebhookDelivery(SQLModel, table=True):
         Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
         Index("ix_webhook_deliveries_endpoint_id_id", "endpoint_id", "id"),
     )
+
+
+class WebhookAttempt(SQLModel, table=True):
+    __tablename__ = "webhook_attempts"
+
+    id: int | None = Field(default=None, sa_type=BigIntPK, primary_key=True)
+    delivery_id: int = Field(sa_column=Column(BigInteger, ForeignKey("webhook_deliveries.id"), nullable=False))
+    attempted_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    # The endpoint's HTTP status; None when no answer came (refused, timed out, not sent).
+    status_code: int | None = Field(default=None)
+    duration_ms: int = Field(default=0)
+    error: str | None = Field(default=None, max_length=500)
+    # The start of the answer's body, as text (for the delivery log).
+    response_excerpt: str | None = Field(default=None, max_length=500)
+
+    __table_args__ = (Index("ix_webhook_attempts_delivery_id_id", "delivery_id", "id"),)

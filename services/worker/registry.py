@@ -30,6 +30,7 @@ from sqlmodel import Session
 
 from services.card.tasks import CARD_JOB_FACTORIES
 from services.core.settings import Settings
+from services.events.tasks import events_job
 from services.finance.tasks import finance_job_specs
 from services.ledger.tasks import expire_holds_batch, expire_lots_batch
 from services.outbox.tasks import outbox_job
@@ -98,6 +99,7 @@ JOB_FACTORIES: list[JobFactory] = [
     usdc_job_specs,
     finance_job_specs,
     outbox_job,
+    events_job,
 ]
 
 _registered: dict[str, JobFactory] = {}
