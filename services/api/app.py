@@ -22,6 +22,7 @@ from services.card.endpoints import ROUTERS as CARD_ROUTERS
 from services.core.db import make_engine
 from services.core.migrate import ensure_schema
 from services.core.settings import Settings, get_settings
+from services.events.endpoints import router as events_router
 from services.finance.endpoints import router as finance_router
 from services.ledger.endpoints import admin_router as ledger_admin_router
 from services.ledger.endpoints import router as ledger_router
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         jobs_router,
         ops_router,
         receipts_router,
+        events_router,
     )
     for router in routers:
         app.include_router(router)
