@@ -25,6 +25,7 @@ from services.card.outcome import Outcome, exception_outcome
 from services.card.refunds import settle
 from services.card.stripe_objects import ACCOUNT_ID_KEY, CheckoutSessionData, PaymentIntentData, from_unix, metadata_int
 from services.core.settings import get_settings
+from services.events.emit import record_purchase_completed
 from services.finance.exceptions import card_reference, raise_exception
 from services.ledger.minting import mint
 from services.ledger.models import Rail
@@ -196,10 +197,21 @@ def _mint(
         updated_at=now,
         **values,
     )
-    # The receipt, in the mint's transaction (once per lot, however often the purchase is fulfilled: a replay's
-    # first mint wrote it).
+    # The receipt and the platform's event, in the mint's transaction (once per lot, however often the purchase is
+    # fulfilled: a replay's first mint wrote them).
     if not result.replayed:
         record_receipt(session, account_id=purchase.account_id, lot_id=result.lot_id, now=now)
+        record_purchase_completed(
+            session,
+            account_id=purchase.account_id,
+            purchase_id=purchase.id,
+            kind=purchase.kind,
+            pack=purchase.pack,
+            lot_id=result.lot_id,
+            amount_credits=purchase.amount_credits,
+            amount_usd_cents=paid_cents,
+            now=now,
+        )
     # A refund or dispute seen before the mint (they record a refunded amount or the charge) is applied now, in
     # the same transaction.
     if purchase.refunded_cents or purchase.charge_id is not None:

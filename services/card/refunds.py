@@ -27,6 +27,7 @@ from services.card.models import ClawbackKind
 from services.card.outcome import Outcome, exception_outcome
 from services.card.stripe_objects import ChargeData, DisputeData
 from services.core.money import share_of_credits
+from services.events.emit import record_refund_clawed_back
 from services.finance.exceptions import card_reference, raise_exception
 from services.ledger import repository as ledger_repo
 from services.ledger.clawback import clawback, reinstate
@@ -103,6 +104,18 @@ def _claw(
         lot_id=purchase.lot_id,
         transaction_id=result.transaction_id,
         amount_credits=taken,
+        reason=reason,
+        now=now,
+    )
+    record_refund_clawed_back(
+        session,
+        account_id=purchase.account_id,
+        purchase_id=purchase.id,
+        lot_id=purchase.lot_id,
+        kind=kind,
+        transaction_id=result.transaction_id,
+        amount_credits=taken,
+        amount_usd_cents=amount_cents,
         reason=reason,
         now=now,
     )

@@ -16,6 +16,7 @@ from sqlmodel import Session
 from services.core.errors import CreditrailError
 from services.core.money import credits_to_usdc_units, usdc_units_to_credits
 from services.core.settings import get_settings
+from services.events.emit import record_deposit_credited, record_deposit_reversed
 from services.finance.exceptions import raise_exception, usdc_reference
 from services.ledger.clawback import clawback, reinstate
 from services.ledger.common import lock_customer
@@ -157,9 +158,21 @@ def credit_locked_deposit(
         carry_out_usdc_units=remainder_units,
         lot_id=minted.lot_id,
     )
-    # The receipt, in the mint's transaction (once per lot).
+    # The receipt and the platform's event, in the mint's transaction (once per lot).
     if not minted.replayed:
         record_receipt(session, account_id=current.account_id, lot_id=minted.lot_id, now=now)
+        record_deposit_credited(
+            session,
+            account_id=current.account_id,
+            deposit_id=current.id,
+            chain_id=current.chain_id,
+            tx_hash=current.tx_hash,
+            log_index=current.log_index,
+            usdc_units=int(current.amount_usdc_units),
+            lot_id=minted.lot_id,
+            amount_credits=credits,
+            now=now,
+        )
     return CreditOutcome(current.id, DepositStatus.CREDITED, credits, remainder_units, minted.lot_id)
 
 
@@ -235,6 +248,18 @@ def undo_credited_deposit(session: Session, deposit: Any, *, now: datetime, reas
             transaction_id=clawed.transaction_id,
             amount_credits=int(current.credits_minted),
             reason="the deposit's block left the chain (a reorg)",
+            now=now,
+        )
+        record_deposit_reversed(
+            session,
+            account_id=current.account_id,
+            deposit_id=current.id,
+            chain_id=current.chain_id,
+            tx_hash=current.tx_hash,
+            log_index=current.log_index,
+            lot_id=current.lot_id,
+            transaction_id=clawed.transaction_id,
+            amount_credits=int(current.credits_minted),
             now=now,
         )
     repo.update_deposit(

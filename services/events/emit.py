@@ -1,0 +1,164 @@
+"""The events the rails emit, one function each: what the event carries and its dedupe key, decided here once.
+
+Each is called in the transaction of the change, beside the receipt or notice the same change writes, and keyed by
+the same ids (the lot minted, the ledger transaction that took credits back), so that whatever is retried, and
+whichever way a change is reached (a webhook delivered twice, the sync job), one change makes one event.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlmodel import Session
+
+from services.events.models import EventType
+from services.events.service import record_event
+from services.outbox.receipts import receipt_number
+
+
+def purchase_completed_key(lot_id: int) -> str:
+    return f"{EventType.PURCHASE_COMPLETED}:lot:{lot_id}"
+
+
+def deposit_credited_key(lot_id: int) -> str:
+    return f"{EventType.DEPOSIT_CREDITED}:lot:{lot_id}"
+
+
+def refund_clawed_back_key(transaction_id: int) -> str:
+    return f"{EventType.REFUND_CLAWED_BACK}:txn:{transaction_id}"
+
+
+def deposit_reversed_key(transaction_id: int) -> str:
+    return f"{EventType.DEPOSIT_REVERSED}:txn:{transaction_id}"
+
+
+def record_purchase_completed(
+    session: Session,
+    *,
+    account_id: int,
+    purchase_id: int,
+    kind: str,
+    pack: str,
+    lot_id: int,
+    amount_credits: int,
+    amount_usd_cents: int,
+    now: datetime,
+) -> bool:
+    """A card purchase (a pack bought on Checkout, or an auto-recharge) minted ``lot_id``."""
+    return record_event(
+        session,
+        event_type=EventType.PURCHASE_COMPLETED,
+        account_id=account_id,
+        data={
+            "purchase_id": purchase_id,
+            "kind": kind,
+            "pack": pack,
+            "rail": "card",
+            "lot_id": lot_id,
+            "amount_credits": amount_credits,
+            "amount_usd_cents": amount_usd_cents,
+            "receipt_number": receipt_number(lot_id, now),
+        },
+        dedupe_key=purchase_completed_key(lot_id),
+        now=now,
+    )
+
+
+def record_deposit_credited(
+    session: Session,
+    *,
+    account_id: int,
+    deposit_id: int,
+    chain_id: int,
+    tx_hash: str,
+    log_index: int,
+    usdc_units: int,
+    lot_id: int,
+    amount_credits: int,
+    now: datetime,
+) -> bool:
+    """A confirmed USDC deposit minted ``lot_id`` (``usdc_units``: the transfer's amount, in USDC base units)."""
+    return record_event(
+        session,
+        event_type=EventType.DEPOSIT_CREDITED,
+        account_id=account_id,
+        data={
+            "deposit_id": deposit_id,
+            "rail": "usdc",
+            "chain_id": chain_id,
+            "tx_hash": tx_hash,
+            "log_index": log_index,
+            # As text: a transfer's amount may be beyond what a JSON number holds exactly.
+            "usdc_units": str(usdc_units),
+            "lot_id": lot_id,
+            "amount_credits": amount_credits,
+            "receipt_number": receipt_number(lot_id, now),
+        },
+        dedupe_key=deposit_credited_key(lot_id),
+        now=now,
+    )
+
+
+def record_refund_clawed_back(
+    session: Session,
+    *,
+    account_id: int,
+    purchase_id: int,
+    lot_id: int,
+    kind: str,
+    transaction_id: int,
+    amount_credits: int,
+    amount_usd_cents: int,
+    reason: str,
+    now: datetime,
+) -> bool:
+    """A card refund or dispute (``kind``) took ``amount_credits`` back from ``lot_id`` by ``transaction_id``."""
+    return record_event(
+        session,
+        event_type=EventType.REFUND_CLAWED_BACK,
+        account_id=account_id,
+        data={
+            "purchase_id": purchase_id,
+            "lot_id": lot_id,
+            "kind": kind,
+            "transaction_id": transaction_id,
+            "amount_credits": amount_credits,
+            "amount_usd_cents": amount_usd_cents,
+            "reason": reason,
+        },
+        dedupe_key=refund_clawed_back_key(transaction_id),
+        now=now,
+    )
+
+
+def record_deposit_reversed(
+    session: Session,
+    *,
+    account_id: int,
+    deposit_id: int,
+    chain_id: int,
+    tx_hash: str,
+    log_index: int,
+    lot_id: int,
+    transaction_id: int,
+    amount_credits: int,
+    now: datetime,
+) -> bool:
+    """A credited deposit's block left the chain (a reorg deeper than its confirmations): ``amount_credits`` were
+    taken back from ``lot_id`` by ``transaction_id``."""
+    return record_event(
+        session,
+        event_type=EventType.DEPOSIT_REVERSED,
+        account_id=account_id,
+        data={
+            "deposit_id": deposit_id,
+            "chain_id": chain_id,
+            "tx_hash": tx_hash,
+            "log_index": log_index,
+            "lot_id": lot_id,
+            "transaction_id": transaction_id,
+            "amount_credits": amount_credits,
+        },
+        dedupe_key=deposit_reversed_key(transaction_id),
+        now=now,
+    )
