@@ -37,7 +37,7 @@ class ErrorOut(BaseModel):
 
 
 DESCRIPTIONS = {
-    400: "The request was refused (e.g. a webhook's signature)",
+    400: "The request was refused (e.g. a webhook's signature, a webhook endpoint's URL or event types)",
     401: "No API key, or one that is not valid",
     402: "Not enough credits, or a budget would be exceeded",
     403: "The key's role may not do this, or a customer session may not (forbidden_for_session)",
@@ -64,6 +64,8 @@ DOMAIN_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("POST", "/v1/card/purchases/{purchase_id}/confirm"): (409,),
     ("PUT", "/v1/card/auto-recharge"): (409,),
     ("POST", "/v1/stripe/webhook"): (400,),
+    ("POST", "/v1/admin/webhook-endpoints"): (400,),
+    ("PATCH", "/v1/admin/webhook-endpoints/{endpoint_id}"): (400,),
     ("POST", "/v1/finance/exceptions/{exception_id}/resolve"): (409,),
     ("POST", "/v1/finance/reconciliations"): (409, 502, 504),
     ("GET", "/v1/usdc/deposit-address"): (404, 409),

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from sqlalchemy import BigInteger, DateTime, Integer, event
+from sqlalchemy import BigInteger, DateTime, Integer, event, text
 from sqlalchemy.engine import URL, Dialect, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
@@ -115,6 +115,15 @@ def unit_of_work(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def commit_without_waiting_for_disk(session: Session) -> None:
+    """Let the current transaction's commit return before its WAL is flushed (PostgreSQL ``synchronous_commit =
+    off``, for this transaction only; nothing on SQLite). A crash may lose such a commit, never corrupt anything.
+    Only for writes safe to lose: a sender's record that a message went out (lost, the message is sent again under
+    the same Message-ID or event id, which the receiver recognises), never the ledger's."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL synchronous_commit = off"))
 
 
 def utc(value: datetime) -> datetime:

@@ -199,18 +199,20 @@ class Settings(BaseSettings):
     # The delivery job: how often, how many messages per batch, when a message gives up (after this many attempts),
     # the backoff between attempts (doubling from the initial delay up to the maximum), and how long a claimed
     # message is left to its sender before another delivery may take it again (a sender killed mid-send).
-    outbox_interval_seconds: float = Field(default=5.0, gt=0)
+    outbox_interval_seconds: float = Field(default=2.0, gt=0)
     outbox_batch_size: int = Field(default=50, ge=1)
     outbox_max_attempts: int = Field(default=8, ge=1)
     outbox_backoff_initial_seconds: float = Field(default=30.0, gt=0)
     outbox_backoff_max_seconds: float = Field(default=3_600.0, gt=0)
     outbox_lease_seconds: float = Field(default=300.0, gt=0)
+    # How many SMTP conversations the delivery job holds at once (each a connection of its own).
+    outbox_concurrency: int = Field(default=4, ge=1, le=64)
 
     # The platform's webhooks (services/events/): how often the delivery job runs and how many deliveries a batch
     # claims, the HTTP timeout of one attempt, how many requests are in flight at once (in all, and to one endpoint),
     # and how long a claimed delivery is left to its sender before another run may take it again. The retry
     # schedule is fixed (services.events.tasks.RETRY_SCHEDULE_SECONDS: about three days).
-    webhook_interval_seconds: float = Field(default=5.0, gt=0)
+    webhook_interval_seconds: float = Field(default=2.0, gt=0)
     webhook_batch_size: int = Field(default=100, ge=1)
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
     webhook_concurrency: int = Field(default=8, ge=1, le=64)

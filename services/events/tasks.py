@@ -2,9 +2,11 @@
 
 As the mail outbox does it (services.outbox.tasks): a short transaction claims a batch (each delivery's
 ``next_attempt_at`` moved a lease ahead, its attempt counted); the HTTP requests happen with no transaction open and
-no row locked; each result is recorded, with its line in the delivery log (``webhook_attempts``), in a transaction of
-its own as soon as it is known. A sender killed between sending and recording leaves the delivery pending: once its
-lease passes it is sent again, with the same body and ``Creditrail-Event-Id``, so the platform can tell.
+no row locked; the results are recorded, each with its line in the delivery log (``webhook_attempts``), as they
+come, a few at a time, in transactions of their own. A sender killed between sending and recording leaves the
+delivery pending: once its lease passes it is sent again, with the same body and ``Creditrail-Event-Id``, so the
+platform can tell. So claims and records commit without waiting for the disk (``commit_without_waiting_for_disk``):
+one lost in a crash only means a delivery is sent again.
 
 A batch is sent concurrently: each endpoint's deliveries are shared among at most
 ``webhook_max_in_flight_per_endpoint`` lanes, each lane sending its share one after another, and the lanes run on a
@@ -23,13 +25,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import httpx
 from sqlalchemy.engine import Engine
 
-from services.core.db import unit_of_work
+from services.core.db import commit_without_waiting_for_disk, unit_of_work
 from services.core.settings import Settings
 from services.events import repository as repo
 from services.events.models import DeliveryStatus
@@ -59,6 +62,7 @@ def deliver(
     """Claim up to ``batch_size`` due deliveries, send them, record each result; returns how many were claimed."""
     lease_until = now + timedelta(seconds=settings.webhook_lease_seconds)
     with unit_of_work(engine) as session:
+        commit_without_waiting_for_disk(session)
         claimed = repo.claim(session, repo.due_ids(session, now, batch_size), now, lease_until)
     if not claimed:
         return 0
@@ -90,74 +94,99 @@ def _lanes(claimed: Sequence[Any], per_endpoint: int) -> list[list[Any]]:
     return [lanes[rank] for rank in range(per_endpoint) for lanes in split.values() if rank < len(lanes)]
 
 
+# Results recorded per transaction: a lane records what it sent this many at a time (and at its end).
+RECORD_CHUNK = 20
+
+
+@dataclass(frozen=True, slots=True)
+class _Done:
+    row: Any
+    # What came of the attempt; None: not tried in this batch (put back to ``retry_at``, its attempt not counted).
+    result: AttemptResult | None
+    # When it is tried again; None once delivered or failed for good.
+    retry_at: datetime | None
+
+
 def _send_lane(
     engine: Engine, client: httpx.Client, lane: Sequence[Any], now: datetime, unreachable: dict[int, datetime]
 ) -> None:
-    for row in lane:
-        endpoint_id = int(row.endpoint_id)
-        retry_at = unreachable.get(endpoint_id)
-        if retry_at is not None:
-            _put_back(engine, row, retry_at)
-            continue
-        body = event_body(
-            public_id=row.event_public_id,
-            event_type=row.event_type,
-            created_at=row.event_created_at,
-            account_id=int(row.account_id),
-            data=row.data,
-        )
-        result = send(
-            client,
-            url=row.url,
-            body=body,
-            secret=row.secret,
-            event_id=row.event_public_id,
-            signed_at=int(now.timestamp()),
-        )
-        retry_at = record_result(engine, int(row.id), int(row.attempts), result, now)
-        if not result.answered and retry_at is not None:
-            unreachable.setdefault(endpoint_id, retry_at)
+    done: list[_Done] = []
+    try:
+        for row in lane:
+            endpoint_id = int(row.endpoint_id)
+            put_back_to = unreachable.get(endpoint_id)
+            if put_back_to is not None:
+                done.append(_Done(row, None, put_back_to))
+            else:
+                result = _send(client, row, now)
+                retry_at = _retry_at(result, int(row.attempts), now)
+                if not result.answered and retry_at is not None:
+                    unreachable.setdefault(endpoint_id, retry_at)
+                done.append(_Done(row, result, retry_at))
+            if len(done) >= RECORD_CHUNK:
+                record_results(engine, done, now)
+                done = []
+    finally:
+        if done:
+            record_results(engine, done, now)
 
 
-def record_result(
-    engine: Engine, delivery_id: int, attempt: int, result: AttemptResult, now: datetime
-) -> datetime | None:
-    """Record an attempt (its line in the log, and the delivery's new state); when it is tried again, if it is."""
+def _send(client: httpx.Client, row: Any, now: datetime) -> AttemptResult:
+    body = event_body(
+        public_id=row.event_public_id,
+        event_type=row.event_type,
+        created_at=row.event_created_at,
+        account_id=int(row.account_id),
+        data=row.data,
+    )
+    return send(
+        client, url=row.url, body=body, secret=row.secret, event_id=row.event_public_id, signed_at=int(now.timestamp())
+    )
+
+
+def _retry_at(result: AttemptResult, attempt: int, now: datetime) -> datetime | None:
     delay = None if result.delivered else retry_delay_seconds(attempt)
-    retry_at = now + timedelta(seconds=delay) if delay is not None else None
-    with unit_of_work(engine) as session:
-        repo.insert_attempt(
-            session,
-            {
-                "delivery_id": delivery_id,
-                "attempted_at": now,
-                "status_code": result.status_code,
-                "duration_ms": result.duration_ms,
-                "error": result.error,
-                "response_excerpt": result.response_excerpt,
-            },
-        )
-        common = {"last_status_code": result.status_code, "last_error": result.error}
-        if result.delivered:
-            repo.record(session, delivery_id, attempt, status=DeliveryStatus.DELIVERED, delivered_at=now, **common)
-        elif retry_at is None:
-            repo.record(session, delivery_id, attempt, status=DeliveryStatus.FAILED, **common)
-        else:
-            repo.record(session, delivery_id, attempt, next_attempt_at=retry_at, **common)
-    return retry_at
+    return now + timedelta(seconds=delay) if delay is not None else None
 
 
-def _put_back(engine: Engine, row: Any, retry_at: datetime) -> None:
-    """A delivery not tried in this batch (its endpoint did not answer another one): due again at ``retry_at``,
-    its attempt not counted."""
-    attempt = int(row.attempts)
+def record_results(engine: Engine, done: Sequence[_Done], now: datetime) -> None:
+    """Record a lane's attempts (each one's line in the log, and the delivery's new state) in one transaction."""
     with unit_of_work(engine) as session:
-        repo.record(session, int(row.id), attempt, attempts=attempt - 1, next_attempt_at=retry_at)
+        commit_without_waiting_for_disk(session)
+        for item in done:
+            delivery_id, attempt, result = int(item.row.id), int(item.row.attempts), item.result
+            if result is None:
+                # Not tried: due again with the delivery that found its endpoint unreachable.
+                repo.record(session, delivery_id, attempt, attempts=attempt - 1, next_attempt_at=item.retry_at)
+                continue
+            repo.insert_attempt(
+                session,
+                {
+                    "delivery_id": delivery_id,
+                    "attempted_at": now,
+                    "status_code": result.status_code,
+                    "duration_ms": result.duration_ms,
+                    "error": result.error,
+                    "response_excerpt": result.response_excerpt,
+                },
+            )
+            common = {"last_status_code": result.status_code, "last_error": result.error}
+            if result.delivered:
+                repo.record(session, delivery_id, attempt, status=DeliveryStatus.DELIVERED, delivered_at=now, **common)
+            elif item.retry_at is None:
+                repo.record(session, delivery_id, attempt, status=DeliveryStatus.FAILED, **common)
+            else:
+                repo.record(session, delivery_id, attempt, next_attempt_at=item.retry_at, **common)
 
 
 def deliver_step(settings: Settings, client: httpx.Client | None = None) -> StepFn:
+    """The job's step: one HTTP client for all its runs (made at the first, as building one costs tens of ms)."""
+    clients: list[httpx.Client] = [client] if client is not None else []
+
     def step(engine: Engine, now: datetime, batch_size: int) -> int:
-        return deliver(engine, settings, now, batch_size, client=client)
+        if not clients:
+            clients.append(new_client(settings.webhook_timeout_seconds))
+        return deliver(engine, settings, now, batch_size, client=clients[0])
 
     return step
 

@@ -2,22 +2,25 @@
 
 A message is never sent while a transaction is open: a short transaction claims a batch (each message's
 ``next_attempt_at`` moved a lease ahead, its attempt counted), the SMTP conversations happen with no transaction
-open and no row locked, and each result is recorded in a transaction of its own. A sender killed between sending and
-recording leaves the message pending: once its lease passes it is sent again, with the same Message-ID, so the
-receiver can tell it is the same message. A message is sent only once the server accepted it; a server away or a
-4xx answer is tried again after an exponential backoff; a 5xx answer, or the last allowed attempt failing, fails it
-for good with the reason.
+open and no row locked, over ``outbox_concurrency`` lanes (each sending its share one message after another), and
+the results are recorded as they come, a few at a time, in transactions of their own. A sender killed between
+sending and recording leaves the message pending: once its lease passes it is sent again, with the same
+Message-ID, so the receiver can tell it is the same message. So claims and records commit without waiting for the
+disk (``commit_without_waiting_for_disk``): one lost in a crash only means the message is sent again. A message is
+sent only once the server accepted it; a server away or a 4xx answer is tried again after an exponential backoff;
+a 5xx answer, or the last allowed attempt failing, fails it for good with the reason.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 
-from services.core.db import unit_of_work
+from services.core.db import commit_without_waiting_for_disk, unit_of_work
 from services.core.settings import Settings
 from services.outbox import repository as repo
 from services.outbox.mailer import Mailer, SendResult, SmtpMailer, build_email
@@ -35,28 +38,55 @@ def backoff_seconds(settings: Settings, attempts: int) -> float:
     return float(min(delay, settings.outbox_backoff_max_seconds))
 
 
+# Results recorded per transaction: a sending lane records what it sent this many at a time (and at its end).
+RECORD_CHUNK = 20
+
+
 def deliver(engine: Engine, settings: Settings, mailer: Mailer, now: datetime, batch_size: int) -> int:
-    """Claim up to ``batch_size`` due messages, send each, record each result; returns how many were claimed."""
+    """Claim up to ``batch_size`` due messages, send them over ``outbox_concurrency`` lanes, record the results;
+    returns how many were claimed."""
     lease_until = now + timedelta(seconds=settings.outbox_lease_seconds)
     with unit_of_work(engine) as session:
+        commit_without_waiting_for_disk(session)
         claimed = repo.claim(session, repo.due_ids(session, now, batch_size), now, lease_until)
-    for row in claimed:
-        result = mailer.send(build_email(settings, row))
-        record_result(engine, settings, row.id, row.attempts, result, now)
+    lanes = min(settings.outbox_concurrency, len(claimed))
+    if lanes <= 1:
+        _send_lane(engine, settings, mailer, claimed, now)
+    else:
+        with ThreadPoolExecutor(max_workers=lanes) as pool:
+            futures = [pool.submit(_send_lane, engine, settings, mailer, claimed[i::lanes], now) for i in range(lanes)]
+            for future in futures:
+                future.result()
     return len(claimed)
 
 
-def record_result(
-    engine: Engine, settings: Settings, message_id: int, attempt: int, result: SendResult, now: datetime
-) -> None:
+def _send_lane(engine: Engine, settings: Settings, mailer: Mailer, rows: Sequence[Any], now: datetime) -> None:
+    """Send ``rows`` one after another, recording the results ``RECORD_CHUNK`` at a time."""
+    done: list[tuple[Any, SendResult]] = []
+    try:
+        for row in rows:
+            done.append((row, mailer.send(build_email(settings, row))))
+            if len(done) >= RECORD_CHUNK:
+                record_results(engine, settings, done, now)
+                done = []
+    finally:
+        if done:
+            record_results(engine, settings, done, now)
+
+
+def record_results(engine: Engine, settings: Settings, done: Sequence[tuple[Any, SendResult]], now: datetime) -> None:
+    """Record what came of sending each row, in one transaction."""
     with unit_of_work(engine) as session:
-        if result.accepted:
-            repo.record(session, message_id, attempt, status=MessageStatus.SENT, sent_at=now, last_error=None)
-        elif result.permanent or attempt >= settings.outbox_max_attempts:
-            repo.record(session, message_id, attempt, status=MessageStatus.FAILED, last_error=result.error)
-        else:
-            retry_at = now + timedelta(seconds=backoff_seconds(settings, attempt))
-            repo.record(session, message_id, attempt, next_attempt_at=retry_at, last_error=result.error)
+        commit_without_waiting_for_disk(session)
+        for row, result in done:
+            message_id, attempt = int(row.id), int(row.attempts)
+            if result.accepted:
+                repo.record(session, message_id, attempt, status=MessageStatus.SENT, sent_at=now, last_error=None)
+            elif result.permanent or attempt >= settings.outbox_max_attempts:
+                repo.record(session, message_id, attempt, status=MessageStatus.FAILED, last_error=result.error)
+            else:
+                retry_at = now + timedelta(seconds=backoff_seconds(settings, attempt))
+                repo.record(session, message_id, attempt, next_attempt_at=retry_at, last_error=result.error)
 
 
 def deliver_step(settings: Settings, mailer: Mailer | None = None) -> StepFn:

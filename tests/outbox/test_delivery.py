@@ -202,3 +202,21 @@ def test_the_delivery_job_runs_in_the_worker_only_with_an_smtp_server(mail: Mail
     assert row.status == "sent"
     unset = mail.settings.model_copy(update={"smtp_host": ""})
     assert "outbox.deliver" not in {spec.name for spec in default_jobs(unset)}
+
+
+def test_a_batch_sent_over_several_lanes_sends_each_message_once_and_records_each(
+    engine: Engine, smtp: TestSmtpServer
+) -> None:
+    mail = Mail(engine, mail_settings(engine, smtp.port, outbox_concurrency=3), smtp)
+    for n in range(7):
+        mail.purchase(mail.account(email=f"buyer{n}@example.test", name=f"buyer {n}"), ref=f"cs_test_{n}")
+    smtp.behaviour.refuse_recipients["buyer4@example.test"] = "550 5.1.1 No such mailbox"
+    assert mail.deliver() == 7
+    assert mail.deliver() == 0
+    rows = mail.messages()
+    assert sorted(received.message_id for received in smtp.received) == sorted(
+        row.message_id for row in rows if row.recipient != "buyer4@example.test"
+    )
+    assert sorted((row.recipient, row.status, row.attempts) for row in rows) == sorted(
+        (f"buyer{n}@example.test", "failed" if n == 4 else "sent", 1) for n in range(7)
+    )
