@@ -30,6 +30,7 @@ bench: setup
 	.venv/bin/python -m scripts.bench_ledger
 	.venv/bin/python -m scripts.bench_worker
 	.venv/bin/python -m scripts.bench_card
+	.venv/bin/python -m scripts.bench_outbox
 	.venv/bin/python -m scripts.bench_usdc
 	.venv/bin/python -m scripts.bench_finance
 

@@ -170,7 +170,7 @@ def get_finance(principal: CurrentKey) -> Principal:
 
 
 def get_platform(principal: CurrentKey) -> Principal:
-    """An admin key, or the platform's backend's key (customer sessions only)."""
+    """An admin key, or the platform's backend's key (customer sessions, webhook endpoints and events)."""
     return _require(principal, Role.ADMIN, Role.PLATFORM)
 
 

@@ -15,7 +15,7 @@ class Role(StrEnum):
     CUSTOMER = "customer"
     FINANCE = "finance"
     ADMIN = "admin"
-    # The platform's backend: creates and revokes customer sessions, nothing else.
+    # The platform's backend: customer sessions, webhook endpoints and events, nothing else.
     PLATFORM = "platform"
 
 
