@@ -20,6 +20,7 @@ from services.alerts import messages
 from services.alerts import repository as repo
 from services.alerts.errors import InvalidThreshold
 from services.alerts.models import AlertKind
+from services.alerts.rules import BUDGET_LEVELS
 from services.core.settings import Settings, get_settings
 from services.events.models import EventType
 from services.events.service import record_event
@@ -90,7 +91,7 @@ def _armed(session: Session, account_id: int, now: datetime) -> dict[str, bool]:
         AlertKind.LOW_BALANCE: low is None or bool(low.armed),
         AlertKind.CREDITS_EXPIRING: True,
         AlertKind.BUDGET_THRESHOLD: not budgets
-        or any(budget_states.get((view.id, view.period_start), 0) < 100 for view in budgets),
+        or any(budget_states.get((view.id, view.period_start), 0) < BUDGET_LEVELS[-1] for view in budgets),
         AlertKind.AUTO_RECHARGE_FAILED: True,
     }
 
