@@ -140,6 +140,8 @@ def dev(host: str | None, port: int | None, no_chain: bool) -> None:
         click.echo(f"admin key    {demo.admin_key}")
         click.echo(f"customer key {demo.customer_key}  (demo account {demo.account_id}, 1,000 welcome credits)")
         click.echo(f"             shown once; kept in {run_dir / 'dev-keys.json'}")
+    # Alerts evaluated every few seconds, so a crossing shows in .run/mail/ soon after it happens.
+    settings = settings.model_copy(update={"alerts_interval_seconds": min(settings.alerts_interval_seconds, 5.0)})
     worker = create_worker(engine, settings)
     worker.start()
     try:

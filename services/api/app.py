@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 
+from services.alerts.endpoints import ROUTERS as ALERTS_ROUTERS
 from services.api.credits_page import router as credits_page_router
 from services.api.errors import install_error_handlers
 from services.api.guard import RequestGuard
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         ops_router,
         receipts_router,
         events_router,
+        *ALERTS_ROUTERS,
     )
     for router in routers:
         app.include_router(router)

@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlmodel import Session
 
+from services.alerts.service import record_auto_recharge_failed
 from services.card import repository as repo
 from services.card.models import UNFINISHED_STATUSES, PurchaseKind, PurchaseStatus
 from services.card.outcome import Outcome, exception_outcome
@@ -389,4 +390,14 @@ def fail_payment_intent(
         if failures >= get_settings().card_auto_recharge_max_failures:
             values |= {"enabled": False, "disabled_reason": "too_many_failures"}
         repo.update_auto_recharge(session, purchase.account_id, **values)
+    record_auto_recharge_failed(
+        session,
+        account_id=purchase.account_id,
+        purchase_id=purchase.id,
+        amount_credits=purchase.amount_credits,
+        amount_cents=purchase.amount_cents,
+        failure_code=code[:64],
+        failure_message=text[:500],
+        now=now,
+    )
     return Outcome("failed", purchase.id)

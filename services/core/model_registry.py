@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlmodel import SQLModel
 
+import services.alerts.models
 import services.apikeys.models
 import services.card.models
 import services.events.models

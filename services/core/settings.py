@@ -219,6 +219,13 @@ class Settings(BaseSettings):
     webhook_max_in_flight_per_endpoint: int = Field(default=4, ge=1, le=64)
     webhook_lease_seconds: float = Field(default=300.0, gt=0)
 
+    # Alerts (services/alerts/): how often the worker looks for crossings (low balance, expiring credits, budget
+    # thresholds) and how many accounts, budgets or lots it takes per batch; how far past its threshold a low balance
+    # or a budget must recover (a percentage of the threshold) before its alert is armed again.
+    alerts_interval_seconds: float = Field(default=30.0, gt=0)
+    alerts_batch_size: int = Field(default=200, ge=1)
+    alerts_rearm_margin_percent: int = Field(default=10, ge=0, le=50)
+
     # Operating it: metrics, readiness and logs.
     # /metrics asks for this bearer token when it is set. Without a token it is open when public, and it is public
     # by default in development and test only (unset: by environment; outside them it is refused without a token).

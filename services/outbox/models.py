@@ -32,6 +32,10 @@ class MessageStatus(StrEnum):
 class MessageKind(StrEnum):
     RECEIPT = "receipt"
     CLAWBACK_NOTICE = "clawback_notice"
+    ALERT_LOW_BALANCE = "alert_low_balance"
+    ALERT_CREDITS_EXPIRING = "alert_credits_expiring"
+    ALERT_BUDGET_THRESHOLD = "alert_budget_threshold"
+    ALERT_AUTO_RECHARGE_FAILED = "alert_auto_recharge_failed"
 
 
 class OutboxMessage(SQLModel, table=True):

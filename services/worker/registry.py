@@ -28,6 +28,7 @@ from datetime import datetime
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from services.alerts.tasks import alerts_job
 from services.card.tasks import CARD_JOB_FACTORIES
 from services.core.settings import Settings
 from services.events.tasks import events_job
@@ -100,6 +101,7 @@ JOB_FACTORIES: list[JobFactory] = [
     finance_job_specs,
     outbox_job,
     events_job,
+    alerts_job,
 ]
 
 _registered: dict[str, JobFactory] = {}

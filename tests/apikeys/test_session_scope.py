@@ -14,11 +14,13 @@ from services.api.guard import route_allows_session, route_needs_key
 from services.api.routes import api_routes
 from tests.apikeys.conftest import Api, Clock, create_session, session_headers
 
-# The scope of a customer's session: read, buy, auto-recharge and budgets; itself.
+# The scope of a customer's session: read, buy, auto-recharge, budgets and alerts; itself.
 SESSION_SCOPE = {
     ("GET", "/v1/balance"),
     ("GET", "/v1/account"),
     ("PATCH", "/v1/account"),
+    ("GET", "/v1/account/alerts"),
+    ("PATCH", "/v1/account/alerts"),
     ("GET", "/v1/receipts/{receipt_number}"),
     ("GET", "/v1/lots"),
     ("GET", "/v1/transactions"),

@@ -1,0 +1,38 @@
+"""The alerts' worker job, ``alerts.evaluate``: find the crossings of low balances, budget thresholds and expiring
+credits, and send each once (see services.alerts.evaluation). A step, as it opens a unit of work per page."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy.engine import Engine
+
+from services.alerts.evaluation import evaluate
+from services.core.settings import Settings
+
+if TYPE_CHECKING:
+    from services.worker.registry import JobSpec
+
+StepFn = Callable[[Engine, datetime, int], int]
+
+
+def evaluate_step(settings: Settings) -> StepFn:
+    def step(engine: Engine, now: datetime, batch_size: int) -> int:
+        return evaluate(engine, settings, now, batch_size)
+
+    return step
+
+
+def alerts_job(settings: Settings) -> JobSpec:
+    from services.worker.registry import JobSpec
+
+    return JobSpec(
+        name="alerts.evaluate",
+        batch=None,
+        step=evaluate_step(settings),
+        interval_seconds=settings.alerts_interval_seconds,
+        batch_size=settings.alerts_batch_size,
+        description="Alert once per crossing: low balances, budgets at 50/80/100 %, credits expiring within 30 days.",
+    )
