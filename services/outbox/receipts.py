@@ -15,6 +15,8 @@ from typing import Any
 
 from sqlmodel import Session
 
+from services.card import repository as card_repo
+from services.card.stripe_objects import card_label
 from services.core.db import utc
 from services.core.money import format_usd, format_usdc
 from services.core.settings import Settings
@@ -87,6 +89,10 @@ def build_receipt(
         paid_cents = int(lot.cost_basis_cents or 0)
         paid = f"{format_usd(paid_cents)} by card"
         lines = [("Paid", paid)]
+        purchase_id = details.get("purchase_id")
+        card = card_label(*card_repo.card_of_purchase(session, int(purchase_id))) if purchase_id else None
+        if card:  # unknown when Stripe could not say which card: the receipt goes without it
+            lines.append(("Card", card))
         if details.get("pack"):
             lines.append(("Pack", str(details["pack"]).title()))
         lines.append(("Stripe reference", str(lot.external_ref)))

@@ -51,6 +51,7 @@ def test_a_paid_card_purchase_writes_its_receipt_from_the_ledger(card: Card) -> 
     for expected in (
         f"Receipt:          {number}",
         "Paid:             $25.00 by card",
+        "Card:             Visa ending 4242",
         "Pack:             Pro",
         "Credits:          2,500",
         f"Credits expire:   {lot.expires_at:%Y-%m-%d}",
@@ -74,6 +75,33 @@ def test_one_receipt_per_purchase_when_the_webhook_comes_twice_and_the_sync_job_
     sync.sync(card.engine, card.gateway, card.settings, utcnow())
     assert len(card.card_lots(customer.account_id)) == 1
     assert [m.kind for m in _messages(card)] == ["receipt"]
+
+
+def test_the_receipt_names_the_card_stripe_says_paid_and_the_purchase_shows_it(card: Card) -> None:
+    customer = _with_email(card)
+    purchase = card.bought(customer)
+    card.complete(purchase, payment_method="pm_card_amex")
+    [message] = _messages(card)
+    assert "Card:             American Express ending 8431" in message.body_text
+    assert "<th>Card</th><td>American Express ending 8431</td>" in message.body_html
+    shown = card.client.get(f"/v1/card/purchases/{purchase['id']}", headers=customer.headers).json()
+    assert (shown["card_brand"], shown["card_last4"]) == ("amex", "8431")
+    assert shown["card_label"] == "American Express ending 8431"
+
+
+def test_a_receipt_goes_out_without_the_card_when_stripe_cannot_say_which_card_paid(card: Card) -> None:
+    customer = _with_email(card)
+    purchase = card.bought(customer)
+    card.stripe.fail("GET", "/v1/payment_intents/", "500", times=10)
+    card.complete(purchase)
+    assert card.available(customer.account_id) == 1_000
+    [message] = _messages(card)
+    assert "Paid:             $10.00 by card" in message.body_text
+    assert "Card:" not in message.body_text
+    row = card.purchase(purchase["id"])
+    assert (row.status, row.card_brand, row.card_last4) == ("completed", None, None)
+    shown = card.client.get(f"/v1/card/purchases/{purchase['id']}", headers=customer.headers).json()
+    assert shown["card_label"] is None
 
 
 def test_an_account_without_an_email_gets_no_receipt(card: Card) -> None:
