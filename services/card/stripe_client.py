@@ -161,13 +161,21 @@ class StripeGateway:
         return _as_dict(_translate(lambda: self.client.v1.charges.retrieve(charge_id)))
 
     def list_checkout_sessions(
-        self, *, created_gte: int, created_lt: int | None = None, starting_after: str | None = None
+        self,
+        *,
+        created_gte: int,
+        created_lt: int | None = None,
+        starting_after: str | None = None,
+        with_card: bool = False,
     ) -> Page:
-        """Checkout Sessions created at or after ``created_gte`` (and before ``created_lt``), newest first."""
+        """Checkout Sessions created at or after ``created_gte`` (and before ``created_lt``), newest first;
+        ``with_card``: each with the card that paid it (its PaymentIntent's latest charge expanded)."""
         created: dict[str, int] = {"gte": created_gte}
         if created_lt is not None:
             created["lt"] = created_lt
-        params: dict[str, Any] = {"created": created, "limit": LIST_PAGE_SIZE, "expand": [f"data.{CHARGE_OF_SESSION}"]}
+        params: dict[str, Any] = {"created": created, "limit": LIST_PAGE_SIZE}
+        if with_card:
+            params["expand"] = [f"data.{CHARGE_OF_SESSION}"]
         if starting_after:
             params["starting_after"] = starting_after
         page = _translate(lambda: self.client.v1.checkout.sessions.list(params))  # type: ignore[arg-type]

@@ -163,7 +163,7 @@ def test_the_card_that_paid_comes_expanded_as_stripe_gives_it(
     assert paid.payment_intent is not None  # still read as the id, expanded or not
     assert gateway.retrieve_payment_intent(paid.payment_intent).card is None  # the charge's id only
     assert gateway.card_of_payment_intent(paid.payment_intent) == mastercard
-    listed = gateway.list_checkout_sessions(created_gte=0).data
+    listed = gateway.list_checkout_sessions(created_gte=0, with_card=True).data
     assert CheckoutSessionData.parse(listed[0]).card == mastercard
     with pytest.raises(stripe.InvalidRequestError) as refused:
         client.v1.payment_intents.retrieve(paid.payment_intent, {"expand": ["amount"]})
