@@ -132,6 +132,30 @@ def test_a_refund_writes_a_notice_once(card: Card) -> None:
     assert "New balance: 0 credits" in notice.body_text
 
 
+def test_a_lost_dispute_writes_one_notice_however_often_its_events_come(card: Card) -> None:
+    customer = _with_email(card)
+    purchase = card.bought(customer)
+    card.complete(purchase)
+    charge = card.stripe.charge_of(purchase["checkout_session_id"])
+    dispute = card.stripe.dispute(charge["id"], amount_cents=600)
+    for event_type, status in [
+        ("charge.dispute.created", "needs_response"),
+        ("charge.dispute.created", "needs_response"),
+        ("charge.dispute.closed", "lost"),
+        ("charge.dispute.closed", "lost"),
+    ]:
+        card.deliver_ok(card.stripe.event(event_type, dispute | {"status": status}))
+    assert card.available(customer.account_id) == 400
+    receipt, notice = _messages(card)
+    assert (receipt.kind, notice.kind) == ("receipt", "clawback_notice")
+    number = _number(card, customer.account_id)
+    assert notice.subject == f"Credits taken back from {number}"
+    assert "Credits taken back: 600" in notice.body_text
+    assert f"Why: dispute {dispute['id']}" in notice.body_text
+    assert "New balance: 400 credits" in notice.body_text
+    assert notice.dedupe_key.startswith("clawback:txn:")
+
+
 def _number(card: Card, account_id: int) -> str:
     [lot] = card.card_lots(account_id)
     return f"CR-{lot.credited_at.year}-{lot.id:08d}"
