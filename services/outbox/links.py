@@ -1,4 +1,4 @@
-"""Receipt links that open from a mail client: ``/receipts/<receipt number>?sig=<signature>``.
+"""Receipt links that open from a mail client: ``/receipts/<receipt number>?sig=<signature>`` (and ``.pdf``).
 
 A link carries no bearer token; its ``sig`` is HMAC-SHA256, keyed by ``CREDITRAIL_RECEIPT_LINK_SECRET``, of the
 receipt number and the account it belongs to, base64url without padding. Only the server can make one, a link is
@@ -18,6 +18,8 @@ from services.core.urls import public_url
 
 RECEIPT_PAGE_PATH = "/receipts"
 SIGNATURE_PARAM = "sig"
+# A receipt's PDF: its page's address with this after the number.
+PDF_SUFFIX = ".pdf"
 # The page's one script (its Print button), served beside the receipts it prints.
 PRINT_SCRIPT_PATH = f"{RECEIPT_PAGE_PATH}/print.js"
 
@@ -28,11 +30,12 @@ def _signature(secret: str, account_id: int, number: str) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
-def receipt_url(settings: Settings, account_id: int, number: str) -> str:
-    """The link to a receipt's page that mails, the purchase history and every other place hand out."""
+def receipt_url(settings: Settings, account_id: int, number: str, *, suffix: str = "") -> str:
+    """The link to a receipt's page that mails, the purchase history and every other place hand out; ``suffix``
+    ``.pdf``: the same receipt as a PDF (the same signature opens both)."""
     secret = settings.receipt_link_secret.get_secret_value()
     query = {SIGNATURE_PARAM: _signature(secret, account_id, number)} if secret else None
-    return public_url(settings, f"{RECEIPT_PAGE_PATH}/{number}", query)
+    return public_url(settings, f"{RECEIPT_PAGE_PATH}/{number}{suffix}", query)
 
 
 def signature_valid(settings: Settings, account_id: int, number: str, signature: str | None) -> bool:

@@ -127,7 +127,8 @@ def receipt_for_lot(session: Session, settings: Settings, lot_id: int) -> Receip
     return build_receipt(session, settings, lot) if lot is not None else None
 
 
-def _rows(receipt: Receipt) -> list[tuple[str, str]]:
+def receipt_rows(receipt: Receipt) -> list[tuple[str, str]]:
+    """The receipt's rows, label and value, as every form of it shows them (mail, page, PDF)."""
     rows = [
         ("Receipt", receipt.number),
         ("Date", receipt.credited_at.strftime("%Y-%m-%d %H:%M UTC")),
@@ -147,7 +148,7 @@ def receipt_subject(receipt: Receipt) -> str:
 
 def receipt_text(receipt: Receipt) -> str:
     lines = ["Thank you for your purchase.", ""]
-    lines += [f"{label + ':':<17} {value}" for label, value in _rows(receipt)]
+    lines += [f"{label + ':':<17} {value}" for label, value in receipt_rows(receipt)]
     lines += ["", f"View or print this receipt: {receipt.url}", "", "Questions? " + "; ".join(receipt.support), ""]
     return "\n".join(lines)
 
@@ -164,19 +165,20 @@ button { font: inherit; padding: .4rem 1.2rem; cursor: pointer; }
 PRINT_CSS_HASH = "sha256-" + base64.b64encode(hashlib.sha256(PRINT_CSS.encode()).digest()).decode()
 
 
-def receipt_html(receipt: Receipt, *, print_script_url: str | None = None) -> str:
+def receipt_html(receipt: Receipt, *, print_script_url: str | None = None, pdf_url: str | None = None) -> str:
     """The receipt as HTML: for a mail (a link to its page), or, with ``print_script_url``, the page itself (a Print
-    button the script at that URL wires up; no inline script)."""
+    button the script at that URL wires up, no inline script; and a link to the PDF at ``pdf_url``)."""
     cells = []
-    for label, value in _rows(receipt):
+    for label, value in receipt_rows(receipt):
         shown = escape(value)
         if label == "Explorer":
             shown = f'<a href="{escape(value, quote=True)}" rel="noreferrer">{shown}</a>'
         cells.append(f"<tr><th>{escape(label)}</th><td>{shown}</td></tr>")
     support = "; ".join(escape(line) for line in receipt.support)
     action = (
-        '<p class="actions"><button type="button" id="print">Print</button></p>'
-        f'<script src="{escape(print_script_url, quote=True)}" defer></script>'
+        '<p class="actions"><button type="button" id="print">Print</button>'
+        + (f' <a href="{escape(pdf_url, quote=True)}">Download PDF</a>' if pdf_url else "")
+        + f'</p><script src="{escape(print_script_url, quote=True)}" defer></script>'
         if print_script_url
         else f'<p><a href="{escape(receipt.url, quote=True)}">View or print this receipt</a></p>'
     )

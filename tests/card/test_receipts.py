@@ -8,6 +8,7 @@ import base64
 import hashlib
 import html
 import re
+import zlib
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -228,6 +229,41 @@ def test_the_receipt_page_allows_only_its_own_style_and_print_script(card: Card)
     assert script.status_code == 200
     assert script.headers["content-type"].startswith("text/javascript")
     assert "window.print()" in script.text
+
+
+def _pdf_text(document: bytes) -> str:
+    """The text a PDF shows: its (compressed) content streams' strings, one per line."""
+    shown = []
+    for stream in re.findall(rb"stream\r?\n(.*?)\r?\nendstream", document, re.S):
+        content = zlib.decompress(stream).decode("latin-1")
+        shown += [m.replace("\\(", "(").replace("\\)", ")") for m in re.findall(r"\(((?:[^()\\]|\\.)*)\) ?Tj", content)]
+    return "\n".join(shown)
+
+
+def test_the_receipt_is_also_a_pdf_opened_the_same_ways(card: Card) -> None:
+    customer = _with_email(card)
+    card.complete(card.bought(customer, pack="pro"))
+    [item] = card.client.get("/v1/purchases", headers=customer.headers).json()["data"]
+    number = _number(card, customer.account_id)
+    link = urlsplit(item["receipt_url"])
+    page = card.client.get(f"{link.path}?{link.query}")
+    pdf_link = f"https://app.example{link.path}.pdf?{link.query}"
+    assert f'<a href="{html.escape(pdf_link, quote=True)}">Download PDF</a>' in page.text
+    opened = card.client.get(f"{link.path}.pdf?{link.query}")  # the page's signature, no token
+    assert opened.status_code == 200
+    assert opened.headers["content-type"] == "application/pdf"
+    assert opened.headers["content-disposition"] == f'inline; filename="{number}.pdf"'
+    assert opened.content.startswith(b"%PDF-")
+    text = _pdf_text(opened.content)
+    for expected in (f"Receipt {number}", "$25.00 by card", "Visa ending 4242", "2,500", "2,500 credits"):
+        assert expected in text, text
+    assert card.client.get(f"{link.path}.pdf?{link.query}").content == opened.content  # the same bytes each time
+    other = card.customer("other")
+    assert card.client.get(f"{link.path}.pdf").status_code == 404
+    assert card.client.get(f"{link.path}.pdf", headers=other.headers).status_code == 404
+    assert card.client.get(f"{link.path}.pdf", headers=customer.headers).status_code == 200
+    assert card.client.get(f"/v1/receipts/{number}.pdf", headers=customer.headers).content == opened.content
+    assert card.client.get(f"/v1/receipts/{number}.pdf", headers=other.headers).status_code == 404
 
 
 def test_the_mailed_receipt_carries_the_signed_link(card: Card) -> None:
