@@ -13,8 +13,11 @@ real shape, signed as Stripe signs) are sent over keep-alive HTTP/1.1 connection
    event sent to the last purchase minted;
 3. the ledger's one-shot mint rate in the same run (4 threads, a unit of work per mint), as the yardstick.
 
-The fulfilment path needs no Stripe call: the event carries payment_status and amount_total. The server is
-pointed at a closed port for Stripe, so any call would show up as failed events.
+Each event carries payment_status and amount_total, but Stripe's events name the PaymentIntent, not the card that
+paid: fulfilment asks Stripe for it (the PaymentIntent with its latest charge expanded) before minting, so the
+receipt can say "Visa ending 4242". Stripe is the local stand-in (services/stripe_standin), in a process of its own
+(its CPU is counted apart), holding one paid PaymentIntent per seeded purchase; the benchmark checks that every
+purchase recorded its card (``cards_recorded``).
 
 Beside the rates: the CPU time the server's processes and the client spent per event (a machine shared with other
 work lowers the rates, much less the CPU per event) and the 1-minute load average during the run.
@@ -58,6 +61,7 @@ from services.ledger.system_accounts import SystemAccount
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/creditrail_bench_card"
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "whsec_bench_card"  # noqa: S105 - the benchmark signs its own events
+STRIPE_KEY = "sk_test_bench_card"
 PACK_CREDITS = 1_000
 
 RATE = 200.0
@@ -103,17 +107,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(url: URL, port: int, workers: int) -> subprocess.Popen[bytes]:
+def start_server(url: URL, port: int, workers: int, stripe_url: str) -> subprocess.Popen[bytes]:
     env = os.environ | {
         "CREDITRAIL_ENVIRONMENT": "test",
         "CREDITRAIL_DATABASE_URL": url.render_as_string(hide_password=False),
         "CREDITRAIL_DATABASE_POOL_SIZE": "20",
         # Migrated by the benchmark before the server starts (several workers must not race to migrate).
         "CREDITRAIL_AUTO_MIGRATE": "false",
-        "CREDITRAIL_STRIPE_SECRET_KEY": "sk_test_bench_card",
+        "CREDITRAIL_STRIPE_SECRET_KEY": STRIPE_KEY,
         "CREDITRAIL_STRIPE_WEBHOOK_SECRETS": json.dumps([SECRET]),
-        # Nothing listens here: a Stripe call on the fulfilment path would fail, and show.
-        "CREDITRAIL_STRIPE_API_BASE": "http://127.0.0.1:9",
+        # The stand-in, answering the one call fulfilment makes (the card that paid).
+        "CREDITRAIL_STRIPE_API_BASE": stripe_url,
         "CREDITRAIL_STRIPE_MAX_NETWORK_RETRIES": "0",
     }
     command = [
@@ -147,6 +151,47 @@ def start_server(url: URL, port: int, workers: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("the server did not start")
 
 
+def serve_stripe(port: int) -> None:
+    """The stand-in for Stripe, in this process until its standard input closes (``--serve-stripe``)."""
+    from services.stripe_standin.server import StandinConfig, start_standin
+
+    standin = start_standin(StandinConfig(environment="test", port=port, secret_key=STRIPE_KEY))
+    try:
+        sys.stdin.read()
+    finally:
+        standin.stop()
+
+
+def start_stripe() -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    command = [sys.executable, str(Path(__file__).resolve()), "--serve-stripe", str(port)]
+    process = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the Stripe stand-in exited with {process.returncode}")
+        try:
+            httpx.get(f"{url}/v1/customers/cus_none", timeout=1)
+            return process, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("the Stripe stand-in did not start")
+
+
+def paid_intents(stripe_url: str, count: int) -> list[str]:
+    """``count`` PaymentIntents paid by Stripe's test Visa card, as Checkout leaves them."""
+    ids = []
+    with httpx.Client(base_url=stripe_url, headers={"Authorization": f"Bearer {STRIPE_KEY}"}) as client:
+        for _ in range(count):
+            form = {"amount": str(PACK_CREDITS), "currency": "usd", "payment_method": "pm_card_visa", "confirm": "true"}
+            answer = client.post("/v1/payment_intents", data=form)
+            answer.raise_for_status()
+            ids.append(str(answer.json()["id"]))
+    return ids
+
+
 def stop_server(server: subprocess.Popen[bytes]) -> None:
     server.terminate()
     try:
@@ -164,10 +209,13 @@ class Seeded:
     purchase_id: int
     account_id: int
     session_id: str
+    intent_id: str
 
 
-def seed(engine: Engine, tag: str, count: int) -> list[Seeded]:
-    """``count`` customer accounts, each with an open Standard purchase whose Checkout Session is paid."""
+def seed(engine: Engine, tag: str, intent_ids: list[str]) -> list[Seeded]:
+    """A customer account for each PaymentIntent, each with an open Standard purchase whose Checkout Session it
+    paid."""
+    count = len(intent_ids)
     now = utcnow()
     with unit_of_work(engine) as session:
         account_ids = list(
@@ -202,8 +250,8 @@ def seed(engine: Engine, tag: str, count: int) -> list[Seeded]:
             session.execute(insert(card_repo.purchases).returning(card_repo.purchases.c.id), rows).scalars()
         )
     return [
-        Seeded(purchase_id, row["account_id"], str(row["checkout_session_id"]))
-        for purchase_id, row in zip(purchase_ids, rows, strict=True)
+        Seeded(purchase_id, row["account_id"], str(row["checkout_session_id"]), intent_id)
+        for purchase_id, row, intent_id in zip(purchase_ids, rows, intent_ids, strict=True)
     ]
 
 
@@ -224,7 +272,7 @@ def event_payload(item: Seeded, template: dict[str, Any]) -> str:
         "customer": f"cus_bench{item.account_id}",
         "metadata": metadata,
         "mode": "payment",
-        "payment_intent": f"pi_bench_{item.purchase_id}",
+        "payment_intent": item.intent_id,
         "payment_status": "paid",
         "status": "complete",
         "url": None,
@@ -389,7 +437,7 @@ def percentile(values: list[float], fraction: float) -> float:
 
 def ledger_mint_rate(engine: Engine, threads: int, seconds: float) -> float:
     """One-shot mints per second (a unit of work each), ``threads`` clients on accounts of their own."""
-    accounts = [item.account_id for item in seed(engine, "mint", threads)]
+    accounts = [item.account_id for item in seed(engine, "mint", [f"pi_unused_{i}" for i in range(threads)])]
     counts = [0] * threads
     stop = threading.Event()
 
@@ -439,6 +487,13 @@ def own_cpu_seconds() -> float:
     return float(times.user + times.system)
 
 
+def cards_recorded(engine: Engine) -> int:
+    """Purchases that know the card that paid them."""
+    with engine.connect() as conn:
+        purchases = card_repo.purchases
+        return int(conn.execute(select(text("count(*)")).where(purchases.c.card_brand.is_not(None))).scalar_one())
+
+
 def inbox_counts(engine: Engine) -> dict[str, int]:
     with engine.connect() as conn:
         rows = conn.execute(select(card_repo.inbox.c.status, text("count(*)")).group_by(card_repo.inbox.c.status))
@@ -451,14 +506,19 @@ def run(url: URL, sizes: Sizes, workers: int, rate: float = RATE) -> dict[str, A
     upgrade(migrator)
     migrator.dispose()
     port = free_port()
-    log(f"starting the API on 127.0.0.1:{port}")
-    server = start_server(url, port, workers)
+    stripe_process, stripe_url = start_stripe()
+    log(f"starting the API on 127.0.0.1:{port}, Stripe's stand-in at {stripe_url}")
+    try:
+        server = start_server(url, port, workers, stripe_url)
+    except BaseException:
+        stripe_process.kill()
+        raise
     engine = make_engine(url, pool_size=MINT_THREADS + 2)
     template = session_template()
     try:
         paced_count = int(rate * sizes.paced_seconds) + 1
-        paced = seed(engine, "paced", paced_count)
-        burst = seed(engine, "burst", sizes.burst_events)
+        paced = seed(engine, "paced", paid_intents(stripe_url, paced_count))
+        burst = seed(engine, "burst", paid_intents(stripe_url, sizes.burst_events))
         with engine.connect() as conn:
             conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM ANALYZE")
 
@@ -474,18 +534,21 @@ def run(url: URL, sizes: Sizes, workers: int, rate: float = RATE) -> dict[str, A
 
         log(f"flat out: {sizes.burst_events} events, {BURST_CONCURRENCY} in flight")
         burst_payloads = [event_payload(i, template) for i in burst]
-        server_cpu = cpu_seconds(server)
+        server_cpu, stripe_cpu = cpu_seconds(server), cpu_seconds(stripe_process)
         burst_latencies, burst_first = asyncio.run(send_flat_out("127.0.0.1", port, burst_payloads, BURST_CONCURRENCY))
         burst_sent = time.monotonic()
         burst_done, burst_minted = wait_minted(engine, "burst", sizes.burst_events, timeout=300)
         burst_server_cpu = cpu_seconds(server) - server_cpu
+        burst_stripe_cpu = cpu_seconds(stripe_process) - stripe_cpu
         burst_lags = fulfil_lags_ms(engine, "burst")
         counts = inbox_counts(engine)
+        cards = cards_recorded(engine)
 
         log(f"ledger one-shot mints: {MINT_THREADS} threads for {sizes.mint_seconds:.0f}s")
         mint_rate = ledger_mint_rate(engine, MINT_THREADS, sizes.mint_seconds)
     finally:
         stop_server(server)
+        stripe_process.communicate(timeout=30)
         engine.dispose()
 
     paced_seconds = paced_done - paced_first
@@ -517,7 +580,9 @@ def run(url: URL, sizes: Sizes, workers: int, rate: float = RATE) -> dict[str, A
         "server_cpu_ms_per_event": round(burst_server_cpu / sizes.burst_events * 1000, 2),
         "paced_server_cpu_ms_per_event": round(paced_server_cpu / len(latencies) * 1000, 2),
         "client_cpu_ms_per_event": round(paced_client_cpu / len(latencies) * 1000, 2),
+        "stripe_standin_cpu_ms_per_event": round(burst_stripe_cpu / sizes.burst_events * 1000, 2),
         "inbox": counts,
+        "cards_recorded": cards,
         "ledger_mint_per_s": round(mint_rate, 1),
         "fulfilled_to_ledger_mint_ratio": round(fulfilled_per_s / mint_rate, 3) if mint_rate else None,
         "targets": {
@@ -526,6 +591,7 @@ def run(url: URL, sizes: Sizes, workers: int, rate: float = RATE) -> dict[str, A
             "ack_p99_met": rate >= RATE and ack_p99 <= TARGET_ACK_P99_MS,
             "fulfilled_per_s_met": fulfilled_per_s >= TARGET_FULFILLED_PER_S,
             "all_minted": paced_minted == paced_count and burst_minted == sizes.burst_events,
+            "all_cards_recorded": cards == paced_count + sizes.burst_events,
         },
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
@@ -538,7 +604,11 @@ def main() -> None:
     parser.add_argument("--database-url", default=DEFAULT_URL)
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes (default: 2, one a core)")
     parser.add_argument("--rate", type=float, default=RATE, help="events per second of the paced phase (default: 200)")
+    parser.add_argument("--serve-stripe", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_stripe:
+        serve_stripe(args.serve_stripe)
+        return
     url = make_url(args.database_url)
     if url.drivername in ("postgresql", "postgres"):
         url = url.set(drivername="postgresql+psycopg")

@@ -103,6 +103,7 @@ def dev(host: str | None, port: int | None, no_chain: bool) -> None:
         anvil_available,
         bootstrap_demo,
         demo_session_url,
+        dev_receipt_link_secret,
         dev_xpub,
         send_demo_deposit,
         start_dev_chain,
@@ -129,6 +130,7 @@ def dev(host: str | None, port: int | None, no_chain: bool) -> None:
             f"local chain  {devchain.node.url} (chain id {devchain.chain.chain_id}), "
             f"test USDC at {devchain.token.address}"
         )
+    settings = dev_receipt_link_secret(settings, run_dir)
     settings, mail = start_dev_mail(settings, run_dir)
     if mail is not None:
         click.echo(

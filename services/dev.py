@@ -8,6 +8,7 @@ writes). On every start it prints a ready link to the credits page for the demo 
 (12 hours) in the URL's fragment, as a platform would hand one out. The local chain keeps its state in ``.run/``
 across restarts.
 
+Receipt links are signed with a secret generated on the first start and kept in ``.run/receipt-link-secret``.
 Without an SMTP server configured, it also starts a local mail server that keeps every message (receipts, notices)
 as a ``.eml`` file in ``.run/mail/``, and points the SMTP settings at it; the demo account's email is
 ``demo@example.test``, so the demo deposit's receipt lands there a few seconds after start.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,7 @@ from services.apikeys.models import ApiKey
 from services.apikeys.service import issue_key
 from services.apikeys.sessions import create_session
 from services.core.db import unit_of_work
-from services.core.settings import ChainSettings, Settings
+from services.core.settings import MIN_LINK_SECRET_CHARS, ChainSettings, Settings
 from services.core.urls import credits_page_url
 from services.ledger.accounts import create_customer_account, update_email
 from services.ledger.minting import grant
@@ -54,6 +56,7 @@ DEMO_DEPOSIT_UNITS = 25_000_000  # 25 test USDC
 WELCOME_GRANT_CREDITS = 1_000
 DEMO_EMAIL = "demo@example.test"
 MAIL_DIR = "mail"
+RECEIPT_LINK_SECRET_FILE = "receipt-link-secret"  # noqa: S105 - a file name
 
 
 def dev_xpub() -> str:
@@ -222,6 +225,22 @@ def demo_session_url(engine: Engine, settings: Settings, run_dir: Path) -> str |
             lifetime_seconds=min(DEV_SESSION_LIFETIME_SECONDS, settings.customer_session_max_lifetime_seconds),
         )
     return f"{credits_page_url(settings)}#session={issued.token}"
+
+
+def dev_receipt_link_secret(settings: Settings, run_dir: Path) -> Settings:
+    """Without a receipt link secret set, the one kept in ``run_dir/receipt-link-secret`` (generated there on the first
+    start, readable by its owner only), so receipt links mailed in development open, and keep opening after a
+    restart. A secret set in the environment is kept."""
+    if settings.receipt_link_secret.get_secret_value():
+        return settings
+    path = run_dir / RECEIPT_LINK_SECRET_FILE
+    secret = path.read_text(encoding="utf-8").strip() if path.exists() else ""
+    if len(secret) < MIN_LINK_SECRET_CHARS:
+        secret = secrets.token_urlsafe(48)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secret + "\n", encoding="utf-8")
+    return settings.model_copy(update={"receipt_link_secret": SecretStr(secret)})
 
 
 def start_dev_mail(settings: Settings, run_dir: Path) -> tuple[Settings, MailFolderServer | None]:

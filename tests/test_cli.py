@@ -166,6 +166,7 @@ def test_production_without_a_public_https_base_url_is_refused_in_one_line(
 def test_production_starts_without_stripe_with_the_card_rail_off(cli, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CREDITRAIL_ENVIRONMENT", "production")
     monkeypatch.setenv("CREDITRAIL_PUBLIC_BASE_URL", "https://credits.example.com")
+    monkeypatch.setenv("CREDITRAIL_RECEIPT_LINK_SECRET", "receipt-links-0123456789abcdef-0123456789")
     code, out = cli("migrate")
     assert code == 0, out
     assert get_settings().stripe_configured is False

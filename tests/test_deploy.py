@@ -23,6 +23,7 @@ from services.core.settings import Settings
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 CREDITRAIL_SERVICES = ("migrate", "api", "worker")
+LINK_SECRET = "receipt-links-0123456789abcdef-0123456789"
 
 
 def compose_command() -> list[str]:
@@ -54,7 +55,9 @@ def raw_compose() -> dict[str, Any]:
 
 
 def test_compose_renders_with_no_stripe_variables_and_the_card_rail_is_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    rendered = compose_config(CREDITRAIL_PUBLIC_BASE_URL="https://credits.example.com")
+    rendered = compose_config(
+        CREDITRAIL_PUBLIC_BASE_URL="https://credits.example.com", CREDITRAIL_RECEIPT_LINK_SECRET=LINK_SECRET
+    )
     assert rendered.returncode == 0, rendered.stderr
     services = yaml.safe_load(rendered.stdout)["services"]
     for name in CREDITRAIL_SERVICES:
@@ -66,6 +69,7 @@ def test_compose_renders_with_no_stripe_variables_and_the_card_rail_is_off(monke
         settings = Settings(_env_file=None)
         assert settings.environment == "production"
         assert settings.public_base_url == "https://credits.example.com"
+        assert settings.receipt_link_secret.get_secret_value() == LINK_SECRET
         assert settings.stripe_configured is False, name
         assert (settings.usdc_xpub, settings.usdc_chains) == ("", [])
         assert settings.auto_migrate is False  # the one-shot migrate does it, once
@@ -73,9 +77,15 @@ def test_compose_renders_with_no_stripe_variables_and_the_card_rail_is_off(monke
 
 
 def test_compose_refuses_to_render_without_the_public_base_url() -> None:
-    rendered = compose_config()
+    rendered = compose_config(CREDITRAIL_RECEIPT_LINK_SECRET=LINK_SECRET)
     assert rendered.returncode != 0
     assert "CREDITRAIL_PUBLIC_BASE_URL" in rendered.stderr
+
+
+def test_compose_refuses_to_render_without_the_receipt_link_secret() -> None:
+    rendered = compose_config(CREDITRAIL_PUBLIC_BASE_URL="https://credits.example.com")
+    assert rendered.returncode != 0
+    assert "CREDITRAIL_RECEIPT_LINK_SECRET" in rendered.stderr
 
 
 def test_compose_migrates_once_before_the_api_and_worker_start() -> None:
@@ -118,6 +128,7 @@ def test_compose_states_every_setting_an_operator_chooses() -> None:
     assert environment["CREDITRAIL_USDC_XPUB"] == "${CREDITRAIL_USDC_XPUB:-}"
     assert environment["CREDITRAIL_USDC_CHAINS"] == "${CREDITRAIL_USDC_CHAINS:-}"
     assert environment["CREDITRAIL_PUBLIC_BASE_URL"].startswith("${CREDITRAIL_PUBLIC_BASE_URL:?")
+    assert environment["CREDITRAIL_RECEIPT_LINK_SECRET"].startswith("${CREDITRAIL_RECEIPT_LINK_SECRET:?")
 
 
 def test_compose_sizes_postgresql_by_variables_explained_in_a_comment() -> None:

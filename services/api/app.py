@@ -30,6 +30,7 @@ from services.ledger.endpoints import router as ledger_router
 from services.ops.docs import install_docs
 from services.ops.endpoints import router as ops_router
 from services.ops.http_log import RequestLogMiddleware
+from services.outbox.endpoints import page_router as receipt_pages_router
 from services.outbox.endpoints import router as receipts_router
 from services.usdc.endpoints import admin_router as usdc_admin_router
 from services.usdc.endpoints import router as usdc_router
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         receipts_router,
         events_router,
         *ALERTS_ROUTERS,
+        receipt_pages_router,
     )
     for router in routers:
         app.include_router(router)

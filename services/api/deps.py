@@ -18,7 +18,7 @@ from services.apikeys.models import Role
 from services.apikeys.service import Principal, authenticate
 from services.apikeys.sessions import SESSION_REFUSED_MESSAGE, ForbiddenForSession
 from services.core.db import unit_of_work
-from services.core.errors import Forbidden, IdempotencyKeyRequired
+from services.core.errors import CreditrailError, Forbidden, IdempotencyKeyRequired
 from services.core.settings import Settings
 
 # Where the request guard (services.api.guard) leaves the principal it authenticated before the body was read.
@@ -120,6 +120,30 @@ def get_customer_or_session_outside(
 ) -> Principal:
     """``get_customer_or_session`` for endpoints that call the network between units of work of their own."""
     return _customer_of(_principal(request, bearer, x_api_key, allow_session=True))
+
+
+def api_key_of(headers: dict[str, str]) -> str | None:
+    """The API key a request carries (``X-Api-Key``, or ``Authorization: Bearer <key>``)."""
+    if x_api_key := headers.get("x-api-key"):
+        return x_api_key
+    authorization = headers.get("authorization")
+    if authorization and authorization.lower().startswith("bearer "):
+        return authorization[7:].strip()
+    return None
+
+
+def customer_if_any(request: Request) -> Principal | None:
+    """For a public page that also opens for its owner (a receipt): the customer key or session the request carries,
+    or None when it carries none, or one that is not good (unknown, revoked, expired, not a customer's). Never an
+    error: such a page answers the same whichever of these it was."""
+    key = api_key_of({name.lower(): value for name, value in request.headers.items()})
+    if not key:
+        return None
+    try:
+        with unit_of_work(request.app.state.engine) as session:
+            return _customer_of(authenticate(session, key))
+    except CreditrailError:
+        return None
 
 
 def get_current_session(

@@ -29,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.api.deps import AUTHENTICATING_DEPENDENCIES, PRINCIPAL_SCOPE_KEY, SESSION_DEPENDENCIES
+from services.api.deps import AUTHENTICATING_DEPENDENCIES, PRINCIPAL_SCOPE_KEY, SESSION_DEPENDENCIES, api_key_of
 from services.api.errors import database_unavailable_response, error_body
 from services.api.routes import api_routes
 from services.apikeys.service import Principal, authenticate
@@ -89,16 +89,6 @@ def route_needs_key(route: APIRoute) -> bool:
 def route_allows_session(route: APIRoute) -> bool:
     """Whether the route lets a customer session in (one of its dependencies says so: services.api.deps)."""
     return _depends_on(route, SESSION_DEPENDENCIES)
-
-
-def api_key_of(headers: dict[str, str]) -> str | None:
-    """The API key a request carries (``X-Api-Key``, or ``Authorization: Bearer <key>``)."""
-    if x_api_key := headers.get("x-api-key"):
-        return x_api_key
-    authorization = headers.get("authorization")
-    if authorization and authorization.lower().startswith("bearer "):
-        return authorization[7:].strip()
-    return None
 
 
 @dataclass(frozen=True, slots=True)

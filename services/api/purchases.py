@@ -23,7 +23,8 @@ from services.card.purchases import history as card_history
 from services.card.schemas import HistoryItemOut
 from services.ledger.history import merge
 from services.ledger.repository import lots
-from services.outbox.receipts import receipt_number, receipt_url
+from services.outbox.links import receipt_url
+from services.outbox.receipts import receipt_number
 from services.usdc.history import deposit_history
 
 router = APIRouter(prefix="/v1", tags=["purchases"])
@@ -34,7 +35,8 @@ RAILS = ("card", "usdc")
 
 
 class PurchaseOut(HistoryItemOut):
-    # The printable receipt (GET /v1/receipts/{receipt number}) once the purchase minted its lot.
+    # The printable receipt's page once the purchase minted its lot: a signed link (services.outbox.links) that opens
+    # without a bearer token, in a new tab or from a mail.
     receipt_url: str | None = None
 
 
@@ -85,7 +87,7 @@ def purchase_history(
     def link(lot_id: int | None) -> str | None:
         if lot_id is None or lot_id not in credited:
             return None
-        return receipt_url(settings, receipt_number(lot_id, credited[lot_id]))
+        return receipt_url(settings, account_id, receipt_number(lot_id, credited[lot_id]))
 
     out = [PurchaseOut(**asdict(item), receipt_url=link(item.lot_id)) for item in items]
     return page_of(out, limit, lambda item: composite_cursor(item.created_at, item.rail, item.id))

@@ -27,6 +27,7 @@ from services.card.models import PurchaseKind, PurchaseStatus
 from services.card.packs import get_pack
 from services.card.purchases import CURRENCY, purchase_metadata, record_start_failure
 from services.card.stripe_client import StripeGateway
+from services.card.stripe_objects import KIND_KEY
 from services.core.db import unit_of_work
 from services.core.errors import CreditrailError
 from services.ledger.accounts import require_customer_account
@@ -201,7 +202,7 @@ def due_charges(session: Session, limit: int) -> list[DueCharge]:
             "off_session": True,
             "confirm": True,
             "description": f"Auto-recharge: {row.amount_credits:,} credits",
-            "metadata": purchase_metadata(row) | {"kind": PurchaseKind.AUTO_RECHARGE},
+            "metadata": purchase_metadata(row) | {KIND_KEY: PurchaseKind.AUTO_RECHARGE},
         }
         due.append(
             DueCharge(

@@ -24,7 +24,14 @@ from services.card import repository as repo
 from services.card.models import UNFINISHED_STATUSES, PurchaseKind, PurchaseStatus
 from services.card.outcome import Outcome, exception_outcome
 from services.card.refunds import settle
-from services.card.stripe_objects import ACCOUNT_ID_KEY, CheckoutSessionData, PaymentIntentData, from_unix, metadata_int
+from services.card.stripe_objects import (
+    ACCOUNT_ID_KEY,
+    CardDetails,
+    CheckoutSessionData,
+    PaymentIntentData,
+    from_unix,
+    metadata_int,
+)
 from services.core.settings import get_settings
 from services.events.emit import record_purchase_completed
 from services.finance.exceptions import card_reference, raise_exception
@@ -84,6 +91,13 @@ def _intent_fields(session: Session, purchase: Any, intent_id: str | None) -> di
     return {}
 
 
+def _card_fields(purchase: Any, card: CardDetails | None) -> dict[str, Any]:
+    """Record the card that paid, when the caller learnt it and the purchase does not know it yet."""
+    if card is None or purchase.card_brand is not None:
+        return {}
+    return {"card_brand": card.brand, "card_last4": card.last4}
+
+
 def fulfil_checkout_session(session: Session, data: CheckoutSessionData, *, now: datetime) -> Outcome:
     """Mint the purchase a paid Checkout Session is for, once; otherwise record why not."""
     purchase, problem = _purchase_for_session(session, data, now)
@@ -121,7 +135,7 @@ def fulfil_checkout_session(session: Session, data: CheckoutSessionData, *, now:
         return Outcome("already_fulfilled", purchase.id, purchase.lot_id)
     if purchase.status == PurchaseStatus.REVIEW:
         return Outcome("under_review", purchase.id)
-    values: dict[str, Any] = _intent_fields(session, purchase, data.payment_intent)
+    values: dict[str, Any] = _intent_fields(session, purchase, data.payment_intent) | _card_fields(purchase, data.card)
     if data.customer and purchase.stripe_customer_id is None:
         values["stripe_customer_id"] = data.customer
     if data.payment_status != "paid":
@@ -199,7 +213,8 @@ def _mint(
         **values,
     )
     # The receipt and the platform's event, in the mint's transaction (once per lot, however often the purchase is
-    # fulfilled: a replay's first mint wrote them).
+    # fulfilled: a replay's first mint wrote them), after the purchase row (the receipt reads the card that paid from
+    # there).
     if not result.replayed:
         record_receipt(session, account_id=purchase.account_id, lot_id=result.lot_id, now=now)
         record_purchase_completed(
@@ -339,6 +354,7 @@ def fulfil_payment_intent(session: Session, intent: PaymentIntentData, *, now: d
             details={"purchase_id": purchase.id, "expected_cents": purchase.amount_cents, "currency": intent.currency},
         )
         return exception_outcome("amount_mismatch", purchase.id)
+    values |= _card_fields(purchase, intent.card)
     outcome = _mint(session, purchase, external_ref=intent.id, paid_cents=purchase.amount_cents, values=values, now=now)
     repo.update_auto_recharge(session, purchase.account_id, consecutive_failures=0, updated_at=now)
     return outcome

@@ -2,13 +2,13 @@
 
 Each stored event is processed in three steps: read it (a short transaction), fetch from Stripe whatever the event
 lacks (no transaction open: a Checkout Session without its amount, the PaymentIntent behind a charge we cannot
-place), then one unit of work that claims the event (``FOR UPDATE SKIP LOCKED``: a second processor of the same
-event skips it), applies it and marks it processed. A failure rolls that unit back and is recorded in another:
-attempts, the error, and the next attempt after an exponential backoff; after ``card_inbox_max_attempts`` the
-event is dead and a finance exception says so. An event whose object cannot be read (no id, the wrong kind of
-object) would fail the same way every time: it is stored failed for good (services.card.webhooks), and one stored
-before fails at once here, for good (no next attempt), with the reason and a finance exception. An admin can send
-a dead or failed event round again.
+place, the card that paid a purchase about to mint, for its receipt), then one unit of work that claims the event
+(``FOR UPDATE SKIP LOCKED``: a second processor of the same event skips it), applies it and marks it processed. A
+failure rolls that unit back and is recorded in another: attempts, the error, and the next attempt after an
+exponential backoff; after ``card_inbox_max_attempts`` the event is dead and a finance exception says so. An event
+whose object cannot be read (no id, the wrong kind of object) would fail the same way every time: it is stored
+failed for good (services.card.webhooks), and one stored before fails at once here, for good (no next attempt),
+with the reason and a finance exception. An admin can send a dead or failed event round again.
 
 The API process runs :func:`process_event` right after acknowledging a webhook (:class:`InlineProcessor`); the
 worker's inbox job (:func:`drain`) takes everything due that this missed.
@@ -20,7 +20,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -42,6 +42,7 @@ from services.card.refunds import record_dispute, record_refund
 from services.card.stripe_client import StripeGateway
 from services.card.stripe_objects import (
     UNREADABLE,
+    CardDetails,
     ChargeData,
     CheckoutSessionData,
     DisputeData,
@@ -52,6 +53,7 @@ from services.card.webhooks import UNREADABLE_EXCEPTION, parse_event
 from services.core import metrics
 from services.core.clock import utcnow
 from services.core.db import unit_of_work
+from services.core.errors import CreditrailError
 from services.core.settings import Settings
 from services.finance.exceptions import card_reference, raise_exception
 
@@ -81,12 +83,32 @@ class Prepared:
     apply: Callable[[Session, datetime], Outcome]
 
 
+def _card(gateway: StripeGateway, intent_id: str) -> CardDetails | None:
+    """The card that paid a PaymentIntent (its latest charge, expanded in one call), for the receipt. Best effort:
+    Stripe failing here costs the receipt its card line, never the receipt or the mint."""
+    try:
+        return gateway.card_of_payment_intent(intent_id)
+    except CreditrailError as exc:
+        log.warning("the card of %s could not be read; the receipt goes without it: %s", intent_id, exc.code)
+        return None
+
+
 def _checkout(gateway: StripeGateway, event: EventData) -> CheckoutSessionData:
     data = _read(CheckoutSessionData.parse, event)
     if not data.complete_enough:
-        # An event that lacks what fulfilment needs: read the session as Stripe has it now.
-        data = gateway.retrieve_checkout_session(data.id)
+        # An event that lacks what fulfilment needs: read the session as Stripe has it now (its card with it).
+        return gateway.retrieve_checkout_session(data.id)
+    if data.payment_status == "paid" and data.card is None and data.payment_intent is not None:
+        # Stripe's events name the PaymentIntent but not the card: ask for it before the unit of work opens.
+        data = replace(data, card=_card(gateway, data.payment_intent))
     return data
+
+
+def _intent(gateway: StripeGateway, event: EventData) -> PaymentIntentData:
+    intent = _read(PaymentIntentData.parse, event)
+    if intent.status == "succeeded" and intent.card is None and intent.mints:
+        intent = replace(intent, card=_card(gateway, intent.id))
+    return intent
 
 
 def _purchase_hint(
@@ -129,7 +151,7 @@ def prepare(engine: Engine, gateway: StripeGateway, event: EventData) -> Prepare
         expired = _read(CheckoutSessionData.parse, event)
         return Prepared(lambda session, now: mark_checkout_expired(session, expired, now=now))
     if kind == "payment_intent.succeeded":
-        intent = _read(PaymentIntentData.parse, event)
+        intent = _intent(gateway, event)
         return Prepared(lambda session, now: fulfil_payment_intent(session, intent, now=now))
     if kind == "payment_intent.payment_failed":
         declined = _read(PaymentIntentData.parse, event)

@@ -7,7 +7,8 @@
   Checkout Session and per PaymentIntent. It moves pending -> open -> (processing ->) completed, or to failed,
   expired (Stripe expired the session, or its ``expires_at`` and a grace passed with the session no longer payable)
   or review (an amount that does not match: a finance exception, nothing minted). It also keeps the
-  cumulative refunded amount Stripe reported, so a refund seen before the mint is clawed back right after it.
+  cumulative refunded amount Stripe reported, so a refund seen before the mint is clawed back right after it, and
+  the card that paid (brand and last four digits, as the charge's ``payment_method_details.card`` gives them).
 - ``card_disputes``: each dispute on a purchase's charge, with what was clawed back and reinstated for it.
 - ``card_clawbacks``: every clawback and reinstatement made for a purchase (the ledger transaction, credits and the
   refund or dispute it answers), unique per (kind, reference).
@@ -133,6 +134,10 @@ class CardPurchase(SQLModel, table=True):
     # What Stripe reported as paid, and the cumulative amount it reported as refunded.
     amount_paid_cents: int | None = _amount(nullable=True)
     refunded_cents: int = _amount(0)
+    # The card paid with, as Stripe describes it (the charge's payment_method_details.card): its brand code ("visa")
+    # and last four digits; null until known.
+    card_brand: str | None = Field(default=None, max_length=32)
+    card_last4: str | None = Field(default=None, max_length=4)
     lot_id: int | None = _fk("lots.id", nullable=True)
     # Why it is not (yet) completed, in a code and a sentence the customer can read.
     failure_code: str | None = Field(default=None, max_length=64)

@@ -33,6 +33,7 @@ from services.card.stripe_objects import (
     PACK_KEY,
     PURCHASE_ID_KEY,
     CheckoutSessionData,
+    card_label,
     from_unix,
 )
 from services.core.clock import utcnow
@@ -70,6 +71,10 @@ class PurchaseView:
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None
+    # The card that paid (Stripe's brand code, the last four digits, and "Visa ending 4242"), once known.
+    card_brand: str | None = None
+    card_last4: str | None = None
+    card_label: str | None = None
 
     @property
     def reference(self) -> str | None:
@@ -99,6 +104,9 @@ def view(row: Any) -> PurchaseView:
         created_at=row.created_at,
         updated_at=row.updated_at,
         completed_at=row.completed_at,
+        card_brand=row.card_brand,
+        card_last4=row.card_last4,
+        card_label=card_label(row.card_brand, row.card_last4),
     )
 
 
@@ -308,6 +316,17 @@ def get_purchase(session: Session, account_id: int, purchase_id: int) -> Purchas
     return view(row)
 
 
+def _card_details(purchase: PurchaseView) -> dict[str, str]:
+    """The card that paid, in a history item's details, once known."""
+    if purchase.card_label is None:
+        return {}
+    return {
+        "card_brand": purchase.card_brand or "",
+        "card_last4": purchase.card_last4 or "",
+        "card_label": purchase.card_label,
+    }
+
+
 def history(
     session: Session, account_id: int, *, limit: int, before: datetime | None = None, before_id: int | None = None
 ) -> list[HistoryItem]:
@@ -332,7 +351,7 @@ def history(
                 refunded_cents=purchase.refunded_cents,
                 failure_code=purchase.failure_code,
                 failure_message=purchase.failure_message,
-                details={"kind": purchase.kind, "pack": purchase.pack},
+                details={"kind": purchase.kind, "pack": purchase.pack} | _card_details(purchase),
             )
         )
     return items

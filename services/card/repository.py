@@ -126,6 +126,14 @@ def get_purchase(session: Session, purchase_id: int, *, lock: bool = False) -> A
     return session.execute(stmt, {"purchase_id": purchase_id}).first()
 
 
+def card_of_purchase(session: Session, purchase_id: int) -> tuple[str | None, str | None]:
+    """(brand, last4) of the card that paid a purchase, each None while unknown."""
+    row = session.execute(
+        select(purchases.c.card_brand, purchases.c.card_last4).where(purchases.c.id == purchase_id)
+    ).first()
+    return (row.card_brand, row.card_last4) if row is not None else (None, None)
+
+
 def purchase_by_key(session: Session, account_id: int, idempotency_key: str) -> Any:
     return session.execute(
         select(purchases).where(purchases.c.account_id == account_id, purchases.c.idempotency_key == idempotency_key)

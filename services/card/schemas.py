@@ -70,6 +70,10 @@ class PurchaseOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None
+    # The card that paid, once Stripe said: its brand code ("visa"), last four digits, and "Visa ending 4242".
+    card_brand: str | None = None
+    card_last4: str | None = None
+    card_label: str | None = None
     replayed: bool = False
 
 

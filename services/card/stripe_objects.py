@@ -11,11 +11,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from services.card.models import PurchaseKind
+
 # Metadata we put on every Checkout Session and PaymentIntent we create.
 PURCHASE_ID_KEY = "creditrail_purchase_id"
 ACCOUNT_ID_KEY = "creditrail_account_id"
 CREDITS_KEY = "amount_credits"
 PACK_KEY = "pack"
+# On auto-recharge's PaymentIntents: the purchase's kind (a Checkout's PaymentIntent does not mint; its session does).
+KIND_KEY = "kind"
 
 
 def _str(value: Any) -> str | None:
@@ -55,6 +59,62 @@ def from_unix(seconds: int | None) -> datetime | None:
     return datetime.fromtimestamp(seconds, UTC) if seconds is not None else None
 
 
+# Stripe's card brand codes, as a customer reads them; any other code is shown title-cased.
+CARD_BRAND_NAMES = {
+    "amex": "American Express",
+    "cartes_bancaires": "Cartes Bancaires",
+    "diners": "Diners Club",
+    "discover": "Discover",
+    "eftpos_au": "eftpos Australia",
+    "interac": "Interac",
+    "jcb": "JCB",
+    "link": "Link",
+    "mastercard": "Mastercard",
+    "unionpay": "UnionPay",
+    "visa": "Visa",
+}
+
+
+def card_label(brand: str | None, last4: str | None) -> str | None:
+    """How a receipt and the purchase history name a card: "Visa ending 4242"; None when the card is not known."""
+    if not brand or not last4:
+        return None
+    name = CARD_BRAND_NAMES.get(brand) or ("Card" if brand == "unknown" else brand.replace("_", " ").title())
+    return f"{name} ending {last4}"
+
+
+@dataclass(frozen=True, slots=True)
+class CardDetails:
+    """The card a charge was paid with: Stripe's brand code and the number's last four digits."""
+
+    brand: str
+    last4: str
+
+    @classmethod
+    def of_charge(cls, charge: Any) -> CardDetails | None:
+        """From a charge object's ``payment_method_details.card`` (None for an id, another method, or a card
+        without both fields)."""
+        if not isinstance(charge, Mapping):
+            return None
+        details = charge.get("payment_method_details")
+        card = details.get("card") if isinstance(details, Mapping) else None
+        if not isinstance(card, Mapping):
+            return None
+        brand, last4 = _str(card.get("brand")), _str(card.get("last4"))
+        if brand is None or last4 is None or len(brand) > 32 or len(last4) != 4 or not last4.isdigit():
+            return None
+        return cls(brand=brand, last4=last4)
+
+    @classmethod
+    def of_payment_intent(cls, intent: Any) -> CardDetails | None:
+        """From a PaymentIntent whose ``latest_charge`` is expanded (None when it is an id or absent)."""
+        return cls.of_charge(intent.get("latest_charge")) if isinstance(intent, Mapping) else None
+
+    @property
+    def label(self) -> str:
+        return card_label(self.brand, self.last4) or ""
+
+
 @dataclass(frozen=True, slots=True)
 class CheckoutSessionData:
     id: str
@@ -71,6 +131,8 @@ class CheckoutSessionData:
     # When the session stops being payable (unix seconds).
     expires_at: int | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    # The card paid with, when the session came with ``payment_intent.latest_charge`` expanded.
+    card: CardDetails | None = None
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any]) -> CheckoutSessionData:
@@ -93,6 +155,7 @@ class CheckoutSessionData:
             created=_int(obj.get("created")),
             expires_at=_int(obj.get("expires_at")),
             metadata=_metadata(obj.get("metadata")),
+            card=CardDetails.of_payment_intent(obj.get("payment_intent")),
         )
 
     @property
@@ -124,6 +187,8 @@ class PaymentIntentData:
     error_code: str | None
     error_message: str | None
     metadata: dict[str, str] = field(default_factory=dict)
+    # The card paid with, when ``latest_charge`` came expanded.
+    card: CardDetails | None = None
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any]) -> PaymentIntentData:
@@ -147,11 +212,17 @@ class PaymentIntentData:
             error_code=_str(error.get("decline_code")) or _str(error.get("code")),
             error_message=_str(error.get("message")),
             metadata=_metadata(obj.get("metadata")),
+            card=CardDetails.of_payment_intent(obj),
         )
 
     @property
     def purchase_id(self) -> int | None:
         return metadata_int(self.metadata, PURCHASE_ID_KEY)
+
+    @property
+    def mints(self) -> bool:
+        """Whether this PaymentIntent is one that mints when it succeeds (auto-recharge's, off-session)."""
+        return self.metadata.get(KIND_KEY) == PurchaseKind.AUTO_RECHARGE
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,7 +97,7 @@ def sync_sessions(engine: Engine, gateway: StripeGateway, settings: Settings, no
     listed = updated = 0
     starting_after: str | None = None
     for _page in range(settings.card_sync_max_pages):
-        page = gateway.list_checkout_sessions(created_gte=since, starting_after=starting_after)
+        page = gateway.list_checkout_sessions(created_gte=since, starting_after=starting_after, with_card=True)
         listed += len(page.data)
         sessions = [CheckoutSessionData.parse(raw) for raw in page.data]
         ours = {data.purchase_id: data for data in sessions if data.purchase_id is not None}

@@ -17,6 +17,7 @@ from services.core.errors import CreditrailError
 
 ENV_PREFIX = "CREDITRAIL_"
 PLACEHOLDER_MARKERS = ("placeholder", "change-me", "changeme")
+MIN_LINK_SECRET_CHARS = 32
 _ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
 
 
@@ -195,6 +196,10 @@ class Settings(BaseSettings):
     mail_from: str = "creditrail <receipts@localhost>"
     # Where customers get help: named on every receipt and notice.
     support_email: str = ""
+    # Signs receipt links (services/outbox/links.py), so that a link in a mail opens without a bearer token.
+    # Required in production (at least 32 characters); `creditrail dev` generates one and keeps it in .run/.
+    # Changing it breaks every link handed out before.
+    receipt_link_secret: SecretStr = SecretStr("")
     support_url: str = ""
     # The delivery job: how often, how many messages per batch, when a message gives up (after this many attempts),
     # the backoff between attempts (doubling from the initial delay up to the maximum), and how long a claimed
@@ -287,6 +292,12 @@ class Settings(BaseSettings):
         if any(is_placeholder(secret) for secret in webhook_secrets) or (key and not webhook_secrets):
             raise setting_error(
                 "stripe_webhook_secrets", "holds a placeholder or nothing; set the real signing secrets"
+            )
+        link_secret = self.receipt_link_secret.get_secret_value()
+        if len(link_secret) < MIN_LINK_SECRET_CHARS or is_placeholder(link_secret):
+            raise setting_error(
+                "receipt_link_secret",
+                f"is required in production: a random secret of at least {MIN_LINK_SECRET_CHARS} characters",
             )
         return self
 

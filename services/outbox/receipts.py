@@ -7,6 +7,8 @@ amount: dollars and USDC are formatted from integers by services.core.money.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,16 +17,17 @@ from typing import Any
 
 from sqlmodel import Session
 
+from services.card import repository as card_repo
+from services.card.stripe_objects import card_label
 from services.core.db import utc
 from services.core.money import format_usd, format_usdc
 from services.core.settings import Settings
-from services.core.urls import public_url
 from services.ledger import repository as ledger_repo
 from services.ledger.models import Rail
 from services.outbox import repository as repo
+from services.outbox.links import receipt_url
 
 RECEIPT_NUMBER = re.compile(r"^CR-(\d{4})-(\d{8,19})$")
-RECEIPTS_PATH = "/v1/receipts"
 
 
 def receipt_number(lot_id: int, credited_at: datetime) -> str:
@@ -35,10 +38,6 @@ def lot_of_receipt_number(number: str) -> tuple[int, int] | None:
     """(year, lot id) a receipt number names, or None when it is not one."""
     found = RECEIPT_NUMBER.match(number)
     return (int(found.group(1)), int(found.group(2))) if found else None
-
-
-def receipt_url(settings: Settings, number: str) -> str:
-    return public_url(settings, f"{RECEIPTS_PATH}/{number}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +86,10 @@ def build_receipt(
         paid_cents = int(lot.cost_basis_cents or 0)
         paid = f"{format_usd(paid_cents)} by card"
         lines = [("Paid", paid)]
+        purchase_id = details.get("purchase_id")
+        card = card_label(*card_repo.card_of_purchase(session, int(purchase_id))) if purchase_id else None
+        if card:  # unknown when Stripe could not say which card: the receipt goes without it
+            lines.append(("Card", card))
         if details.get("pack"):
             lines.append(("Pack", str(details["pack"]).title()))
         lines.append(("Stripe reference", str(lot.external_ref)))
@@ -115,7 +118,7 @@ def build_receipt(
         payment_lines=lines,
         explorer_link=explorer,
         support=_support_lines(settings),
-        url=receipt_url(settings, number),
+        url=receipt_url(settings, int(lot.account_id), number),
     )
 
 
@@ -124,7 +127,8 @@ def receipt_for_lot(session: Session, settings: Settings, lot_id: int) -> Receip
     return build_receipt(session, settings, lot) if lot is not None else None
 
 
-def _rows(receipt: Receipt) -> list[tuple[str, str]]:
+def receipt_rows(receipt: Receipt) -> list[tuple[str, str]]:
+    """The receipt's rows, label and value, as every form of it shows them (mail, page, PDF)."""
     rows = [
         ("Receipt", receipt.number),
         ("Date", receipt.credited_at.strftime("%Y-%m-%d %H:%M UTC")),
@@ -144,35 +148,43 @@ def receipt_subject(receipt: Receipt) -> str:
 
 def receipt_text(receipt: Receipt) -> str:
     lines = ["Thank you for your purchase.", ""]
-    lines += [f"{label + ':':<17} {value}" for label, value in _rows(receipt)]
+    lines += [f"{label + ':':<17} {value}" for label, value in receipt_rows(receipt)]
     lines += ["", f"View or print this receipt: {receipt.url}", "", "Questions? " + "; ".join(receipt.support), ""]
     return "\n".join(lines)
 
 
 PRINT_CSS = """
-body { font-family: system-ui, sans-serif; max-width: 40rem; margin: 2rem auto; color: #111; }
+body { font-family: system-ui, sans-serif; max-width: 40rem; margin: 2rem auto; padding: 0 1rem; color: #111; }
 table { border-collapse: collapse; width: 100%; } th { text-align: left; padding-right: 1rem; }
 th, td { border-bottom: 1px solid #ddd; padding: .4rem 0; vertical-align: top; word-break: break-all; }
 .actions { margin-top: 1.5rem; }
-@media print { .actions { display: none; } body { margin: 0; max-width: none; } a { color: #111; } }
+button { font: inherit; padding: .4rem 1.2rem; cursor: pointer; }
+@media print { .actions { display: none; } body { margin: 0; padding: 0; max-width: none; } a { color: #111; } }
 """
+# The page's Content-Security-Policy allows its one <style> by this hash (and no other inline style or script).
+PRINT_CSS_HASH = "sha256-" + base64.b64encode(hashlib.sha256(PRINT_CSS.encode()).digest()).decode()
 
 
-def receipt_html(receipt: Receipt, *, page: bool = False) -> str:
+def receipt_html(receipt: Receipt, *, print_script_url: str | None = None, pdf_url: str | None = None) -> str:
+    """The receipt as HTML: for a mail (a link to its page), or, with ``print_script_url``, the page itself (a Print
+    button the script at that URL wires up, no inline script; and a link to the PDF at ``pdf_url``)."""
     cells = []
-    for label, value in _rows(receipt):
+    for label, value in receipt_rows(receipt):
         shown = escape(value)
         if label == "Explorer":
-            shown = f'<a href="{escape(value, quote=True)}">{shown}</a>'
+            shown = f'<a href="{escape(value, quote=True)}" rel="noreferrer">{shown}</a>'
         cells.append(f"<tr><th>{escape(label)}</th><td>{shown}</td></tr>")
     support = "; ".join(escape(line) for line in receipt.support)
     action = (
-        '<p class="actions"><button onclick="window.print()">Print</button></p>'
-        if page
+        '<p class="actions"><button type="button" id="print">Print</button>'
+        + (f' <a href="{escape(pdf_url, quote=True)}">Download PDF</a>' if pdf_url else "")
+        + f'</p><script src="{escape(print_script_url, quote=True)}" defer></script>'
+        if print_script_url
         else f'<p><a href="{escape(receipt.url, quote=True)}">View or print this receipt</a></p>'
     )
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>Receipt {escape(receipt.number)}</title><style>{PRINT_CSS}</style></head><body>"
         f"<h1>Receipt {escape(receipt.number)}</h1><p>Thank you for your purchase.</p>"
         f"<table>{''.join(cells)}</table>{action}<p>Questions? {support}</p></body></html>"

@@ -5,6 +5,11 @@ after a refund, dispute or deep reorg takes credits back. Each is keyed (``recei
 ``clawback:txn:<transaction id>``), so a retried change, or the same mint reached by the webhook and the sync job,
 writes one message. An account without an email address gets no message: nothing is written for it. Nothing here
 commits or sends.
+
+Receipts and notices go to the account's address whether the platform marked it verified or not (a customer changing
+it makes it unverified). A receipt is what a customer who just paid expects, and holding it back would lose it for
+good (nothing re-sends it once the address is verified); what it discloses is that one purchase, and its link opens
+that one receipt only. ``email_verified`` is for what needs proof of the address, which no message here does.
 """
 
 from __future__ import annotations
@@ -99,7 +104,8 @@ def record_receipt(
     session: Session, *, account_id: int, lot_id: int, now: datetime, settings: Settings | None = None
 ) -> bool:
     """Write the receipt of the lot just minted for ``account_id`` (card or USDC), once; whether a message was
-    written now. An account without an email costs one column read and gets nothing."""
+    written now. An account without an email costs one column read and gets nothing; an unverified address gets its
+    receipt (see the module's docstring)."""
     recipient = recipient_of(session, account_id)
     if recipient is None:
         return False

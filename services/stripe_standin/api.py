@@ -109,7 +109,7 @@ def create_api_router(store: Store, secret_keys: Sequence[str]) -> APIRouter:
 
     @router.get("/v1/customers/{customer_id}")
     async def get_customer(request: Request, customer_id: str) -> JSONResponse:
-        return await handle(request, lambda _p: store.retrieve("customer", customer_id))
+        return await handle(request, lambda p: store.retrieve("customer", customer_id, p))
 
     @router.post("/v1/checkout/sessions")
     async def create_session(request: Request) -> JSONResponse:
@@ -122,7 +122,7 @@ def create_api_router(store: Store, secret_keys: Sequence[str]) -> APIRouter:
 
     @router.get("/v1/checkout/sessions/{session_id}")
     async def get_session(request: Request, session_id: str) -> JSONResponse:
-        return await handle(request, lambda _p: store.retrieve("checkout.session", session_id))
+        return await handle(request, lambda p: store.retrieve("checkout.session", session_id, p))
 
     @router.post("/v1/checkout/sessions/{session_id}/expire")
     async def expire_session(request: Request, session_id: str) -> JSONResponse:
@@ -134,15 +134,15 @@ def create_api_router(store: Store, secret_keys: Sequence[str]) -> APIRouter:
 
     @router.get("/v1/payment_intents/{intent_id}")
     async def get_intent(request: Request, intent_id: str) -> JSONResponse:
-        return await handle(request, lambda _p: store.retrieve("payment_intent", intent_id))
+        return await handle(request, lambda p: store.retrieve("payment_intent", intent_id, p))
 
     @router.get("/v1/payment_methods/{method_id}")
     async def get_method(request: Request, method_id: str) -> JSONResponse:
-        return await handle(request, lambda _p: store.retrieve("payment_method", method_id))
+        return await handle(request, lambda p: store.retrieve("payment_method", method_id, p))
 
     @router.get("/v1/charges/{charge_id}")
     async def get_charge(request: Request, charge_id: str) -> JSONResponse:
-        return await handle(request, lambda _p: store.retrieve("charge", charge_id))
+        return await handle(request, lambda p: store.retrieve("charge", charge_id, p))
 
     @router.get("/v1/balance_transactions")
     async def list_balance_transactions(request: Request) -> JSONResponse:
@@ -150,7 +150,7 @@ def create_api_router(store: Store, secret_keys: Sequence[str]) -> APIRouter:
 
     @router.get("/v1/balance_transactions/{transaction_id}")
     async def get_balance_transaction(request: Request, transaction_id: str) -> JSONResponse:
-        return await handle(request, lambda _p: store.retrieve("balance_transaction", transaction_id))
+        return await handle(request, lambda p: store.retrieve("balance_transaction", transaction_id, p))
 
     @router.get("/v1/events")
     async def list_events(request: Request) -> JSONResponse:

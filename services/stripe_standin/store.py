@@ -49,6 +49,11 @@ LIST_LIMIT_DEFAULT = 10
 LIST_LIMIT_MAX = 100
 CHECKOUT_PATH = "/c/pay/"
 _ID_ALPHABET = string.ascii_letters + string.digits
+# The fields ``expand[]`` may name (those holding another object's id), as in Stripe's API.
+EXPANDABLE = frozenset(
+    {"balance_transaction", "charge", "customer", "latest_charge", "payment_intent", "payment_method", "source"}
+)
+MAX_EXPAND_DEPTH = 4
 
 
 @functools.cache
@@ -179,9 +184,32 @@ class Store:
             raise missing(kind, object_id, param)
         return found
 
-    def retrieve(self, kind: str, object_id: str) -> dict[str, Any]:
+    def retrieve(self, kind: str, object_id: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         with self.lock:
-            return copy.deepcopy(self._get(kind, object_id))
+            return self._expanded(copy.deepcopy(self._get(kind, object_id)), params or {})
+
+    def _expanded(self, obj: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        """``obj`` (a copy) with the ids ``expand[]`` names replaced by their objects, as Stripe answers: a path of
+        fields joined by dots (``payment_intent.latest_charge``), starting with ``data`` on a list."""
+        expand = params.get("expand")
+        paths = expand if isinstance(expand, list) else [expand] if isinstance(expand, str) else []
+        for path in paths:
+            names = str(path).split(".")
+            fields = names[1:] if obj.get("object") == "list" and names[0] == "data" else names
+            if len(names) > MAX_EXPAND_DEPTH or not fields or any(name not in EXPANDABLE for name in fields):
+                raise invalid(f"This property cannot be expanded ({path}).", param="expand")
+            for item in obj["data"] if fields is not names else [obj]:
+                self._expand(item, fields)
+        return obj
+
+    def _expand(self, obj: dict[str, Any], fields: list[str]) -> None:
+        value = obj.get(fields[0])
+        if isinstance(value, str):
+            found = self._find_any(value)
+            if found is not None:
+                value = obj[fields[0]] = copy.deepcopy(found)
+        if isinstance(value, dict) and len(fields) > 1:
+            self._expand(value, fields[1:])
 
     def retrieve_event(self, event_id: str) -> dict[str, Any]:
         with self.lock:
@@ -291,7 +319,7 @@ class Store:
             for name in ("payment_intent", "customer", "status"):
                 if params.get(name):
                     items = [item for item in items if item.get(name) == params[name]]
-            return self._page(items, params, "/v1/checkout/sessions")
+            return self._expanded(self._page(items, params, "/v1/checkout/sessions"), params)
 
     def list_events(self, params: dict[str, Any]) -> dict[str, Any]:
         with self.lock:
@@ -312,14 +340,7 @@ class Store:
             items = list(self.objects.get("balance_transaction", {}).values())
             if params.get("type"):
                 items = [item for item in items if item["type"] == params["type"]]
-            page = self._page(items, params, "/v1/balance_transactions")
-            expand = params.get("expand")
-            if isinstance(expand, list) and "data.source" in expand:
-                for item in page["data"]:
-                    source = self.objects.get("charge", {}).get(item["source"])
-                    if source is not None:
-                        item["source"] = copy.deepcopy(source)
-            return page
+            return self._expanded(self._page(items, params, "/v1/balance_transactions"), params)
 
     # --- customers -----------------------------------------------------------------------------------------------
 
@@ -850,7 +871,7 @@ class Store:
             if method is not None:
                 intent |= {"payment_method": method["id"], "status": "requires_confirmation"}
             if not confirm:
-                return copy.deepcopy(intent)
+                return self._expanded(copy.deepcopy(intent), params)
             if method is None:
                 raise invalid(
                     "You cannot confirm this PaymentIntent because it's missing a payment method.",
@@ -861,14 +882,14 @@ class Store:
             expiry = (method["card"]["exp_month"], method["card"]["exp_year"])
             if card.behaviour is Behaviour.PAYS:
                 self._succeed(intent, method, card)
-                return copy.deepcopy(intent)
+                return self._expanded(copy.deepcopy(intent), params)
             if card.behaviour is Behaviour.AUTHENTICATION and not off_session:
                 intent |= {
                     "status": "requires_action",
                     "next_action": {"type": "use_stripe_sdk", "use_stripe_sdk": {"type": "three_d_secure_redirect"}},
                 }
                 self._event("payment_intent.requires_action", intent)
-                return copy.deepcopy(intent)
+                return self._expanded(copy.deepcopy(intent), params)
             if card.behaviour is Behaviour.AUTHENTICATION:
                 code, decline_code = "authentication_required", "authentication_required"
                 message = "Your card was declined. This transaction requires authentication."

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import select, text
 
 from services.apikeys.sessions import check_return_url, customer_sessions
@@ -295,7 +296,11 @@ def test_a_refused_request_does_not_renew_the_session(api: Api, clock: Clock) ->
 
 
 def test_return_url_must_be_https_in_production() -> None:
-    production = Settings(environment="production", public_base_url="https://credits.example.com")
+    production = Settings(
+        environment="production",
+        public_base_url="https://credits.example.com",
+        receipt_link_secret=SecretStr("receipt-links-0123456789abcdef-0123456789"),
+    )
     development = Settings(environment="development")
     assert check_return_url(production, "https://platform.example/app") == "https://platform.example/app"
     assert check_return_url(development, "http://localhost:3000/app") == "http://localhost:3000/app"

@@ -25,6 +25,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from playwright.sync_api import Browser, Page, sync_playwright
+from pydantic import SecretStr
 from sqlalchemy.engine import Engine
 
 from chain.node import free_port
@@ -142,7 +143,13 @@ def live_app(sqlite_template: Path, tmp_path: Path) -> Iterator[LiveApp]:
     shutil.copyfile(sqlite_template, database)
     engine = make_engine(f"sqlite:///{database}")
     port = free_port()
-    settings = Settings(environment="test", database_url=f"sqlite:///{database}", api_host="127.0.0.1", api_port=port)
+    settings = Settings(
+        environment="test",
+        database_url=f"sqlite:///{database}",
+        api_host="127.0.0.1",
+        api_port=port,
+        receipt_link_secret=SecretStr("receipt-links-browser-0123456789abcdef0123"),
+    )
     settings, standin = start_dev_stripe(settings, api_host="127.0.0.1", api_port=port)
     assert standin is not None
     app = create_app(settings, engine=engine)

@@ -33,6 +33,7 @@ from tests.card.stripe_fake import API_BASE, FakeStripe, sign, to_json
 
 WEBHOOK_SECRET = "whsec_test_current"
 OLD_WEBHOOK_SECRET = "whsec_test_previous"
+RECEIPT_LINK_SECRET = "receipt-links-test-0123456789abcdef0123456789"
 
 
 def card_settings(engine: Engine, **overrides: Any) -> Settings:
@@ -44,6 +45,7 @@ def card_settings(engine: Engine, **overrides: Any) -> Settings:
         "stripe_api_base": API_BASE,
         "stripe_max_network_retries": 1,
         "public_base_url": "https://app.example",
+        "receipt_link_secret": SecretStr(RECEIPT_LINK_SECRET),
     }
     return Settings(**(values | overrides))
 

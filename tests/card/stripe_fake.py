@@ -2,12 +2,13 @@
 
 It answers like Stripe for the calls the card rail and finance make (customers, Checkout Sessions, PaymentIntents,
 charges, refunds, disputes, balance transactions, events, lists with ``created`` bounds, ``starting_after``, ``limit``
-and ``expand[]=data.source``), builds its objects from Stripe's real shapes (tests/card/fixtures), honours idempotency
-keys (the same key replays the first answer, errors included), records every request (method, path, form fields,
-headers), and can be told to fail: a 500, a timeout before Stripe acts, or a timeout after it acted (the answer lost
-on the way back), from the first matching request or after a number of them. Helpers play Stripe's side of a
-payment: pay a session, refund, dispute (and win or lose it), emit events, and sign a webhook body exactly as Stripe
-does.
+and ``expand[]`` of ids such as ``data.source`` or ``payment_intent.latest_charge``), builds its objects from
+Stripe's real shapes (tests/card/fixtures), honours idempotency keys (the same key replays the first answer, errors
+included), records every request (method, path, form fields, headers), and can be told to fail: a 500, a timeout
+before Stripe acts, or a timeout after it acted (the answer lost on the way back), from the first matching request or
+after a number of them. Helpers play Stripe's side of a payment: pay a session (with one of Stripe's test
+PaymentMethods: the charge carries that card's brand and last four digits), refund, dispute (and win or lose it),
+emit events, and sign a webhook body exactly as Stripe does.
 
 Money moves as Stripe moves it: every charge, refund, dispute withdrawal and dispute reversal also makes a balance
 transaction with Stripe's fee and the net (a card charge costs 2.9% + 30 cents, a refund nothing, a dispute 15.00
@@ -41,6 +42,12 @@ CARD_FEE_FIXED_CENTS = 30
 DISPUTE_FEE_CENTS = 1_500
 # A charge's funds become available two days after it, on the standard payout schedule.
 AVAILABLE_AFTER_SECONDS = 2 * 86_400
+# Stripe's test PaymentMethods and the card each charges: brand and last four digits.
+TEST_CARDS = {
+    "pm_card_visa": ("visa", "4242"),
+    "pm_card_mastercard": ("mastercard", "4444"),
+    "pm_card_amex": ("amex", "8431"),
+}
 
 
 @functools.cache
@@ -219,22 +226,21 @@ class FakeStripe(stripe.HTTPClient):
         if method == "POST" and path == "/v1/checkout/sessions":
             return self._ok(self._create_session(params))
         if method == "GET" and path == "/v1/checkout/sessions":
-            return self._ok(self._list(list(self.sessions.values()), params, "/v1/checkout/sessions"))
+            listed = self._list(list(self.sessions.values()), params, "/v1/checkout/sessions")
+            return self._ok(self._expanded(listed, params))
         if method == "GET" and path == "/v1/events":
             types = set(params.get("types", []))
             chosen = [e for e in self.events if not types or e["type"] in types]
             return self._ok(self._list(chosen, params, "/v1/events"))
         if method == "GET" and path == "/v1/balance_transactions":
             listed = self._list(list(self.balance_transactions.values()), params, "/v1/balance_transactions")
-            if "data.source" in params.get("expand", []):
-                listed["data"] = [self._expand_source(item) for item in listed["data"]]
-            return self._ok(listed)
+            return self._ok(self._expanded(listed, params))
         if method == "POST" and path == "/v1/payment_intents":
             return self._create_intent(params)
         if method == "GET" and len(parts) == 4 and parts[1:3] == ["checkout", "sessions"]:
-            return self._found(self.sessions, parts[3])
+            return self._found(self.sessions, parts[3], params)
         if method == "GET" and len(parts) == 3 and parts[1] == "payment_intents":
-            return self._found(self.intents, parts[2])
+            return self._found(self.intents, parts[2], params)
         if method == "GET" and len(parts) == 3 and parts[1] == "charges":
             return self._found(self.charges, parts[2])
         if method == "GET" and len(parts) == 3 and parts[1] == "refunds":
@@ -245,10 +251,33 @@ class FakeStripe(stripe.HTTPClient):
             return self._found(self.balance_transactions, parts[2])
         return self._error(404, "invalid_request_error", f"Unrecognized request URL ({method}: {path})")
 
-    def _found(self, store: dict[str, dict[str, Any]], object_id: str) -> Answer:
+    def _found(self, store: dict[str, dict[str, Any]], object_id: str, params: dict[str, Any] | None = None) -> Answer:
         if object_id not in store:
             return self._error(404, "invalid_request_error", f"No such object: '{object_id}'", code="resource_missing")
-        return self._ok(store[object_id])
+        return self._ok(self._expanded(store[object_id], params or {}))
+
+    def _expanded(self, obj: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        """A copy of ``obj`` with the ids each ``expand[]`` path names replaced by their objects (``data.`` first on
+        a list), as Stripe answers."""
+        obj = copy.deepcopy(obj)
+        for path in params.get("expand", []):
+            names = path.split(".")
+            if obj.get("object") == "list" and names[0] == "data":
+                for item in obj["data"]:
+                    self._expand(item, names[1:])
+            else:
+                self._expand(obj, names)
+        return obj
+
+    def _expand(self, obj: dict[str, Any], names: list[str]) -> None:
+        value = obj.get(names[0])
+        if isinstance(value, str):
+            for store in (self.charges, self.refunds, self.disputes, self.intents, self.customers):
+                if value in store:
+                    value = obj[names[0]] = copy.deepcopy(store[value])
+                    break
+        if isinstance(value, dict) and len(names) > 1:
+            self._expand(value, names[1:])
 
     @staticmethod
     def _list(items: list[dict[str, Any]], params: dict[str, Any], url: str) -> dict[str, Any]:
@@ -270,13 +299,6 @@ class FakeStripe(stripe.HTTPClient):
             chosen = chosen[ids.index(after) + 1 :] if after in ids else []
         limit = int(params.get("limit", 10))
         return {"object": "list", "url": url, "data": chosen[:limit], "has_more": len(chosen) > limit}
-
-    def _expand_source(self, transaction: dict[str, Any]) -> dict[str, Any]:
-        source_id = transaction["source"]
-        for store in (self.charges, self.refunds, self.disputes):
-            if source_id in store:
-                return transaction | {"source": copy.deepcopy(store[source_id])}
-        return transaction
 
     # --- objects -----------------------------------------------------------------------------------------------
 
@@ -351,16 +373,25 @@ class FakeStripe(stripe.HTTPClient):
             "transfer_data": None,
         }
         if status == "succeeded":
-            charge = self._new_charge(intent_id, amount, customer, created=created)
+            charge = self._new_charge(intent_id, amount, customer, created=created, payment_method=payment_method)
             intent["latest_charge"] = charge["id"]
         self.intents[intent_id] = intent
         return intent
 
     def _new_charge(
-        self, intent_id: str, amount: int, customer: str | None, *, created: int | None = None
+        self,
+        intent_id: str,
+        amount: int,
+        customer: str | None,
+        *,
+        created: int | None = None,
+        payment_method: str | None = None,
     ) -> dict[str, Any]:
         charge = fixture("charge")
         created = created if created is not None else self._time()
+        brand, last4 = TEST_CARDS.get(payment_method or "", TEST_CARDS["pm_card_visa"])
+        card = charge["payment_method_details"]["card"] | {"brand": brand, "network": brand, "last4": last4}
+        charge["payment_method_details"] = charge["payment_method_details"] | {"card": card}
         charge |= {
             "id": self._next("ch"),
             "amount": amount,
@@ -453,7 +484,7 @@ class FakeStripe(stripe.HTTPClient):
                 payment_method=params.get("payment_method"),
                 setup_future_usage=None,
             )
-            return self._ok(intent)
+            return self._ok(self._expanded(intent, params))
         intent = self._new_intent(
             amount=amount,
             customer=params.get("customer"),
@@ -511,7 +542,9 @@ class FakeStripe(stripe.HTTPClient):
         session = self.sessions[session_id]
         intent = self.intents[session["payment_intent"]]
         intent |= {"status": "succeeded", "amount_received": intent["amount"]}
-        intent["latest_charge"] = self._new_charge(intent["id"], intent["amount"], intent["customer"])["id"]
+        intent["latest_charge"] = self._new_charge(
+            intent["id"], intent["amount"], intent["customer"], payment_method=intent["payment_method"]
+        )["id"]
         session["payment_status"] = "paid"
         return copy.deepcopy(session)
 

@@ -109,6 +109,7 @@ def test_falling_below_the_threshold_charges_the_saved_card_once_per_crossing(ca
     )
     assert params["customer"].startswith("cus_")
     assert params["payment_method"] == "pm_card_visa"
+    assert params["expand"] == ["latest_charge"]  # the charge, and so the card that paid, in the same answer
     assert params["metadata[kind]"] == "auto_recharge"
     assert params["metadata[amount_credits]"] == "500"
     assert card.available(customer.account_id) == 700
@@ -129,6 +130,7 @@ def test_falling_below_the_threshold_charges_the_saved_card_once_per_crossing(ca
     assert card.available(customer.account_id) == 700
     history = card.client.get("/v1/purchases", headers=customer.headers).json()["data"]
     assert [(h["details"]["kind"], h["status"]) for h in history[:2]] == [("auto_recharge", "completed")] * 2
+    assert [h["details"]["card_label"] for h in history[:2]] == ["Visa ending 4242"] * 2
 
 
 def test_a_recharge_too_small_to_lift_the_balance_is_not_repeated_for_the_same_crossing(card: Card) -> None:
@@ -214,6 +216,10 @@ def test_a_charge_whose_answer_was_lost_mints_once_from_the_webhook_and_is_not_c
     [intent] = [i for i in card.stripe.intents.values() if i["metadata"].get("kind") == "auto_recharge"]
     card.deliver_ok(card.stripe.event("payment_intent.succeeded", intent))
     assert card.available(customer.account_id) == 900
+    # The event names the charge only: the card that paid was asked for before minting.
+    assert card.stripe.sent("GET", f"/v1/payment_intents/{intent['id']}")[-1].params["expand"] == ["latest_charge"]
+    latest = card.client.get("/v1/purchases", headers=customer.headers).json()["data"][0]
+    assert (latest["details"]["kind"], latest["details"]["card_label"]) == ("auto_recharge", "Visa ending 4242")
     # The worker still has the purchase pending: it asks again with the same key and gets the same PaymentIntent.
     assert _run(card) == 0
     assert card.available(customer.account_id) == 900

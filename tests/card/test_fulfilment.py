@@ -202,13 +202,17 @@ def test_an_event_that_lacks_the_payment_status_is_checked_with_stripe(card: Car
     assert card.available(customer.account_id) == 1_000
 
 
-def test_a_full_event_needs_no_stripe_call(card: Card) -> None:
+def test_a_full_event_needs_one_stripe_call_for_the_card_that_paid(card: Card) -> None:
     customer = card.customer()
     purchase = card.bought(customer)
     requests_before = len(card.stripe.requests)
-    card.complete(purchase)
-    assert len(card.stripe.requests) == requests_before
+    session = card.complete(purchase, payment_method="pm_card_mastercard")
+    [asked] = card.stripe.requests[requests_before:]
+    assert (asked.method, asked.path) == ("GET", f"/v1/payment_intents/{session['payment_intent']}")
+    assert asked.params["expand"] == ["latest_charge"]
     assert card.available(customer.account_id) == 1_000
+    row = card.purchase(purchase["id"])
+    assert (row.card_brand, row.card_last4) == ("mastercard", "4444")
 
 
 def test_a_session_we_never_heard_back_about_is_matched_by_its_metadata(card: Card) -> None:

@@ -34,7 +34,13 @@ def test_history_lists_every_purchase_newest_first_in_the_rail_neutral_shape(car
         "refunded_cents": 0,
         "failure_code": None,
         "failure_message": None,
-        "details": {"kind": "checkout", "pack": "starter"},
+        "details": {
+            "kind": "checkout",
+            "pack": "starter",
+            "card_brand": "visa",
+            "card_last4": "4242",
+            "card_label": "Visa ending 4242",
+        },
         "receipt_url": done["receipt_url"],
     }
     assert done["completed_at"] is not None

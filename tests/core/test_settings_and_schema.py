@@ -11,10 +11,21 @@ from services.core.db import make_engine
 from services.core.migrate import SchemaBehind, current_revision, ensure_schema, head_revision
 from services.core.settings import Settings
 
+LINK_SECRET = SecretStr("receipt-links-0123456789abcdef-0123456789")
+
 
 def production(**overrides: Any) -> Settings:
-    """Production settings with a valid public base URL."""
-    return Settings(environment="production", public_base_url="https://credits.example.com", **overrides)
+    """Production settings with a valid public base URL and receipt link secret."""
+    values: dict[str, Any] = {"receipt_link_secret": LINK_SECRET} | overrides
+    return Settings(environment="production", public_base_url="https://credits.example.com", **values)
+
+
+def test_production_requires_a_long_random_receipt_link_secret() -> None:
+    for weak in ("", "short", "receipt-links-change-me-0123456789abcdef"):
+        with pytest.raises(ValidationError, match="CREDITRAIL_RECEIPT_LINK_SECRET: is required in production"):
+            production(receipt_link_secret=SecretStr(weak))
+    assert production().receipt_link_secret == LINK_SECRET
+    assert Settings(environment="development").receipt_link_secret.get_secret_value() == ""
 
 
 def test_placeholder_secrets_are_refused_in_production() -> None:

@@ -138,6 +138,7 @@ def test_metrics_are_refused_in_production_without_a_token(engine: Engine) -> No
         public_base_url="https://credits.example.com",
         stripe_secret_key=SecretStr("sk_live_realkey123"),
         stripe_webhook_secrets=[SecretStr("whsec_real")],
+        receipt_link_secret=SecretStr("receipt-links-0123456789abcdef-0123456789"),
     ) as client:
         response = client.get("/metrics")
     assert response.status_code == 403
@@ -171,6 +172,7 @@ def test_an_empty_metrics_token_opens_nothing(engine: Engine) -> None:
         "public_base_url": "https://credits.example.com",
         "stripe_secret_key": SecretStr("sk_live_realkey123"),
         "stripe_webhook_secrets": [SecretStr("whsec_real")],
+        "receipt_link_secret": SecretStr("receipt-links-0123456789abcdef-0123456789"),
         "metrics_token": SecretStr(""),
     }
     with _app(engine, **production) as client:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections import Counter
 from datetime import timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -19,6 +20,7 @@ from sqlalchemy.engine import Engine
 
 from services.core.clock import utcnow
 from services.core.db import unit_of_work
+from services.ledger.accounts import create_customer_account, update_email
 from services.ledger.spending import spend
 from services.outbox.mailer import SendResult, SmtpMailer
 from services.outbox.tasks import deliver
@@ -220,3 +222,54 @@ def test_a_batch_sent_over_several_lanes_sends_each_message_once_and_records_eac
     assert sorted((row.recipient, row.status, row.attempts) for row in rows) == sorted(
         (f"buyer{n}@example.test", "failed" if n == 4 else "sent", 1) for n in range(7)
     )
+
+
+def test_messages_written_while_the_server_is_down_are_each_delivered_once_when_it_is_back(engine: Engine) -> None:
+    down = TestSmtpServer()  # its port, with nothing listening yet
+    mail = Mail(engine, mail_settings(engine, down.port), down)
+    buyers = [mail.account(email=f"buyer{i}@example.test", name=f"buyer {i}") for i in range(3)]
+    for index, account_id in enumerate(buyers):
+        mail.purchase(account_id, ref=f"cs_test_down_{index}")
+    now = utcnow()
+    assert mail.deliver(now) == 3  # each tried, none accepted
+    assert all((row.status, row.attempts) == ("pending", 1) for row in mail.messages())
+    # Another purchase while the server is still away: it waits too.
+    mail.purchase(mail.account(email="late@example.test", name="late"), ref="cs_test_down_late")
+    assert mail.deliver(now + timedelta(seconds=10)) == 1
+    down.start()
+    try:
+        later = now + timedelta(minutes=10)
+        while mail.deliver(later):  # every due message, then nothing is left
+            later += timedelta(minutes=10)
+        assert mail.deliver(later + timedelta(days=1)) == 0
+    finally:
+        down.stop()
+    rows = mail.messages()
+    assert [row.status for row in rows] == ["sent"] * 4
+    by_id = Counter(received.message_id for received in down.received)
+    assert by_id == Counter({row.message_id: 1 for row in rows})  # each once, none lost
+    assert sorted(r for received in down.received for r in received.recipients) == sorted(row.recipient for row in rows)
+
+
+def test_a_refused_address_fails_with_the_reason_while_the_other_messages_go_out(mail: Mail) -> None:
+    mail.smtp.behaviour.refuse_recipients["gone@example.test"] = "550 5.1.1 No such user here"
+    mail.purchase(mail.account(email="first@example.test", name="first"), ref="cs_test_first")
+    mail.purchase(mail.account(email="gone@example.test", name="gone"), ref="cs_test_gone")
+    mail.purchase(mail.account(email="last@example.test", name="last"), ref="cs_test_last")
+    assert mail.deliver() == 3
+    first, gone, last = mail.messages()
+    assert (first.status, last.status) == ("sent", "sent")
+    assert (gone.status, gone.attempts, gone.last_error) == ("failed", 1, "550 5.1.1 No such user here")
+    assert gone.sent_at is None
+    assert [received.message_id for received in mail.smtp.received] == [first.message_id, last.message_id]
+    assert mail.deliver(utcnow() + timedelta(days=30)) == 0  # a failed message is never tried again
+
+
+def test_an_unverified_address_gets_its_receipt(mail: Mail) -> None:
+    with unit_of_work(mail.engine) as session:
+        account_id = create_customer_account(session, name="unverified")
+        update_email(session, account_id, email="new@example.test", verified=False)
+    mail.purchase(account_id)
+    assert mail.deliver() == 1
+    [received] = mail.smtp.received
+    assert received.recipients == ["new@example.test"]

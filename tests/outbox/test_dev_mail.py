@@ -3,21 +3,25 @@ points the outbox at it, and the demo deposit's receipt lands in ``.run/mail/``.
 
 from __future__ import annotations
 
+import json
 import time
 from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import uvicorn
 from click.testing import CliRunner
+from pydantic import SecretStr
 from sqlalchemy.engine import Engine
 
 from chain.node import free_port
 from services.cli import main
 from services.core.settings import Settings, get_settings
-from services.dev import start_dev_mail
+from services.dev import RECEIPT_LINK_SECRET_FILE, start_dev_mail
 from services.outbox.devmail import MailFolderServer
+from services.outbox.links import signature_valid
 from tests.outbox.conftest import Mail, mail_settings
 
 
@@ -80,3 +84,11 @@ def test_creditrail_dev_mails_the_demo_deposits_receipt_into_run_mail(
     text = body.get_content()
     assert "25.00 USDC on local anvil" in text
     assert "Credits:          2,500" in text
+    # Its link is signed with the secret development generated and keeps in .run/.
+    [link] = [line.split(": ", 1)[1] for line in text.splitlines() if line.startswith("View or print this receipt:")]
+    number = urlsplit(link).path.rsplit("/", 1)[1]
+    [sig] = parse_qs(urlsplit(link).query)["sig"]
+    secret = (tmp_path / ".run" / RECEIPT_LINK_SECRET_FILE).read_text().strip()
+    demo_account_id = json.loads((tmp_path / ".run" / "dev-keys.json").read_text())["demo_account_id"]
+    keyed = Settings(environment="development", receipt_link_secret=SecretStr(secret))
+    assert signature_valid(keyed, demo_account_id, number, sig)

@@ -9,7 +9,7 @@ import pytest
 import stripe
 
 from services.card.stripe_client import StripeGateway
-from services.card.stripe_objects import CheckoutSessionData
+from services.card.stripe_objects import CardDetails, CheckoutSessionData
 from services.stripe_standin.server import StripeStandin
 from tests.stripe_standin.conftest import Sdk, session_params
 
@@ -151,6 +151,25 @@ def test_creditrails_gateway_makes_every_call_it_needs(gateway: StripeGateway, s
     assert [event["type"] for event in events.data] == ["checkout.session.completed", "payment_intent.succeeded"]
 
 
+def test_the_card_that_paid_comes_expanded_as_stripe_gives_it(
+    gateway: StripeGateway, standin: StripeStandin, client: Sdk
+) -> None:
+    created = gateway.create_checkout_session(session_params(), idempotency_key="purchase:8")
+    assert standin.store.pay_checkout(created.id, number="5555555555554444", expiry="12/40", cvc="123").redirect_url
+    mastercard = CardDetails(brand="mastercard", last4="4444")
+    paid = gateway.retrieve_checkout_session(created.id)  # payment_intent.latest_charge expanded
+    assert paid.card == mastercard
+    assert paid.card.label == "Mastercard ending 4444"
+    assert paid.payment_intent is not None  # still read as the id, expanded or not
+    assert gateway.retrieve_payment_intent(paid.payment_intent).card is None  # the charge's id only
+    assert gateway.card_of_payment_intent(paid.payment_intent) == mastercard
+    listed = gateway.list_checkout_sessions(created_gte=0, with_card=True).data
+    assert CheckoutSessionData.parse(listed[0]).card == mastercard
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        client.v1.payment_intents.retrieve(paid.payment_intent, {"expand": ["amount"]})
+    assert refused.value.http_status == 400
+
+
 def _saved_card(gateway: StripeGateway, standin: StripeStandin, number: str) -> tuple[str, str]:
     """A customer and the card they saved paying a Checkout Session that asked to keep it."""
     customer_id = gateway.create_customer(account_id=3, idempotency_key=f"customer:{number}")
@@ -191,6 +210,7 @@ def test_off_session_charge_on_a_saved_card_succeeds(gateway: StripeGateway, sta
     assert not result.declined
     assert result.intent is not None
     assert (result.intent.status, result.intent.amount_received, result.intent.purchase_id) == ("succeeded", 1_000, 11)
+    assert result.intent.card == CardDetails(brand="visa", last4="4242")
     again = gateway.charge_off_session(_off_session(customer_id, method), idempotency_key="auto-recharge:3:1")
     assert again.intent is not None
     assert again.intent.id == result.intent.id
