@@ -54,6 +54,8 @@ class AccountUpdate(Request):
 class BalanceOut(BaseModel):
     account_id: int
     available_credits: int
+    # What the available credits are worth in US cents (services.core.money), for showing dollars beside them.
+    available_cents: int
     reserved_credits: int
     debt_credits: int
     total_credits: int
