@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.api.pages import Page
 from services.api.types import MAX_BIGINT, Instant, StrictBool, Text
+from services.ledger.models import ACCOUNT_SCOPE_REF, BudgetScope
 
 MAX_STORABLE = MAX_BIGINT
 
@@ -133,16 +134,27 @@ class HoldOut(BaseModel):
 
 class BudgetIn(Request):
     name: Name
-    scope: Annotated[str, Field(pattern="^(api_key|project)$")]
-    # The API key's id (decimal) for scope "api_key"; the project's name for scope "project".
-    scope_ref: Annotated[Text, Field(min_length=1, max_length=100)]
+    scope: Annotated[str, Field(pattern="^(api_key|project|account)$")]
+    # The API key's id (decimal) for scope "api_key"; the project's name for scope "project"; for scope "account"
+    # (every charge and hold of the account) nothing, or "*".
+    scope_ref: Annotated[Text, Field(min_length=1, max_length=100)] | None = None
     period: Annotated[str, Field(pattern="^(day|week|month|total)$")]
     limit_credits: NonNegativeCredits
 
     @model_validator(mode="after")
-    def _api_key_ref_is_an_id(self) -> BudgetIn:
+    def _scope_ref_fits_the_scope(self) -> BudgetIn:
         ref = self.scope_ref
-        if self.scope == "api_key" and not (ref.isascii() and ref.isdigit() and 1 <= int(ref) <= MAX_BIGINT):
+        if self.scope == BudgetScope.ACCOUNT:
+            if ref not in (None, ACCOUNT_SCOPE_REF):
+                raise ValueError(
+                    f'an account-wide budget names nothing: omit scope_ref (or give "{ACCOUNT_SCOPE_REF}")'
+                )
+            self.scope_ref = ACCOUNT_SCOPE_REF
+        elif ref is None:
+            raise ValueError("scope_ref is required: the API key's id, or the project's name")
+        elif self.scope == BudgetScope.API_KEY and not (
+            ref.isascii() and ref.isdigit() and 1 <= int(ref) <= MAX_BIGINT
+        ):
             raise ValueError("scope_ref must be the id of one of this account's API keys")
         return self
 
