@@ -293,3 +293,80 @@ def test_load_more_pages_through_long_histories(page: Page, live_app: LiveApp, s
     expect(transactions.first).to_contain_text("+700", timeout=LIVE_TIMEOUT_MS)
     expect(transactions).to_have_count(2 * PAGE_SIZE + 4)
     wait_until(lambda: page.locator("#available").inner_text() == "3,000 credits", "the balance to follow")
+
+
+def _budgets(app: LiveApp, key: str) -> list[tuple[str, str, int]]:
+    with app.api(key) as api:
+        response = api.get("/v1/budgets")
+    assert response.status_code == 200, response.text
+    return [(b["scope"], b["period"], b["limit_credits"]) for b in response.json()["data"]]
+
+
+def test_the_monthly_limit_is_set_changed_and_removed(page: Page, live_app: LiveApp, screenshot: Screenshot) -> None:
+    account_id, key = live_app.customer()
+    _open_credits(page, live_app, account_id)
+    state = page.locator("#monthly-state")
+    expect(state).to_contain_text("No monthly limit")
+
+    page.fill("#monthly-limit", "2000")
+    page.click("#monthly-save")
+    expect(state).to_have_text("0 of 2,000 credits used this month.")
+    assert _budgets(live_app, key) == [("account", "month", 2_000)]
+
+    page.fill("#monthly-limit", "-5")
+    page.click("#monthly-save")
+    expect(page.locator("#monthly-error")).to_contain_text("whole number of credits")
+    screenshot("monthly-limit-refused")
+    assert _budgets(live_app, key) == [("account", "month", 2_000)]
+
+    page.fill("#monthly-limit", "3000")
+    page.click("#monthly-save")
+    expect(state).to_have_text("0 of 3,000 credits used this month.")
+    expect(page.locator("#monthly-error")).to_be_empty()
+    assert _budgets(live_app, key) == [("account", "month", 3_000)]
+
+    page.fill("#monthly-limit", "")
+    page.click("#monthly-save")
+    expect(state).to_contain_text("No monthly limit")
+    assert _budgets(live_app, key) == []
+
+
+def test_auto_recharge_asks_for_a_saved_card_then_turns_on(
+    page: Page, live_app: LiveApp, screenshot: Screenshot
+) -> None:
+    account_id, key = live_app.customer()
+    _open_credits(page, live_app, account_id)
+    expect(page.locator("#recharge-state")).to_have_text("Off.")
+    expect(page.locator("#recharge-card")).to_contain_text("No card saved yet")
+    page.check("#recharge-enabled")
+    page.fill("#recharge-threshold", "200")
+    page.click("#recharge-save")
+    expect(page.locator("#recharge-error")).to_contain_text("Save a card first")
+    screenshot("recharge-needs-a-card")
+
+    # The next card purchase saves the card.
+    page.check("#save-card")
+    page.locator("#packs button[data-pack=starter]").click()
+    page.wait_for_url(re.compile(re.escape(live_app.standin.url)))
+    page.fill("#cardnumber", "4242 4242 4242 4242")
+    page.fill("#exp-date", "12 / 34")
+    page.fill("#cvc", "123")
+    page.click("#pay")
+    page.wait_for_url(re.compile(r"/credits/purchase-complete\?"))
+    expect(page.locator("#notice")).to_contain_text("completed")
+    live_app.settle()
+    page.reload()
+    expect(page.locator("#recharge-card")).to_have_text("A card is saved for it.")
+
+    page.check("#recharge-enabled")
+    page.fill("#recharge-threshold", "200")
+    page.select_option("#recharge-pack", "starter")
+    page.click("#recharge-save")
+    expect(page.locator("#recharge-state")).to_have_text(
+        "On: when the balance falls below 200 credits, buy 500 credits for $5.00."
+    )
+    expect(page.locator("#recharge-error")).to_be_empty()
+    screenshot("recharge-on")
+    with live_app.api(key) as api:
+        settings = api.get("/v1/card/auto-recharge").json()
+    assert (settings["enabled"], settings["threshold_credits"], settings["pack"]) == (True, 200, "starter")

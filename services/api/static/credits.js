@@ -111,6 +111,12 @@
     }
   }
   const SESSION_ENDED = new Set(["session_expired", "session_revoked"]);
+  // What a person can do about an error, where the API's own message speaks to programs.
+  const ERROR_ADVICE = {
+    no_saved_card: "Save a card first: tick “Save my card for auto-recharge” and buy credits by card.",
+    rail_not_configured: "Card payments are not available here.",
+    budget_name_taken: "A budget of that name exists already.",
+  };
 
   const PANEL = `
 <div class="panel-head">
@@ -182,9 +188,15 @@
       <button type="submit" id="alerts-save">Save alerts</button>
       <p id="alerts-error" class="error" role="alert"></p>
     </form>
+    <form id="monthly-form" class="stack-form" novalidate>
+      <label>Monthly limit for the whole account (credits) <input id="monthly-limit" type="number" min="0" inputmode="numeric" placeholder="no limit"></label>
+      <p id="monthly-state" class="muted"></p>
+      <button type="submit" id="monthly-save">Save monthly limit</button>
+      <p id="monthly-error" class="error" role="alert"></p>
+    </form>
     <h4>Budgets</h4>
     <ul id="budgets" class="rows"></ul>
-    <p id="budgets-empty" class="muted" hidden>No budgets: your programs may spend the whole balance.</p>
+    <p id="budgets-empty" class="muted" hidden>No other budgets (per API key or project).</p>
   </section>
   <section aria-labelledby="h-transactions" class="card">
     <h3 id="h-transactions">Recent transactions</h3>
@@ -358,6 +370,7 @@
       });
       this.$("recharge-form").addEventListener("submit", (event) => { event.preventDefault(); this.saveRecharge(); });
       this.$("alerts-form").addEventListener("submit", (event) => { event.preventDefault(); this.saveAlerts(); });
+      this.$("monthly-form").addEventListener("submit", (event) => { event.preventDefault(); this.saveMonthly(); });
       this.$("key-form").addEventListener("submit", (event) => {
         event.preventDefault();
         sessionStorage.removeItem(SESSION_ITEM);
@@ -478,7 +491,8 @@
         return;
       }
       const target = where || this.$("error");
-      target.textContent = error instanceof ApiError ? error.message : String(error && error.message || error);
+      target.textContent = error instanceof ApiError ? ERROR_ADVICE[error.code] || error.message
+        : String((error && error.message) || error);
     }
 
     platformOf(returnUrl) {
@@ -915,13 +929,55 @@
 
     async loadBudgets() {
       const page = await this.api("/v1/budgets?limit=200");
+      // The account-wide monthly limit is one budget (scope "account", period "month"); the others are listed.
+      const monthly = page.data.find((b) => b.scope === "account" && b.period === "month") || null;
+      this._monthly = monthly;
+      if (!this.$("monthly-form").contains(this.root.activeElement)) {
+        this.$("monthly-limit").value = monthly ? String(monthly.limit_credits) : "";
+      }
+      this.$("monthly-state").textContent = monthly
+        ? fmtCredits(monthly.used_credits) + " of " + fmtCredits(monthly.limit_credits) + " credits used this month."
+        : "No monthly limit: your programs may spend the whole balance.";
+      const others = page.data.filter((b) => b !== monthly);
       const list = this.$("budgets");
       if (list.contains(this.root.activeElement)) return; // someone is editing one
-      this.$("budgets-empty").hidden = page.data.length > 0;
-      list.replaceChildren(...page.data.map((b) => this.budgetRow(b)));
+      this.$("budgets-empty").hidden = others.length > 0;
+      list.replaceChildren(...others.map((b) => this.budgetRow(b)));
+    }
+    async saveMonthly() {
+      const errorBox = this.$("monthly-error");
+      errorBox.textContent = "";
+      const text = this.$("monthly-limit").value.trim();
+      if (text !== "" && !/^\d+$/.test(text)) {
+        errorBox.textContent = "Type the limit as a whole number of credits, or leave it empty for no limit.";
+        this.$("monthly-limit").focus();
+        return;
+      }
+      const button = this.$("monthly-save");
+      button.disabled = true;
+      try {
+        const current = this._monthly;
+        if (current && text === "") {
+          await this.api("/v1/budgets/" + current.id, { method: "DELETE" });
+        } else if (current) {
+          await this.api("/v1/budgets/" + current.id, { method: "PATCH", body: JSON.stringify({ limit_credits: Number(text) }) });
+        } else if (text !== "") {
+          await this.api("/v1/budgets", {
+            method: "POST",
+            body: JSON.stringify({ name: "Monthly limit", scope: "account", period: "month", limit_credits: Number(text) }),
+          });
+        }
+        button.disabled = false;
+        button.focus();
+        await this.loadBudgets();
+      } catch (error) {
+        this.failed(error, errorBox);
+      }
+      button.disabled = false;
     }
     budgetRow(b) {
-      const scope = b.scope === "project" ? "project " + b.scope_ref : "API key #" + b.scope_ref;
+      const scope = b.scope === "project" ? "project " + b.scope_ref
+        : b.scope === "account" ? "the whole account" : "API key #" + b.scope_ref;
       const period = b.period === "total" ? "in total" : "per " + b.period;
       const input = el("input", {
         type: "number", min: "0", inputmode: "numeric", id: "budget-limit-" + b.id, value: String(b.limit_credits),
