@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
@@ -181,14 +182,14 @@ def test_the_widget_on_a_platforms_page_shows_the_balance_and_opens_the_panel(
     screenshot("session-ended")
 
 
-def test_at_375_px_nothing_scrolls_sideways(narrow: Page, usdc_app: UsdcApp, tmp_path: object) -> None:
+def test_at_375_px_nothing_scrolls_sideways(narrow: Page, usdc_app: UsdcApp, tmp_path: Path) -> None:
     page = narrow
     account_id = _customer_with_grants(usdc_app.app, 3)
     _open_credits(page, usdc_app.app, account_id)
     expect(page.locator(f"#qr-{CHAIN_ID} svg")).to_be_visible()
     expect(page.locator("#lots li")).to_have_count(3)
     assert no_horizontal_scroll(page), "the credits page scrolls sideways at 375 px"
-    page.screenshot(path=f"{tmp_path}/375-page.png", full_page=True)
+    page.screenshot(path=str(tmp_path / "375-page.png"), full_page=True)
 
     created = usdc_app.app.customer_session(account_id)
     page.goto(_demo_url(usdc_app.app, created["token"]))
@@ -202,7 +203,7 @@ def test_at_375_px_nothing_scrolls_sideways(narrow: Page, usdc_app: UsdcApp, tmp
         "document.querySelector('creditrail-credits').shadowRoot.getElementById('dialog').scrollWidth"
     )
     assert panel_width <= 375, f"the panel's content is {panel_width} px wide"
-    page.screenshot(path=f"{tmp_path}/375-widget-open.png", full_page=True)
+    page.screenshot(path=str(tmp_path / "375-widget-open.png"), full_page=True)
 
 
 def _clipboard(context: BrowserContext, app: LiveApp) -> None:
@@ -370,3 +371,35 @@ def test_auto_recharge_asks_for_a_saved_card_then_turns_on(
     with live_app.api(key) as api:
         settings = api.get("/v1/card/auto-recharge").json()
     assert (settings["enabled"], settings["threshold_credits"], settings["pack"]) == (True, 200, "starter")
+
+
+def test_polling_stops_when_nobody_is_there_and_resumes_on_a_key(page: Page, live_app: LiveApp) -> None:
+    account_id = _customer_with_grants(live_app, 1)
+    page.clock.install()
+    _open_credits(page, live_app, account_id)
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url) if "/v1/balance" in request.url else None)
+
+    def step(milliseconds: int) -> int:
+        """Move the page's clock on (the page's own work, such as a fetch, goes on in real time between steps);
+        the balance polls asked so far."""
+        page.clock.run_for(milliseconds)
+        page.evaluate("() => null")  # a round trip: the requests the timers started have been reported
+        return len(asked)
+
+    def step_until_polled(what: str) -> None:
+        before = len(asked)
+        for _ in range(200):
+            if step(1_000) > before:
+                return
+        raise AssertionError(f"no poll {what}")
+
+    for _ in range(3):
+        step_until_polled("while someone is there")
+    # Nobody touches anything for 20 minutes of the page's time: polling stops after 10.
+    counts = [step(30_000) for _ in range(40)]
+    assert counts[-1] > counts[0], "it polled for a while"
+    assert len(set(counts[-15:])) == 1, f"an unattended tab keeps polling (and renewing its session): {counts}"
+
+    page.keyboard.press("Shift")
+    step_until_polled("after a key")

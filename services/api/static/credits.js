@@ -32,6 +32,9 @@
   const POLL_HIDDEN_MS = 30000;
   const PAGE_SIZE = 10;
   const AMOUNT_DEBOUNCE_MS = 400;
+  // Polling renews the session as any request does: with nobody at the keyboard or mouse this long it stops, so an
+  // unattended tab lets the session expire as it should; the next key or click starts it again.
+  const IDLE_STOP_MS = 10 * 60 * 1000;
 
   // Human labels of the ledger's transaction kinds (the only place they are named for people).
   const KIND_LABELS = {
@@ -316,12 +319,24 @@
       this.build();
       if (this.mode === "page") this.startPage();
       else this.start();
+      this._lastActive = Date.now();
       this._onVisibility = () => this.schedule(0);
+      this._onActivity = () => {
+        const idle = Date.now() - this._lastActive > IDLE_STOP_MS;
+        this._lastActive = Date.now();
+        if (idle) this.schedule(0);
+      };
       document.addEventListener("visibilitychange", this._onVisibility);
+      for (const type of ["keydown", "pointerdown"]) {
+        document.addEventListener(type, this._onActivity, { passive: true, capture: true });
+      }
     }
     disconnectedCallback() {
       clearTimeout(this._timer);
       document.removeEventListener("visibilitychange", this._onVisibility);
+      for (const type of ["keydown", "pointerdown"]) {
+        document.removeEventListener(type, this._onActivity, { capture: true });
+      }
       this._started = false;
     }
 
@@ -561,6 +576,7 @@
     schedule(delay) {
       clearTimeout(this._timer);
       if (!this._token || !this._started) return;
+      if (Date.now() - this._lastActive > IDLE_STOP_MS) return; // idle: wait for a key or a click
       const wait = delay !== undefined ? delay
         : document.hidden ? POLL_HIDDEN_MS : this.showing ? POLL_OPEN_MS : POLL_CLOSED_MS;
       const generation = this._generation;
