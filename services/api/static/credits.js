@@ -197,9 +197,8 @@
       <button type="submit" id="monthly-save">Save monthly limit</button>
       <p id="monthly-error" class="error" role="alert"></p>
     </form>
-    <h4>Budgets</h4>
+    <h4>Budgets per API key or project</h4>
     <ul id="budgets" class="rows"></ul>
-    <p id="budgets-empty" class="muted" hidden>No other budgets (per API key or project).</p>
   </section>
   <section aria-labelledby="h-transactions" class="card">
     <h3 id="h-transactions">Recent transactions</h3>
@@ -535,7 +534,10 @@
       this.$("account").hidden = true;
       this.$("session-bar").hidden = true;
       this.$("error").textContent = "";
-      if (this.badge) this.$("badge-balance").textContent = "Sign in again";
+      if (this.badge) {
+        this.$("badge-balance").textContent = "Sign in again";
+        this.badge.setAttribute("aria-label", "Credits: the session has ended. Open the credits panel");
+      }
       this.dispatchEvent(new CustomEvent("creditrail:session-expired", {
         bubbles: true, composed: true, detail: { code, returnUrl: returnUrl || null },
       }));
@@ -957,7 +959,6 @@
       const others = page.data.filter((b) => b !== monthly);
       const list = this.$("budgets");
       if (list.contains(this.root.activeElement)) return; // someone is editing one
-      this.$("budgets-empty").hidden = others.length > 0;
       list.replaceChildren(...others.map((b) => this.budgetRow(b)));
     }
     async saveMonthly() {
