@@ -145,11 +145,8 @@ class BudgetIn(Request):
     def _scope_ref_fits_the_scope(self) -> BudgetIn:
         ref = self.scope_ref
         if self.scope == BudgetScope.ACCOUNT:
-            if ref not in (None, ACCOUNT_SCOPE_REF):
-                raise ValueError(
-                    f'an account-wide budget names nothing: omit scope_ref (or give "{ACCOUNT_SCOPE_REF}")'
-                )
-            self.scope_ref = ACCOUNT_SCOPE_REF
+            if ref is None:
+                self.scope_ref = ACCOUNT_SCOPE_REF  # anything else is refused by services.ledger.budgets
         elif ref is None:
             raise ValueError("scope_ref is required: the API key's id, or the project's name")
         elif self.scope == BudgetScope.API_KEY and not (

@@ -249,6 +249,8 @@ def test_an_account_wide_budget_caps_every_key_and_project_together(engine, fund
         spend_credits(engine, funded_account, 1, project="gamma")
     with pytest.raises(BudgetExceeded):
         hold(engine, funded_account, 1, key="one-more", api_key_id=key_id, project=None)
+    with pytest.raises(InvalidRequest):
+        budget(engine, funded_account, 1, period="month", scope="account", scope_ref="search", name="named")
     # A new month starts afresh.
     next_month = datetime(2025, 2, 1, tzinfo=UTC)
     spend_credits(engine, funded_account, 1_000, now=next_month, project="gamma")
