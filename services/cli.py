@@ -98,7 +98,8 @@ def dev(host: str | None, port: int | None, no_chain: bool) -> None:
     import uvicorn
 
     from services.api.app import create_app
-    from services.core.urls import credits_page_url, public_base_url
+    from services.api.credits_page import WIDGET_DEMO_PATH
+    from services.core.urls import credits_page_url, public_base_url, public_url
     from services.dev import (
         anvil_available,
         bootstrap_demo,
@@ -158,6 +159,9 @@ def dev(host: str | None, port: int | None, no_chain: bool) -> None:
         click.echo(f"credits page {demo_link or credits_page_url(settings)}")
         if demo_link:
             click.echo("             the demo customer's session (12 hours; a fresh link on every start)")
+            session_fragment = demo_link.split("#", 1)[1]
+            click.echo(f"widget demo  {public_url(settings, WIDGET_DEMO_PATH)}#{session_fragment}")
+            click.echo("             the widget in a platform's top bar, signed in with the same session")
         uvicorn.run(
             create_app(settings, engine=engine), host=settings.api_host, port=settings.api_port, **UVICORN_LOGGING
         )

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 
 from services.alerts.endpoints import ROUTERS as ALERTS_ROUTERS
+from services.api.cors import ApiCors
 from services.api.credits_page import router as credits_page_router
 from services.api.errors import install_error_handlers
 from services.api.guard import RequestGuard
@@ -94,5 +95,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         app.include_router(router)
     install_docs(app)
     document_errors(app)  # after every route: it declares each one's errors in the OpenAPI
+    # Outside the guard: a browser's preflight (OPTIONS, no token) is answered before authentication.
+    app.add_middleware(ApiCors, settings=settings)
     app.add_middleware(RequestLogMiddleware)
     return app

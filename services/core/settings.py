@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     # "https://credits.example.com" or "https://example.com/billing". Required, and https, in production; elsewhere
     # it defaults to http://{api_host}:{api_port}.
     public_base_url: str = ""
+    # The credits widget on platforms' pages: the origins (scheme://host[:port]) whose pages may call the API from a
+    # browser (CORS, bearer tokens only: no cookies). Unset: none, except in development and test, where any
+    # http://127.0.0.1 or http://localhost port may (services.api.cors).
+    widget_origins: list[str] = Field(default_factory=list)
 
     # Ledger
     lot_validity_months: int = Field(default=12, ge=1)
@@ -275,6 +279,28 @@ class Settings(BaseSettings):
         if parts.query or parts.fragment or parts.username or parts.password:
             raise PydanticCustomError("url", "must be a scheme, host and optional path, with no query or credentials")
         return value
+
+    @field_validator("widget_origins")
+    @classmethod
+    def _check_widget_origins(cls, values: list[str]) -> list[str]:
+        origins = []
+        for value in values:
+            parts = urlsplit(value.strip())
+            if (
+                parts.scheme not in ("http", "https")
+                or not parts.hostname
+                or parts.path not in ("", "/")
+                or parts.query
+                or parts.fragment
+                or parts.username
+                or parts.password
+                or "*" in value
+            ):
+                raise PydanticCustomError(
+                    "origin", "must list origins such as https://app.example.com (a scheme, a host, a port if any)"
+                )
+            origins.append(f"{parts.scheme}://{parts.netloc}".lower())
+        return origins
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

@@ -18,7 +18,7 @@ from services.core.errors import InvalidRequest
 from services.ledger import repository as repo
 from services.ledger.common import lock_customer, require_amount
 from services.ledger.errors import BudgetExceeded, BudgetNameTaken, BudgetNotFound
-from services.ledger.models import BudgetPeriod, BudgetScope
+from services.ledger.models import ACCOUNT_SCOPE_REF, BudgetPeriod, BudgetScope
 
 api_keys = repo.table_of(ApiKey)
 
@@ -98,6 +98,10 @@ def _validate(session: Session, account_id: int, scope: str, scope_ref: str, per
         raise InvalidRequest(f"period must be one of {sorted(BudgetPeriod)}", field="period")
     if not name.strip() or not scope_ref.strip():
         raise InvalidRequest("a budget needs a name and what it applies to", field="name")
+    if scope == BudgetScope.ACCOUNT and scope_ref != ACCOUNT_SCOPE_REF:
+        raise InvalidRequest(
+            f'an account-wide budget names nothing: omit scope_ref (or give "{ACCOUNT_SCOPE_REF}")', field="scope_ref"
+        )
     if scope == BudgetScope.API_KEY:
         key_account = (
             session.execute(select(api_keys.c.account_id).where(api_keys.c.id == int(scope_ref))).scalar()

@@ -12,6 +12,7 @@ from services.api.deps import AdminKey, CustomerKey, CustomerOrSession, Idempote
 from services.api.pages import Cursor, id_cursor, page_of
 from services.api.types import Id, Instant, QueryBool, Text
 from services.apikeys.service import Principal
+from services.core.money import credits_to_cents
 from services.ledger import balance, budgets, holds, invariants, minting, spending
 from services.ledger.accounts import create_customer_account, update_email
 from services.ledger.schemas import (
@@ -53,9 +54,13 @@ def _account(principal: Principal) -> int:
     return principal.account_id
 
 
+def _balance_out(view: balance.Balance) -> BalanceOut:
+    return BalanceOut(**asdict(view), available_cents=credits_to_cents(view.available_credits))
+
+
 @router.get("/balance")
 def get_balance(session: SessionDep, principal: CustomerOrSession) -> BalanceOut:
-    return BalanceOut(**asdict(balance.get_balance(session, _account(principal))))
+    return _balance_out(balance.get_balance(session, _account(principal)))
 
 
 @router.get("/account")
@@ -273,7 +278,7 @@ def adjust_credits(
 
 @admin_router.get("/accounts/{account_id}/balance")
 def admin_balance(account_id: Id, session: SessionDep, _admin: AdminKey) -> BalanceOut:
-    return BalanceOut(**asdict(balance.get_balance(session, account_id)))
+    return _balance_out(balance.get_balance(session, account_id))
 
 
 @admin_router.get("/invariants")

@@ -77,6 +77,12 @@ class HoldStatus(StrEnum):
 class BudgetScope(StrEnum):
     API_KEY = "api_key"
     PROJECT = "project"
+    # The whole account: every charge and hold its programs make, whatever the key or project.
+    ACCOUNT = "account"
+
+
+# An account-wide budget's scope_ref: there is nothing to name.
+ACCOUNT_SCOPE_REF = "*"
 
 
 class BudgetPeriod(StrEnum):

@@ -214,7 +214,8 @@ FROM budgets LEFT OUTER JOIN budget_usage AS used
     END
 WHERE budgets.account_id = %(account)s AND budgets.deleted_at IS NULL
   AND ((budgets.scope = '{BudgetScope.API_KEY.value}' AND budgets.scope_ref = %(api_key_ref)s)
-       OR (budgets.scope = '{BudgetScope.PROJECT.value}' AND budgets.scope_ref = %(project)s))
+       OR (budgets.scope = '{BudgetScope.PROJECT.value}' AND budgets.scope_ref = %(project)s)
+       OR budgets.scope = '{BudgetScope.ACCOUNT.value}')
 ORDER BY budgets.id
 """.encode()
 

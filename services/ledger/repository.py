@@ -19,6 +19,7 @@ from services.ledger.models import (
     Account,
     AccountKind,
     Budget,
+    BudgetScope,
     BudgetUsage,
     Hold,
     HoldAllocation,
@@ -418,6 +419,7 @@ def applicable_budgets(session: Session, account_id: int, api_key_id: int | None
         conditions.append(and_(budgets.c.scope == "project", budgets.c.scope_ref == project))
     if not conditions:
         return []
+    conditions.append(budgets.c.scope == BudgetScope.ACCOUNT.value)
     stmt = (
         select(budgets.c.id, budgets.c.name, budgets.c.period, budgets.c.limit_credits)
         .where(budgets.c.account_id == account_id, budgets.c.deleted_at.is_(None), or_(*conditions))

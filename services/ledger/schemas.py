@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.api.pages import Page
 from services.api.types import MAX_BIGINT, Instant, StrictBool, Text
+from services.ledger.models import ACCOUNT_SCOPE_REF, BudgetScope
 
 MAX_STORABLE = MAX_BIGINT
 
@@ -54,6 +55,8 @@ class AccountUpdate(Request):
 class BalanceOut(BaseModel):
     account_id: int
     available_credits: int
+    # What the available credits are worth in US cents (services.core.money), for showing dollars beside them.
+    available_cents: int
     reserved_credits: int
     debt_credits: int
     total_credits: int
@@ -131,16 +134,24 @@ class HoldOut(BaseModel):
 
 class BudgetIn(Request):
     name: Name
-    scope: Annotated[str, Field(pattern="^(api_key|project)$")]
-    # The API key's id (decimal) for scope "api_key"; the project's name for scope "project".
-    scope_ref: Annotated[Text, Field(min_length=1, max_length=100)]
+    scope: Annotated[str, Field(pattern="^(api_key|project|account)$")]
+    # The API key's id (decimal) for scope "api_key"; the project's name for scope "project"; for scope "account"
+    # (every charge and hold of the account) nothing, or "*".
+    scope_ref: Annotated[Text, Field(min_length=1, max_length=100)] | None = None
     period: Annotated[str, Field(pattern="^(day|week|month|total)$")]
     limit_credits: NonNegativeCredits
 
     @model_validator(mode="after")
-    def _api_key_ref_is_an_id(self) -> BudgetIn:
+    def _scope_ref_fits_the_scope(self) -> BudgetIn:
         ref = self.scope_ref
-        if self.scope == "api_key" and not (ref.isascii() and ref.isdigit() and 1 <= int(ref) <= MAX_BIGINT):
+        if self.scope == BudgetScope.ACCOUNT:
+            if ref is None:
+                self.scope_ref = ACCOUNT_SCOPE_REF  # anything else is refused by services.ledger.budgets
+        elif ref is None:
+            raise ValueError("scope_ref is required: the API key's id, or the project's name")
+        elif self.scope == BudgetScope.API_KEY and not (
+            ref.isascii() and ref.isdigit() and 1 <= int(ref) <= MAX_BIGINT
+        ):
             raise ValueError("scope_ref must be the id of one of this account's API keys")
         return self
 

@@ -15,10 +15,12 @@ from sqlmodel import Session
 from chain.addresses import checksum
 from chain.hd import DepositAddressDeriver, eip681_transfer_uri
 from services.core.clock import utcnow
+from services.core.money import credits_to_usdc_units
 from services.core.settings import ChainSettings, Settings
 from services.ledger.common import lock_customer
 from services.usdc import repository as repo
-from services.usdc.errors import ChainNotConfigured, UsdcRailOff
+from services.usdc.errors import ChainNotConfigured, DepositAmountOutOfBounds, UsdcRailOff
+from services.usdc.qr import qr_svg
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +31,8 @@ class DepositAddressView:
     address: str  # EIP-55 checksummed, for display
     usdc_address: str
     payment_uri: str
+    # The payment URI as a QR code (an SVG document), for a phone's wallet to scan.
+    qr_svg: str
     confirmations: int
     use_finalized: bool
     min_deposit_usdc_units: int
@@ -51,6 +55,22 @@ def chain_settings(settings: Settings, chain_id: int) -> ChainSettings:
     )
 
 
+def check_payment_amount(settings: Settings, chain: ChainSettings, amount_usdc_units: int) -> None:
+    """A payment request asks for nothing (0: the wallet asks the payer), or for an amount the chain credits: at
+    least its minimum deposit, at most what one mint may be (``max_amount_credits``)."""
+    if amount_usdc_units == 0:
+        return
+    maximum = credits_to_usdc_units(settings.max_amount_credits)
+    if not chain.min_deposit_usdc_units <= amount_usdc_units <= maximum:
+        raise DepositAmountOutOfBounds(
+            f"a deposit on chain {chain.chain_id} is credited from {chain.min_deposit_usdc_units} to {maximum} "
+            "USDC base units",
+            field="amount_usdc_units",
+            min_usdc_units=chain.min_deposit_usdc_units,
+            max_usdc_units=maximum,
+        )
+
+
 def ensure_deposit_address(
     session: Session,
     settings: Settings,
@@ -63,8 +83,11 @@ def ensure_deposit_address(
     """The account's deposit address on the chain, created on first request (idempotent).
 
     The address is the same on every chain (one xpub, one index), and money sent to it on any configured chain is
-    the customer's: so it is registered, and watched by the listener, on every configured chain at once."""
+    the customer's: so it is registered, and watched by the listener, on every configured chain at once.
+    ``amount_usdc_units`` (0 for none) goes into the payment URI and its QR code; outside the chain's bounds it is
+    refused (``check_payment_amount``) before anything is written."""
     chain = chain_settings(settings, chain_id)
+    check_payment_amount(settings, chain, amount_usdc_units)
     row = repo.find_address(session, account_id, chain_id)
     if row is None:
         lock_customer(session, account_id)
@@ -80,15 +103,18 @@ def ensure_deposit_address(
                     now=now or utcnow(),
                 )
         row = repo.find_address(session, account_id, chain_id)
+    chain_name = chain.name or f"chain {chain_id}"
+    payment_uri = eip681_transfer_uri(
+        token=chain.usdc_address, chain_id=chain_id, to=row.address, value_units=amount_usdc_units
+    )
     return DepositAddressView(
         account_id=account_id,
         chain_id=chain_id,
-        chain_name=chain.name or f"chain {chain_id}",
+        chain_name=chain_name,
         address=checksum(row.address),
         usdc_address=checksum(chain.usdc_address),
-        payment_uri=eip681_transfer_uri(
-            token=chain.usdc_address, chain_id=chain_id, to=row.address, value_units=amount_usdc_units
-        ),
+        payment_uri=payment_uri,
+        qr_svg=qr_svg(payment_uri, title=f"Pay USDC on {chain_name}"),
         confirmations=chain.confirmations,
         use_finalized=chain.use_finalized,
         min_deposit_usdc_units=chain.min_deposit_usdc_units,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.core.errors import CreditrailError, NotFound
+from services.core.errors import CreditrailError, InvalidRequest, NotFound
 
 
 class UsdcRailOff(CreditrailError):
@@ -30,3 +30,10 @@ class TokenDecimalsMismatch(CreditrailError):
 
     code = "usdc_token_decimals_mismatch"
     status_code = 409
+
+
+class DepositAmountOutOfBounds(InvalidRequest):
+    """A payment request for less than the chain's minimum deposit (it would not be credited, only carried) or for
+    more than one mint may be (it would be set aside)."""
+
+    code = "amount_out_of_bounds"

@@ -24,6 +24,8 @@ class DepositAddressOut(BaseModel):
     usdc_address: str
     # EIP-681 payment request (for a QR code).
     payment_uri: str
+    # The payment URI as a QR code: an SVG document (black on white).
+    qr_svg: str
     confirmations: int
     use_finalized: bool
     min_deposit_usdc_units: int

@@ -182,6 +182,8 @@ def test_bad_budget_input(api: Api) -> None:
         {"name": "x", "scope": "galaxy", "scope_ref": "a", "period": "day", "limit_credits": 1},
         {"name": "x", "scope": "project", "scope_ref": "a", "period": "year", "limit_credits": 1},
         {"name": "x", "scope": "project", "scope_ref": "a", "period": "day", "limit_credits": -1},
+        {"name": "x", "scope": "project", "period": "day", "limit_credits": 1},
+        {"name": "x", "scope": "account", "scope_ref": "search", "period": "month", "limit_credits": 1},
     ):
         _refused(api, "POST", "/v1/budgets", 422, "invalid_request", json=body, headers=customer.headers)
     _refused(

@@ -106,6 +106,29 @@ def test_budget_crud_and_enforcement(api: Api) -> None:
     assert api.client.get(f"/v1/budgets/{budget_id}", headers=customer.headers).status_code == 404
 
 
+def test_an_account_wide_monthly_budget_caps_every_charge(api: Api) -> None:
+    customer = api.customer(credits=1_000)
+    created = api.client.post(
+        "/v1/budgets",
+        json={"name": "monthly", "scope": "account", "period": "month", "limit_credits": 300},
+        headers=customer.headers,
+    )
+    assert created.status_code == 201, created.text
+    assert (created.json()["scope"], created.json()["scope_ref"]) == ("account", "*")
+    for n, project in enumerate(("search", None)):
+        body = {"amount_credits": 150, **({"project": project} if project else {})}
+        charged = api.client.post("/v1/charges", json=body, headers={**customer.headers, "Idempotency-Key": f"m{n}"})
+        assert charged.status_code == 201, charged.text
+    over = api.client.post(
+        "/v1/charges",
+        json={"amount_credits": 1, "project": "other"},
+        headers={**customer.headers, "Idempotency-Key": "m-over"},
+    )
+    assert over.status_code == 402
+    assert over.json()["error"]["code"] == "budget_exceeded"
+    assert api.client.get("/v1/balance", headers=customer.headers).json()["available_credits"] == 700
+
+
 def test_admin_grant_and_adjustments(api: Api) -> None:
     customer = api.customer(credits=0)
     path = f"/v1/admin/accounts/{customer.account_id}"

@@ -7,6 +7,8 @@
 - ``screenshot``: saves the page under the test's ``tmp_path`` (numbered, named by state).
 - ``live_app``: the API served by uvicorn on a free port over a SQLite file, with the Stripe stand-in wired in as
   in development (services.dev.start_dev_stripe) and webhooks processed inline, as configured by default.
+  ``make_live_app(**settings)``: the same with more settings (a USDC chain, say).
+- ``deep_focus``: the id of the element holding the keyboard's focus, inside the widget's shadow root if there.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,9 +140,11 @@ class LiveApp:
             processor.wait_idle()
 
 
-@pytest.fixture
-def live_app(sqlite_template: Path, tmp_path: Path) -> Iterator[LiveApp]:
-    database = tmp_path / "creditrail.db"
+@contextmanager
+def serve_live_app(sqlite_template: Path, folder: Path, **values: Any) -> Iterator[LiveApp]:
+    """The app served over HTTP on a copy of the migrated SQLite template in ``folder``, with ``values`` added to
+    its settings."""
+    database = folder / "creditrail.db"
     shutil.copyfile(sqlite_template, database)
     engine = make_engine(f"sqlite:///{database}")
     port = free_port()
@@ -149,6 +154,7 @@ def live_app(sqlite_template: Path, tmp_path: Path) -> Iterator[LiveApp]:
         api_host="127.0.0.1",
         api_port=port,
         receipt_link_secret=SecretStr("receipt-links-browser-0123456789abcdef0123"),
+        **values,
     )
     settings, standin = start_dev_stripe(settings, api_host="127.0.0.1", api_port=port)
     assert standin is not None
@@ -165,3 +171,64 @@ def live_app(sqlite_template: Path, tmp_path: Path) -> Iterator[LiveApp]:
         thread.join(timeout=15)
         standin.stop()
         engine.dispose()
+
+
+@pytest.fixture
+def live_app(sqlite_template: Path, tmp_path: Path) -> Iterator[LiveApp]:
+    with serve_live_app(sqlite_template, tmp_path) as app:
+        yield app
+
+
+MakeLiveApp = Callable[..., LiveApp]
+
+
+@pytest.fixture
+def make_live_app(sqlite_template: Path, tmp_path: Path) -> Iterator[MakeLiveApp]:
+    """``make_live_app(**settings)``: the live app with more settings (one per test)."""
+    with ExitStack() as stack:
+
+        def make(**values: Any) -> LiveApp:
+            return stack.enter_context(serve_live_app(sqlite_template, tmp_path, **values))
+
+        yield make
+
+
+DEEP_FOCUS_JS = """() => {
+  let active = document.activeElement;
+  while (active && active.shadowRoot && active.shadowRoot.activeElement) active = active.shadowRoot.activeElement;
+  return active ? active.id || active.getAttribute("aria-label") || active.textContent.trim() : null;
+}"""
+
+
+def deep_focus(page: Page) -> str | None:
+    """The id (else the label or text) of the element the keyboard is on, looking inside shadow roots."""
+    found: str | None = page.evaluate(DEEP_FOCUS_JS)
+    return found
+
+
+FOCUS_RING_JS = """() => {
+  let active = document.activeElement;
+  while (active && active.shadowRoot && active.shadowRoot.activeElement) active = active.shadowRoot.activeElement;
+  const style = getComputedStyle(active);
+  return style.outlineStyle !== "none" && parseFloat(style.outlineWidth) >= 2;
+}"""
+
+
+def focus_is_visible(page: Page) -> bool:
+    """Whether the focused element (inside shadow roots too) draws a focus ring of 2 px or more."""
+    return bool(page.evaluate(FOCUS_RING_JS))
+
+
+def tab_to(page: Page, target: Callable[[str | None], bool], what: str, max_presses: int = 150) -> str:
+    """Press Tab until the focused element satisfies ``target`` (by its id/label); returns it."""
+    for _ in range(max_presses):
+        page.keyboard.press("Tab")
+        focused = deep_focus(page)
+        if target(focused):
+            assert focused is not None
+            return focused
+    raise AssertionError(f"Tab never reached {what}")
+
+
+def no_horizontal_scroll(page: Page) -> bool:
+    return bool(page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"))

@@ -129,3 +129,40 @@ def test_cancelling_returns_to_the_credits_page_and_mints_nothing(
     live_app.settle()
     assert _balance_credits(live_app, key) == 0
     assert _purchase_status(live_app, key, purchase["id"]) == "open"
+
+
+def _card_purchases(live_app: LiveApp, key: str) -> list[tuple[str, int]]:
+    with live_app.api(key) as api:
+        response = api.get("/v1/purchases")
+    assert response.status_code == 200, response.text
+    return [(item["rail"], item["credits"]) for item in response.json()["data"]]
+
+
+def test_a_double_click_on_buy_starts_one_purchase(page: Page, live_app: LiveApp, screenshot: Screenshot) -> None:
+    account_id, key = live_app.customer()
+    _sign_in(page, live_app, account_id)
+    page.locator("#packs button[data-pack=standard]").dblclick()
+
+    page.wait_for_url(re.compile(re.escape(live_app.standin.url)))
+    expect(page.locator("#amount")).to_have_text("$10.00")
+    screenshot("checkout")
+    assert _card_purchases(live_app, key) == [("card", STANDARD_PACK_CREDITS)]
+
+
+def test_a_custom_amount_is_checked_beside_its_field_then_bought(
+    page: Page, live_app: LiveApp, screenshot: Screenshot
+) -> None:
+    account_id, key = live_app.customer()
+    _sign_in(page, live_app, account_id)
+    page.fill("#custom-credits", "1234")
+    page.click("#custom-buy")
+    expect(page.locator("#buy-error")).to_have_text("Choose a multiple of 500 credits.")
+    screenshot("custom-refused")
+    assert _card_purchases(live_app, key) == []
+
+    page.fill("#custom-credits", "1500")
+    page.click("#custom-buy")
+    page.wait_for_url(re.compile(re.escape(live_app.standin.url)))
+    expect(page.locator("#amount")).to_have_text("$15.00")
+    expect(page.locator("#product")).to_contain_text("1,500 credits")
+    assert _card_purchases(live_app, key) == [("card", 1_500)]

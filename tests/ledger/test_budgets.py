@@ -234,6 +234,29 @@ def test_api_key_budget_counts_only_that_key(engine, funded_account):
         hold(engine, funded_account, 1, key="keyed-call", api_key_id=key_id, project=None)
 
 
+def test_an_account_wide_budget_caps_every_key_and_project_together(engine, funded_account):
+    key_id = new_api_key(engine, funded_account)
+    created = budget(engine, funded_account, 1_000, period="month", scope="account", scope_ref="*")
+    assert (created.scope, created.scope_ref) == ("account", "*")
+
+    spend_credits(engine, funded_account, 300, project="alpha")
+    spend_credits(engine, funded_account, 300, project="beta")
+    spend_credits(engine, funded_account, 300, api_key_id=key_id, project=None)
+    hold(engine, funded_account, 100, key="last-call", api_key_id=key_id, project=None)
+
+    assert used(engine, funded_account, created.id, T0) == 1_000
+    with pytest.raises(BudgetExceeded):
+        spend_credits(engine, funded_account, 1, project="gamma")
+    with pytest.raises(BudgetExceeded):
+        hold(engine, funded_account, 1, key="one-more", api_key_id=key_id, project=None)
+    with pytest.raises(InvalidRequest):
+        budget(engine, funded_account, 1, period="month", scope="account", scope_ref="search", name="named")
+    # A new month starts afresh.
+    next_month = datetime(2025, 2, 1, tzinfo=UTC)
+    spend_credits(engine, funded_account, 1_000, now=next_month, project="gamma")
+    assert used(engine, funded_account, created.id, next_month) == 1_000
+
+
 def test_api_key_budget_must_name_a_key_of_the_account(engine, funded_account):
     stranger = new_account(engine, "stranger")
     strangers_key_id = new_api_key(engine, stranger)

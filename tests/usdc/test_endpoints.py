@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from xml.etree import ElementTree
 
 import pytest
 from fastapi.testclient import TestClient
@@ -21,6 +22,7 @@ from services.core.db import unit_of_work
 from services.core.settings import Settings
 from services.ledger.accounts import create_customer_account
 from services.usdc import repository as usdc_repo
+from services.usdc.qr import qr_svg
 
 from .conftest import CHAIN_ID, Rail, chain_settings_for, rail_settings
 from .support import send_transfer
@@ -195,3 +197,77 @@ def test_a_deposit_set_aside_is_listed_with_its_reason_and_the_exact_amount(
     assert (deposit["status"], deposit["set_aside_reason"]) == ("set_aside", "amount_too_large")
     assert deposit["amount_usdc_units"] == huge
     assert deposit["credits_minted"] is None
+
+
+def test_the_payment_uri_is_the_exact_eip681_string_and_its_qr_code_an_svg(api: UsdcApi, token: LocalToken) -> None:
+    address = DepositAddressDeriver(api.rail.settings.usdc_xpub).address(api.account_id)
+    response = api.client.get(
+        "/v1/usdc/deposit-address",
+        params={"chain_id": CHAIN_ID, "amount_usdc_units": 12_500_000},
+        headers=api.headers,
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["payment_uri"] == (
+        f"ethereum:{checksum(token.address)}@{CHAIN_ID}/transfer?address={checksum(address)}&uint256=12500000"
+    )
+    svg = ElementTree.fromstring(body["qr_svg"])  # noqa: S314 - the server's own document, under test
+    assert svg.tag == "{http://www.w3.org/2000/svg}svg"
+    assert svg.get("viewBox"), "sized by the page, not by the document"
+    title = svg.find("{http://www.w3.org/2000/svg}title")
+    assert title is not None
+    assert title.text == "Pay USDC on anvil"
+    assert svg.findall(".//{http://www.w3.org/2000/svg}path"), "the modules are drawn"
+    # The QR code is the URI's: another amount draws another code.
+    other = api.client.get(
+        "/v1/usdc/deposit-address", params={"chain_id": CHAIN_ID, "amount_usdc_units": 1_000_000}, headers=api.headers
+    ).json()
+    assert other["qr_svg"] != body["qr_svg"]
+    assert other["qr_svg"] == qr_svg(other["payment_uri"], title="Pay USDC on anvil")
+
+
+def test_a_fixed_known_address_gives_a_known_uri() -> None:
+    uri = eip681_transfer_uri(
+        token="0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48",
+        chain_id=1,
+        to="0x00000000219ab540356cbb839cbe05303d7705fa",
+        value_units=25_000_000,
+    )
+    assert uri == (
+        "ethereum:0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48@1/transfer"
+        "?address=0x00000000219ab540356cBB839Cbe05303d7705Fa&uint256=25000000"
+    )
+
+
+@pytest.mark.parametrize(
+    ("amount", "status", "code"),
+    [
+        ("999999", 422, "amount_out_of_bounds"),  # below the chain's 1 USDC minimum
+        ("1", 422, "amount_out_of_bounds"),
+        (str(10**12 * 10_000 + 1), 422, "amount_out_of_bounds"),  # above what one mint may be
+        ("-1", 422, "invalid_request"),
+        ("2.5", 422, "invalid_request"),
+        ("lots", 422, "invalid_request"),
+        (str(2**63), 422, "invalid_request"),
+    ],
+)
+def test_a_payment_amount_out_of_bounds_is_refused_and_writes_nothing(
+    api: UsdcApi, amount: str, status: int, code: str
+) -> None:
+    response = api.client.get(
+        "/v1/usdc/deposit-address", params={"chain_id": CHAIN_ID, "amount_usdc_units": amount}, headers=api.headers
+    )
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == code
+    with unit_of_work(api.rail.engine) as session:
+        count = session.execute(select(func.count()).select_from(usdc_repo.addresses)).scalar_one()
+    assert count == 0, "a refused request creates no deposit address"
+
+
+def test_the_bounds_of_a_payment_amount_are_inclusive(api: UsdcApi) -> None:
+    for amount in (0, 1_000_000, 10**12 * 10_000):
+        response = api.client.get(
+            "/v1/usdc/deposit-address", params={"chain_id": CHAIN_ID, "amount_usdc_units": amount}, headers=api.headers
+        )
+        assert response.status_code == 200, (amount, response.text)
+        assert response.json()["payment_uri"].endswith(f"&uint256={amount}")
