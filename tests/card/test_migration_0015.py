@@ -15,7 +15,7 @@ REVISION = "0015"
 
 def test_card_brand_migration_goes_up_and_down_keeping_the_purchases(blank_engine: Engine) -> None:
     engine = blank_engine
-    upgrade(engine, "0012")
+    upgrade(engine, "0014")
     now = datetime(2026, 12, 1, tzinfo=UTC)
     with engine.begin() as conn:
         conn.execute(
@@ -39,8 +39,8 @@ def test_card_brand_migration_goes_up_and_down_keeping_the_purchases(blank_engin
         assert conn.execute(text("SELECT card_brand, card_last4 FROM card_purchases")).one() == (None, None)
         conn.execute(text("UPDATE card_purchases SET card_brand = 'visa', card_last4 = '4242'"))
 
-    downgrade(engine, "0012")
-    assert current_revision(engine) == "0012"
+    downgrade(engine, "0014")
+    assert current_revision(engine) == "0014"
     assert "card_brand" not in _columns(engine, "card_purchases")
     with engine.connect() as conn:
         assert conn.execute(text("SELECT idempotency_key FROM card_purchases")).scalars().all() == ["checkout:k"]

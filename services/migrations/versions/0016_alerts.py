@@ -5,8 +5,8 @@
 - ``alert_states``: one row per (account, kind, subject), unique, armed or fired, with the crossings counted; found
   by (kind, ref_id) when the evaluation asks whether a lot or a budget's period has a state.
 
-Revision ID: 0018
-Revises: 0013
+Revision ID: 0016
+Revises: 0015
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from alembic import op
 
 import services.core.db
 
-revision: str = "0018"
-down_revision: str | None = "0013"
+revision: str = "0016"
+down_revision: str | None = "0015"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
