@@ -52,12 +52,14 @@ from scripts.bench_card import (
     event_payload,
     free_port,
     log,
+    paid_intents,
     percentile,
     recreate_database,
     seed,
     send_paced,
     session_template,
     start_server,
+    start_stripe,
     stop_server,
 )
 from services.core.clock import utcnow
@@ -209,11 +211,13 @@ def process_cpu_seconds(process: subprocess.Popen[Any]) -> float:
 # --- seeding and measuring -----------------------------------------------------------------------------------
 
 
-def prepare(engine: Engine, http_port: int, baseline_count: int, count: int) -> tuple[list[Any], list[Any]]:
+def prepare(
+    engine: Engine, stripe_url: str, http_port: int, baseline_count: int, count: int
+) -> tuple[list[Any], list[Any]]:
     """Accounts with an open purchase each (for the baseline and the measured phase) and an email; one webhook
     endpoint for every event type."""
-    baseline = seed(engine, BASELINE, baseline_count)
-    items = seed(engine, MEASURED, count)
+    baseline = seed(engine, BASELINE, paid_intents(stripe_url, baseline_count))
+    items = seed(engine, MEASURED, paid_intents(stripe_url, count))
     with unit_of_work(engine) as session:
         session.execute(text("UPDATE accounts SET email = 'customer' || id || '@bench.test' WHERE kind = 'customer'"))
         create_endpoint(
@@ -293,13 +297,14 @@ def run(url: URL, seconds: float, rate: float, worker_env: dict[str, str]) -> di
     upgrade(engine)
     sinks, smtp_port, http_port = start_sinks()
     server = worker = None
+    stripe_process, stripe_url = start_stripe()
     try:
         baseline_count = int(rate * seconds * BASELINE_SHARE) + 1
         count = int(rate * seconds) + 1
-        baseline, items = prepare(engine, http_port, baseline_count, count)
+        baseline, items = prepare(engine, stripe_url, http_port, baseline_count, count)
         port = free_port()
         log(f"starting the API on 127.0.0.1:{port}, the SMTP server on {smtp_port}, the receiver on {http_port}")
-        server = start_server(url, port, 2)
+        server = start_server(url, port, 2, stripe_url)
         template = session_template()
 
         log(f"baseline: {baseline_count - 1} card webhooks at {rate:.0f}/s, no worker")
@@ -327,6 +332,7 @@ def run(url: URL, seconds: float, rate: float, worker_env: dict[str, str]) -> di
         if server is not None:
             stop_server(server)
         stop_sinks(sinks)
+        stripe_process.communicate(timeout=30)
         engine.dispose()
 
     receipt_delays = delays(arrivals["mail"], mail_minted)
