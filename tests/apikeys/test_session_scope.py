@@ -20,6 +20,7 @@ SESSION_SCOPE = {
     ("GET", "/v1/account"),
     ("PATCH", "/v1/account"),
     ("GET", "/v1/receipts/{receipt_number}"),
+    ("GET", "/v1/receipts/{receipt_number}.pdf"),
     ("GET", "/v1/lots"),
     ("GET", "/v1/transactions"),
     ("GET", "/v1/purchases"),
