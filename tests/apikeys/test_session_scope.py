@@ -22,6 +22,7 @@ SESSION_SCOPE = {
     ("GET", "/v1/account/alerts"),
     ("PATCH", "/v1/account/alerts"),
     ("GET", "/v1/receipts/{receipt_number}"),
+    ("GET", "/v1/receipts/{receipt_number}.pdf"),
     ("GET", "/v1/lots"),
     ("GET", "/v1/transactions"),
     ("GET", "/v1/purchases"),

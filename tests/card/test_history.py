@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from tests.card.conftest import Card
 
 
@@ -44,7 +46,9 @@ def test_history_lists_every_purchase_newest_first_in_the_rail_neutral_shape(car
         "receipt_url": done["receipt_url"],
     }
     assert done["completed_at"] is not None
-    assert done["receipt_url"].endswith(f"-{lot_id:08d}")
+    receipt_link = urlsplit(done["receipt_url"])
+    assert receipt_link.path.endswith(f"-{lot_id:08d}")
+    assert receipt_link.query.startswith("sig=")  # signed: it opens from a new tab or a mail
     assert items[0]["receipt_url"] is None
     assert (items[1]["status"], items[1]["lot_id"], items[1]["credits"]) == ("open", None, 5_000)
     assert (items[0]["status"], items[0]["reference"], items[0]["credits"]) == ("pending", None, 1_500)
