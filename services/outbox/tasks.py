@@ -61,14 +61,16 @@ def deliver(engine: Engine, settings: Settings, mailer: Mailer, now: datetime, b
 
 
 def _send_lane(engine: Engine, settings: Settings, mailer: Mailer, rows: Sequence[Any], now: datetime) -> None:
-    """Send ``rows`` one after another, recording the results ``RECORD_CHUNK`` at a time."""
+    """Send ``rows`` one after another over one SMTP connection, recording the results ``RECORD_CHUNK`` at a
+    time."""
     done: list[tuple[Any, SendResult]] = []
     try:
-        for row in rows:
-            done.append((row, mailer.send(build_email(settings, row))))
-            if len(done) >= RECORD_CHUNK:
-                record_results(engine, settings, done, now)
-                done = []
+        with mailer.keep_connection():
+            for row in rows:
+                done.append((row, mailer.send(build_email(settings, row))))
+                if len(done) >= RECORD_CHUNK:
+                    record_results(engine, settings, done, now)
+                    done = []
     finally:
         if done:
             record_results(engine, settings, done, now)

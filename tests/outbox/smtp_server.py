@@ -20,6 +20,8 @@ from chain.node import free_port
 class Received:
     recipients: list[str]
     message: EmailMessage
+    # The client's address and port: one per connection.
+    peer: Any = None
 
     @property
     def message_id(self) -> str:
@@ -60,7 +62,7 @@ class _Handler:
         if behaviour.data_reply:
             return behaviour.data_reply
         with self.server.lock:
-            self.server.received.append(Received(list(envelope.rcpt_tos), _parse(envelope.content)))
+            self.server.received.append(Received(list(envelope.rcpt_tos), _parse(envelope.content), session.peer))
         if behaviour.after_data is not None:
             behaviour.after_data()
         return "250 Message accepted"

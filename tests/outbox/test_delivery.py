@@ -206,6 +206,17 @@ def test_the_delivery_job_runs_in_the_worker_only_with_an_smtp_server(mail: Mail
     assert "outbox.deliver" not in {spec.name for spec in default_jobs(unset)}
 
 
+def test_each_lane_sends_its_messages_over_one_connection(engine: Engine, smtp: TestSmtpServer) -> None:
+    for lanes in (1, 2):
+        mail = Mail(engine, mail_settings(engine, smtp.port, outbox_concurrency=lanes), smtp)
+        for n in range(4):
+            mail.purchase(mail.account(name=f"buyer {lanes} {n}"), ref=f"cs_test_{lanes}_{n}")
+        smtp.received.clear()
+        assert mail.deliver() == 4
+        assert len(smtp.received) == 4
+        assert len({received.peer for received in smtp.received}) == lanes
+
+
 def test_a_batch_sent_over_several_lanes_sends_each_message_once_and_records_each(
     engine: Engine, smtp: TestSmtpServer
 ) -> None:
