@@ -124,7 +124,8 @@ class Alerts:
 
 
 def make_alerts(engine: Engine, smtp_server: TestSmtpServer, **overrides: Any) -> Generator[Alerts, None, None]:
-    settings = mail_settings(engine, smtp_server.port, **overrides)
+    # One sending lane: the server receives the alerts in the order they were written, which the tests read.
+    settings = mail_settings(engine, smtp_server.port, **({"outbox_concurrency": 1} | overrides))
     app = create_app(settings, engine=engine)
     with unit_of_work(engine) as session:
         admin = issue_key(session, role="admin", account_id=None, name="root")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from sqlalchemy.engine import Engine
 
 from services.api.app import create_app
@@ -26,7 +26,11 @@ PLATFORM = "https://platform.example"
 
 @contextmanager
 def _client(engine: Engine, **values: Any) -> Iterator[TestClient]:
-    settings = Settings(database_url=str(engine.url), **{"environment": "test", **values})
+    defaults: dict[str, Any] = {
+        "environment": "test",
+        "receipt_link_secret": SecretStr("receipt-links-0123456789abcdef-0123456789"),
+    }
+    settings = Settings(database_url=str(engine.url), **(defaults | values))
     with TestClient(create_app(settings, engine=engine), raise_server_exceptions=False) as client:
         yield client
 
@@ -34,7 +38,10 @@ def _client(engine: Engine, **values: Any) -> Iterator[TestClient]:
 @pytest.fixture
 def production(engine: Engine) -> Iterator[TestClient]:
     with _client(
-        engine, environment="production", public_base_url="https://credits.example.com", widget_origins=[PLATFORM]
+        engine,
+        environment="production",
+        public_base_url="https://credits.example.com",
+        widget_origins=[PLATFORM],
     ) as client:
         yield client
 
