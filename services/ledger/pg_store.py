@@ -166,10 +166,13 @@ WHERE accounts.id = (
 FOR UPDATE OF accounts
 """
 
-# The owner's kind, the hold and its allocations in order (one row per allocation); nothing when the hold does not
-# exist or is not the given account's.
+# The owner's kind, the hold, the budgets it counted against (ids and period starts, as arrays) and its
+# allocations in order (one row per allocation); nothing when the hold does not exist or is not the given account's.
 _HOLD_SQL = f"""
-SELECT accounts.kind, {_hold_columns("holds")}, allocation.lot_id, allocation.amount_credits, lots.expires_at
+SELECT accounts.kind, {_hold_columns("holds")},
+       ARRAY(SELECT budget_id FROM hold_budget_charges WHERE hold_id = holds.id ORDER BY budget_id),
+       ARRAY(SELECT period_start FROM hold_budget_charges WHERE hold_id = holds.id ORDER BY budget_id),
+       allocation.lot_id, allocation.amount_credits, lots.expires_at
 FROM holds
     JOIN accounts ON accounts.id = holds.account_id
     LEFT OUTER JOIN hold_allocations AS allocation ON allocation.hold_id = holds.id
@@ -177,11 +180,6 @@ FROM holds
 WHERE holds.id = %(hold)s AND (%(owner)s::bigint IS NULL OR holds.account_id = %(owner)s::bigint)
 ORDER BY allocation.position
 """.encode()
-
-# The budgets a hold counted against.
-_HOLD_CHARGES_SQL = b"""
-SELECT budget_id, period_start FROM hold_budget_charges WHERE hold_id = %(hold)s ORDER BY budget_id, period_start
-"""
 
 
 # --- writes: shared pieces of the statements ---------------------------------------------------------------
@@ -256,7 +254,11 @@ counted AS (
     FROM p, unnest(p.b_ids, p.b_starts, p.b_credits) WITH ORDINALITY AS b (budget_id, period_start, credits, n)
     ORDER BY b.n
     ON CONFLICT (budget_id, period_start) DO UPDATE SET used_credits = budget_usage.used_credits + EXCLUDED.used_credits
-), owed AS (
+)"""
+
+# The account's new debt.
+_DEBT = """
+owed AS (
     UPDATE accounts SET debt_credits = p.debt_after FROM p WHERE accounts.id = p.debt_account
 )"""
 
@@ -265,13 +267,22 @@ def _statement(values: str, *ctes: str, final: str) -> bytes:
     return ("WITH p AS MATERIALIZED (SELECT " + values + "\n)," + ",".join(ctes) + "\n" + final).encode()
 
 
-# Postings, lot changes, movements, budgets and debt: a spend, a debit adjustment, an expiry batch.
-_WRITE_SQL = _statement(
+# A spend or a debit adjustment: a posting, lot changes, movements, budgets.
+_DRAW_SQL = _statement(
     _WRITES_VALUES,
     _POSTINGS,
     _LOT_CHANGES,
     _MOVEMENTS.format(new_lot="NULL"),
     _BUDGETS,
+    final="SELECT id FROM posted ORDER BY n",
+)
+
+# An expiry batch: a posting, lot changes, movements.
+_EXPIRY_SQL = _statement(
+    _WRITES_VALUES,
+    _POSTINGS,
+    _LOT_CHANGES,
+    _MOVEMENTS.format(new_lot="NULL"),
     final="SELECT id FROM posted ORDER BY n",
 )
 
@@ -282,7 +293,7 @@ _LOT_VALUES = """,
     %(remaining_credits)s::bigint AS remaining_credits, %(credited_at)s::timestamptz AS credited_at,
     %(expires_at)s::timestamptz AS expires_at, %(lot_details)s::json AS lot_details"""
 
-# The same with a new lot, minted by the plan's first transaction: a mint.
+# A mint: a posting, a new lot minted by it, its movements, the account's debt.
 _MINT_SQL = _statement(
     _WRITES_VALUES + _LOT_VALUES,
     _POSTINGS,
@@ -296,9 +307,8 @@ new_lot AS (
     FROM p, posted WHERE posted.n = 1
     RETURNING id
 )""",
-    _LOT_CHANGES,
     _MOVEMENTS.format(new_lot="(SELECT id FROM new_lot)"),
-    _BUDGETS,
+    _DEBT,
     final="SELECT new_lot.id, posted.id FROM new_lot, posted WHERE posted.n = 1",
 )
 
@@ -309,7 +319,7 @@ _HOLD_VALUES = """,
     %(a_lots)s::bigint[] AS a_lots, %(a_credits)s::bigint[] AS a_credits,
     %(h_budgets)s::bigint[] AS h_budgets, %(h_starts)s::timestamptz[] AS h_starts"""
 
-# A new hold with its allocations and budget charges, and the plan's writes (reservations, budgets).
+# A new hold with its allocations and budget charges, and the plan's writes: lot changes (reservations), budgets.
 _HOLD_SQL_WRITE = _statement(
     _WRITES_VALUES + _HOLD_VALUES,
     f"""
@@ -331,9 +341,7 @@ hold AS (
     FROM hold, p, unnest(p.h_budgets, p.h_starts) WITH ORDINALITY AS h (budget_id, period_start, n)
     ORDER BY h.n
 )""",
-    _POSTINGS,
     _LOT_CHANGES,
-    _MOVEMENTS.format(new_lot="NULL"),
     _BUDGETS,
     final=f"SELECT {_hold_columns('hold')} FROM hold",
 )
@@ -342,7 +350,7 @@ _SETTLE_VALUES = """,
     %(hold)s::bigint AS hold_id, %(status)s::text AS status, %(capture)s::bigint AS capture_credits,
     %(capture_posting)s::bigint AS capture_posting"""
 
-# The plan's writes, then the hold resolved.
+# The plan's writes (postings, lot changes, movements, budgets given back), then the hold resolved.
 _SETTLE_SQL = _statement(
     _WRITES_VALUES + _SETTLE_VALUES,
     _POSTINGS,
@@ -390,6 +398,32 @@ def _writes_params(writes: Writes) -> dict[str, Any]:
         "debt_account": None if writes.debt is None else writes.debt[0],
         "debt_after": None if writes.debt is None else writes.debt[1],
     }
+
+
+def _only(
+    writes: Writes,
+    *,
+    postings: bool = False,
+    lots: bool = False,
+    movements: bool = False,
+    budgets: bool = False,
+    new_lot: bool = False,
+    debt: bool = False,
+) -> None:
+    """Refuse a plan with writes the operation's statement does not make (a plan the planner never makes)."""
+    made = {
+        "postings": bool(writes.postings),
+        "lots": bool(writes.lots),
+        "movements": bool(writes.movements),
+        "budgets": bool(writes.budgets),
+        "new_lot": writes.new_lot is not None,
+        "debt": writes.debt is not None,
+    }
+    allowed = {"postings": postings, "lots": lots, "movements": movements, "budgets": budgets}
+    allowed.update(new_lot=new_lot, debt=debt)
+    unwritten = sorted(name for name, present in made.items() if present and not allowed[name])
+    if unwritten:
+        raise ValueError(f"this statement does not write the plan's {', '.join(unwritten)}")
 
 
 def _budget_params(params: dict[str, Any], api_key_id: int | None, project: str | None, now: datetime) -> None:
@@ -568,18 +602,18 @@ class PgStore(CoreStore):
         params = {"hold": hold_id, "owner": account_id}
         with translated():
             cursor = self.conn.cursor()
-            charges = self.conn.cursor()
             with self.conn.pipeline():
                 cursor.execute(_LOCK_HOLD_OWNER_SQL, params)
                 cursor.execute(_HOLD_SQL, params)
-                charges.execute(_HOLD_CHARGES_SQL, params)
             rows = cursor.fetchall()
-            charged = charges.fetchall()
         if not rows:
             return None
-        hold = _hold_row(rows[0][1 : _HOLD_WIDTH + 1])
-        allocations = [row[_HOLD_WIDTH + 1 :] for row in rows if row[_HOLD_WIDTH + 1] is not None]
-        return LockedHold(rows[0][0], hold, allocations, [(budget_id, start) for budget_id, start in charged])
+        first = rows[0]
+        hold = _hold_row(first[1 : _HOLD_WIDTH + 1])
+        budget_ids, starts = first[_HOLD_WIDTH + 1], first[_HOLD_WIDTH + 2]
+        allocated = _HOLD_WIDTH + 3
+        allocations = [row[allocated:] for row in rows if row[allocated] is not None]
+        return LockedHold(first[0], hold, allocations, list(zip(budget_ids, starts, strict=True)))
 
     def lock_due_lots(self, now: datetime, limit: int) -> DueLots:
         params: dict[str, Any] = {"now": aware(now), "limit": limit}
@@ -603,13 +637,16 @@ class PgStore(CoreStore):
         return written
 
     def write_draw(self, plan: DrawPlan) -> int:
-        return int(self._write(_WRITE_SQL, _writes_params(plan.writes))[0])
+        _only(plan.writes, postings=True, lots=True, movements=True, budgets=True)
+        return int(self._write(_DRAW_SQL, _writes_params(plan.writes))[0])
 
     def write_expiry(self, writes: Writes) -> int:
-        return int(self._write(_WRITE_SQL, _writes_params(writes))[0])
+        _only(writes, postings=True, lots=True, movements=True)
+        return int(self._write(_EXPIRY_SQL, _writes_params(writes))[0])
 
     def write_mint(self, plan: MintPlan) -> tuple[int, int]:
         writes = plan.writes
+        _only(writes, postings=True, movements=True, new_lot=True, debt=True)
         lot = writes.new_lot
         assert lot is not None
         params = _writes_params(writes)
@@ -631,6 +668,7 @@ class PgStore(CoreStore):
 
     def write_hold(self, plan: HoldPlan) -> HoldRow:
         req = plan.request
+        _only(plan.writes, lots=True, budgets=True)
         params = _writes_params(plan.writes)
         params.update(
             account=req.account_id,
@@ -649,6 +687,7 @@ class PgStore(CoreStore):
         return _hold_row(self._write(_HOLD_SQL_WRITE, params))
 
     def write_settle(self, plan: SettlePlan) -> HoldRow:
+        _only(plan.writes, postings=True, lots=True, movements=True, budgets=True)
         params = _writes_params(plan.writes)
         params.update(
             hold=plan.hold_id,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -360,34 +360,23 @@ def split_reservation(
     return draws, expiring
 
 
-def budgets_to_charge(
-    applicable: Iterable[Any], amount_credits: int, now: datetime, used_credits: Callable[[int, datetime], int]
-) -> list[tuple[int, datetime]]:
+def budget_charges(budgets: Sequence[BudgetUse], amount_credits: int, now: datetime) -> list[tuple[int, datetime]]:
     """The (budget id, period start) pairs ``amount_credits`` counts against, or raise if it would take any of
-    ``applicable`` (rows with id, name, period and limit_credits, in id order) over its limit this period.
-    ``used_credits(budget id, period start)`` is what already counts against a budget in that period."""
+    ``budgets`` (those that apply, in id order, with what counts against each this period) over its limit."""
     charged: list[tuple[int, datetime]] = []
-    for budget in applicable:
-        start = period_start(now, budget.period)
-        used = used_credits(budget.id, start)
-        if used + amount_credits > budget.limit_credits:
+    for budget in budgets:
+        if budget.used_credits + amount_credits > budget.limit_credits:
             raise BudgetExceeded(
-                f"budget {budget.name!r} allows {budget.limit_credits - used} more credits this {budget.period}",
+                f"budget {budget.name!r} allows {budget.limit_credits - budget.used_credits} more credits this "
+                f"{budget.period}",
                 budget_id=budget.id,
                 budget=budget.name,
                 limit_credits=budget.limit_credits,
-                used_credits=used,
+                used_credits=budget.used_credits,
                 requested_credits=amount_credits,
             )
-        charged.append((budget.id, start))
+        charged.append((budget.id, period_start(now, budget.period)))
     return charged
-
-
-def budget_charges(budgets: Sequence[BudgetUse], amount_credits: int, now: datetime) -> list[tuple[int, datetime]]:
-    """The (budget id, period start) pairs ``amount_credits`` counts against; raises when it would take any budget
-    over its limit this period."""
-    used = {budget.id: budget.used_credits for budget in budgets}
-    return budgets_to_charge(budgets, amount_credits, now, lambda budget_id, _start: used[budget_id])
 
 
 def _transfer(debited: int, credited: int, amount_credits: int) -> tuple[tuple[int, int], ...]:

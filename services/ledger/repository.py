@@ -211,11 +211,6 @@ def insert_transactions(session: Session, rows: Sequence[dict[str, Any]]) -> lis
     return [int(row.id) for row in result]
 
 
-def insert_entries(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    if rows:
-        session.execute(insert(entries), list(rows))
-
-
 def transaction_entries(session: Session, transaction_id: int) -> Sequence[Any]:
     return session.execute(
         select(entries.c.account_id, entries.c.amount_credits)
@@ -282,48 +277,6 @@ def drawable_lots(session: Session, account_id: int, now: datetime, needed_credi
     return found
 
 
-_draw_stmt = (
-    update(lots)
-    .where(lots.c.id == bindparam("lot_id"))
-    .values(remaining_credits=lots.c.remaining_credits - bindparam("delta"))
-)
-
-
-def change_remaining(session: Session, changes: Sequence[tuple[int, int]]) -> None:
-    """Subtract each (lot id, credits) from the lot's remaining credits (negative credits add)."""
-    if changes:
-        session.execute(_draw_stmt, [{"lot_id": lot_id, "delta": delta} for lot_id, delta in changes])
-
-
-_reserve_stmt = (
-    update(lots)
-    .where(lots.c.id == bindparam("lot_id"))
-    .values(reserved_credits=lots.c.reserved_credits + bindparam("delta"))
-)
-
-
-def change_reserved(session: Session, changes: Sequence[tuple[int, int]]) -> None:
-    """Add each (lot id, credits) to the lot's reserved credits (negative credits release)."""
-    if changes:
-        session.execute(_reserve_stmt, [{"lot_id": lot_id, "delta": delta} for lot_id, delta in changes])
-
-
-_expire_stmt = (
-    update(lots)
-    .where(lots.c.id == bindparam("lot_id"))
-    .values(
-        remaining_credits=lots.c.remaining_credits - bindparam("delta"),
-        expired_credits=lots.c.expired_credits + bindparam("delta"),
-    )
-)
-
-
-def expire_from_lots(session: Session, changes: Sequence[tuple[int, int]]) -> None:
-    """Move each (lot id, credits) from the lot's remaining credits to its expired credits."""
-    if changes:
-        session.execute(_expire_stmt, [{"lot_id": lot_id, "delta": delta} for lot_id, delta in changes])
-
-
 _change_lot_stmt = (
     update(lots)
     .where(lots.c.id == bindparam("lot_id"))
@@ -352,10 +305,6 @@ def change_lots(session: Session, changes: Sequence[LotChange]) -> None:
                 for c in changes
             ],
         )
-
-
-def update_lot(session: Session, lot_id: int, **values: Any) -> None:
-    session.execute(update(lots).where(lots.c.id == lot_id).values(**values))
 
 
 def insert_movements(session: Session, rows: Sequence[dict[str, Any]]) -> None:

@@ -274,7 +274,8 @@ class Ledger:
 def both_ways(
     engine: Engine, reset: Callable[[], None], monkeypatch: pytest.MonkeyPatch, ops: list[Op]
 ) -> tuple[list[Any], list[Any]]:
-    """Run ``ops`` on the fast path, then on the Core path, each from an empty database; compare every row."""
+    """Run ``ops`` on the PostgreSQL store, then on the Core store, each from an empty database; compare every
+    row."""
     reset()
     fast = Ledger(engine).run(ops)
     with unit_of_work(engine) as session:
@@ -453,7 +454,7 @@ def test_a_refused_operation_writes_nothing_even_when_the_caller_commits(engine)
         assert (refusal.value.code, snapshot(engine)) == (code, before), op
 
 
-# --- what the fast path is for ------------------------------------------------------------------------------
+# --- what the PostgreSQL store is for ------------------------------------------------------------------------------
 
 
 def round_trips(engine: Engine, operation: Callable[[], Any]) -> int:
