@@ -58,4 +58,4 @@ def translated(statement: str | None = None) -> Iterator[None]:
 
 def bigint_array(values: Iterable[int | None]) -> str:
     """A bigint[] literal: whole numbers need no quoting, and text is cheaper to send than a list to adapt."""
-    return "{" + ",".join("NULL" if value is None else str(value) for value in values) + "}"
+    return "{" + ",".join(["NULL" if value is None else str(value) for value in values]) + "}"

@@ -200,8 +200,7 @@ class Movement(NamedTuple):
     hold_id: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class LotChange:
+class LotChange(NamedTuple):
     """Signed changes to one lot's counters."""
 
     lot_id: int
@@ -521,25 +520,24 @@ def plan_expiry(due: Sequence[DueLot], now: datetime) -> Writes:
     """One transaction for a batch of lots due (in lot id order): an entry per account (what its lots lost), one
     to breakage (the total), and per lot its remainder moved to expired with a movement."""
     per_account: dict[int, int] = defaultdict(int)
-    for lot in due:
-        per_account[lot.account_id] += lot.amount_credits
+    for _lot_id, account_id, credits, _reserved in due:
+        per_account[account_id] += credits
     legs = tuple((account_id, -credits) for account_id, credits in sorted(per_account.items()))
     posting = Posting(
         TransactionKind.EXPIRY,
-        expiry_key((lot.id, lot.amount_credits, lot.reserved_credits) for lot in due),
+        expiry_key((lot_id, credits, reserved) for lot_id, _account_id, credits, reserved in due),
         None,
         None,
         None,
         {},
         (*legs, (SystemAccount.BREAKAGE, sum(per_account.values()))),
     )
+    expiry = MovementKind.EXPIRY
     return Writes(
         now,
         postings=[posting],
-        lots=[
-            LotChange(lot.id, remaining_credits=-lot.amount_credits, expired_credits=lot.amount_credits) for lot in due
-        ],
-        movements=[Movement(lot.id, 0, MovementKind.EXPIRY, -lot.amount_credits) for lot in due],
+        lots=[LotChange(lot_id, -credits, 0, credits) for lot_id, _account_id, credits, _reserved in due],
+        movements=[Movement(lot_id, 0, expiry, -credits) for lot_id, _account_id, credits, _reserved in due],
     )
 
 
