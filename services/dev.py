@@ -37,12 +37,11 @@ from chain.rpc import ChainRpc
 from services.apikeys.models import ApiKey
 from services.apikeys.service import issue_key
 from services.apikeys.sessions import create_session
-from services.core.db import unit_of_work
+from services.core.db import table_of, unit_of_work
 from services.core.settings import MIN_LINK_SECRET_CHARS, ChainSettings, Settings
 from services.core.urls import credits_page_url
 from services.ledger.accounts import create_customer_account, update_email
 from services.ledger.minting import grant
-from services.ledger.repository import table_of
 from services.outbox.devmail import MailFolderServer
 from services.stripe_standin.server import StandinConfig, StripeStandin, refuse_outside_development, start_standin
 from services.usdc.addresses import ensure_deposit_address

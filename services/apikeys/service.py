@@ -19,9 +19,9 @@ from sqlmodel import Session
 from services.apikeys.models import ApiKey, Role
 from services.apikeys.sessions import authenticate_session, is_session_token
 from services.core.clock import utcnow
+from services.core.db import table_of
 from services.core.errors import Conflict, InvalidRequest, NotFound, Unauthenticated
 from services.ledger.accounts import require_customer_account
-from services.ledger.repository import table_of
 
 api_keys = table_of(ApiKey)
 KEY_PREFIX = "cr"

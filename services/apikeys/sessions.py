@@ -23,12 +23,11 @@ from sqlmodel import Session
 
 from services.apikeys.models import CustomerSession
 from services.core.clock import utcnow
-from services.core.db import utc
+from services.core.db import table_of, utc
 from services.core.errors import Forbidden, InvalidRequest, NotFound, Unauthenticated
 from services.core.settings import Settings
 from services.core.urls import outside_url_problem
 from services.ledger.accounts import require_customer_account
-from services.ledger.repository import table_of
 
 customer_sessions = table_of(CustomerSession)
 

@@ -12,10 +12,11 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import psycopg
-from sqlalchemy import BigInteger, DateTime, Integer, event, text
+from sqlalchemy import BigInteger, DateTime, Integer, Table, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Dialect, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
@@ -46,6 +47,19 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def table_of(model: type[Any]) -> Table:
+    """A SQLModel table class's Core table, for statements written in SQLAlchemy Core."""
+    return cast(Table, model.__table__)
+
+
+def insert_for(session: Session, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT into ``table`` in the session's dialect, which can say ``ON CONFLICT DO NOTHING`` or ``DO UPDATE``
+    (both databases spell it alike, but SQLAlchemy builds it per dialect)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
 def normalise_url(url: str | URL) -> URL:
     parsed = make_url(url)
     if parsed.drivername in ("postgresql", "postgres"):
@@ -66,7 +80,7 @@ def make_engine(url: str | URL, *, schema: str | None = None, pool_size: int = 1
             echo=echo,
             connect_args={"check_same_thread": False, "timeout": 30},
             poolclass=NullPool if parsed.database in (None, "", ":memory:") else None,
-            json_serializer=_json_dumps,
+            json_serializer=json_text,
         )
         _configure_sqlite(engine)
         return engine
@@ -80,11 +94,12 @@ def make_engine(url: str | URL, *, schema: str | None = None, pool_size: int = 1
         max_overflow=pool_size,
         pool_pre_ping=True,
         connect_args=connect_args,
-        json_serializer=_json_dumps,
+        json_serializer=json_text,
     )
 
 
-def _json_dumps(value: Any) -> str:
+def json_text(value: Any) -> str:
+    """JSON columns' text, as every engine writes it (compact, keys sorted)."""
     return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
 
 

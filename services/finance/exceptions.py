@@ -11,10 +11,10 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from services.core.clock import utcnow
+from services.core.db import insert_for
 from services.core.errors import Conflict, InvalidRequest, NotFound
 from services.finance.models import ExceptionStatus, FinanceException
 
@@ -100,9 +100,8 @@ def raise_exception(
         "status": ExceptionStatus.OPEN,
         "created_at": now or utcnow(),
     }
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     stmt = (
-        dialect.insert(exceptions_table)
+        insert_for(session, exceptions_table)
         .values(**values)
         .on_conflict_do_nothing(index_elements=["rail", "kind", "reference"])
         .returning(exceptions_table.c.id)

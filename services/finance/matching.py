@@ -50,6 +50,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session
 
+from services.core.db import table_of
 from services.core.money import USDC_UNITS_PER_CREDIT, cents_to_credits_sql, share_of_credits, usdc_units_to_credits_sql
 from services.finance.exceptions import card_reference, exceptions_table, raise_exception, usdc_reference
 from services.finance.models import (
@@ -64,7 +65,7 @@ from services.finance.models import (
     StripeCheckoutSessionRecord,
 )
 from services.ledger.models import TransactionKind
-from services.ledger.repository import accounts, entries, lots, table_of, transactions
+from services.ledger.repository import accounts, entries, lots, transactions
 from services.ledger.system_accounts import SystemAccount
 from services.usdc.models import DepositAddress
 

@@ -14,9 +14,9 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
+from services.core.db import insert_for
 from services.core.errors import InvalidRequest
 from services.finance.models import FinancePull, PullStatus
 
@@ -73,9 +73,8 @@ def begin_pull(
     if window_end <= window_start:
         raise InvalidRequest("a pull's window must end after it starts", field="window_end")
     t = pulls_table
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     session.execute(
-        dialect.insert(t)
+        insert_for(session, t)
         .values(
             source=source,
             window_start=window_start,

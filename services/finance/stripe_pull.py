@@ -24,7 +24,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -33,7 +32,7 @@ from services.card.stripe_client import Page, StripeGateway
 from services.card.stripe_objects import ACCOUNT_ID_KEY, CheckoutSessionData
 from services.core import progress
 from services.core.clock import utcnow
-from services.core.db import unit_of_work
+from services.core.db import insert_for, unit_of_work
 from services.core.errors import CreditrailError, InvalidRequest, UpstreamUnavailable
 from services.finance.models import StripeBalanceTransaction, StripeCheckoutSessionRecord
 from services.finance.pulls import advance_pull, begin_pull, fail_pull, finish_pull
@@ -256,8 +255,7 @@ def _upsert(session: Session, table: Table, rows: list[dict[str, Any]]) -> int:
         return 0
     # One row per Stripe id (the last listed wins), as one statement may not touch a row twice.
     unique = list({row["stripe_id"]: row for row in rows}.values())
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(table).values(unique)
+    statement = insert_for(session, table).values(unique)
     changing = [name for name in unique[0] if name != "stripe_id"]
     session.execute(
         statement.on_conflict_do_update(

@@ -4,7 +4,6 @@ capture is given back to the period it was charged to."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -35,60 +34,6 @@ class BudgetView:
     period_start: datetime
     created_at: datetime
     updated_at: datetime
-
-
-def budgets_to_charge(
-    applicable: Iterable[Any], amount_credits: int, now: datetime, used_credits: Callable[[int, datetime], int]
-) -> list[tuple[int, datetime]]:
-    """The (budget id, period start) pairs ``amount_credits`` counts against, or raise if it would take any of
-    ``applicable`` (rows with id, name, period and limit_credits, in id order) over its limit this period.
-    ``used_credits(budget id, period start)`` is what already counts against a budget in that period."""
-    charged: list[tuple[int, datetime]] = []
-    for budget in applicable:
-        start = period_start(now, budget.period)
-        used = used_credits(budget.id, start)
-        if used + amount_credits > budget.limit_credits:
-            raise BudgetExceeded(
-                f"budget {budget.name!r} allows {budget.limit_credits - used} more credits this {budget.period}",
-                budget_id=budget.id,
-                budget=budget.name,
-                limit_credits=budget.limit_credits,
-                used_credits=used,
-                requested_credits=amount_credits,
-            )
-        charged.append((budget.id, start))
-    return charged
-
-
-def charge_budgets(
-    session: Session,
-    locked: repo.LockedAccount,
-    *,
-    api_key_id: int | None,
-    project: str | None,
-    amount_credits: int,
-    now: datetime,
-) -> list[tuple[int, datetime]]:
-    """Count ``amount_credits`` against every budget that applies, or raise without counting anything.
-
-    Returns the (budget id, period start) pairs charged."""
-    if not locked.has_budgets:
-        return []
-    applicable = repo.applicable_budgets(session, locked.id, api_key_id, project)
-    charged = budgets_to_charge(
-        applicable, amount_credits, now, lambda budget_id, start: repo.budget_used(session, budget_id, start)
-    )
-    for budget_id, start in charged:
-        repo.add_budget_usage(session, budget_id, start, amount_credits)
-    return charged
-
-
-def refund_hold_budgets(session: Session, hold_id: int, unused_credits: int) -> None:
-    """Give back what a resolved hold did not capture to the periods it was charged to."""
-    if unused_credits <= 0:
-        return
-    for charge in repo.hold_budget_charges_of(session, hold_id):
-        repo.add_budget_usage(session, charge.budget_id, charge.period_start, -unused_credits)
 
 
 def _validate(session: Session, account_id: int, scope: str, scope_ref: str, period: str, name: str) -> None:

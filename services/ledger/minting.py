@@ -17,17 +17,11 @@ from services.core.clock import add_calendar_months, utcnow
 from services.core.errors import IdempotencyKeyReused, InvalidRequest
 from services.core.metrics import ledger_operation
 from services.core.settings import get_settings
-from services.ledger import pg_fastpath
 from services.ledger import repository as repo
-from services.ledger.common import (
-    check_replay,
-    debt_repaid,
-    fingerprint,
-    lock_customer,
-    movement_row,
-    require_amount,
-)
+from services.ledger.common import fingerprint, require_amount
 from services.ledger.models import MovementKind, Rail, TransactionKind
+from services.ledger.plans import MintRequest, plan_mint, replay_of, require_customer
+from services.ledger.store import store_for
 from services.ledger.system_accounts import SystemAccount
 
 
@@ -84,73 +78,32 @@ def mint(
     request_hash = fingerprint(
         account=account_id, credits=amount_credits, rail=rail, ref=external_ref, **(request_fields or {})
     )
-    if (pg := pg_fastpath.driver_of(session)) is not None:
-        minted = pg_fastpath.mint(
-            pg,
-            account_id=account_id,
-            amount_credits=amount_credits,
-            idempotency_key=key,
-            request_hash=request_hash,
-            kind=kind,
-            funding_account_id=funding_account_id,
-            rail=rail,
-            external_ref=external_ref,
-            cost_basis_cents=cost_basis_cents,
-            cost_basis_usdc_units=cost_basis_usdc_units,
-            promotional=promotional,
-            credited_at=now,
-            expires_at=expiry,
-            description=description,
-            details=details,
-        )
-        if isinstance(minted, pg_fastpath.Replay):
-            return _replayed_mint(session, rail, external_ref, minted.transaction_id)
-        return MintResult(
-            minted.lot_id, minted.transaction_id, amount_credits, minted.debt_repaid_credits, expiry, replayed=False
-        )
-    locked = lock_customer(session, account_id, key)
-    replay_of = check_replay(locked, request_hash, key)
-    if replay_of is not None:
-        return _replayed_mint(session, rail, external_ref, replay_of)
-
-    txn_id = repo.insert_transaction(
-        session,
-        kind=kind,
+    request = MintRequest(
+        account_id=account_id,
+        amount_credits=amount_credits,
         idempotency_key=key,
         request_hash=request_hash,
-        account_id=account_id,
-        created_at=now,
-        legs=[(funding_account_id, -amount_credits), (account_id, amount_credits)],
+        kind=kind,
+        funding_account_id=funding_account_id,
+        rail=rail,
+        external_ref=external_ref,
+        cost_basis_cents=cost_basis_cents,
+        cost_basis_usdc_units=cost_basis_usdc_units,
+        promotional=promotional,
+        credited_at=now,
+        expires_at=expiry,
         description=description,
         details=details,
     )
-    repaid = debt_repaid(locked.debt_credits, amount_credits)
-    lot_id = repo.insert_lot(
-        session,
-        {
-            "account_id": account_id,
-            "rail": rail,
-            "external_ref": external_ref,
-            "cost_basis_cents": cost_basis_cents,
-            "cost_basis_usdc_units": cost_basis_usdc_units,
-            "promotional": promotional,
-            "credits": amount_credits,
-            "remaining_credits": amount_credits - repaid,
-            "reserved_credits": 0,
-            "expired_credits": 0,
-            "clawed_back_credits": 0,
-            "credited_at": now,
-            "expires_at": expiry,
-            "mint_transaction_id": txn_id,
-            "details": details or {},
-        },
-    )
-    moves = [movement_row(lot_id, txn_id, MovementKind.MINT, amount_credits, now)]
-    if repaid:
-        moves.append(movement_row(lot_id, txn_id, MovementKind.DEBT_REPAYMENT, -repaid, now))
-        repo.set_debt(session, account_id, locked.debt_credits - repaid)
-    repo.insert_movements(session, moves)
-    return MintResult(lot_id, txn_id, amount_credits, repaid, expiry, replayed=False)
+    store = store_for(session)
+    state = store.lock_for_mint(request)
+    require_customer(account_id, state.kind)
+    if (existing := replay_of(state.existing, request_hash, key)) is not None:
+        assert existing.transaction_id is not None
+        return _replayed_mint(session, rail, external_ref, existing.transaction_id)
+    plan = plan_mint(request, state.debt_credits)
+    lot_id, transaction_id = store.write_mint(plan)
+    return MintResult(lot_id, transaction_id, amount_credits, plan.repaid_credits, expiry, replayed=False)
 
 
 def _replayed_mint(session: Session, rail: str, external_ref: str, transaction_id: int) -> MintResult:

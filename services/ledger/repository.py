@@ -1,8 +1,7 @@
 """The ledger's queries. SQLAlchemy Core on the caller's session: nothing here commits.
 
-The hot paths (lock, draw, post) are a handful of statements each, so one spend is about as many round trips
-as one pgbench transaction. On PostgreSQL, spends, holds and mints take ``pg_fastpath`` instead: the same reads
-and writes in fewer round trips.
+These are the Core store's reads and writes (``core_store``), and the reads every ledger module shares. Which
+operations take the PostgreSQL store's own SQL instead is listed in ``store``.
 """
 
 from __future__ import annotations
@@ -10,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Table, and_, bindparam, case, exists, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, exists, func, insert, or_, select, update
 from sqlmodel import Session
 
+from services.core.db import table_of as table_of  # importable from here too, where it used to live
 from services.ledger.models import (
     Account,
     AccountKind,
@@ -30,10 +30,8 @@ from services.ledger.models import (
     LotMovement,
 )
 
-
-def table_of(model: type[Any]) -> Table:
-    return cast(Table, model.__table__)
-
+if TYPE_CHECKING:
+    from services.ledger.plans import LotChange
 
 accounts = table_of(Account)
 transactions = table_of(LedgerTransaction)
@@ -214,11 +212,6 @@ def insert_transactions(session: Session, rows: Sequence[dict[str, Any]]) -> lis
     return [int(row.id) for row in result]
 
 
-def insert_entries(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    if rows:
-        session.execute(insert(entries), list(rows))
-
-
 def transaction_entries(session: Session, transaction_id: int) -> Sequence[Any]:
     return session.execute(
         select(entries.c.account_id, entries.c.amount_credits)
@@ -285,50 +278,34 @@ def drawable_lots(session: Session, account_id: int, now: datetime, needed_credi
     return found
 
 
-_draw_stmt = (
-    update(lots)
-    .where(lots.c.id == bindparam("lot_id"))
-    .values(remaining_credits=lots.c.remaining_credits - bindparam("delta"))
-)
-
-
-def change_remaining(session: Session, changes: Sequence[tuple[int, int]]) -> None:
-    """Subtract each (lot id, credits) from the lot's remaining credits (negative credits add)."""
-    if changes:
-        session.execute(_draw_stmt, [{"lot_id": lot_id, "delta": delta} for lot_id, delta in changes])
-
-
-_reserve_stmt = (
-    update(lots)
-    .where(lots.c.id == bindparam("lot_id"))
-    .values(reserved_credits=lots.c.reserved_credits + bindparam("delta"))
-)
-
-
-def change_reserved(session: Session, changes: Sequence[tuple[int, int]]) -> None:
-    """Add each (lot id, credits) to the lot's reserved credits (negative credits release)."""
-    if changes:
-        session.execute(_reserve_stmt, [{"lot_id": lot_id, "delta": delta} for lot_id, delta in changes])
-
-
-_expire_stmt = (
+_change_lot_stmt = (
     update(lots)
     .where(lots.c.id == bindparam("lot_id"))
     .values(
-        remaining_credits=lots.c.remaining_credits - bindparam("delta"),
-        expired_credits=lots.c.expired_credits + bindparam("delta"),
+        remaining_credits=lots.c.remaining_credits + bindparam("remaining"),
+        reserved_credits=lots.c.reserved_credits + bindparam("reserved"),
+        expired_credits=lots.c.expired_credits + bindparam("expired"),
+        clawed_back_credits=lots.c.clawed_back_credits + bindparam("clawed_back"),
     )
 )
 
 
-def expire_from_lots(session: Session, changes: Sequence[tuple[int, int]]) -> None:
-    """Move each (lot id, credits) from the lot's remaining credits to its expired credits."""
+def change_lots(session: Session, changes: Sequence[LotChange]) -> None:
+    """Add each change's signed credits to its lot's counters (one change per lot)."""
     if changes:
-        session.execute(_expire_stmt, [{"lot_id": lot_id, "delta": delta} for lot_id, delta in changes])
-
-
-def update_lot(session: Session, lot_id: int, **values: Any) -> None:
-    session.execute(update(lots).where(lots.c.id == lot_id).values(**values))
+        session.execute(
+            _change_lot_stmt,
+            [
+                {
+                    "lot_id": c.lot_id,
+                    "remaining": c.remaining_credits,
+                    "reserved": c.reserved_credits,
+                    "expired": c.expired_credits,
+                    "clawed_back": c.clawed_back_credits,
+                }
+                for c in changes
+            ],
+        )
 
 
 def insert_movements(session: Session, rows: Sequence[dict[str, Any]]) -> None:

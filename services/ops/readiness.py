@@ -17,10 +17,10 @@ from typing import Any
 from sqlalchemy import inspect, select, text
 from sqlalchemy.engine import Connection, Engine
 
+from services.core.db import table_of
 from services.core.errors import CreditrailError
 from services.core.migrate import head_revision
 from services.core.settings import Settings
-from services.ledger.repository import table_of
 from services.usdc.status import read_cursors
 from services.worker.models import JobHealth
 

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
-from typing import Any, cast
+from datetime import datetime
+from typing import Any
 
 import psycopg
 from psycopg import sql as pg_sql
 from psycopg.rows import namedtuple_row
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Session
 
 from chain.logs import TransferLog
-from services.ledger.repository import table_of
+from services.core.db import table_of
+from services.core.pg import aware, driver_of, raised
 from services.usdc.models import ChainBlock, ChainCursor, DepositAddress, DepositStatus, UsdcDeposit
 
 addresses = table_of(DepositAddress)
@@ -43,7 +43,6 @@ _COPY_DEPOSITS_SQL = (
     f"COPY usdc_deposits ({', '.join(name for name, _ in DEPOSIT_INSERT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 )
 _COPY_DEPOSIT_TYPES = [pg_type for _, pg_type in DEPOSIT_INSERT_COLUMNS]
-_PIPELINE = psycopg.Pipeline.is_supported()
 
 
 # --- deposit addresses -------------------------------------------------------------------------------------
@@ -195,7 +194,7 @@ def advance_cursor(
     other.
     """
     hashes = sorted(set(tx_hashes))
-    driver = _psycopg_of(session)
+    driver = driver_of(session)
     if driver is None:
         current = get_cursor(session, chain_id, for_update=True)
         found = find_deposits_of_txs(session, chain_id, hashes)
@@ -214,13 +213,16 @@ def advance_cursor(
                 numbers = sorted(new_hashes)
                 writes.execute(_FORGET_BLOCKS_SQL, (chain_id, numbers[0], numbers[-1] - keep_blocks))
                 writes.execute(_REMEMBER_BLOCKS_SQL, (chain_id, numbers, [new_hashes[n] for n in numbers]))
-            writes.execute(update_sql, (*(_aware(value) for value in values.values()), chain_id))
+            writes.execute(
+                update_sql,
+                (*(aware(value) if isinstance(value, datetime) else value for value in values.values()), chain_id),
+            )
         current = cursor_read.fetchone()
         rows: list[Any] = deposits_read.fetchall() if hashes else []
         cursor_read.close()
         deposits_read.close()
     except psycopg.Error as exc:
-        raise _wrapped(exc, "advance_cursor") from exc
+        raise raised(exc, "advance_cursor") from exc
     return (None if current is None else int(current[0])), {(row.tx_hash, row.log_index): row for row in rows}
 
 
@@ -243,27 +245,6 @@ def _update_cursor_sql(columns: tuple[str, ...]) -> pg_sql.Composed:
         raise ValueError(f"not columns of chain_cursors: {sorted(unknown)}")
     assignments = pg_sql.SQL(", ").join(pg_sql.SQL("{} = %s").format(pg_sql.Identifier(name)) for name in columns)
     return pg_sql.SQL("UPDATE chain_cursors SET {} WHERE chain_id = %s").format(assignments)
-
-
-def _psycopg_of(session: Session) -> psycopg.Connection[Any] | None:
-    """The session's psycopg connection on PostgreSQL (in pipeline-capable libpq), else None."""
-    connection = session.connection()
-    if connection.dialect.driver != "psycopg" or not _PIPELINE:
-        return None
-    driver = connection.connection.driver_connection
-    assert driver is not None
-    return cast("psycopg.Connection[Any]", driver)
-
-
-def _aware(value: Any) -> Any:
-    """Datetimes as timestamptz wants them (naive ones are UTC, as the columns' type takes them)."""
-    return value.replace(tzinfo=UTC) if isinstance(value, datetime) and value.tzinfo is None else value
-
-
-def _wrapped(exc: psycopg.Error | OverflowError, statement: str) -> DBAPIError:
-    """A driver error raised as SQLAlchemy raises what goes through it (IntegrityError for constraints)."""
-    wrapped = IntegrityError if isinstance(exc, psycopg.IntegrityError) else DBAPIError
-    return wrapped(statement, None, exc)
 
 
 def forget_blocks_from(session: Session, chain_id: int, first_block: int) -> None:
@@ -324,13 +305,11 @@ def insert_observed(
     """
     if not transfers:
         return 0
-    connection = session.connection()
-    if connection.dialect.name != "postgresql":
+    driver = driver_of(session)
+    if driver is None:
         session.execute(insert(deposits), [_observed_row(chain_id, t, account_of, now) for t in transfers])
         return len(transfers)
-    driver = connection.connection.driver_connection
-    assert driver is not None
-    observed_at = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
+    observed_at = aware(now)
     status = DepositStatus.OBSERVED.value
     try:
         with driver.cursor() as cursor, cursor.copy(_COPY_DEPOSITS_SQL) as copy:
@@ -355,7 +334,7 @@ def insert_observed(
                 )
     except (psycopg.Error, OverflowError) as exc:  # raised as SQLAlchemy raises what goes through it
         # (amounts are NUMERIC(78, 0): any uint256 a Transfer carries is stored as it is)
-        raise _wrapped(exc, _COPY_DEPOSITS_SQL) from exc
+        raise raised(exc, _COPY_DEPOSITS_SQL) from exc
     return len(transfers)
 
 

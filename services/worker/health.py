@@ -13,10 +13,10 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, case, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from services.core.clock import utcnow
+from services.core.db import insert_for
 from services.worker.models import JobHealth, RunOutcome
 from services.worker.registry import JobSpec
 
@@ -70,10 +70,8 @@ class JobHealthView:
 
 
 def _insert_missing(session: Session, job: str, now: datetime) -> None:
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     session.execute(
-        insert(job_health)
+        insert_for(session, job_health)
         .values(
             job=job,
             last_items=0,

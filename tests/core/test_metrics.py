@@ -1,5 +1,5 @@
-"""Every public ledger operation is counted once, by kind and outcome, and timed (on both databases, so the
-PostgreSQL fast path too)."""
+"""Every public ledger operation is counted once, by kind and outcome, and timed (on both databases, so through
+both ledger stores)."""
 
 from __future__ import annotations
 

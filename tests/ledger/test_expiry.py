@@ -1,6 +1,6 @@
 import threading
+import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,14 +11,15 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from services.core.db import unit_of_work
-from services.ledger import expiry
 from services.ledger import repository as repo
+from services.ledger import store
 from services.ledger.balance import list_transactions
 from services.ledger.clawback import clawback, reinstate
 from services.ledger.errors import InsufficientCredits
-from services.ledger.expiry import ExpiryBatch, expire_lots, expiry_key
-from services.ledger.holds import capture_hold, create_hold
+from services.ledger.expiry import ExpiryBatch, expire_lots
+from services.ledger.holds import create_hold
 from services.ledger.models import MovementKind, TransactionKind
+from services.ledger.plans import EXPIRY_KEY_PREFIX, expiry_key
 from services.ledger.spending import SpendResult, spend
 from services.ledger.system_accounts import SystemAccount
 from tests.ledger.support import (
@@ -289,7 +290,7 @@ def test_credits_reinstated_on_an_expired_lot_expire_at_once_under_a_key_of_thei
     assert run_expiry(engine, at).lots_expired == 0  # the job took this lot's remainder once, and only once
     keys = [txn.idempotency_key for txn in transactions_of_kind(engine, TransactionKind.EXPIRY)]
     assert len(keys) == len(set(keys)) == 2
-    assert keys[0].startswith(expiry.KEY_PREFIX)
+    assert keys[0].startswith(EXPIRY_KEY_PREFIX)
     assert keys[1] == "expiry:reinstatement:rs"
     assert violations(engine) == []
 
@@ -324,27 +325,39 @@ def test_a_batch_passes_over_a_busy_account_without_waiting_and_a_later_one_take
     assert violations(pg_engine) == []
 
 
-def test_the_write_leaves_alone_a_lot_whose_remainder_changed_since_it_was_picked(pg_engine):
+def test_a_batch_that_waited_for_a_busy_account_expires_what_its_holder_left(pg_engine):
     account_id = new_account(pg_engine)
-    lot = grant_credits(pg_engine, account_id, 10, expires_at=T0 + timedelta(days=1))
-    before = snapshot(pg_engine)
+    due_at = T0 + timedelta(days=1)
+    lot = grant_credits(pg_engine, account_id, 10, expires_at=due_at)
+    batches: list[ExpiryBatch] = []
 
-    with unit_of_work(pg_engine) as session:
-        written = session.execute(
-            expiry._write_sql,
-            {
-                "lots": [lot.lot_id],
-                "amounts": [7],  # what a pick would have read before a hold or a capture changed the lot
-                "now": T0 + timedelta(days=2),
-                "kind": TransactionKind.EXPIRY.value,
-                "movement_kind": MovementKind.EXPIRY.value,
-                "key_prefix": expiry.KEY_PREFIX,
-                "breakage": SystemAccount.BREAKAGE,
-            },
-        ).one()
+    with pg_engine.connect() as holder, holder.begin():
+        holder.execute(text("SELECT id FROM accounts WHERE id = :a FOR UPDATE"), {"a": account_id})
+        expirer = threading.Thread(target=lambda: batches.append(run_expiry(pg_engine, due_at)))
+        expirer.start()  # picks the lot, finds its only account busy, and waits for it
+        wait_until_blocked(pg_engine)
+        # What a hold made meanwhile does to the lot (the holder of the lock commits it)
+        holder.execute(text("UPDATE lots SET reserved_credits = 3 WHERE id = :lot"), {"lot": lot.lot_id})
+    expirer.join(timeout=30)
 
-    assert (written.transaction_id, written.lots, written.credits) == (None, 0, 0)
-    assert snapshot(pg_engine) == before
+    [batch] = batches
+    assert (batch.lots_expired, batch.credits_expired) == (1, 7)  # read again once the lock was granted
+    assert batch.transaction_id is not None
+    assert movements_of(pg_engine, batch.transaction_id) == [(lot.lot_id, MovementKind.EXPIRY, -7)]
+
+
+def wait_until_blocked(engine: Engine, seconds: float = 30.0) -> None:
+    """Until another session of the database waits for a lock (or fail after ``seconds``)."""
+    deadline = time.monotonic() + seconds
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            if conn.execute(query).scalar_one():
+                return
+        threading.Event().wait(0.01)
+    raise AssertionError("no session waited for a lock")
 
 
 def expiry_rows(engine: Engine) -> dict[str, list[Any]]:
@@ -402,100 +415,29 @@ def seed_mixed_lots(engine: Engine) -> datetime:
     return T0 + timedelta(days=30)
 
 
-def expire_all(engine: Engine, batch: Any, now: datetime, limit: int) -> list[tuple[int, int, int, int]]:
+def expire_all(engine: Engine, now: datetime, limit: int) -> list[tuple[int, int, int, int]]:
     done = []
     while True:
-        with unit_of_work(engine) as session:
-            result = batch(session, now, limit)
-        done.append((result.lots_expired, result.credits_expired, result.accounts, result.lots_examined))
-        if result.lots_examined < limit:
+        batch = run_expiry(engine, now, limit)
+        done.append((batch.lots_expired, batch.credits_expired, batch.accounts, batch.lots_examined))
+        if batch.lots_examined < limit:
             return done
 
 
 @pytest.mark.parametrize("limit", [2, 5_000])
-def test_the_postgresql_batch_writes_exactly_what_the_portable_one_does(pg_engine, limit, request):
+def test_the_postgresql_store_expires_exactly_what_the_core_store_does(pg_engine, limit, request, monkeypatch):
     due_at = seed_mixed_lots(pg_engine)
-    portable = expire_all(pg_engine, expiry._expire_row_by_row, due_at, limit)
+    with monkeypatch.context() as patched:
+        patched.setattr(store, "driver_of", lambda session: None)
+        portable = expire_all(pg_engine, due_at, limit)
     written_by_statements = expiry_rows(pg_engine)
     assert violations(pg_engine) == []
 
     request.getfixturevalue("postgres_database").reset()
     assert seed_mixed_lots(pg_engine) == due_at
-    set_based = expire_all(pg_engine, expiry._expire_set_based, due_at, limit)
+    set_based = expire_all(pg_engine, due_at, limit)
 
     assert set_based == portable
     assert sum(lots for lots, *_ in set_based) == 8  # the ninth is wholly reserved
     assert expiry_rows(pg_engine) == written_by_statements
-    assert violations(pg_engine) == []
-
-
-# --- racing the customers' own operations ------------------------------------------------------------------------
-
-
-def test_batches_racing_spends_and_captures_on_the_same_accounts_lose_and_double_nothing(pg_engine):
-    accounts = [new_account(pg_engine, f"customer {n}") for n in range(6)]
-    due_at = T0 + timedelta(days=1)
-    for account_id in accounts:
-        for _ in range(4):
-            grant_credits(pg_engine, account_id, 50, expires_at=due_at)
-        mint_card(pg_engine, account_id, 1_000)
-    with unit_of_work(pg_engine) as session:
-        holds = {
-            account_id: create_hold(
-                session,
-                account_id=account_id,
-                amount_credits=60,
-                idempotency_key="tool-call",
-                ttl_seconds=3_600,
-                now=due_at - timedelta(minutes=5),
-            )
-            for account_id in accounts
-        }
-    spends_each, spend_credits_each, captured_credits = 5, 7, 25
-    start = threading.Barrier(2 * len(accounts) + 1, timeout=30)
-
-    def spender(account_id: int) -> None:
-        start.wait()
-        for n in range(spends_each):  # just before the grants' time: drawn from them while they last
-            spend_credits(
-                pg_engine, account_id, spend_credits_each, key=f"spend-{n}", now=due_at - timedelta(seconds=1)
-            )
-
-    def capturer(account_id: int) -> None:
-        start.wait()
-        with unit_of_work(pg_engine) as session:
-            capture_hold(
-                session,
-                account_id=account_id,
-                hold_id=holds[account_id].id,
-                amount_credits=captured_credits,
-                now=due_at + timedelta(seconds=1),
-            )
-
-    def expirer() -> None:
-        start.wait()
-        for _ in range(20):
-            run_expiry(pg_engine, due_at + timedelta(seconds=2), limit=3)
-
-    with ThreadPoolExecutor(max_workers=2 * len(accounts) + 1) as pool:
-        futures = [pool.submit(spender, a) for a in accounts] + [pool.submit(capturer, a) for a in accounts]
-        futures.append(pool.submit(expirer))
-        for future in futures:
-            future.result(timeout=120)  # any error fails the test
-    while run_expiry(pg_engine, due_at + timedelta(seconds=2), limit=3).lots_examined:
-        pass
-
-    spent = spends_each * spend_credits_each + captured_credits
-    expired_total = 0
-    for account_id in accounts:
-        grants, [card] = lots_of(pg_engine, account_id)[:4], lots_of(pg_engine, account_id)[4:]
-        drawn_from_card = card.credits - card.remaining_credits
-        expired = sum(lot.expired_credits for lot in grants)
-        # Every credit of the grants was either drawn (before its time, or from the hold) or expired, once; the
-        # card lot paid what the grants no longer could.
-        assert [(lot.remaining_credits, lot.reserved_credits) for lot in grants] == [(0, 0)] * 4
-        assert expired + spent - drawn_from_card == 200
-        assert ledger_balance(pg_engine, account_id) == 1_200 - spent - expired
-        expired_total += expired
-    assert ledger_balance(pg_engine, SystemAccount.BREAKAGE) == expired_total
     assert violations(pg_engine) == []

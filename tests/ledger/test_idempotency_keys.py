@@ -1,8 +1,8 @@
 """An idempotency key reused with a different request is refused (and writes nothing); the same request replays.
 
 Admin adjustments of either sign share one key space, and a grant's or an adjustment's reason and expiry are part
-of the request. On PostgreSQL these run through the fast path (tests/ledger/test_pg_fastpath.py compares it with
-the Core path)."""
+of the request. On PostgreSQL these run through the PostgreSQL store (tests/ledger/test_stores.py compares it
+with the Core store)."""
 
 from __future__ import annotations
 

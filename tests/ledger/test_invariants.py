@@ -14,6 +14,7 @@ from services.ledger.expiry import expire_lots
 from services.ledger.holds import capture_hold, create_hold, expire_holds, release_hold
 from services.ledger.invariants import check_invariants
 from services.ledger.models import MovementKind, TransactionKind
+from services.ledger.plans import LotChange
 from services.ledger.spending import spend
 from services.ledger.system_accounts import SystemAccount
 from tests.ledger.support import (
@@ -186,7 +187,7 @@ def test_draw_from_an_expired_lot_is_reported(engine, busy_ledger):
             created_at=after_expiry,
             legs=[(first, -10), (SystemAccount.REVENUE_USAGE, 10)],
         )
-        repo.change_remaining(session, [(lot_id, 10)])
+        repo.change_lots(session, [LotChange(lot_id, remaining_credits=-10)])
         repo.insert_movements(session, [movement_row(lot_id, txn_id, MovementKind.SPEND, -10, after_expiry)])
 
     found = violations(engine)

@@ -22,13 +22,13 @@ from chain.devchain import DevWallet, LocalToken, dev_account, mine
 from chain.node import AnvilNode
 from chain.rpc import ChainReader, ChainRpc, RetryPolicy
 from services.core.clock import utcnow
-from services.core.db import unit_of_work
+from services.core.db import table_of, unit_of_work
 from services.core.settings import ChainSettings, Settings
 from services.ledger.accounts import create_customer_account
 from services.ledger.balance import Balance, get_balance
 from services.ledger.invariants import check_invariants
 from services.ledger.models import Account
-from services.ledger.repository import ledger_balance, table_of
+from services.ledger.repository import ledger_balance
 from services.usdc import repository as usdc_repo
 from services.usdc.addresses import ensure_deposit_address
 from services.usdc.listener import PollOutcome, confirm_deposits, poll_chain

@@ -13,10 +13,9 @@ from sqlmodel import Session
 
 from chain.logs import TransferLog
 from services.core.clock import utcnow
-from services.core.db import unit_of_work
+from services.core.db import table_of, unit_of_work
 from services.ledger.accounts import create_customer_account
 from services.ledger.models import Account
-from services.ledger.repository import table_of
 from services.usdc import repository as repo
 
 from .conftest import CHAIN_ID

@@ -1,9 +1,10 @@
-"""The PostgreSQL fast path (``services/ledger/pg_fastpath.py``) against the Core path, on PostgreSQL.
+"""The two ledger stores (``services/ledger/store.py``) against each other, on PostgreSQL.
 
-The same operations, run once each way on an empty database, give the same results and the same errors, and leave
-the same rows in every table, to the last id, timestamp and JSON detail. A refused operation writes nothing, even
-when the caller commits regardless (on both backends). Then what the fast path is for: few round trips, and
-nothing sent through SQLAlchemy.
+End to end: the same operations, run once on each store from an empty database, give the same results and the
+same errors, and leave the same rows in every table, to the last id, timestamp and JSON detail. A refused
+operation writes nothing, even when the caller commits regardless (on both backends). Store by store: each method
+given the same request or plan reads the same state or writes the same rows. Then what the PostgreSQL store is
+for: few round trips, and nothing sent through SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -26,14 +27,30 @@ from sqlalchemy.engine import Engine
 
 from services.core.db import unit_of_work
 from services.core.errors import CreditrailError
-from services.ledger import pg_fastpath
+from services.core.pg import driver_of
+from services.ledger import repository as repo
+from services.ledger import store
 from services.ledger.budgets import create_budget
 from services.ledger.clawback import clawback
+from services.ledger.core_store import CoreStore
 from services.ledger.expiry import expire_lots
 from services.ledger.holds import capture_hold, create_hold, expire_holds, release_hold
 from services.ledger.invariants import check_invariants
 from services.ledger.minting import credit_adjustment, grant, mint
-from services.ledger.models import Rail
+from services.ledger.models import HoldStatus, MovementKind, Rail, TransactionKind
+from services.ledger.pg_store import PgStore
+from services.ledger.plans import (
+    DrawRequest,
+    HoldRequest,
+    MintRequest,
+    plan_clawback,
+    plan_draw,
+    plan_expiry,
+    plan_hold,
+    plan_mint,
+    plan_reinstatement,
+    plan_settle,
+)
 from services.ledger.spending import debit_adjustment, spend
 from services.ledger.system_accounts import SystemAccount
 from tests.ledger.support import T0, new_account, new_api_key, snapshot
@@ -43,9 +60,9 @@ Op = tuple[Any, ...]
 
 @contextmanager
 def core_path(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Every ledger operation takes the Core path, as on SQLite."""
+    """Every ledger operation takes the Core store, as on SQLite."""
     with monkeypatch.context() as patched:
-        patched.setattr(pg_fastpath, "driver_of", lambda session: None)
+        patched.setattr(store, "driver_of", lambda session: None)
         yield
 
 
@@ -257,7 +274,8 @@ class Ledger:
 def both_ways(
     engine: Engine, reset: Callable[[], None], monkeypatch: pytest.MonkeyPatch, ops: list[Op]
 ) -> tuple[list[Any], list[Any]]:
-    """Run ``ops`` on the fast path, then on the Core path, each from an empty database; compare every row."""
+    """Run ``ops`` on the PostgreSQL store, then on the Core store, each from an empty database; compare every
+    row."""
     reset()
     fast = Ledger(engine).run(ops)
     with unit_of_work(engine) as session:
@@ -436,7 +454,7 @@ def test_a_refused_operation_writes_nothing_even_when_the_caller_commits(engine)
         assert (refusal.value.code, snapshot(engine)) == (code, before), op
 
 
-# --- what the fast path is for ------------------------------------------------------------------------------
+# --- what the PostgreSQL store is for ------------------------------------------------------------------------------
 
 
 def round_trips(engine: Engine, operation: Callable[[], Any]) -> int:
@@ -493,3 +511,188 @@ def test_each_hot_operation_takes_five_round_trips_and_nothing_through_sqlalchem
     # The pool's ping, BEGIN, the lock with the reads, the writes, COMMIT.
     assert trips == {"mint": 5, "spend": 5, "hold": 5, "capture": 5}
     assert statements == []
+
+
+# --- the store contract: the same request or plan in gives the same state or rows out, on both stores ---------
+
+
+def seeded_ledger(engine: Engine) -> Ledger:
+    """Two customers with API keys and budgets; the first with a card lot, a grant due at T0 + 10 min and a hold
+    counted against its project's budget; the second in debt after a clawback of a lot it had spent."""
+    ledger = Ledger(engine)
+    ledger.setup()
+    ops: list[Op] = [
+        ("mint", 0, 500),
+        ("grant", 0, 50, 600),
+        ("hold", 0, 60, 1, 3, 1_200),
+        ("mint", 1, 100),
+        ("spend", 1, 90, 1, 0),
+    ]
+    for op in ops:
+        assert len(ledger.outcome(op)) == 2, op
+    assert len(ledger.outcome(("clawback", 2, 100))) == 2  # 10 from the lot, 90 into debt
+    return ledger
+
+
+def core_store(session: Any) -> store.LedgerStore:
+    return CoreStore(session)
+
+
+def pg_store(session: Any) -> store.LedgerStore:
+    conn = driver_of(session)
+    assert conn is not None
+    return PgStore(session, conn)
+
+
+StoreCase = Callable[[store.LedgerStore, Ledger], Any]
+
+
+def on_each_store(engine: Engine, reset: Callable[[], None], case: StoreCase) -> list[tuple[Any, Any]]:
+    """``case`` run on the Core store, then on the PostgreSQL store, each from the same seeded database in a unit
+    of work of its own: (what it returned, every row after it) for each."""
+    outcomes = []
+    for make in (core_store, pg_store):
+        reset()
+        ledger = seeded_ledger(engine)
+        with unit_of_work(engine) as session:
+            found = case(make(session), ledger)
+        outcomes.append((found, rows(engine)))
+    return outcomes
+
+
+def draw_request(ledger: Ledger, account: int = 0, credits: int = 120, key: str = "spend:new") -> DrawRequest:
+    return DrawRequest(
+        account_id=ledger.accounts[account],
+        amount_credits=credits,
+        idempotency_key=key,
+        request_hash="hash",
+        kind=TransactionKind.SPEND,
+        movement_kind=MovementKind.SPEND,
+        counter_account_id=SystemAccount.REVENUE_USAGE,
+        now=ledger.now + timedelta(minutes=1),
+        description="tool call",
+        details={"project": "alpha"},
+        api_key_id=ledger.api_keys[account],
+        project="alpha",
+    )
+
+
+def hold_request(ledger: Ledger, key: str = "hold-new", account: int = 0) -> HoldRequest:
+    now = ledger.now + timedelta(minutes=1)
+    return HoldRequest(
+        account_id=ledger.accounts[account],
+        amount_credits=70,
+        idempotency_key=key,
+        request_hash="hash",
+        now=now,
+        expires_at=now + timedelta(minutes=5),
+        api_key_id=ledger.api_keys[account],
+        project="alpha",
+        description="tool call",
+    )
+
+
+def mint_request(ledger: Ledger, account: int = 1, key: str = "mint:card:new") -> MintRequest:
+    return MintRequest(
+        account_id=ledger.accounts[account],
+        amount_credits=300,
+        idempotency_key=key,
+        request_hash="hash",
+        kind=TransactionKind.MINT,
+        funding_account_id=SystemAccount.FUNDING_CARD,
+        rail=Rail.CARD,
+        external_ref="cs_new",
+        cost_basis_cents=300,
+        cost_basis_usdc_units=None,
+        promotional=False,
+        credited_at=ledger.now + timedelta(minutes=1),
+        expires_at=ledger.now + timedelta(days=365),
+        description="card purchase",
+        details={"purchase": "new"},
+    )
+
+
+def locked_then_written(lock: StoreCase, write: Callable[[store.LedgerStore, Ledger, Any], Any]) -> StoreCase:
+    """A case that plans from what the Core store reads (the same plan for both stores), then writes it."""
+
+    def case(ledger_store: store.LedgerStore, ledger: Ledger) -> Any:
+        with unit_of_work(ledger.engine) as session:
+            state = lock(CoreStore(session), ledger)
+        return write(ledger_store, ledger, state)
+
+    return case
+
+
+CASES: dict[str, StoreCase] = {
+    # reads under the lock
+    "lock_account": lambda s, ledger: s.lock_account(ledger.accounts[1], "spend:customer 1:spend-1"),
+    "lock_account of no account": lambda s, ledger: s.lock_account(10**9),
+    "lock_for_mint": lambda s, ledger: s.lock_for_mint(mint_request(ledger)),
+    "lock_for_mint of a system account": lambda s, ledger: s.lock_for_mint(
+        replace(mint_request(ledger), account_id=SystemAccount.BREAKAGE)
+    ),
+    "lock_for_draw with budgets": lambda s, ledger: s.lock_for_draw(draw_request(ledger)),
+    "lock_for_draw of every lot": lambda s, ledger: s.lock_for_draw(draw_request(ledger, credits=10_000)),
+    "lock_for_draw replayed": lambda s, ledger: s.lock_for_draw(
+        draw_request(ledger, account=1, key=f"spend:{ledger.accounts[1]}:spend-1")
+    ),
+    "lock_for_draw of no account": lambda s, ledger: s.lock_for_draw(replace(draw_request(ledger), account_id=10**9)),
+    "lock_for_hold": lambda s, ledger: s.lock_for_hold(hold_request(ledger)),
+    "lock_for_hold replayed": lambda s, ledger: s.lock_for_hold(hold_request(ledger, key="hold-1")),
+    "lock_hold": lambda s, ledger: s.lock_hold(ledger.accounts[0], ledger.holds[0][0]),
+    "lock_hold of any account": lambda s, ledger: s.lock_hold(None, ledger.holds[0][0]),
+    "lock_hold of another account": lambda s, ledger: s.lock_hold(ledger.accounts[1], ledger.holds[0][0]),
+    "lock_due_lots": lambda s, ledger: s.lock_due_lots(ledger.now + timedelta(days=400), 10),
+    # writes of a plan
+    "write_draw": locked_then_written(
+        lambda s, ledger: s.lock_for_draw(draw_request(ledger)),
+        lambda s, ledger, state: s.write_draw(plan_draw(draw_request(ledger), state)),
+    ),
+    "write_hold": locked_then_written(
+        lambda s, ledger: s.lock_for_hold(hold_request(ledger)),
+        lambda s, ledger, state: s.write_hold(plan_hold(hold_request(ledger), state)),
+    ),
+    "write_settle capturing and expiring": locked_then_written(
+        lambda s, ledger: s.lock_hold(None, ledger.holds[0][0]),
+        lambda s, ledger, hold: s.write_settle(
+            plan_settle(hold, 55, ledger.now + timedelta(minutes=15), HoldStatus.CAPTURED)
+        ),
+    ),
+    "write_settle releasing": locked_then_written(
+        lambda s, ledger: s.lock_hold(None, ledger.holds[0][0]),
+        lambda s, ledger, hold: s.write_settle(plan_settle(hold, 0, ledger.now, HoldStatus.RELEASED)),
+    ),
+    "write_mint repaying debt": locked_then_written(
+        lambda s, ledger: s.lock_for_mint(mint_request(ledger)),
+        lambda s, ledger, state: s.write_mint(plan_mint(mint_request(ledger), state.debt_credits)),
+    ),
+    "write_expiry": locked_then_written(
+        lambda s, ledger: s.lock_due_lots(ledger.now + timedelta(days=400), 10),
+        lambda s, ledger, due: s.write_expiry(plan_expiry(due.lots, ledger.now + timedelta(days=400))),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_both_stores_give_the_same_state_and_rows_for_the_same_request_or_plan(pg_engine, reset, name):
+    (core_found, core_rows), (pg_found, pg_rows) = on_each_store(pg_engine, reset, CASES[name])
+    assert pg_found == core_found
+    assert pg_rows == core_rows
+    assert core_found is not None or "no account" in name or "another" in name
+
+
+@pytest.mark.parametrize("reinstated_after_expiry", [False, True])
+def test_both_stores_write_the_same_clawback_and_reinstatement(pg_engine, reset, reinstated_after_expiry):
+    def case(ledger_store: store.LedgerStore, ledger: Ledger) -> Any:
+        lot = repo.lots_by_id(cast(Any, ledger_store).session, [ledger.lots[0]])[ledger.lots[0]]  # the card lot
+        later = ledger.now + timedelta(days=400 if reinstated_after_expiry else 0)
+        clawed = plan_clawback(lot, 50, "clawback:c", "hash", "refund", 0, ledger.now)
+        first = ledger_store.write_clawback(clawed)
+        state = ledger_store.lock_account(lot.account_id)
+        lot = repo.lots_by_id(cast(Any, ledger_store).session, [lot.id])[lot.id]
+        back = plan_reinstatement(lot, 50, "reinstatement:r", "hash", "won", state.debt_credits, later)
+        return first, ledger_store.write_clawback(back), back.writes.postings
+
+    (core_found, core_rows), (pg_found, pg_rows) = on_each_store(pg_engine, reset, case)
+    assert (pg_found, pg_rows) == (core_found, core_rows)
+    assert len(core_found[2]) == (2 if reinstated_after_expiry else 1)

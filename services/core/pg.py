@@ -1,0 +1,61 @@
+"""psycopg plumbing for the few paths that talk to PostgreSQL's driver directly (pipelines, COPY, statements
+built once as bytes): the session's psycopg connection, timestamps as the columns take them, and driver errors
+raised as SQLAlchemy raises what goes through it. Which paths do so, and why, is listed in
+``services.ledger.store``'s docstring."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, cast
+
+import psycopg
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, StatementError
+from sqlmodel import Session
+
+PgConnection = psycopg.Connection[tuple[Any, ...]]
+
+# Pipeline mode needs libpq 14 or later.
+PIPELINE = psycopg.Pipeline.is_supported()
+
+
+def driver_of(session: Session | Connection) -> PgConnection | None:
+    """The session's psycopg connection when it runs on PostgreSQL through psycopg with pipeline mode, else None.
+    A Core connection standing in for a session works too."""
+    connection = session if isinstance(session, Connection) else session.connection()
+    if not PIPELINE or connection.dialect.driver != "psycopg":
+        return None
+    return cast(PgConnection, connection.connection.driver_connection)
+
+
+def aware(moment: datetime) -> datetime:
+    """``moment`` as a ``timestamptz`` column takes it: a naive datetime is refused, as the Core path's UTC column
+    type (``services.core.db.UTCDateTime``) refuses it, with the error SQLAlchemy raises for it."""
+    if moment.tzinfo is None:
+        refusal = ValueError("naive datetime given where UTC is required")
+        raise StatementError(str(refusal), None, None, refusal)
+    return moment
+
+
+def raised(exc: psycopg.Error | OverflowError, statement: str | None = None) -> DBAPIError:
+    """A driver error as SQLAlchemy raises what goes through it (IntegrityError for a constraint, and so on: the
+    class named as the driver's); a value the driver cannot send (OverflowError) as a DBAPIError."""
+    if isinstance(exc, psycopg.Error):
+        return cast(DBAPIError, DBAPIError.instance(statement, None, exc, psycopg.Error))
+    return DBAPIError(statement, None, exc)
+
+
+@contextmanager
+def translated(statement: str | None = None) -> Iterator[None]:
+    """Raise any driver error of the block as SQLAlchemy would (see ``raised``)."""
+    try:
+        yield
+    except (psycopg.Error, OverflowError) as exc:
+        raise raised(exc, statement) from exc
+
+
+def bigint_array(values: Iterable[int | None]) -> str:
+    """A bigint[] literal: whole numbers need no quoting, and text is cheaper to send than a list to adapt."""
+    return "{" + ",".join(["NULL" if value is None else str(value) for value in values]) + "}"
