@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import uuid
@@ -148,3 +149,25 @@ def pg_engine(request: pytest.FixtureRequest) -> Engine:
     database: PostgresTestDatabase = request.getfixturevalue("postgres_database")
     database.reset()
     return database.engine
+
+
+# The loggers services.core.logs.configure_logging quiets or turns off (besides the root's handler and level).
+_CONFIGURED_LOGGERS = ("apscheduler", "uvicorn.access", "stripe", "mail.log")
+
+
+@pytest.fixture(autouse=True)
+def logging_as_found() -> Iterator[None]:
+    """A test that runs a command in-process (``creditrail dev``, the worker's CLI) configures logging for the whole
+    process: the next test starts with the logging this one found (the root's level, no handler of the command's,
+    the loggers it quieted), whatever order the tests run in. pytest's own capture handlers are left to pytest."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    named = {name: (logging.getLogger(name).level, logging.getLogger(name).disabled) for name in _CONFIGURED_LOGGERS}
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers and not type(handler).__module__.startswith("_pytest"):
+            root.removeHandler(handler)
+    root.setLevel(level)
+    for name, (logger_level, disabled) in named.items():
+        logging.getLogger(name).setLevel(logger_level)
+        logging.getLogger(name).disabled = disabled

@@ -16,7 +16,7 @@ from services.core.clock import period_start, utcnow
 from services.core.errors import InvalidRequest
 from services.ledger import repository as repo
 from services.ledger.common import lock_customer, require_amount
-from services.ledger.errors import BudgetExceeded, BudgetNameTaken, BudgetNotFound
+from services.ledger.errors import BudgetNameTaken, BudgetNotFound
 from services.ledger.models import ACCOUNT_SCOPE_REF, BudgetPeriod, BudgetScope
 
 api_keys = repo.table_of(ApiKey)

@@ -141,8 +141,8 @@ ORDER BY {_DRAW_ORDER}
 LIMIT %(limit)s
 """.encode()
 
-# The budgets that apply to an API key or project (and the account-wide ones, which cap them all), with what counts against each in its current period (the
-# period's start comes in for each kind of period).
+# The budgets that apply to an API key or project, and the account-wide ones that cap them all, with what counts
+# against each in its current period (the period's start comes in for each kind of period).
 _BUDGETS_SQL = f"""
 SELECT budgets.id, budgets.name, budgets.period, budgets.limit_credits, COALESCE(used.used_credits, 0)
 FROM budgets LEFT OUTER JOIN budget_usage AS used

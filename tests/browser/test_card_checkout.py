@@ -7,7 +7,13 @@ import re
 
 from playwright.sync_api import Page, expect
 
+from services.core.clock import utcnow
+from services.core.db import unit_of_work
+from services.ledger.accounts import update_email
+from services.outbox.mailer import SmtpMailer
+from services.outbox.tasks import deliver
 from tests.browser.conftest import LiveApp, Screenshot, wait_until
+from tests.outbox.smtp_server import TestSmtpServer
 
 STANDARD_PACK_CREDITS = 1_000
 
@@ -72,6 +78,52 @@ def test_paying_by_card_mints_the_credits(page: Page, live_app: LiveApp, screens
     live_app.settle()
     assert _balance_credits(live_app, key) == STANDARD_PACK_CREDITS
     assert _purchase_status(live_app, key, purchase["id"]) == "completed"
+
+    # The purchase in the history links its receipt, which names the card that paid.
+    row = page.locator("#purchases li").first
+    expect(row).to_contain_text("1,000 credits")
+    receipt_link = row.locator("a.receipt")
+    href = receipt_link.get_attribute("href")
+    assert href is not None
+    assert "sig=" in href
+    page.goto(href if href.startswith("http") else live_app.url + href)
+    expect(page.locator("body")).to_contain_text("Visa ending 4242")
+    expect(page.locator("body")).to_contain_text("$10.00")
+    screenshot("receipt")
+
+
+def test_a_card_purchase_mails_one_receipt_naming_the_card(
+    page: Page, live_app: LiveApp, screenshot: Screenshot
+) -> None:
+    account_id, key = live_app.customer()
+    with unit_of_work(live_app.engine) as session:
+        update_email(session, account_id, email="buyer@example.test", verified=True)
+    purchase = _start_purchase(live_app, key, "browser-receipt")
+    page.goto(str(purchase["checkout_url"]))
+    _fill_card(page, "4242 4242 4242 4242")
+    page.click("#pay")
+    page.wait_for_url(re.compile(r"/credits/purchase-complete\?"))
+    live_app.settle()
+
+    smtp = TestSmtpServer().start()
+    try:
+        settings = live_app.settings.model_copy(
+            update={"smtp_host": "127.0.0.1", "smtp_port": smtp.port, "smtp_security": "none"}
+        )
+        assert deliver(live_app.engine, settings, SmtpMailer(settings), utcnow(), 10) == 1
+        assert deliver(live_app.engine, settings, SmtpMailer(settings), utcnow(), 10) == 0
+    finally:
+        smtp.stop()
+    [received] = smtp.received
+    assert received.recipients == ["buyer@example.test"]
+    text = received.message.get_body(preferencelist=("plain",))
+    assert text is not None
+    content = str(text.get_content())
+    assert "Visa ending 4242" in content
+    assert "1,000" in content
+    assert "$10.00" in content
+    assert re.search(r"CR-\d{4}-\d{8}", content)
+    screenshot("returned")
 
 
 def test_a_declined_card_shows_the_decline_and_mints_nothing(

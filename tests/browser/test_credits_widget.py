@@ -134,7 +134,7 @@ def test_a_usdc_deposit_on_anvil_appears_without_a_reload(
     purchase = page.locator("#purchases li").first
     expect(purchase).to_contain_text("USDC purchase", timeout=LIVE_TIMEOUT_MS)
     expect(purchase).to_contain_text("2,500 credits")
-    expect(purchase.locator("a.receipt")).to_have_attribute("href", re.compile(r"/v1/receipts/"))
+    expect(purchase.locator("a.receipt")).to_have_attribute("href", re.compile(r"/receipts/CR-\d{4}-\d{8}\?sig="))
     expect(page.locator("#transactions li").first).to_contain_text("Purchase", timeout=LIVE_TIMEOUT_MS)
     expect(page.locator("#lots li")).to_have_count(1, timeout=LIVE_TIMEOUT_MS)
     screenshot("deposit-credited")
@@ -162,7 +162,7 @@ def test_the_widget_on_a_platforms_page_shows_the_balance_and_opens_the_panel(
     expect(page.locator("#packs button")).to_have_count(4)
     expect(page.locator("#usdc")).to_contain_text("not enabled")
     expect(page.locator("#recharge-card")).to_contain_text("next card purchase")
-    expect(page.locator("#alerts-form")).to_be_hidden()  # this server has no alerts endpoint
+    expect(page.locator("#alerts-form")).to_be_visible()
     screenshot("panel-open")
 
     page.click("#close")
@@ -330,6 +330,44 @@ def test_the_monthly_limit_is_set_changed_and_removed(page: Page, live_app: Live
     page.click("#monthly-save")
     expect(state).to_contain_text("No monthly limit")
     assert _budgets(live_app, key) == []
+
+
+def _alerts(app: LiveApp, key: str) -> dict[str, object]:
+    with app.api(key) as api:
+        response = api.get("/v1/account/alerts")
+    assert response.status_code == 200, response.text
+    alerts: dict[str, object] = response.json()
+    return alerts
+
+
+def test_the_low_balance_alert_is_set_refused_when_bad_and_turned_off(
+    page: Page, live_app: LiveApp, screenshot: Screenshot
+) -> None:
+    account_id, key = live_app.customer()
+    _open_credits(page, live_app, account_id)
+    state = page.locator("#alert-state")
+    expect(page.locator("#alerts-form")).to_be_visible()
+    expect(state).to_have_text("No low-balance alert.")
+
+    page.fill("#alert-threshold", "500")
+    page.check("#alert-email")
+    page.click("#alerts-save")
+    expect(state).to_contain_text("Armed")
+    alerts = _alerts(live_app, key)
+    assert (alerts["low_balance_threshold_credits"], alerts["email_enabled"]) == (500, True)
+    screenshot("alert-set")
+
+    page.fill("#alert-threshold", "12.5")
+    page.click("#alerts-save")
+    expect(page.locator("#alerts-error")).to_contain_text("whole number of credits")
+    assert _alerts(live_app, key)["low_balance_threshold_credits"] == 500
+    screenshot("alert-refused")
+
+    page.fill("#alert-threshold", "")
+    page.click("#alerts-save")
+    expect(state).to_have_text("No low-balance alert.")
+    expect(page.locator("#alerts-error")).to_be_empty()
+    assert _alerts(live_app, key)["low_balance_threshold_credits"] is None
 
 
 def test_auto_recharge_asks_for_a_saved_card_then_turns_on(

@@ -917,9 +917,13 @@
         this.$("alert-threshold").value = threshold === null || threshold === undefined ? "" : String(threshold);
         this.$("alert-email").checked = Boolean(alerts.email_enabled);
       }
+      // "armed" says, per kind of alert, whether the next crossing is told.
+      const armed = Boolean(alerts.armed && alerts.armed.low_balance);
       this.$("alert-state").textContent = alerts.low_balance_threshold_credits === null
         ? "No low-balance alert."
-        : alerts.armed ? "Armed: you are told once when the balance falls below it." : "Sent; armed again once the balance is back above it.";
+        : armed
+          ? "Armed: you are told once when the balance falls below it."
+          : "Sent; armed again once the balance is comfortably back above it.";
     }
     async saveAlerts() {
       const errorBox = this.$("alerts-error");
