@@ -3,19 +3,13 @@ credits, and send each once (see services.alerts.evaluation). A step, as it open
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 
 from services.alerts.evaluation import evaluate
 from services.core.settings import Settings
-
-if TYPE_CHECKING:
-    from services.worker.registry import JobSpec
-
-StepFn = Callable[[Engine, datetime, int], int]
+from services.worker.jobs import JobSpec, StepFn
 
 
 def evaluate_step(settings: Settings) -> StepFn:
@@ -26,8 +20,6 @@ def evaluate_step(settings: Settings) -> StepFn:
 
 
 def alerts_job(settings: Settings) -> JobSpec:
-    from services.worker.registry import JobSpec
-
     return JobSpec(
         name="alerts.evaluate",
         batch=None,

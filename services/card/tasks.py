@@ -9,20 +9,14 @@ and duplicates nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 
 from services.card import auto_recharge, inbox, sync
 from services.card.stripe_client import StripeGateway, default_gateway
 from services.core.settings import Settings
-
-if TYPE_CHECKING:
-    from services.worker.registry import JobSpec
-
-StepFn = Callable[[Engine, datetime, int], int]
+from services.worker.jobs import JobSpec, StepFn
 
 
 def inbox_batch(settings: Settings, gateway: StripeGateway | None = None) -> StepFn:
@@ -57,8 +51,6 @@ def auto_recharge_batch(settings: Settings, gateway: StripeGateway | None = None
 
 
 def inbox_job(settings: Settings) -> JobSpec:
-    from services.worker.registry import JobSpec
-
     return JobSpec(
         name="card.inbox",
         batch=None,
@@ -71,8 +63,6 @@ def inbox_job(settings: Settings) -> JobSpec:
 
 def sync_job(settings: Settings) -> list[JobSpec]:
     """None until a real Stripe key is set: the sync reads from Stripe."""
-    from services.worker.registry import JobSpec
-
     if not settings.stripe_configured:
         return []
     return [
@@ -89,8 +79,6 @@ def sync_job(settings: Settings) -> list[JobSpec]:
 
 def auto_recharge_job(settings: Settings) -> list[JobSpec]:
     """None until a real Stripe key is set: auto-recharge charges through Stripe."""
-    from services.worker.registry import JobSpec
-
     if not settings.stripe_configured:
         return []
     return [

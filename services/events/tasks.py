@@ -23,11 +23,11 @@ three days in all, as Stripe does); the attempt after the last wait failing mark
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 from sqlalchemy.engine import Engine
@@ -37,11 +37,7 @@ from services.core.settings import Settings
 from services.events import repository as repo
 from services.events.models import DeliveryStatus
 from services.events.sender import AttemptResult, event_body, new_client, send
-
-if TYPE_CHECKING:
-    from services.worker.registry import JobSpec
-
-StepFn = Callable[[Engine, datetime, int], int]
+from services.worker.jobs import JobSpec, StepFn
 
 # The wait after each failed attempt (the first after attempt 1, ...): 1 min, 5 min, 30 min, 1 h, 2 h, 4 h, 8 h,
 # 12 h, 24 h, 24 h, about 3 days and 3 hours in all; the attempt after the last wait is the last one.
@@ -192,8 +188,6 @@ def deliver_step(settings: Settings, client: httpx.Client | None = None) -> Step
 
 
 def events_job(settings: Settings) -> JobSpec:
-    from services.worker.registry import JobSpec
-
     return JobSpec(
         name="events.deliver",
         batch=None,

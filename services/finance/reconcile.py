@@ -39,6 +39,7 @@ from services.finance.chain_rescan import (
 from services.finance.matching import CARD_RAIL, RunSummary, reconcile_card, reconcile_usdc, record_failure, usdc_rail
 from services.finance.pulls import advance_pull, begin_pull, finish_pull
 from services.finance.stripe_pull import pull_stripe
+from services.usdc.chains import rpc_for
 
 MAX_PERIOD = timedelta(days=92)
 
@@ -147,8 +148,6 @@ def _reconcile_chain(
     reader: ChainReader | None,
     now: datetime,
 ) -> RunSummary:
-    from services.usdc.tasks import rpc_for
-
     node: RescanReader = reader if reader is not None else rpc_for(chain)  # type: ignore[assignment]
     try:
         rescan_chain(engine, chain, node, window_start=start - late, window_end=end + late)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 
@@ -20,9 +19,7 @@ from chain.rpc import ChainReader
 from services.card.stripe_client import StripeGateway
 from services.core.settings import Settings
 from services.finance.reconcile import previous_days, rails_for, reconcile_period
-
-if TYPE_CHECKING:
-    from services.worker.registry import JobSpec
+from services.worker.jobs import JobSpec
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +66,6 @@ def reconcile_recent_days(
 
 def finance_job_specs(settings: Settings) -> list[JobSpec]:
     """``finance.reconcile``, when at least one rail is on."""
-    from services.worker.registry import JobSpec
-
     if not rails_for(settings, "all"):
         return []
 

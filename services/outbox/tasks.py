@@ -13,10 +13,10 @@ a 5xx answer, or the last allowed attempt failing, fails it for good with the re
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
@@ -25,11 +25,7 @@ from services.core.settings import Settings
 from services.outbox import repository as repo
 from services.outbox.mailer import Mailer, SendResult, SmtpMailer, build_email
 from services.outbox.models import MessageStatus
-
-if TYPE_CHECKING:
-    from services.worker.registry import JobSpec
-
-StepFn = Callable[[Engine, datetime, int], int]
+from services.worker.jobs import JobSpec, StepFn
 
 
 def backoff_seconds(settings: Settings, attempts: int) -> float:
@@ -100,8 +96,6 @@ def deliver_step(settings: Settings, mailer: Mailer | None = None) -> StepFn:
 
 def outbox_job(settings: Settings) -> list[JobSpec]:
     """None until an SMTP server is set: without one, messages wait in the outbox (no attempt is spent on them)."""
-    from services.worker.registry import JobSpec
-
     if not settings.smtp_host:
         return []
     return [

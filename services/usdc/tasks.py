@@ -11,17 +11,14 @@ worker records the failed run and backs off; the cursor does not move, and the n
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 
-from chain.errors import ChainResponseError, ChainRpcError
+from chain.errors import ChainRpcError
 from chain.rpc import NO_RETRY, ChainReader, ChainRpc
-from services.core.money import USDC_DECIMALS
 from services.core.settings import ChainSettings, Settings
-from services.usdc.errors import TokenDecimalsMismatch
+from services.usdc.chains import check_token_decimals, rpc_for
 from services.usdc.listener import (
     DEFAULT_KEEP_BLOCKS,
     MAX_CALLS_PER_POLL,
@@ -30,9 +27,7 @@ from services.usdc.listener import (
     record_error,
     watch_every_address,
 )
-
-if TYPE_CHECKING:
-    from services.worker.registry import JobSpec
+from services.worker.jobs import JobSpec, StepFn
 
 # Deposits a poll run stores before it hands back to the worker (which calls it again at once when it is reached):
 # about a second of catching up, so the worker still sees a stop request or a lost lock soon, while a run is long
@@ -40,37 +35,6 @@ if TYPE_CHECKING:
 POLL_BATCH_SIZE = 20_000
 # Polls in one call at most (each a bounded scan): bounds a call on a chain that reorganises on every poll.
 MAX_POLLS_PER_CALL = 100
-
-EngineBatchFn = Callable[[Engine, datetime, int], int]
-
-
-def rpc_for(chain: ChainSettings) -> ChainRpc:
-    """The JSON-RPC client of a configured chain (it refuses a node serving another chain id)."""
-    return ChainRpc(chain.rpc_url, expected_chain_id=chain.chain_id, timeout_seconds=chain.rpc_timeout_seconds)
-
-
-def check_token_decimals(chain: ChainSettings, rpc: ChainReader) -> None:
-    """Refuse a chain whose configured USDC contract does not have the decimals every conversion assumes
-    (services.core.money.USDC_DECIMALS): a :class:`TokenDecimalsMismatch` saying so in one line. A reader that
-    cannot make contract calls (a test double) is not checked; a node error is raised as it is."""
-    read = getattr(rpc, "token_decimals", None)
-    if read is None:
-        return
-    try:
-        decimals = int(read(chain.usdc_address))
-    except ChainResponseError as exc:
-        raise TokenDecimalsMismatch(
-            f"chain {chain.chain_id}: usdc_address {chain.usdc_address} has no decimals() (is it the token?); "
-            f"the USDC rail needs a token of {USDC_DECIMALS} decimals",
-            chain_id=chain.chain_id,
-        ) from exc
-    if decimals != USDC_DECIMALS:
-        raise TokenDecimalsMismatch(
-            f"chain {chain.chain_id}: the token at usdc_address {chain.usdc_address} has {decimals} decimals; "
-            f"the USDC rail needs {USDC_DECIMALS}",
-            chain_id=chain.chain_id,
-            decimals=decimals,
-        )
 
 
 def preflight(settings: Settings) -> list[str]:
@@ -137,7 +101,7 @@ def confirm(engine: Engine, chain: ChainSettings, rpc: ChainReader, now: datetim
         raise
 
 
-def poll_job_fn(chain: ChainSettings, settings: Settings, rpc: ChainReader | None = None) -> EngineBatchFn:
+def poll_job_fn(chain: ChainSettings, settings: Settings, rpc: ChainReader | None = None) -> StepFn:
     """``poll`` bound to one chain, as an engine-level batch function ``(engine, now, batch_size) -> items``.
 
     Its first successful run in a process also watches on this chain every deposit address of the other chains
@@ -161,7 +125,7 @@ def poll_job_fn(chain: ChainSettings, settings: Settings, rpc: ChainReader | Non
     return run
 
 
-def confirm_job_fn(chain: ChainSettings, rpc: ChainReader | None = None) -> EngineBatchFn:
+def confirm_job_fn(chain: ChainSettings, rpc: ChainReader | None = None) -> StepFn:
     """``confirm`` bound to one chain, as an engine-level batch function ``(engine, now, batch_size) -> items``."""
     client = rpc or rpc_for(chain)
 
@@ -174,8 +138,6 @@ def confirm_job_fn(chain: ChainSettings, rpc: ChainReader | None = None) -> Engi
 def usdc_job_specs(settings: Settings) -> list[JobSpec]:
     """Two jobs per configured chain, ``usdc.poll.<chain id>`` and ``usdc.confirm.<chain id>``, every
     ``usdc_poll_interval_seconds``; none when the rail is off (no xpub or no chains)."""
-    from services.worker.registry import JobSpec
-
     if not settings.usdc_xpub:
         return []
     specs: list[JobSpec] = []

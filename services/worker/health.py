@@ -17,8 +17,8 @@ from sqlmodel import Session
 
 from services.core.clock import utcnow
 from services.core.db import insert_for
+from services.worker.jobs import JobSpec
 from services.worker.models import JobHealth, RunOutcome
-from services.worker.registry import JobSpec
 
 job_health = cast(Table, JobHealth.__table__)  # type: ignore[attr-defined]
 

@@ -40,8 +40,8 @@ from services.core.clock import utcnow
 from services.core.db import unit_of_work
 from services.core.settings import get_settings
 from services.worker.health import JobRun, record_finish, record_start
+from services.worker.jobs import JobSpec
 from services.worker.models import RunOutcome
-from services.worker.registry import JobSpec
 
 logger = logging.getLogger("creditrail.worker")
 

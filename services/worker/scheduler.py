@@ -48,7 +48,8 @@ from services.core.clock import utcnow
 from services.core.errors import Conflict
 from services.core.settings import Settings
 from services.worker.health import JobRun
-from services.worker.registry import JobSpec, enabled_jobs
+from services.worker.jobs import JobSpec
+from services.worker.registry import enabled_jobs
 from services.worker.runner import JobRunner, default_owner, run_job_once
 
 __all__ = ["Worker", "create_worker", "run_job_once"]

@@ -10,7 +10,7 @@ from services.card.tasks import auto_recharge_batch
 from services.core.clock import utcnow
 from services.core.db import unit_of_work
 from services.ledger.minting import grant
-from services.worker.registry import JobSpec
+from services.worker.jobs import JobSpec
 from services.worker.runner import run_job_once
 from tests.card.conftest import Card, Customer
 

@@ -17,7 +17,7 @@ from services.card.tasks import inbox_batch
 from services.card.webhooks import parse_event, store_event
 from services.core.clock import utcnow
 from services.core.db import unit_of_work
-from services.worker.registry import JobSpec
+from services.worker.jobs import JobSpec
 from services.worker.runner import run_job_once
 from tests.card.conftest import Card, make_card
 

@@ -11,7 +11,7 @@ from services.card import stripe_client, sync
 from services.card.tasks import sync_batch
 from services.core.clock import utcnow
 from services.core.db import unit_of_work
-from services.worker.registry import JobSpec
+from services.worker.jobs import JobSpec
 from services.worker.runner import run_job_once
 from tests.card.conftest import Card
 

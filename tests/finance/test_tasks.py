@@ -17,7 +17,7 @@ from services.finance.matching import list_runs
 from services.finance.reconcile import previous_days
 from services.finance.tasks import ReconciliationJobFailed, finance_job_specs, reconcile_recent_days
 from services.worker.health import JobRun
-from services.worker.registry import JobSpec
+from services.worker.jobs import JobSpec
 from services.worker.scheduler import create_worker
 from tests.card.conftest import Card
 

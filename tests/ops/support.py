@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from services.core.clock import utcnow
 from services.core.db import unit_of_work
 from services.usdc import repository as usdc_repo
-from services.worker.registry import JobSpec
+from services.worker.jobs import JobSpec
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

@@ -19,7 +19,7 @@ from services.apikeys.service import issue_key
 from services.core.db import unit_of_work
 from services.core.logs import IdleRunsQuiet, make_handler, redact, secrets_of
 from services.core.settings import ChainSettings, Settings
-from services.worker.registry import JobSpec
+from services.worker.jobs import JobSpec
 from services.worker.runner import run_job_once
 from tests.api.conftest import Api
 

@@ -8,8 +8,8 @@ from pydantic import SecretStr
 from sqlalchemy.engine import Engine
 
 from services.core.settings import Settings
+from services.ledger.tasks import lot_expiry_job
 from services.ops.metrics_server import start_metrics_server
-from services.worker.registry import lot_expiry_job
 from services.worker.runner import run_job_once
 
 

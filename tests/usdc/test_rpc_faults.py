@@ -15,8 +15,8 @@ from chain.rpc import ChainRpc, RetryPolicy
 from services.core.db import unit_of_work
 from services.usdc import tasks
 from services.worker.health import get_job_health
+from services.worker.jobs import JobSpec
 from services.worker.models import RunOutcome
-from services.worker.registry import JobSpec
 from services.worker.runner import run_job_once
 from tests.chain.faulty_node import Fault, FaultyNode
 

@@ -15,10 +15,10 @@ from sqlmodel import Session
 
 from services.core.db import make_engine, unit_of_work
 from services.core.settings import Settings
-from services.ledger.tasks import expire_lots_batch
+from services.ledger.tasks import expire_lots_batch, lot_expiry_job
 from services.worker.health import JobRun, get_job_health
+from services.worker.jobs import JobSpec
 from services.worker.models import RunOutcome
-from services.worker.registry import JobSpec, lot_expiry_job
 from services.worker.runner import JobRunner, run_job_once
 from services.worker.scheduler import create_worker
 from tests.conftest import PostgresTestDatabase

@@ -20,7 +20,8 @@ from services.core.settings import Settings, get_settings
 from services.ledger.accounts import create_customer_account
 from services.worker.cli import jobs, run_job
 from services.worker.health import list_job_health
-from services.worker.registry import JobSpec, default_jobs
+from services.worker.jobs import JobSpec
+from services.worker.registry import default_jobs
 from services.worker.runner import run_job_once
 from tests.worker.support import seed_lots
 

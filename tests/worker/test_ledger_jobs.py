@@ -23,10 +23,9 @@ from services.ledger.invariants import check_invariants
 from services.ledger.minting import mint
 from services.ledger.models import HoldStatus, Rail
 from services.ledger.system_accounts import SystemAccount
-from services.ledger.tasks import expire_holds_batch
+from services.ledger.tasks import expire_holds_batch, hold_expiry_job, lot_expiry_job
 from services.worker.health import JobRun
 from services.worker.models import RunOutcome
-from services.worker.registry import hold_expiry_job, lot_expiry_job
 from services.worker.runner import run_job_once
 from tests.worker.support import scalar
 

@@ -15,11 +15,11 @@ from sqlmodel import Session
 
 from services.core.db import unit_of_work
 from services.core.settings import Settings
-from services.ledger.tasks import expire_lots_batch
+from services.ledger.tasks import expire_lots_batch, lot_expiry_job
 from services.worker.health import get_job_health
+from services.worker.jobs import JobSpec
 from services.worker.logs import JsonFormatter
 from services.worker.models import RunOutcome
-from services.worker.registry import JobSpec, lot_expiry_job
 from services.worker.runner import JobRunner, job_lock, run_job_once
 from tests.worker.support import assert_expired_exactly_once, due_lots, expiry_movements, seed_lots
 

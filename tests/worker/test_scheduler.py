@@ -15,8 +15,9 @@ from sqlmodel import Session
 from services.core.settings import Settings
 from services.ledger.tasks import expire_lots_batch
 from services.worker.health import JobRun
+from services.worker.jobs import JobSpec
 from services.worker.models import RunOutcome
-from services.worker.registry import JobSpec, default_jobs
+from services.worker.registry import default_jobs
 from services.worker.scheduler import create_worker
 from tests.worker.support import expiry_movements, seed_lots
 
