@@ -34,11 +34,11 @@ from services.card.stripe_objects import (
 )
 from services.core.settings import get_settings
 from services.events.emit import record_purchase_completed
-from services.finance.exceptions import card_reference, raise_exception
 from services.ledger.minting import mint
 from services.ledger.models import Rail
 from services.ledger.system_accounts import SystemAccount
 from services.outbox.service import record_receipt
+from services.review.service import card_reference, raise_exception
 
 RAIL = "card"
 CURRENCY = "usd"

@@ -55,7 +55,7 @@ from services.core.clock import utcnow
 from services.core.db import unit_of_work
 from services.core.errors import CreditrailError
 from services.core.settings import Settings
-from services.finance.exceptions import card_reference, raise_exception
+from services.review.service import card_reference, raise_exception
 
 log = logging.getLogger("creditrail.card.inbox")
 

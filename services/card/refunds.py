@@ -28,10 +28,10 @@ from services.card.outcome import Outcome, exception_outcome
 from services.card.stripe_objects import ChargeData, DisputeData
 from services.core.money import share_of_credits
 from services.events.emit import record_refund_clawed_back
-from services.finance.exceptions import card_reference, raise_exception
 from services.ledger import repository as ledger_repo
 from services.ledger.clawback import clawback, reinstate
 from services.outbox.service import record_clawback_notice
+from services.review.service import card_reference, raise_exception
 
 RAIL = "card"
 # Dispute statuses after which the funds are back with us: what was clawed back is reinstated.

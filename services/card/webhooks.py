@@ -27,7 +27,7 @@ from services.card.errors import MalformedEvent, SignatureInvalid, SignatureMiss
 from services.card.models import InboxStatus
 from services.card.stripe_objects import UNREADABLE, EventData, from_unix, unreadable_reason
 from services.core.settings import Settings
-from services.finance.exceptions import raise_exception
+from services.review.service import raise_exception
 
 # What the card rail acts on; every other event is acknowledged, recorded as ignored, and left alone.
 HANDLED_EVENT_TYPES = (

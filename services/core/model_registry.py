@@ -11,6 +11,7 @@ import services.events.models
 import services.finance.models
 import services.ledger.models
 import services.outbox.models
+import services.review.models
 import services.usdc.models
 import services.worker.models  # noqa: F401
 

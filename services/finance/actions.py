@@ -22,19 +22,16 @@ from sqlmodel import Session
 from services.core.clock import utcnow
 from services.core.errors import Conflict, InvalidRequest
 from services.core.money import cents_to_credits, credits_to_usdc_units
-from services.finance.exceptions import (
-    ExceptionView,
-    FinanceExceptionClosed,
-    close_exception,
-    exceptions_table,
-    get_exception,
-)
 from services.finance.matching import CARD_RAIL, EXCEPTION_KIND_PREFIX
-from services.finance.models import ExceptionStatus, ItemCategory
+from services.finance.models import ItemCategory
 from services.ledger.clawback import clawback
 from services.ledger.minting import mint
 from services.ledger.repository import lots
 from services.ledger.system_accounts import SystemAccount
+from services.review.errors import FinanceExceptionClosed
+from services.review.models import ExceptionStatus
+from services.review.service import ExceptionView, close_exception, exceptions_table, get_exception
+from services.usdc.crediting import funding_account
 
 
 class Action(StrEnum):
@@ -136,8 +133,6 @@ def _mint_missing(
             details=details,
         )
         return minted.transaction_id
-    from services.usdc.crediting import funding_account
-
     chain_id = int(str(lot_ref).split(":", 1)[0])
     credits = amount_credits if amount_credits is not None else _detail(current, "expected_credits")
     if not isinstance(credits, int) or credits <= 0:

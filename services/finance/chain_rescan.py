@@ -47,9 +47,9 @@ from services.core.clock import utcnow
 from services.core.db import unit_of_work, utc
 from services.core.errors import UpstreamUnavailable
 from services.core.settings import ChainSettings
-from services.finance.exceptions import raise_exception, usdc_reference
 from services.finance.models import ChainTransferRecord, PullStatus
 from services.finance.pulls import PullState, begin_pull, fail_pull, finish_pull, pulls_table
+from services.review.service import raise_exception, usdc_reference
 from services.usdc.crediting import deposit_reference
 from services.usdc.models import DepositAddress
 

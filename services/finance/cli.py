@@ -93,7 +93,7 @@ def trial_balance(at: datetime, as_csv: bool) -> None:
 @click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
 def exceptions(status: str, rail: str | None, reference: str | None, limit: int) -> None:
     """The exceptions queue."""
-    from services.finance.exceptions import list_exceptions
+    from services.review.service import list_exceptions
 
     with unit_of_work(ready_engine(get_settings())) as session:
         found = list_exceptions(session, status, rail=rail, reference=reference, limit=limit)

@@ -31,7 +31,6 @@ from services.card.endpoints import get_gateway
 from services.core.db import unit_of_work
 from services.core.errors import NotFound
 from services.finance import actions, reports
-from services.finance.exceptions import get_exception, list_exceptions
 from services.finance.matching import ITEM_COLUMNS, get_run, list_items, list_runs
 from services.finance.reconcile import reconcile_period
 from services.finance.schemas import (
@@ -44,6 +43,7 @@ from services.finance.schemas import (
     RunOut,
     RunPage,
 )
+from services.review.service import get_exception, list_exceptions
 
 router = APIRouter(prefix="/v1/finance", tags=["finance"])
 

@@ -52,10 +52,8 @@ from sqlmodel import Session
 
 from services.core.db import table_of
 from services.core.money import USDC_UNITS_PER_CREDIT, cents_to_credits_sql, share_of_credits, usdc_units_to_credits_sql
-from services.finance.exceptions import card_reference, exceptions_table, raise_exception, usdc_reference
 from services.finance.models import (
     ChainTransferRecord,
-    ExceptionStatus,
     ItemCategory,
     ItemKind,
     ReconciliationItem,
@@ -67,6 +65,8 @@ from services.finance.models import (
 from services.ledger.models import TransactionKind
 from services.ledger.repository import accounts, entries, lots, transactions
 from services.ledger.system_accounts import SystemAccount
+from services.review.models import ExceptionStatus
+from services.review.service import card_reference, exceptions_table, raise_exception, usdc_reference
 from services.usdc.models import DepositAddress
 
 runs = table_of(ReconciliationRun)
@@ -730,7 +730,7 @@ def _finish_run(
 
 def exception_reference(kind: str, external_ref: str | None, lot_ref: str | None, lot_id: int | None) -> str:
     """One finance exception per item, whatever run finds it, in the references every raiser of its rail uses
-    (services.finance.exceptions): by the item's external record, else the reference its lot carries, else its lot's
+    (services.review.service): by the item's external record, else the reference its lot carries, else its lot's
     id. A USDC item is its transfer (``usdc:<chain>:<tx>:<log>``); a card item its Stripe object (``card:<id>``),
     with ``#refund`` / ``#dispute`` for what was given back on a charge (the payment itself has no suffix)."""
     reference = external_ref or lot_ref

@@ -25,8 +25,8 @@ from sqlalchemy.engine import Connection, Engine
 from services.card.models import InboxStatus, StripeWebhookEvent
 from services.core.clock import utcnow
 from services.core.db import table_of, utc
-from services.finance.models import ExceptionStatus, FinanceException
 from services.outbox import repository as outbox_repo
+from services.review.models import ExceptionStatus, FinanceException
 from services.usdc.status import read_cursors
 from services.worker.models import JobHealth
 

@@ -17,7 +17,6 @@ from services.core.errors import CreditrailError
 from services.core.money import credits_to_usdc_units, usdc_units_to_credits
 from services.core.settings import get_settings
 from services.events.emit import record_deposit_credited, record_deposit_reversed
-from services.finance.exceptions import raise_exception, usdc_reference
 from services.ledger.clawback import clawback, reinstate
 from services.ledger.common import lock_customer
 from services.ledger.minting import mint
@@ -25,6 +24,7 @@ from services.ledger.models import Rail
 from services.ledger.repository import find_lot_by_ref
 from services.ledger.system_accounts import system_account_id, usdc_funding_code
 from services.outbox.service import record_clawback_notice, record_receipt
+from services.review.service import raise_exception, usdc_reference
 from services.usdc import repository as repo
 from services.usdc.errors import DepositNotCreditable
 from services.usdc.models import DepositStatus, SetAsideReason

@@ -24,11 +24,11 @@ from services.card.stripe_client import StripeGateway, build_stripe_client
 from services.core.db import unit_of_work
 from services.core.model_registry import metadata
 from services.core.settings import Settings
-from services.finance.exceptions import ExceptionView, list_exceptions
 from services.ledger.accounts import create_customer_account
 from services.ledger.balance import get_balance
 from services.ledger.minting import mint
 from services.ledger.system_accounts import SystemAccount
+from services.review.service import ExceptionView, list_exceptions
 from tests.card.stripe_fake import API_BASE, FakeStripe, sign, to_json
 
 WEBHOOK_SECRET = "whsec_test_current"

@@ -7,7 +7,7 @@ from sqlalchemy.engine import Engine
 
 from services.core.db import unit_of_work
 from services.core.errors import CreditrailError
-from services.finance.exceptions import close_exception, get_exception, list_exceptions, raise_exception
+from services.review.service import close_exception, get_exception, list_exceptions, raise_exception
 
 
 def test_an_exception_is_raised_once_per_rail_kind_and_reference(engine: Engine) -> None:

@@ -12,12 +12,13 @@ from sqlalchemy.engine import Engine
 from services.core.db import unit_of_work
 from services.core.errors import InvalidRequest
 from services.finance.actions import ActionNotApplicable, resolve
-from services.finance.exceptions import ExceptionView, FinanceExceptionClosed, list_exceptions
 from services.finance.matching import reconcile_card, reconcile_usdc
 from services.ledger.accounts import create_customer_account
 from services.ledger.balance import get_balance
 from services.ledger.invariants import check_invariants
 from services.ledger.repository import lots, transactions
+from services.review.errors import FinanceExceptionClosed
+from services.review.service import ExceptionView, list_exceptions
 from tests.finance.mirror_support import (
     CHAIN_ID,
     MIN_DEPOSIT_USDC_UNITS,

@@ -17,8 +17,8 @@ from chain.devchain import reorg
 from chain.rpc import ChainRpc, RetryPolicy
 from services.core.db import unit_of_work
 from services.finance.chain_rescan import AMOUNT_OUT_OF_RANGE, ChainRescanFailed, blocks_for_window
-from services.finance.exceptions import list_exceptions, usdc_reference
 from services.finance.models import PullStatus
+from services.review.service import list_exceptions, usdc_reference
 from services.usdc import repository as usdc_repo
 from tests.chain.conftest import random_address
 from tests.chain.helpers import RangeLimitedRpc, WrappedRpc

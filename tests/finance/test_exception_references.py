@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from chain.devchain import LocalToken, mine
 from chain.rpc import ChainRpc
 from services.cli import main
-from services.finance.exceptions import card_reference, usdc_reference
+from services.review.service import card_reference, usdc_reference
 from tests.card.conftest import make_card
 from tests.chain.conftest import anvil, rpc, token, wallet
 from tests.usdc.conftest import Rail, chain_settings_for, random_xpub

@@ -10,11 +10,11 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from services.core.db import unit_of_work
-from services.finance.exceptions import list_exceptions
 from services.finance.matching import RunSummary, items, list_items, reconcile_card, reconcile_usdc, usdc_rail
 from services.finance.models import ItemCategory
 from services.ledger.accounts import create_customer_account
 from services.ledger.invariants import check_invariants
+from services.review.service import list_exceptions
 from tests.finance.mirror_support import (
     CHAIN_ID,
     MIN_DEPOSIT_USDC_UNITS,

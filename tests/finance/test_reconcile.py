@@ -12,12 +12,12 @@ from chain.devchain import LocalToken
 from chain.rpc import ChainRpc
 from services.core.db import unit_of_work
 from services.finance.actions import resolve
-from services.finance.exceptions import list_exceptions
 from services.finance.matching import list_items
 from services.finance.reconcile import reconcile_period
 from services.finance.reports import period_report
 from services.ledger.invariants import check_invariants
 from services.ledger.repository import lots
+from services.review.service import list_exceptions
 from tests.card.conftest import Card
 from tests.finance.chain_support import ChainTime, anvil, make_rail, own_chain, rpc, token, wallet
 from tests.usdc.conftest import Rail

@@ -17,10 +17,10 @@ from services.card.webhooks import parse_event, store_event
 from services.core.clock import utcnow
 from services.core.db import unit_of_work
 from services.core.settings import Settings
-from services.finance.exceptions import raise_exception
 from services.ledger.accounts import create_customer_account
 from services.ledger.minting import grant, mint
 from services.ledger.system_accounts import SystemAccount
+from services.review.service import raise_exception
 from services.worker.runner import JobRunner, run_job_once
 from tests.card.conftest import Card, make_card
 from tests.ops.support import Samples, chain_rows, job, scrape, value

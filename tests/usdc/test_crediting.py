@@ -10,9 +10,9 @@ from chain.logs import TransferLog
 from chain.rpc import ChainRpc
 from services.core.clock import utcnow
 from services.core.db import unit_of_work
-from services.finance.exceptions import list_exceptions
 from services.ledger import repository as ledger_repo
 from services.ledger.spending import spend
+from services.review.service import list_exceptions
 from services.usdc import repository as repo
 from services.usdc.crediting import credit_deposit, undo_credited_deposit
 

@@ -11,9 +11,9 @@ from chain.devchain import DevWallet, LocalToken, mine, reorg
 from chain.rpc import ChainRpc
 from services.core.clock import utcnow
 from services.core.db import unit_of_work
-from services.finance.exceptions import list_exceptions
 from services.ledger import repository as ledger_repo
 from services.ledger.models import Rail as LedgerRail
+from services.review.service import list_exceptions
 from services.usdc import listener
 from services.usdc import repository as usdc_repo
 from services.usdc.crediting import deposit_reference

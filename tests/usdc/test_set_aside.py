@@ -11,7 +11,7 @@ from sqlalchemy.exc import OperationalError
 from chain.devchain import LocalToken, mine, reorg
 from chain.rpc import ChainRpc
 from services.core.db import make_engine, unit_of_work
-from services.finance.exceptions import ExceptionView, list_exceptions, usdc_reference
+from services.review.service import ExceptionView, list_exceptions, usdc_reference
 from services.usdc import listener
 from services.usdc.crediting import DEPOSIT_SET_ASIDE
 from tests.conftest import PostgresTestDatabase

@@ -1,4 +1,5 @@
-"""The finance exceptions queue: raise an item (once per rail, kind and reference), list, resolve or ignore it.
+"""The review queue (finance exceptions): raise an item (once per rail, kind and reference), list, resolve or
+ignore it.
 
 Nothing here commits: an exception is raised inside the unit of work that found the problem, so it is recorded
 exactly when that work is (and a retried event or batch finds it already there).
@@ -15,18 +16,11 @@ from sqlmodel import Session
 
 from services.core.clock import utcnow
 from services.core.db import insert_for
-from services.core.errors import Conflict, InvalidRequest, NotFound
-from services.finance.models import ExceptionStatus, FinanceException
+from services.core.errors import InvalidRequest
+from services.review.errors import FinanceExceptionClosed, FinanceExceptionNotFound
+from services.review.models import ExceptionStatus, FinanceException
 
 exceptions_table = cast(Table, FinanceException.__table__)  # type: ignore[attr-defined]
-
-
-class FinanceExceptionNotFound(NotFound):
-    code = "finance_exception_not_found"
-
-
-class FinanceExceptionClosed(Conflict):
-    code = "finance_exception_closed"
 
 
 @dataclass(frozen=True, slots=True)
