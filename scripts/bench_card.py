@@ -124,7 +124,7 @@ def start_server(url: URL, port: int, workers: int, stripe_url: str) -> subproce
         sys.executable,
         "-m",
         "uvicorn",
-        "services.api.app:create_app",
+        "services.app.app:create_app",
         "--factory",
         "--workers",
         str(workers),

@@ -1,5 +1,5 @@
 """The ``creditrail`` command: run the API, migrate, manage accounts and keys, grant credits, check invariants;
-the worker's commands (services.worker.cli) and finance's (services.finance.cli) are added to it."""
+the worker's commands (services.app.worker_cli) and finance's (services.finance.cli) are added to it."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def run(host: str | None, port: int | None) -> None:
     """Run the HTTP API."""
     import uvicorn
 
-    from services.api.app import create_app
+    from services.app.app import create_app
     from services.outbox.service import configure as configure_receipts
 
     settings = _served(get_settings(), host, port)
@@ -97,8 +97,8 @@ def dev(host: str | None, port: int | None, no_chain: bool) -> None:
 
     import uvicorn
 
-    from services.api.app import create_app
-    from services.api.credits_page import WIDGET_DEMO_PATH
+    from services.app.app import create_app
+    from services.app.jobs import enabled_jobs
     from services.core.urls import credits_page_url, public_base_url, public_url
     from services.dev import (
         anvil_available,
@@ -112,6 +112,7 @@ def dev(host: str | None, port: int | None, no_chain: bool) -> None:
         start_dev_stripe,
     )
     from services.outbox.service import configure as configure_receipts
+    from services.widget.endpoints import WIDGET_DEMO_PATH
     from services.worker.scheduler import create_worker
 
     settings = _served(get_settings(), host, port)
@@ -145,7 +146,7 @@ def dev(host: str | None, port: int | None, no_chain: bool) -> None:
         click.echo(f"             shown once; kept in {run_dir / 'dev-keys.json'}")
     # Alerts evaluated every few seconds, so a crossing shows in .run/mail/ soon after it happens.
     settings = settings.model_copy(update={"alerts_interval_seconds": min(settings.alerts_interval_seconds, 5.0)})
-    worker = create_worker(engine, settings)
+    worker = create_worker(engine, settings, jobs=enabled_jobs(settings))
     worker.start()
     try:
         if devchain is not None and demo is not None:
@@ -296,9 +297,9 @@ def check() -> None:
 
 
 def _add_domain_commands() -> None:
+    from services.app.worker_cli import jobs, run_job, worker
     from services.finance.cli import finance
     from services.usdc.cli import usdc
-    from services.worker.cli import jobs, run_job, worker
 
     for command in (worker, jobs, run_job, finance, usdc):
         main.add_command(command)

@@ -19,9 +19,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
+from services.app.models import metadata
 from services.core.db import make_engine
 from services.core.migrate import upgrade
-from services.core.model_registry import metadata
 from services.ledger.system_accounts import seed_system_accounts
 
 POSTGRES_URL = os.environ.get("CREDITRAIL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")

@@ -33,15 +33,14 @@ from services.api.deps import (
     get_admin,
     get_principal_outside,
 )
-from services.api.openapi import declare_dependency_errors
 from services.api.pages import Cursor, id_cursor, page_of
 from services.api.types import Id, Text
 from services.apikeys.service import Principal
 from services.card import auto_recharge, inbox, purchases
 from services.card import repository as repo
+from services.card.deps import GatewayDep, InboxGatewayDep, app_gateway, require_rail
 from services.card.errors import (
     PurchaseNotConfirmable,
-    RailNotConfigured,
     WebhookEventNotFound,
     WebhookPayloadTooLarge,
 )
@@ -67,7 +66,6 @@ from services.card.schemas import (
     WebhookEventOut,
     WebhookEventPage,
 )
-from services.card.stripe_client import StripeGateway, default_gateway
 from services.card.stripe_objects import EventData
 from services.card.webhooks import MAX_PAYLOAD_BYTES, Receipt, parse_event, store_event, verify_signature
 from services.core import metrics
@@ -83,32 +81,6 @@ admin_router = APIRouter(prefix="/v1/admin/card", tags=["admin"])
 REPLAYED_HEADER = "Idempotent-Replayed"
 
 
-def _require_rail(settings: Settings) -> None:
-    if not settings.stripe_configured:
-        raise RailNotConfigured("card payments are not set up here (no Stripe key is configured)", rail="card")
-
-
-def _app_gateway(request: Request) -> StripeGateway:
-    """The app's Stripe gateway (``app.state.stripe_gateway`` when one was set, else built from settings)."""
-    gateway = getattr(request.app.state, "stripe_gateway", None)
-    if isinstance(gateway, StripeGateway):
-        return gateway
-    return default_gateway(request.app.state.settings)
-
-
-def get_gateway(request: Request) -> StripeGateway:
-    """The app's Stripe gateway, for a request that calls Stripe. With no Stripe key configured the card rail is
-    off: such a request is refused at once (409 ``rail_not_configured``), before anything is recorded."""
-    _require_rail(request.app.state.settings)
-    return _app_gateway(request)
-
-
-declare_dependency_errors(get_gateway, 409, 502, 504)
-declare_dependency_errors(_app_gateway, 502, 504)
-GatewayDep = Annotated[StripeGateway, Depends(get_gateway)]
-# For processing stored events, which goes on with the rail off (as the webhook's own processing does).
-InboxGatewayDep = Annotated[StripeGateway, Depends(_app_gateway)]
-
 _processor_lock = threading.Lock()
 
 
@@ -120,7 +92,7 @@ def get_processor(request: Request) -> InlineProcessor:
         if not isinstance(processor, InlineProcessor):
             settings = state.settings
             threads = settings.card_inline_processing_threads
-            processor = InlineProcessor(state.engine, _app_gateway(request), settings, threads=threads)
+            processor = InlineProcessor(state.engine, app_gateway(request), settings, threads=threads)
             state.card_processor = processor
         return processor
 
@@ -236,7 +208,7 @@ def set_auto_recharge(
 ) -> AutoRechargeOut:
     """Turning auto-recharge on needs the card rail (it charges through Stripe); turning it off never does."""
     if body.enabled:
-        _require_rail(settings)
+        require_rail(settings)
     view = auto_recharge.configure(
         session,
         _account(principal),

@@ -27,7 +27,7 @@ from services.api.deps import EngineDep, FinanceKey, FinanceOutside, SessionDep,
 from services.api.openapi import json_or_csv
 from services.api.pages import Cursor, id_cursor, page_of
 from services.api.types import Id, Instant, Text
-from services.card.endpoints import get_gateway
+from services.card.deps import get_gateway
 from services.core.db import unit_of_work
 from services.core.errors import NotFound
 from services.finance import actions, reports

@@ -9,8 +9,8 @@ from alembic import context
 from sqlalchemy import Connection
 from sqlmodel.sql.sqltypes import AutoString
 
+from services.app.models import metadata
 from services.core.db import make_engine
-from services.core.model_registry import metadata
 from services.core.settings import get_settings
 
 

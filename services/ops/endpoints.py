@@ -16,11 +16,11 @@ from fastapi.responses import Response
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from services.api.deps import get_jobs
 from services.api.openapi import ErrorOut
 from services.core.settings import Settings
 from services.ops.metrics_access import check_metrics_access, database_registry, render_metrics
 from services.ops.readiness import NotReady, readiness_reasons
-from services.worker.registry import default_jobs
 
 router = APIRouter(tags=["ops"])
 
@@ -35,7 +35,7 @@ def _job_names(request: Request) -> list[str]:
     """The jobs this install runs (built once per app): only their failures count against readiness."""
     names: list[str] | None = getattr(request.app.state, "ops_job_names", None)
     if names is None:
-        names = [spec.name for spec in default_jobs(request.app.state.settings)]
+        names = [spec.name for spec in get_jobs(request)]
         request.app.state.ops_job_names = names
     return names
 

@@ -6,11 +6,10 @@ from dataclasses import asdict
 
 from fastapi import APIRouter
 
-from services.api.deps import AdminKey, SessionDep, SettingsDep
+from services.api.deps import AdminKey, JobsDep, SessionDep
 from services.api.pages import Page
 from services.core.errors import NotFound
 from services.worker import health
-from services.worker.registry import default_jobs
 from services.worker.schemas import JobHealthOut
 
 router = APIRouter(prefix="/v1/admin/jobs", tags=["admin"])
@@ -21,16 +20,16 @@ class JobNotFound(NotFound):
 
 
 @router.get("")
-def list_jobs(session: SessionDep, settings: SettingsDep, _admin: AdminKey) -> Page[JobHealthOut]:
+def list_jobs(session: SessionDep, jobs: JobsDep, _admin: AdminKey) -> Page[JobHealthOut]:
     """Every job's health: last start, last success, last error and its message, items processed (one page: there
     are as many as the worker registers)."""
-    views = health.list_job_health(session, default_jobs(settings))
+    views = health.list_job_health(session, jobs)
     return Page[JobHealthOut](data=[JobHealthOut(**asdict(view)) for view in views], has_more=False)
 
 
 @router.get("/{job}")
-def get_job(job: str, session: SessionDep, settings: SettingsDep, _admin: AdminKey) -> JobHealthOut:
-    view = health.get_job_health(session, job, default_jobs(settings))
+def get_job(job: str, session: SessionDep, jobs: JobsDep, _admin: AdminKey) -> JobHealthOut:
+    view = health.get_job_health(session, job, jobs)
     if view is None:
         raise JobNotFound(f"no job named {job!r}", job=job)
     return JobHealthOut(**asdict(view))

@@ -49,7 +49,6 @@ from services.core.errors import Conflict
 from services.core.settings import Settings
 from services.worker.health import JobRun
 from services.worker.jobs import JobSpec
-from services.worker.registry import enabled_jobs
 from services.worker.runner import JobRunner, default_owner, run_job_once
 
 __all__ = ["Worker", "create_worker", "run_job_once"]
@@ -189,9 +188,9 @@ def create_worker(
     engine: Engine,
     settings: Settings,
     *,
-    jobs: Sequence[JobSpec] | None = None,
+    jobs: Sequence[JobSpec],
     on_run: RunListener | None = None,
 ) -> Worker:
-    """The worker for ``engine``: ``jobs`` (default: the jobs ``settings`` enable, every registered one unless
-    ``worker_jobs`` names some). ``on_run`` is called after every run, in the job's thread."""
-    return Worker(engine, settings, enabled_jobs(settings) if jobs is None else jobs, on_run=on_run)
+    """The worker for ``engine``, running ``jobs`` (the commands that start it pass the jobs ``settings`` enable:
+    services.app.jobs.enabled_jobs). ``on_run`` is called after every run, in the job's thread."""
+    return Worker(engine, settings, jobs, on_run=on_run)

@@ -14,8 +14,8 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from services.alerts.evaluation import evaluate
-from services.api.app import create_app
 from services.apikeys.service import issue_key
+from services.app.app import create_app
 from services.core.clock import utcnow
 from services.core.db import unit_of_work
 from services.core.settings import Settings

@@ -4,8 +4,8 @@ changes nothing."""
 from __future__ import annotations
 
 from services.alerts.tasks import alerts_job
+from services.app.jobs import default_jobs
 from services.core.settings import Settings
-from services.worker.registry import default_jobs
 from services.worker.runner import run_job_once
 from tests.alerts.conftest import Alerts
 

@@ -10,10 +10,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from services.api.app import create_app
 from services.apikeys.service import issue_key
+from services.app.app import create_app
+from services.app.models import metadata
 from services.core.db import unit_of_work
-from services.core.model_registry import metadata
 from services.core.settings import Settings
 from services.ledger.accounts import create_customer_account
 from services.ledger.minting import mint

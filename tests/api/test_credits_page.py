@@ -15,9 +15,9 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr, ValidationError
 from sqlalchemy.engine import Engine
 
-from services.api.app import create_app
-from services.api.credits_page import STATIC
+from services.app.app import create_app
 from services.core.settings import Settings
+from services.widget.endpoints import STATIC
 from tests.api.conftest import Api
 
 SCRIPT = (STATIC / "credits.js").read_text()

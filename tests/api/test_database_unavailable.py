@@ -7,7 +7,7 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from chain.node import free_port
-from services.api.app import create_app
+from services.app.app import create_app
 from services.core.db import make_engine
 from services.core.settings import Settings
 

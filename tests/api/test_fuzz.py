@@ -28,8 +28,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from services.api.app import create_app
 from services.apikeys.service import issue_key
+from services.app.app import create_app
 from services.card.stripe_client import StripeGateway, build_stripe_client
 from services.core.db import make_engine, unit_of_work
 from services.core.migrate import upgrade

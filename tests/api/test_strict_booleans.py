@@ -14,7 +14,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 from sqlalchemy.engine import Engine
 
-from services.api.app import create_app
+from services.app.app import create_app
 from services.core.settings import Settings
 from tests.card.conftest import Card, make_card
 

@@ -32,8 +32,8 @@ from pydantic import SecretStr
 from sqlalchemy.engine import Engine
 
 from chain.node import free_port
-from services.api.app import create_app
 from services.apikeys.service import issue_key
+from services.app.app import create_app
 from services.card.inbox import InlineProcessor
 from services.core.db import make_engine, unit_of_work
 from services.core.settings import Settings

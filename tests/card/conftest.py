@@ -15,14 +15,14 @@ from pydantic import SecretStr
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from services.api.app import create_app
 from services.apikeys.service import issue_key
+from services.app.app import create_app
+from services.app.models import metadata
 from services.card import repository as repo
 from services.card.inbox import InlineProcessor
 from services.card.intake import InboxWriter
 from services.card.stripe_client import StripeGateway, build_stripe_client
 from services.core.db import unit_of_work
-from services.core.model_registry import metadata
 from services.core.settings import Settings
 from services.ledger.accounts import create_customer_account
 from services.ledger.balance import get_balance

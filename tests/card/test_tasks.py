@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import SecretStr
 
+from services.app.jobs import default_jobs
 from services.core.settings import Settings
-from services.worker.registry import default_jobs
 
 
 def test_the_card_jobs_are_registered_with_the_worker() -> None:

@@ -7,7 +7,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.engine import Engine
 
-from services.core.model_registry import metadata
+from services.app.models import metadata
 
 
 def test_migrated_schema_matches_the_models(engine: Engine) -> None:

@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from services.api.app import create_app
 from services.apikeys.service import issue_key
+from services.app.app import create_app
 from services.core.db import unit_of_work
 from services.core.settings import Settings
 from services.events import repository as repo

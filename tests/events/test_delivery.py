@@ -10,12 +10,12 @@ from collections import deque
 from collections.abc import Callable
 from datetime import timedelta
 
+from services.app.jobs import default_jobs
 from services.core.clock import utcnow
 from services.core.db import unit_of_work
 from services.events.service import resend, update_endpoint
 from services.events.signing import verify
 from services.events.tasks import MAX_ATTEMPTS, RETRY_SCHEDULE_SECONDS
-from services.worker.registry import default_jobs
 from services.worker.runner import run_job_once
 from tests.events.conftest import Hooks, hook_settings
 from tests.events.receiver import Receiver, refused_url

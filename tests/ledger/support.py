@@ -11,9 +11,9 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Engine
 
 from services.apikeys.models import ApiKey
+from services.app.models import metadata
 from services.core.db import unit_of_work
 from services.core.errors import CreditrailError
-from services.core.model_registry import metadata
 from services.core.settings import get_settings
 from services.ledger import repository as repo
 from services.ledger.accounts import create_customer_account

@@ -6,7 +6,7 @@ import re
 
 from fastapi.testclient import TestClient
 
-from services.api.app import create_app
+from services.app.app import create_app
 from services.core.db import make_engine
 from services.core.settings import Settings
 

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from sqlalchemy.engine import Engine
 
-from services.api.app import create_app
+from services.app.app import create_app
 from services.card.webhooks import parse_event, store_event
 from services.core.clock import utcnow
 from services.core.db import unit_of_work

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from chain.node import free_port
-from services.api.app import create_app
+from services.app.app import create_app
 from services.core.db import make_engine, unit_of_work
 from services.core.migrate import head_revision
 from services.core.settings import ChainSettings, Settings

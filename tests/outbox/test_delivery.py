@@ -18,13 +18,13 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
+from services.app.jobs import default_jobs
 from services.core.clock import utcnow
 from services.core.db import unit_of_work
 from services.ledger.accounts import create_customer_account, update_email
 from services.ledger.spending import spend
 from services.outbox.mailer import SendResult, SmtpMailer
 from services.outbox.tasks import deliver
-from services.worker.registry import default_jobs
 from services.worker.runner import run_job_once
 from tests.outbox.conftest import Mail, mail_settings
 from tests.outbox.smtp_server import TestSmtpServer

@@ -8,7 +8,7 @@ from datetime import timedelta
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from services.api.app import create_app
+from services.app.app import create_app
 from services.core.clock import utcnow
 from services.core.db import unit_of_work
 from services.outbox import repository as repo

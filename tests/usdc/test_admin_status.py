@@ -14,8 +14,8 @@ from sqlalchemy.engine import Engine
 from chain.devchain import LocalToken, mine
 from chain.errors import ChainUnreachableError
 from chain.rpc import ChainRpc
-from services.api.app import create_app
 from services.apikeys.service import issue_key
+from services.app.app import create_app
 from services.cli import main
 from services.core.db import make_engine, unit_of_work
 from services.core.migrate import upgrade

@@ -14,11 +14,11 @@ from sqlalchemy.engine import Engine
 from chain.devchain import LocalToken, set_code
 from chain.node import free_port
 from chain.rpc import ChainRpc
+from services.app.worker_cli import worker
 from services.core.clock import utcnow
 from services.core.settings import ChainSettings, Settings, get_settings
 from services.usdc import tasks
 from services.usdc.errors import TokenDecimalsMismatch
-from services.worker.cli import worker
 from tests.chain.conftest import random_address
 
 from .conftest import Rail, chain_settings_for, rail_settings, random_xpub

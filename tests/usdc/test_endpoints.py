@@ -16,8 +16,8 @@ from chain.addresses import checksum
 from chain.devchain import LocalToken, mine
 from chain.hd import DepositAddressDeriver, eip681_transfer_uri
 from chain.rpc import ChainRpc
-from services.api.app import create_app
 from services.apikeys.service import issue_key
+from services.app.app import create_app
 from services.core.db import unit_of_work
 from services.core.settings import Settings
 from services.ledger.accounts import create_customer_account

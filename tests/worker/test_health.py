@@ -13,15 +13,15 @@ from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from services.api.app import create_app
 from services.apikeys.service import issue_key
+from services.app.app import create_app
+from services.app.jobs import default_jobs
+from services.app.worker_cli import jobs, run_job
 from services.core.db import unit_of_work
 from services.core.settings import Settings, get_settings
 from services.ledger.accounts import create_customer_account
-from services.worker.cli import jobs, run_job
 from services.worker.health import list_job_health
 from services.worker.jobs import JobSpec
-from services.worker.registry import default_jobs
 from services.worker.runner import run_job_once
 from tests.worker.support import seed_lots
 

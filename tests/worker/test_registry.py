@@ -8,9 +8,9 @@ from datetime import datetime
 import pytest
 from sqlmodel import Session
 
+from services.app.jobs import default_jobs, enabled_jobs, register_job, unregister_job
 from services.core.settings import Settings
 from services.worker.jobs import JobSpec
-from services.worker.registry import default_jobs, enabled_jobs, register_job, unregister_job
 
 
 def nothing(session: Session, now: datetime, batch_size: int) -> int:

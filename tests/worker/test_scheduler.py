@@ -12,12 +12,12 @@ from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from services.app.jobs import default_jobs, enabled_jobs
 from services.core.settings import Settings
 from services.ledger.tasks import expire_lots_batch
 from services.worker.health import JobRun
 from services.worker.jobs import JobSpec
 from services.worker.models import RunOutcome
-from services.worker.registry import default_jobs
 from services.worker.scheduler import create_worker
 from tests.worker.support import expiry_movements, seed_lots
 
@@ -31,7 +31,7 @@ def test_default_worker_schedules_the_ledger_jobs_from_settings(engine: Engine) 
         worker_hold_expiry_interval_seconds=7,
         worker_jobs=["ledger.expire_lots", "ledger.expire_holds"],
     )
-    worker = create_worker(engine, settings)
+    worker = create_worker(engine, settings, jobs=enabled_jobs(settings))
     worker.start()
     try:
         jobs = {job.id: job for job in worker.scheduler.get_jobs()}

@@ -13,13 +13,12 @@ from sqlalchemy.engine import Engine
 
 from services.alerts.endpoints import ROUTERS as ALERTS_ROUTERS
 from services.api.cors import ApiCors
-from services.api.credits_page import router as credits_page_router
 from services.api.errors import install_error_handlers
 from services.api.guard import RequestGuard
 from services.api.openapi import document_errors
-from services.api.purchases import router as purchases_router
 from services.apikeys.endpoints import router as api_keys_router
 from services.apikeys.session_endpoints import ROUTERS as SESSION_ROUTERS
+from services.app.jobs import default_jobs
 from services.card.endpoints import ROUTERS as CARD_ROUTERS
 from services.core.db import make_engine
 from services.core.migrate import ensure_schema
@@ -33,8 +32,10 @@ from services.ops.endpoints import router as ops_router
 from services.ops.http_log import RequestLogMiddleware
 from services.outbox.endpoints import page_router as receipt_pages_router
 from services.outbox.endpoints import router as receipts_router
+from services.purchases.endpoints import router as purchases_router
 from services.usdc.endpoints import admin_router as usdc_admin_router
 from services.usdc.endpoints import router as usdc_router
+from services.widget.endpoints import router as credits_page_router
 from services.worker.endpoints import router as jobs_router
 
 log = logging.getLogger("creditrail.api")
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     )
     app.state.engine = app_engine
     app.state.settings = settings
+    app.state.jobs_for = default_jobs
     install_error_handlers(app)
     app.add_middleware(
         RequestGuard, max_body_bytes=settings.api_max_body_bytes, max_json_depth=settings.api_max_json_depth

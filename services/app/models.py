@@ -1,4 +1,5 @@
-"""Imports every domain's tables so that one metadata object describes the whole schema (for Alembic)."""
+"""Imports every domain's tables so that one metadata object describes the whole schema (for Alembic, and for tests
+that create the schema from the models)."""
 
 from __future__ import annotations
 

@@ -11,14 +11,17 @@ from datetime import datetime
 import click
 from sqlalchemy.engine import Engine
 
+from services.app.jobs import default_jobs, enabled_jobs
 from services.core.cli_support import scrub, silence_migration_logs
 from services.core.db import unit_of_work
 from services.core.migrate import ready_engine
 from services.core.settings import Settings, get_settings
+from services.ops.metrics_server import start_metrics_server
+from services.usdc.errors import TokenDecimalsMismatch
+from services.usdc.tasks import preflight
 from services.worker.health import JobHealthView, list_job_health
 from services.worker.logs import configure_worker_logging
 from services.worker.models import RunOutcome
-from services.worker.registry import default_jobs
 from services.worker.runner import run_job_once
 from services.worker.scheduler import create_worker
 
@@ -40,15 +43,13 @@ class _WithoutRunLines(logging.Filter):
 @click.command()
 def worker() -> None:
     """Run the worker: every scheduled job, until SIGTERM or SIGINT (the running batches finish first)."""
-    from services.ops.metrics_server import start_metrics_server
-
     settings = get_settings()
     configure_worker_logging(settings)
     _check_chains(settings)
     engine = _engine(settings)
     metrics = start_metrics_server(engine, settings)
     try:
-        create_worker(engine, settings).run_forever()
+        create_worker(engine, settings, jobs=enabled_jobs(settings)).run_forever()
     finally:
         if metrics is not None:
             metrics.close()
@@ -57,9 +58,6 @@ def worker() -> None:
 
 def _check_chains(settings: Settings) -> None:
     """Refuse to start on a USDC token without the decimals the rail assumes (one line); warn when a node is down."""
-    from services.usdc.errors import TokenDecimalsMismatch
-    from services.usdc.tasks import preflight
-
     try:
         for warning in preflight(settings):
             logger.warning(warning)
