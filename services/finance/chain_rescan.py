@@ -32,9 +32,9 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
-from sqlalchemy import Table, and_, delete, func, insert, not_, select, update
+from sqlalchemy import and_, delete, func, insert, not_, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -44,7 +44,7 @@ from chain.rpc import BlockTag, ChainReader
 from chain.scanner import ScannerConfig, ScanResult, ScanState, TransferScanner
 from services.core import progress
 from services.core.clock import utcnow
-from services.core.db import unit_of_work, utc
+from services.core.db import table_of, unit_of_work, utc
 from services.core.errors import UpstreamUnavailable
 from services.core.settings import ChainSettings
 from services.finance.models import ChainTransferRecord, PullStatus
@@ -59,8 +59,8 @@ AMOUNT_OUT_OF_RANGE = "transfer_amount_out_of_range"
 """The finance exception a re-scan raises for a transfer beyond a 64-bit amount (it stays out of the mirror)."""
 BIGINT_MAX = 2**63 - 1
 
-records_table = cast(Table, ChainTransferRecord.__table__)  # type: ignore[attr-defined]
-deposit_addresses_table = cast(Table, DepositAddress.__table__)  # type: ignore[attr-defined]
+records_table = table_of(ChainTransferRecord)
+deposit_addresses_table = table_of(DepositAddress)
 
 # eth_getLogs calls per sub-range (each over at most the chain's max_range_blocks): one sub-range is stored, and the
 # cursor moved, per unit of work. Enough calls for the range to shrink from thousands of blocks to one.

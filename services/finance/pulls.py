@@ -11,16 +11,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import select, update
 from sqlmodel import Session
 
-from services.core.db import insert_for
+from services.core.db import insert_for, table_of
 from services.core.errors import InvalidRequest
 from services.finance.models import FinancePull, PullStatus
 
-pulls_table = cast(Table, FinancePull.__table__)  # type: ignore[attr-defined]
+pulls_table = table_of(FinancePull)
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,11 +46,12 @@ import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any, TextIO, cast
+from typing import Any, TextIO
 
-from sqlalchemy import ColumnElement, Table, case, exists, func, literal_column, or_, select
+from sqlalchemy import ColumnElement, case, exists, func, literal_column, or_, select
 from sqlmodel import Session
 
+from services.core.db import table_of
 from services.core.errors import InvalidRequest
 from services.finance.models import ChainTransferRecord, StripeBalanceTransaction
 from services.finance.pulls import PullState, pulls_table
@@ -58,8 +59,8 @@ from services.ledger import repository as repo
 from services.ledger.models import AccountKind, MovementKind, Rail, TransactionKind
 from services.ledger.system_accounts import SystemAccount
 
-balance_transactions = cast(Table, StripeBalanceTransaction.__table__)  # type: ignore[attr-defined]
-transfer_records = cast(Table, ChainTransferRecord.__table__)  # type: ignore[attr-defined]
+balance_transactions = table_of(StripeBalanceTransaction)
+transfer_records = table_of(ChainTransferRecord)
 pulls = pulls_table
 
 RAILS = ("all", "card", "usdc", "grant", "adjustment")

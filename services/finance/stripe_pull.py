@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Table
 from sqlalchemy.engine import Engine
@@ -32,7 +32,7 @@ from services.card.stripe_client import Page, StripeGateway
 from services.card.stripe_objects import ACCOUNT_ID_KEY, CheckoutSessionData
 from services.core import progress
 from services.core.clock import utcnow
-from services.core.db import insert_for, unit_of_work
+from services.core.db import insert_for, table_of, unit_of_work
 from services.core.errors import CreditrailError, InvalidRequest, UpstreamUnavailable
 from services.finance.models import StripeBalanceTransaction, StripeCheckoutSessionRecord
 from services.finance.pulls import advance_pull, begin_pull, fail_pull, finish_pull
@@ -47,8 +47,8 @@ SESSION_LEAD = timedelta(days=2)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SECOND = timedelta(seconds=1)
 
-balance_transactions_table = cast(Table, StripeBalanceTransaction.__table__)  # type: ignore[attr-defined]
-checkout_sessions_table = cast(Table, StripeCheckoutSessionRecord.__table__)  # type: ignore[attr-defined]
+balance_transactions_table = table_of(StripeBalanceTransaction)
+checkout_sessions_table = table_of(StripeCheckoutSessionRecord)
 
 
 class MalformedStripeRecord(UpstreamUnavailable):

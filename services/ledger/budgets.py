@@ -13,13 +13,14 @@ from sqlmodel import Session
 
 from services.apikeys.models import ApiKey
 from services.core.clock import period_start, utcnow
+from services.core.db import table_of
 from services.core.errors import InvalidRequest
 from services.ledger import repository as repo
 from services.ledger.common import lock_customer, require_amount
 from services.ledger.errors import BudgetNameTaken, BudgetNotFound
 from services.ledger.models import ACCOUNT_SCOPE_REF, BudgetPeriod, BudgetScope
 
-api_keys = repo.table_of(ApiKey)
+api_keys = table_of(ApiKey)
 
 
 @dataclass(frozen=True, slots=True)

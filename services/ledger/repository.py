@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, bindparam, case, exists, func, insert, or_, select, update
 from sqlmodel import Session
 
-from services.core.db import table_of as table_of  # importable from here too, where it used to live
+from services.core.db import table_of
 from services.ledger.models import (
     Account,
     AccountKind,

@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from services.core.clock import utcnow
+from services.core.db import table_of
 from services.ledger.models import Account, AccountKind
 
 
@@ -34,7 +35,7 @@ FIXED_SYSTEM_ACCOUNTS: dict[int, tuple[str, str]] = {
 
 def seed_system_accounts(connection: Connection, now: datetime | None = None) -> None:
     """Insert the fixed system accounts (idempotent) and move the id sequence past them."""
-    accounts = Account.__table__  # type: ignore[attr-defined]
+    accounts = table_of(Account)
     existing = set(connection.execute(select(accounts.c.id)).scalars())
     created_at = now or utcnow()
     rows = [
@@ -67,7 +68,7 @@ def system_account_id(session: Session, code: str) -> int:
 
     Creation runs in a savepoint: when a concurrent transaction created it first, the unique code makes this
     insert fail harmlessly and the row is read again."""
-    accounts = Account.__table__  # type: ignore[attr-defined]
+    accounts = table_of(Account)
     lookup = select(accounts.c.id).where(accounts.c.code == code)
     found = session.execute(lookup).scalar()
     if found is not None:

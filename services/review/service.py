@@ -9,18 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlmodel import Session
 
 from services.core.clock import utcnow
-from services.core.db import insert_for
+from services.core.db import insert_for, table_of
 from services.core.errors import InvalidRequest
 from services.review.errors import FinanceExceptionClosed, FinanceExceptionNotFound
 from services.review.models import ExceptionStatus, FinanceException
 
-exceptions_table = cast(Table, FinanceException.__table__)  # type: ignore[attr-defined]
+exceptions_table = table_of(FinanceException)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,17 +10,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, case, select, update
+from sqlalchemy import case, select, update
 from sqlmodel import Session
 
 from services.core.clock import utcnow
-from services.core.db import insert_for
+from services.core.db import insert_for, table_of
 from services.worker.jobs import JobSpec
 from services.worker.models import JobHealth, RunOutcome
 
-job_health = cast(Table, JobHealth.__table__)  # type: ignore[attr-defined]
+job_health = table_of(JobHealth)
 
 ERROR_MAX_CHARS = 2000
 

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 
 from services.apikeys.models import ApiKey
 from services.app.models import metadata
-from services.core.db import unit_of_work
+from services.core.db import table_of, unit_of_work
 from services.core.errors import CreditrailError
 from services.core.settings import get_settings
 from services.ledger import repository as repo
@@ -26,7 +26,7 @@ from services.ledger.system_accounts import SystemAccount
 # A Wednesday, mid-month, mid-day: far from every period boundary.
 T0 = datetime(2025, 1, 15, 12, 0, tzinfo=UTC)
 
-api_keys = repo.table_of(ApiKey)
+api_keys = table_of(ApiKey)
 
 
 def new_account(engine: Engine, name: str = "customer", now: datetime = T0) -> int:
