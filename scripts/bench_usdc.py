@@ -53,7 +53,7 @@ from services.core.settings import ChainSettings, Settings
 from services.ledger.accounts import create_customer_account
 from services.usdc import repository as repo
 from services.usdc.addresses import ensure_deposit_address
-from services.usdc.listener import catch_up, confirm_deposits
+from services.usdc.flows.listener import catch_up, confirm_deposits
 from services.usdc.models import DepositStatus
 from services.usdc.tasks import POLL_BATCH_SIZE
 

@@ -1,9 +1,10 @@
 """The evaluation of the alerts that watch a level: low balance, budget thresholds, expiring credits.
 
-Run by the worker (``alerts.evaluate``), never from the ledger's paths: each sweep pages through its candidates only
-(the repository's queries name those whose state may have to change, so a run where nothing changed reads a few
-index ranges and writes nothing), one page per unit of work, and within a page decides on the ledger's own figures
-(:func:`services.ledger.balance.get_balance`, the budget's usage) with the rules in :mod:`services.alerts.rules`.
+Run by the worker (``alerts.evaluate``: services.alerts.tasks opens one unit of work per page), never from the
+ledger's paths: each sweep pages through its candidates only (the repository's queries name those whose state may
+have to change, so a run where nothing changed reads a few index ranges and writes nothing), and within a page
+decides on the ledger's own figures (:func:`services.ledger.balance.get_balance`, the budget's usage) with the rules
+in :mod:`services.alerts.rules`. Every function here takes the caller's session.
 
 A state changes by one conditional write (see the repository), and only the evaluation whose write changed it sends
 the alert, in the same transaction: two evaluations running at once (two workers) send each crossing once, and a
@@ -15,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from services.alerts import messages, rules
@@ -23,7 +23,6 @@ from services.alerts import repository as repo
 from services.alerts.models import AlertKind
 from services.alerts.service import ACCOUNT_SUBJECT, budget_subject, dedupe_key, lot_subject, send
 from services.core.clock import period_start
-from services.core.db import unit_of_work
 from services.core.settings import Settings
 from services.ledger.balance import get_balance
 from services.ledger.models import BudgetPeriod
@@ -199,18 +198,3 @@ def expiring_page(session: Session, settings: Settings, after: int, limit: int, 
 
 
 SWEEPS: tuple[Sweep, ...] = (low_balance_page, budget_page, expiring_page)
-
-
-def evaluate(engine: Engine, settings: Settings, now: datetime, batch_size: int) -> int:
-    """One pass of every sweep, page by page, each page its own unit of work; returns the alerts fired or re-armed
-    (at most ``batch_size``: a pass that changed that many runs again, and converges)."""
-    changed = 0
-    for sweep in SWEEPS:
-        after = 0
-        while True:
-            with unit_of_work(engine) as session:
-                seen, page_changed, after = sweep(session, settings, after, batch_size, now)
-            changed += page_changed
-            if seen < batch_size:
-                break
-    return min(changed, batch_size)

@@ -7,9 +7,25 @@ from datetime import datetime
 
 from sqlalchemy.engine import Engine
 
-from services.alerts.evaluation import evaluate
+from services.alerts.evaluation import SWEEPS
+from services.core.db import unit_of_work
 from services.core.settings import Settings
 from services.worker.jobs import JobSpec, StepFn
+
+
+def evaluate(engine: Engine, settings: Settings, now: datetime, batch_size: int) -> int:
+    """One pass of every sweep, page by page, each page its own unit of work; returns the alerts fired or re-armed
+    (at most ``batch_size``: a pass that changed that many runs again, and converges)."""
+    changed = 0
+    for sweep in SWEEPS:
+        after = 0
+        while True:
+            with unit_of_work(engine) as session:
+                seen, page_changed, after = sweep(session, settings, after, batch_size, now)
+            changed += page_changed
+            if seen < batch_size:
+                break
+    return min(changed, batch_size)
 
 
 def evaluate_step(settings: Settings) -> StepFn:

@@ -36,7 +36,7 @@ from services.api.deps import (
 from services.api.pages import Cursor, id_cursor, page_of
 from services.api.types import Id, Text
 from services.apikeys.service import Principal
-from services.card import auto_recharge, inbox, purchases
+from services.card import auto_recharge, purchases
 from services.card import repository as repo
 from services.card.deps import GatewayDep, InboxGatewayDep, app_gateway, require_rail
 from services.card.errors import (
@@ -44,9 +44,10 @@ from services.card.errors import (
     WebhookEventNotFound,
     WebhookPayloadTooLarge,
 )
+from services.card.flows import checkout, inbox
+from services.card.flows.inbox import InlineProcessor
+from services.card.flows.intake import InboxWriter
 from services.card.fulfilment import fulfil_checkout_session
-from services.card.inbox import InlineProcessor
-from services.card.intake import InboxWriter
 from services.card.models import InboxStatus, PurchaseStatus
 from services.card.packs import CUSTOM_STEP_CREDITS, PACKS, resolve_pack
 from services.card.schemas import (
@@ -147,7 +148,7 @@ def start_purchase(
     """Record the purchase, create its Stripe Checkout Session, and return the session's URL (``checkout_url``).
     Retry with the same Idempotency-Key after an error: the same purchase and session come back."""
     pack = resolve_pack(body.pack, body.amount_credits, settings)
-    view, replayed = purchases.start_checkout(
+    view, replayed = checkout.start_checkout(
         engine,
         gateway,
         settings,
@@ -254,7 +255,7 @@ async def stripe_webhook(request: Request, stripe_signature: Annotated[str | Non
     """Stripe's webhook: the signature is verified over the raw body (400, nothing stored, when it is missing,
     wrong or stale), the event stored once by its id and acknowledged after the commit; it is processed
     afterwards, off the request path. Verifying and parsing take microseconds and run here; storing is the
-    inbox writer's (several requests' events in one commit under load, services.card.intake)."""
+    inbox writer's (several requests' events in one commit under load, services.card.flows.intake)."""
     body = await _raw_body(request)
     settings: Settings = request.app.state.settings
     payload = verify_signature(body, stripe_signature, settings, time.time())

@@ -19,14 +19,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from services.card import repository as repo
-from services.card.errors import PurchaseNotFound, StripeInvalidResponse
+from services.card.errors import PurchaseNotFound
 from services.card.models import PurchaseKind, PurchaseStatus
 from services.card.packs import Pack
-from services.card.stripe_client import StripeGateway
 from services.card.stripe_objects import (
     ACCOUNT_ID_KEY,
     CREDITS_KEY,
@@ -36,8 +34,6 @@ from services.card.stripe_objects import (
     card_label,
     from_unix,
 )
-from services.core.clock import utcnow
-from services.core.db import unit_of_work
 from services.core.errors import Conflict, CreditrailError, IdempotencyKeyReused
 from services.core.settings import Settings
 from services.core.urls import purchase_cancelled_url, purchase_complete_url
@@ -255,55 +251,6 @@ def checkout_session_params(purchase: Any, stripe_customer_id: str, settings: Se
         ),
         "cancel_url": purchase_cancelled_url(settings, {"purchase_id": str(purchase.id)}),
     }
-
-
-def start_checkout(
-    engine: Engine,
-    gateway: StripeGateway,
-    settings: Settings,
-    *,
-    account_id: int,
-    pack: Pack,
-    save_card: bool,
-    idempotency_key: str,
-    now: datetime | None = None,
-) -> tuple[PurchaseView, bool]:
-    """Steps 1 to 3 (each its own unit of work; this is a boundary, like an endpoint). Returns the purchase and
-    whether it was there before (a replay). Raises a 502/504-class error, leaving the purchase retryable, when
-    Stripe fails; a session made without a URL fails the purchase (502 ``stripe_invalid_response``)."""
-    now = now or utcnow()
-    with unit_of_work(engine) as session:
-        row, created = record_checkout_purchase(
-            session, account_id=account_id, pack=pack, save_card=save_card, idempotency_key=idempotency_key, now=now
-        )
-        customer = repo.get_customer(session, account_id)
-    if row.status != PurchaseStatus.PENDING:
-        return view(row), not created
-    try:
-        customer_id = customer.stripe_customer_id if customer is not None else None
-        if customer_id is None:
-            made = gateway.create_customer(account_id=account_id, idempotency_key=f"customer:{account_id}")
-            with unit_of_work(engine) as session:
-                customer_id = ensure_customer(session, account_id, made, utcnow())
-        params = checkout_session_params(row, customer_id, settings)
-        data = gateway.create_checkout_session(params, idempotency_key=f"purchase:{row.id}")
-    except CreditrailError as exc:
-        with unit_of_work(engine) as session:
-            record_start_failure(session, row.id, exc, utcnow())
-        exc.details.setdefault("purchase_id", row.id)
-        raise
-    if not data.url:
-        unusable = StripeInvalidResponse(
-            "Stripe made the Checkout Session without a URL to pay at",
-            purchase_id=row.id,
-            checkout_session_id=data.id,
-        )
-        with unit_of_work(engine) as session:
-            record_unusable_session(session, row.id, data, unusable, utcnow())
-        raise unusable
-    with unit_of_work(engine) as session:
-        attached = attach_checkout_session(session, row.id, data, utcnow())
-    return view(attached), not created
 
 
 # --- reading -----------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from sqlalchemy.engine import Engine
 
-from services.card import auto_recharge, inbox, sync
+from services.card.flows import auto_recharge, inbox, sync
 from services.card.stripe_client import StripeGateway, default_gateway
 from services.core.settings import Settings
 from services.worker.jobs import JobSpec, StepFn

@@ -8,7 +8,7 @@
   replay stores nothing new. Event types the rail does not act on are stored as ``ignored``. An event the rail acts
   on whose object cannot be read (no id, another kind of object) is stored ``failed`` at once, for good, with its
   reason and a finance exception: still acknowledged, so Stripe stops sending it, and never retried by itself.
-- Processing happens afterwards, off the request path (services.card.inbox).
+- Processing happens afterwards, off the request path (services.card.flows.inbox).
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def _inbox_row(event: EventData, payload: str, *, source: str, now: datetime, se
     handled = event.type in HANDLED_EVENT_TYPES
     unreadable = unreadable_reason(event) if handled else None
     if unreadable is not None:
-        # Processing would fail the same way every time: failed at once, for good (services.card.inbox).
+        # Processing would fail the same way every time: failed at once, for good (services.card.flows.inbox).
         return _unreadable_row(event, payload, unreadable, source=source, now=now)
     grace = settings.card_inbox_grace_seconds if settings.card_process_webhooks_inline and source == "webhook" else 0
     return {

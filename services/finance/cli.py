@@ -39,7 +39,7 @@ def finance() -> None:
 @click.option("--to", "end", type=WHEN, required=True, help="Period end, exclusive (UTC), e.g. 2026-11-02.")
 def reconcile(rail: str, start: datetime, end: datetime) -> None:
     """Reconcile a period: gather Stripe's and the chains' records, match them with the ledger (idempotent)."""
-    from services.finance.reconcile import reconcile_period
+    from services.finance.flows.reconcile import reconcile_period
 
     settings = get_settings()
     engine = ready_engine(settings)

@@ -31,8 +31,8 @@ from services.card.deps import get_gateway
 from services.core.db import unit_of_work
 from services.core.errors import NotFound
 from services.finance import actions, reports
+from services.finance.flows.reconcile import reconcile_period
 from services.finance.matching import ITEM_COLUMNS, get_run, list_items, list_runs
-from services.finance.reconcile import reconcile_period
 from services.finance.schemas import (
     ExceptionOut,
     ExceptionPage,

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from chain.rpc import ChainReader
 from services.card.stripe_client import StripeGateway
 from services.core.settings import Settings
-from services.finance.reconcile import previous_days, rails_for, reconcile_period
+from services.finance.flows.reconcile import previous_days, rails_for, reconcile_period
 from services.worker.jobs import JobSpec
 
 log = logging.getLogger(__name__)

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from services.core.clock import utcnow
+from services.core.db import utc
 from services.ledger import repository as repo
 from services.ledger.accounts import require_customer_account
 
@@ -37,8 +38,6 @@ def get_balance(session: Session, account_id: int, now: datetime | None = None) 
     totals = repo.lot_totals(session, account_id, now, now + EXPIRING_SOON)
     next_expiry = totals.next_expiry
     if next_expiry is not None and next_expiry.tzinfo is None:
-        from services.core.db import utc
-
         next_expiry = utc(next_expiry)
     return Balance(
         account_id=account_id,

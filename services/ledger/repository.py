@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import and_, bindparam, case, exists, func, insert, or_, select, update
 from sqlmodel import Session
@@ -29,9 +29,7 @@ from services.ledger.models import (
     Lot,
     LotMovement,
 )
-
-if TYPE_CHECKING:
-    from services.ledger.plans import LotChange
+from services.ledger.plans import LotChange
 
 accounts = table_of(Account)
 transactions = table_of(LedgerTransaction)

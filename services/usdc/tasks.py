@@ -1,7 +1,7 @@
 """The USDC rail's worker jobs, per configured chain: poll the chain for deposits, and confirm (credit) them.
 
 Both are engine-level: they talk to the chain's node, which must never happen inside a transaction, so each opens
-its own short units of work (services.usdc.listener) rather than working in a session handed to it. Both are
+its own short units of work (services.usdc.flows.listener) rather than working in a session handed to it. Both are
 state-driven (the cursor, the stored block hashes and the deposits' statuses are the only state), so a run killed
 at any instant and started again loses and duplicates nothing.
 
@@ -19,7 +19,7 @@ from chain.errors import ChainRpcError
 from chain.rpc import NO_RETRY, ChainReader, ChainRpc
 from services.core.settings import ChainSettings, Settings
 from services.usdc.chains import check_token_decimals, rpc_for
-from services.usdc.listener import (
+from services.usdc.flows.listener import (
     DEFAULT_KEEP_BLOCKS,
     MAX_CALLS_PER_POLL,
     catch_up,
@@ -71,8 +71,8 @@ def poll(
 ) -> int:
     """Poll ``chain`` until it is caught up with the node's head, ``batch_size`` deposits were stored, or
     ``max_polls`` polls were made; returns the deposits stored (new, or back in the canonical chain). Each poll
-    commits on its own, while the next range is fetched (services.usdc.listener.catch_up). A node error is recorded
-    on the cursor and raised."""
+    commits on its own, while the next range is fetched (services.usdc.flows.listener.catch_up). A node error is
+    recorded on the cursor and raised."""
     try:
         outcomes = catch_up(
             engine,
@@ -105,7 +105,7 @@ def poll_job_fn(chain: ChainSettings, settings: Settings, rpc: ChainReader | Non
     """``poll`` bound to one chain, as an engine-level batch function ``(engine, now, batch_size) -> items``.
 
     Its first successful run in a process also watches on this chain every deposit address of the other chains
-    (services.usdc.listener.watch_every_address): a chain added to the configuration, or addresses registered on
+    (services.usdc.flows.listener.watch_every_address): a chain added to the configuration, or addresses registered on
     one chain only before every address was registered on all of them."""
     client = rpc or rpc_for(chain)
     every_address_watched = False

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from services.alerts.evaluation import evaluate
+from services.alerts.tasks import evaluate
 from services.apikeys.service import issue_key
 from services.app.app import create_app
 from services.core.clock import utcnow

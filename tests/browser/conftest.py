@@ -34,7 +34,7 @@ from sqlalchemy.engine import Engine
 from chain.node import free_port
 from services.apikeys.service import issue_key
 from services.app.app import create_app
-from services.card.inbox import InlineProcessor
+from services.card.flows.inbox import InlineProcessor
 from services.core.db import make_engine, unit_of_work
 from services.core.settings import Settings
 from services.dev import start_dev_stripe

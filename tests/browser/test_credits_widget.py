@@ -22,7 +22,7 @@ from services.core.clock import utcnow
 from services.core.db import unit_of_work
 from services.core.settings import ChainSettings
 from services.ledger.minting import grant
-from services.usdc.listener import confirm_deposits, poll_chain
+from services.usdc.flows.listener import confirm_deposits, poll_chain
 from tests.browser.conftest import (
     PAGE_TIMEOUT_MS,
     LiveApp,

@@ -19,8 +19,8 @@ from services.apikeys.service import issue_key
 from services.app.app import create_app
 from services.app.models import metadata
 from services.card import repository as repo
-from services.card.inbox import InlineProcessor
-from services.card.intake import InboxWriter
+from services.card.flows.inbox import InlineProcessor
+from services.card.flows.intake import InboxWriter
 from services.card.stripe_client import StripeGateway, build_stripe_client
 from services.core.db import unit_of_work
 from services.core.settings import Settings

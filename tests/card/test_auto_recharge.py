@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.card import auto_recharge
+from services.card.flows import auto_recharge
 from services.card.tasks import auto_recharge_batch
 from services.core.clock import utcnow
 from services.core.db import unit_of_work

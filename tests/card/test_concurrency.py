@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import Engine
 
-from services.card import inbox
+from services.card.flows import inbox
+from services.card.flows.intake import InboxWriter
 from services.card.fulfilment import fulfil_checkout_session
-from services.card.intake import InboxWriter
 from services.card.stripe_objects import CheckoutSessionData
 from services.card.webhooks import Receipt, parse_event, store_event, verify_signature
 from services.core.clock import utcnow

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from services.card import sync
+from services.card.flows import sync
 from services.core.clock import utcnow
 from services.core.db import unit_of_work
 from services.events import repository as events_repo

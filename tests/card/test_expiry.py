@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.card import repository as repo
-from services.card import sync
+from services.card.flows import sync
 from services.core.settings import Settings
 from tests.card.conftest import Card, Customer
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import Engine
 
-from services.card import inbox
+from services.card.flows import inbox
 from services.card.stripe_objects import EventData
 from services.card.tasks import inbox_batch
 from services.card.webhooks import parse_event, store_event

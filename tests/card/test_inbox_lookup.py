@@ -8,8 +8,8 @@ import json
 from datetime import timedelta
 from typing import Any
 
-from services.card import inbox
 from services.card import repository as repo
+from services.card.flows import inbox
 from services.card.webhooks import parse_event, store_event
 from services.core.clock import utcnow
 from services.core.db import unit_of_work

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from services.card import intake
-from services.card.intake import InboxWriter
+from services.card.flows import intake
+from services.card.flows.intake import InboxWriter
 from services.card.stripe_objects import EventData
 from services.card.webhooks import Receipt, parse_event, store_event
 from services.core.clock import utcnow

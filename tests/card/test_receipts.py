@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from sqlalchemy import select
 
-from services.card import sync
+from services.card.flows import sync
 from services.core.clock import utcnow
 from services.core.db import unit_of_work
 from services.outbox import repository as outbox_repo

@@ -10,7 +10,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from services.card import sync
+from services.card.flows import sync
 from services.core.clock import utcnow
 from services.core.settings import Settings
 from services.outbox import service as outbox_service

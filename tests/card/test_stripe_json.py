@@ -11,9 +11,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from services.card import stripe_json, sync
+from services.card import stripe_json
+from services.card.flows import sync
 from services.core.clock import utcnow
-from services.finance.stripe_pull import balance_transactions_table, checkout_sessions_table, pull_stripe
+from services.finance.flows.stripe_pull import balance_transactions_table, checkout_sessions_table, pull_stripe
 from tests.card.conftest import Card
 
 # More digits than a float keeps, as Stripe may send them.

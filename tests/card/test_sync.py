@@ -7,7 +7,8 @@ from datetime import timedelta
 import pytest
 
 from services.card import repository as repo
-from services.card import stripe_client, sync
+from services.card import stripe_client
+from services.card.flows import sync
 from services.card.tasks import sync_batch
 from services.core.clock import utcnow
 from services.core.db import unit_of_work

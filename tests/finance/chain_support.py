@@ -18,7 +18,7 @@ from chain.devchain import LocalToken
 from chain.logs import TransferLog
 from chain.rpc import BlockTag, ChainReader, ChainRpc, RawLog, Topic
 from services.core.db import unit_of_work
-from services.finance.chain_rescan import ChainRescanResult, chain_source, records_table, rescan_chain
+from services.finance.flows.chain_rescan import ChainRescanResult, chain_source, records_table, rescan_chain
 from services.finance.pulls import PullState, get_pull
 from services.usdc.crediting import deposit_reference
 from tests.chain.conftest import anvil, other_token, rpc, token, wallet

@@ -13,8 +13,7 @@ from sqlalchemy.engine import Engine
 
 from services.card.stripe_client import StripeGateway, build_stripe_client
 from services.core.db import unit_of_work
-from services.finance.pulls import PullState, get_pull
-from services.finance.stripe_pull import (
+from services.finance.flows.stripe_pull import (
     BALANCE_TRANSACTIONS_SOURCE,
     CHECKOUT_SESSIONS_SOURCE,
     StripePullResult,
@@ -22,6 +21,7 @@ from services.finance.stripe_pull import (
     checkout_sessions_table,
     pull_stripe,
 )
+from services.finance.pulls import PullState, get_pull
 from tests.card.conftest import card_settings
 from tests.card.stripe_fake import FakeStripe, Recorded
 

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from chain.devchain import reorg
 from chain.rpc import ChainRpc, RetryPolicy
 from services.core.db import unit_of_work
-from services.finance.chain_rescan import AMOUNT_OUT_OF_RANGE, ChainRescanFailed, blocks_for_window
+from services.finance.flows.chain_rescan import AMOUNT_OUT_OF_RANGE, ChainRescanFailed, blocks_for_window
 from services.finance.models import PullStatus
 from services.review.service import list_exceptions, usdc_reference
 from services.usdc import repository as usdc_repo

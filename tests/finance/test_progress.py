@@ -14,7 +14,7 @@ from chain.rpc import ChainRpc
 from services.cli import main
 from services.core import progress
 from services.core.settings import get_settings
-from services.finance.reconcile import reconcile_period
+from services.finance.flows.reconcile import reconcile_period
 from tests.core.test_progress import Terminal
 from tests.finance.chain_support import ChainTime, anvil, make_rail, own_chain, rpc, token, wallet
 from tests.usdc.conftest import Rail

@@ -12,8 +12,8 @@ from chain.devchain import LocalToken
 from chain.rpc import ChainRpc
 from services.core.db import unit_of_work
 from services.finance.actions import resolve
+from services.finance.flows.reconcile import reconcile_period
 from services.finance.matching import list_items
-from services.finance.reconcile import reconcile_period
 from services.finance.reports import period_report
 from services.ledger.invariants import check_invariants
 from services.ledger.repository import lots

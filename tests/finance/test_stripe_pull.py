@@ -13,14 +13,14 @@ from sqlalchemy.engine import Engine
 
 from services.card.errors import StripeTimeout, StripeUnavailable
 from services.core.errors import InvalidRequest
-from services.finance.models import PullStatus
-from services.finance.stripe_pull import (
+from services.finance.flows.stripe_pull import (
     CHECKOUT_SESSIONS_SOURCE,
     SESSION_LEAD,
     MalformedStripeRecord,
     balance_transaction_values,
     pull_stripe,
 )
+from services.finance.models import PullStatus
 from tests.card.conftest import Card, make_card
 from tests.card.stripe_fake import DISPUTE_FEE_CENTS, card_fee_cents
 from tests.finance.stripe_support import (

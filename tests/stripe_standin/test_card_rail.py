@@ -10,10 +10,12 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from services.card import auto_recharge, purchases
+from services.card.flows import checkout
+from services.card.flows.auto_recharge import run as run_auto_recharge
+from services.card.flows.sync import sync
 from services.card.packs import get_pack
 from services.card.purchases import PurchaseView
 from services.card.stripe_client import StripeGateway, build_stripe_client
-from services.card.sync import sync
 from services.core.clock import utcnow
 from services.core.db import unit_of_work
 from services.core.settings import Settings
@@ -47,7 +49,7 @@ def _bought_with(
     settings, gateway = rail
     with unit_of_work(engine) as session:
         account_id = create_customer_account(session, name="acme")
-    view, _replayed = purchases.start_checkout(
+    view, _replayed = checkout.start_checkout(
         engine, gateway, settings, account_id=account_id, pack=get_pack("standard"), save_card=True, idempotency_key="k"
     )
     assert view.checkout_session_id is not None
@@ -70,7 +72,7 @@ def _recharge(engine: Engine, rail: tuple[Settings, StripeGateway], account_id: 
         auto_recharge.configure(
             session, account_id, enabled=True, threshold_credits=5_000, pack="standard", now=utcnow()
         )
-    assert auto_recharge.run(engine, rail[1], utcnow(), 50) == 1
+    assert run_auto_recharge(engine, rail[1], utcnow(), 50) == 1
     with unit_of_work(engine) as session:
         state = auto_recharge.get_view(session, account_id)
         assert state.last_purchase_id is not None

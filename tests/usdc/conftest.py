@@ -31,7 +31,7 @@ from services.ledger.models import Account
 from services.ledger.repository import ledger_balance
 from services.usdc import repository as usdc_repo
 from services.usdc.addresses import ensure_deposit_address
-from services.usdc.listener import PollOutcome, confirm_deposits, poll_chain
+from services.usdc.flows.listener import PollOutcome, confirm_deposits, poll_chain
 from services.usdc.models import UsdcDeposit
 from tests.chain.conftest import (
     CHAIN_ID,

@@ -24,7 +24,7 @@ from services.core.clock import utcnow
 from services.core.db import make_engine
 from services.core.settings import ChainSettings
 from services.usdc import repository, tasks
-from services.usdc.listener import poll_chain
+from services.usdc.flows.listener import poll_chain
 
 
 class FetchedRanges:

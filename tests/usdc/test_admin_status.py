@@ -20,7 +20,7 @@ from services.cli import main
 from services.core.db import make_engine, unit_of_work
 from services.core.migrate import upgrade
 from services.core.settings import get_settings
-from services.usdc.listener import record_error
+from services.usdc.flows.listener import record_error
 
 from .conftest import CHAIN_ID, Rail
 from .support import send_transfer

@@ -14,7 +14,7 @@ from chain.rpc import ChainRpc
 from services.core.clock import utcnow
 from services.usdc import repository as usdc_repo
 from services.usdc import tasks
-from services.usdc.listener import PollOutcome, catch_up, poll_chain
+from services.usdc.flows.listener import PollOutcome, catch_up, poll_chain
 from tests.chain.helpers import RangeLimitedRpc
 
 from .conftest import Rail

@@ -14,10 +14,10 @@ from services.core.db import unit_of_work
 from services.ledger import repository as ledger_repo
 from services.ledger.models import Rail as LedgerRail
 from services.review.service import list_exceptions
-from services.usdc import listener
 from services.usdc import repository as usdc_repo
 from services.usdc.crediting import deposit_reference
-from services.usdc.listener import CursorMoved, poll_chain
+from services.usdc.flows import listener
+from services.usdc.flows.listener import CursorMoved, poll_chain
 from tests.chain.conftest import random_address
 from tests.chain.helpers import RangeLimitedRpc
 

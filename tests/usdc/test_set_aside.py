@@ -12,8 +12,8 @@ from chain.devchain import LocalToken, mine, reorg
 from chain.rpc import ChainRpc
 from services.core.db import make_engine, unit_of_work
 from services.review.service import ExceptionView, list_exceptions, usdc_reference
-from services.usdc import listener
 from services.usdc.crediting import DEPOSIT_SET_ASIDE
+from services.usdc.flows import listener
 from tests.conftest import PostgresTestDatabase
 from tests.worker.proxy import TcpProxy
 

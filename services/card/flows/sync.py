@@ -28,8 +28,8 @@ from sqlmodel import Session
 from services.card import repository as repo
 from services.card import stripe_json
 from services.card.errors import StripeRejected, StripeTimeout, StripeUnavailable
+from services.card.flows.inbox import process_event
 from services.card.fulfilment import expire_purchase, fulfil_checkout_session, mark_checkout_expired
-from services.card.inbox import process_event
 from services.card.models import PurchaseStatus
 from services.card.purchases import attach_checkout_session
 from services.card.stripe_client import StripeGateway

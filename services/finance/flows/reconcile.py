@@ -2,8 +2,8 @@
 ledger in one unit of work.
 
 For each rail that is on: the card rail pulls Stripe's balance transactions and Checkout Sessions into the mirror
-(services.finance.stripe_pull); each USDC chain is re-scanned for transfers to deposit addresses
-(services.finance.chain_rescan). Both gather the period widened by ``finance_late_window_seconds`` either side, so
+(services.finance.flows.stripe_pull); each USDC chain is re-scanned for transfers to deposit addresses
+(services.finance.flows.chain_rescan). Both gather the period widened by ``finance_late_window_seconds`` either side, so
 late items (paid in one period, credited in the next) are found and matched. Pulls resume where a failed one
 stopped and a complete one is not fetched again, so re-running a period costs little and changes nothing.
 
@@ -27,7 +27,7 @@ from services.core.clock import utcnow
 from services.core.db import unit_of_work
 from services.core.errors import Conflict, CreditrailError, InvalidRequest
 from services.core.settings import ChainSettings, Settings
-from services.finance.chain_rescan import (
+from services.finance.flows.chain_rescan import (
     ChainRescanFailed,
     RescanReader,
     WindowBlocks,
@@ -36,9 +36,9 @@ from services.finance.chain_rescan import (
     rescan_chain,
     safe_head_block,
 )
+from services.finance.flows.stripe_pull import pull_stripe
 from services.finance.matching import CARD_RAIL, RunSummary, reconcile_card, reconcile_usdc, record_failure, usdc_rail
 from services.finance.pulls import advance_pull, begin_pull, finish_pull
-from services.finance.stripe_pull import pull_stripe
 from services.usdc.chains import rpc_for
 
 MAX_PERIOD = timedelta(days=92)
