@@ -20,7 +20,6 @@ from services.apikeys.sessions import SESSION_REFUSED_MESSAGE, ForbiddenForSessi
 from services.core.db import unit_of_work
 from services.core.errors import CreditrailError, Forbidden, IdempotencyKeyRequired
 from services.core.settings import Settings
-from services.worker.jobs import JobSpec
 
 # Where the request guard (services.api.guard) leaves the principal it authenticated before the body was read.
 PRINCIPAL_SCOPE_KEY = "creditrail.principal"
@@ -37,16 +36,8 @@ def get_settings_dep(request: Request) -> Settings:
     return settings
 
 
-def get_jobs(request: Request) -> list[JobSpec]:
-    """The jobs this install runs: the app is composed with the job list (services.app), which it builds from the
-    app's settings."""
-    jobs: list[JobSpec] = request.app.state.jobs_for(request.app.state.settings)
-    return jobs
-
-
 EngineDep = Annotated[Engine, Depends(get_engine)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
-JobsDep = Annotated[list[JobSpec], Depends(get_jobs)]
 
 
 def get_session(engine: EngineDep) -> Iterator[Session]:

@@ -16,11 +16,11 @@ from fastapi.responses import Response
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from services.api.deps import get_jobs
 from services.api.openapi import ErrorOut
 from services.core.settings import Settings
 from services.ops.metrics_access import check_metrics_access, database_registry, render_metrics
 from services.ops.readiness import NotReady, readiness_reasons
+from services.worker.deps import get_jobs
 
 router = APIRouter(tags=["ops"])
 

@@ -6,10 +6,11 @@ from dataclasses import asdict
 
 from fastapi import APIRouter
 
-from services.api.deps import AdminKey, JobsDep, SessionDep
+from services.api.deps import AdminKey, SessionDep
 from services.api.pages import Page
 from services.core.errors import NotFound
 from services.worker import health
+from services.worker.deps import JobsDep
 from services.worker.schemas import JobHealthOut
 
 router = APIRouter(prefix="/v1/admin/jobs", tags=["admin"])
