@@ -9,6 +9,9 @@ above the threshold. A decline or a bank asking for authentication fails the pur
 through the API, and after ``card_auto_recharge_max_failures`` failures in a row auto-recharge turns itself off.
 A success mints once per PaymentIntent, whether the worker or the ``payment_intent.succeeded`` webhook gets there
 first.
+
+This module decides, in the caller's session (the settings, the crossings, what is due); the worker's pass that
+charges through Stripe between units of work is services.card.flows.auto_recharge.
 """
 
 from __future__ import annotations

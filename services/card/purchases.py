@@ -11,6 +11,9 @@ When step 2 fails the purchase stays pending with the error recorded, and the cu
 Idempotency-Key repeats step 2 with the same Stripe idempotency key: nothing is created, or charged, twice.
 A session Stripe made without a URL (nowhere to send the customer) is a Stripe error too, but a final one: the
 purchase fails, with the session's id kept.
+
+This module holds each step's record and rule, in the caller's session; the function that runs the three steps,
+each in its own unit of work, is services.card.flows.checkout.start_checkout.
 """
 
 from __future__ import annotations
