@@ -1,1 +1,2 @@
-"""Finance: the exceptions queue both rails report into (and, later, reconciliation and reports)."""
+"""Finance: reconciliation of each rail against what Stripe and the chains report, reports and the trial balance,
+and the actions that work the review queue (services.review) that both rails raise into."""
