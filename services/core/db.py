@@ -9,6 +9,7 @@ that customer's account row (``SELECT ... FOR UPDATE``).
 from __future__ import annotations
 
 import json
+import select
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ import psycopg
 from sqlalchemy import BigInteger, DateTime, Integer, Table, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Dialect, Engine, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, create_engine
@@ -87,15 +88,35 @@ def make_engine(url: str | URL, *, schema: str | None = None, pool_size: int = 1
     connect_args: dict[str, Any] = {}
     if schema:
         connect_args["options"] = f"-c search_path={schema}"
-    return create_engine(
+    engine = create_engine(
         parsed,
         echo=echo,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
         connect_args=connect_args,
         json_serializer=json_text,
     )
+    event.listen(engine, "checkout", _refuse_closed_connection)
+    return engine
+
+
+def _refuse_closed_connection(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """The pool's check of a PostgreSQL connection it hands out, without a round trip (a pre-ping costs one per
+    unit of work): an idle connection has nothing to read, so a socket with something to read, or an end of file, is
+    a connection the server closed (a restart, a terminated backend, an idle timeout) or told something unexpected.
+    Either way the pool drops it and connects again (``DisconnectionError``). A connection lost without a word
+    (a network cut) fails on its first statement, is invalidated there, and the pool's other connections with it."""
+    conn = cast(psycopg.Connection[Any], dbapi_connection)
+    if conn.closed or conn.broken:
+        raise DisconnectionError("the connection is closed")
+    try:
+        socket = conn.pgconn.socket
+    except psycopg.OperationalError as exc:
+        raise DisconnectionError(str(exc)) from exc
+    poller = select.poll()
+    poller.register(socket, select.POLLIN)
+    if poller.poll(0):
+        raise DisconnectionError("the server closed the connection or sent something while it was idle")
 
 
 def json_text(value: Any) -> str:

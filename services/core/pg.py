@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, cast
 
 import psycopg
+from psycopg.pq import TransactionStatus
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlmodel import Session
@@ -59,3 +60,35 @@ def translated(statement: str | None = None) -> Iterator[None]:
 def bigint_array(values: Iterable[int | None]) -> str:
     """A bigint[] literal: whole numbers need no quoting, and text is cheaper to send than a list to adapt."""
     return "{" + ",".join(["NULL" if value is None else str(value) for value in values]) + "}"
+
+
+@contextmanager
+def pipeline(conn: PgConnection) -> Iterator[None]:
+    """A pipeline on ``conn`` that also begins the transaction when it has not begun yet, so that the BEGIN travels
+    with the pipeline's statements. (psycopg begins a transaction itself before a statement when none is open, but in
+    pipeline mode it then waits for that BEGIN alone: a round trip of its own.)
+
+    The BEGIN is psycopg's own (the connection's isolation level and read-only settings are its defaults, or psycopg
+    begins as usual): it is sent as a statement while the connection is in autocommit mode for the pipeline, and the
+    connection is then left exactly as psycopg leaves one it began a transaction on (in the transaction, not in
+    autocommit mode; the commit or rollback is the caller's, as ever)."""
+    begin = (
+        conn.info.transaction_status == TransactionStatus.IDLE
+        and not conn.autocommit
+        and conn.isolation_level is None
+        and conn.read_only is None
+        and not conn.deferrable
+    )
+    if not begin:
+        with conn.pipeline():
+            yield
+        return
+    conn.autocommit = True  # allowed, and free, while no transaction is open
+    try:
+        with conn.pipeline():
+            conn.execute(b"BEGIN")
+            yield
+    finally:
+        # psycopg refuses to leave autocommit mode inside a transaction through its setter; the transaction it is
+        # in is one psycopg would have begun, so its flag is set as psycopg's BEGIN leaves it.
+        conn._autocommit = False

@@ -1,9 +1,10 @@
 """The ledger's store on PostgreSQL through psycopg: the Core store's reads and writes in few round trips.
 
-Each hot operation runs on the session's own psycopg connection and transaction (the caller commits) and, after the
-transaction's BEGIN, takes two round trips:
+Each hot operation runs on the session's own psycopg connection and transaction (the caller commits) and takes two
+round trips, the caller's COMMIT a third:
 
-1. In pipeline mode: the account's row lock, then the account's state with the lots it would draw first (or the
+1. In pipeline mode: the transaction's BEGIN when it has not begun yet (``services.core.pg.pipeline``), the
+   account's row lock, then the account's state with the lots it would draw first (or the
    hold with its allocations and budget charges), and the budgets that apply. The server runs them one after the
    other, each with a snapshot taken when it starts, so everything after the lock is read once the lock is granted
    (as the Core store's separate statements are).
@@ -33,7 +34,7 @@ from sqlmodel import Session
 
 from services.core.clock import period_start
 from services.core.db import json_text
-from services.core.pg import PgConnection, aware, bigint_array, translated
+from services.core.pg import PgConnection, aware, bigint_array, pipeline, translated
 from services.ledger import repository as repo
 from services.ledger.core_store import CoreStore
 from services.ledger.models import AccountKind, BudgetPeriod, BudgetScope, HoldStatus, MovementKind
@@ -537,7 +538,7 @@ class PgStore(CoreStore):
             _budget_params(params, req.api_key_id, req.project, req.now)
         with translated():
             cursor = self.conn.cursor()
-            with self.conn.pipeline():
+            with pipeline(self.conn):
                 cursor.execute(_LOCK_SQL, params)
                 cursor.execute(state_sql, params)  # a cursor keeps the result of its last statement
                 budgets = self.conn.cursor().execute(_BUDGETS_SQL, params) if budgeted else None
@@ -580,7 +581,7 @@ class PgStore(CoreStore):
         params = {"account": req.account_id, "key": req.idempotency_key}
         with translated():
             cursor = self.conn.cursor()
-            with self.conn.pipeline():
+            with pipeline(self.conn):
                 cursor.execute(_LOCK_SQL, params)
                 cursor.execute(_ACCOUNT_STATE_SQL, params)
             row = cursor.fetchone()
@@ -622,7 +623,7 @@ class PgStore(CoreStore):
         params = {"hold": hold_id, "owner": account_id}
         with translated():
             cursor = self.conn.cursor()
-            with self.conn.pipeline():
+            with pipeline(self.conn):
                 cursor.execute(_LOCK_HOLD_OWNER_SQL, params)
                 cursor.execute(_HOLD_SQL, params)
             rows = cursor.fetchall()

@@ -11,7 +11,8 @@ in how they talk to the database:
 Every PostgreSQL-only path of the house, and why it exists:
 
 - ``pg_store.PgStore``: mints, spends, debit adjustments, holds, captures, releases and hold expiry in two round
-  trips after BEGIN (a pipelined lock-and-read, one statement for every write), where the Core store takes 6-12;
+  trips, BEGIN included (a pipelined BEGIN-lock-and-read, one statement for every write), where the Core store
+  takes 6-12;
   the ledger's throughput is measured against pgbench (``scripts/bench_ledger.py``).
 - ``pg_store.PgStore.lock_due_lots``: lot expiry picks and locks a batch in one statement with ``SKIP LOCKED``, so
   that the expiry job passes over an account a customer's operation holds instead of waiting behind it; SQLite's

@@ -21,9 +21,10 @@ from typing import Any, cast
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from psycopg.pq import Trace
+from psycopg.pq import Trace, TransactionStatus
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 
 from services.core.db import unit_of_work
 from services.core.errors import CreditrailError
@@ -53,7 +54,7 @@ from services.ledger.plans import (
 )
 from services.ledger.spending import debit_adjustment, spend
 from services.ledger.system_accounts import SystemAccount
-from tests.ledger.support import T0, new_account, new_api_key, snapshot
+from tests.ledger.support import T0, ledger_balance, mint_card, new_account, new_api_key, snapshot
 
 Op = tuple[Any, ...]
 
@@ -477,7 +478,7 @@ def round_trips(engine: Engine, operation: Callable[[], Any]) -> int:
     return sum(1 for pair in itertools.pairwise(directions) if pair == ("F", "B"))
 
 
-def test_each_hot_operation_takes_five_round_trips_and_nothing_through_sqlalchemy(pg_engine):
+def test_each_hot_operation_takes_three_round_trips_and_nothing_through_sqlalchemy(pg_engine):
     pg_engine.dispose()  # the operations below check out the one connection the pool then holds
     account_id = new_account(pg_engine)
     statements: list[str] = []
@@ -508,9 +509,48 @@ def test_each_hot_operation_takes_five_round_trips_and_nothing_through_sqlalchem
         trips = {name: round_trips(pg_engine, in_unit_of_work(operation)) for name, operation in operations.items()}
     finally:
         event.remove(pg_engine, "before_cursor_execute", count)
-    # The pool's ping, BEGIN, the lock with the reads, the writes, COMMIT.
-    assert trips == {"mint": 5, "spend": 5, "hold": 5, "capture": 5}
+    # BEGIN with the lock and the reads, the writes, COMMIT (the pool checks its connection without a ping).
+    assert trips == {"mint": 3, "spend": 3, "hold": 3, "capture": 3}
     assert statements == []
+
+
+def test_the_pipeline_that_begins_the_transaction_leaves_it_as_psycopg_would(pg_engine):
+    account_id = new_account(pg_engine)
+    mint_card(pg_engine, account_id, 1_000)
+    with unit_of_work(pg_engine) as session:
+        conn = driver_of(session)
+        assert conn is not None
+        assert conn.info.transaction_status == TransactionStatus.IDLE
+        spend(session, account_id=account_id, amount_credits=5, idempotency_key="in-one", now=T0)
+        # One transaction, psycopg's own: not in autocommit mode, the lock held until the end.
+        assert (conn.autocommit, conn.info.transaction_status) == (False, TransactionStatus.INTRANS)
+        with pg_engine.connect() as other, pytest.raises(OperationalError):
+            other.exec_driver_sql(f"SELECT id FROM accounts WHERE id = {account_id} FOR UPDATE NOWAIT")
+        session.rollback()
+        assert conn.info.transaction_status == TransactionStatus.IDLE
+    # Rolled back: the spend is gone, and the next unit of work begins and commits its own.
+    assert ledger_balance(pg_engine, account_id) == 1_000
+    with unit_of_work(pg_engine) as session:
+        spend(session, account_id=account_id, amount_credits=5, idempotency_key="in-one", now=T0)
+    assert ledger_balance(pg_engine, account_id) == 995
+
+
+def test_a_pooled_connection_the_server_closed_is_replaced_when_checked_out(pg_engine):
+    pg_engine.dispose()
+    account_id = new_account(pg_engine)
+    mint_card(pg_engine, account_id, 1_000)
+    with pg_engine.connect() as conn, pg_engine.connect() as admin:
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+        conn.close()  # back to the pool, idle, then terminated by the server
+        assert admin.exec_driver_sql(f"SELECT pg_terminate_backend({pid}, 5000)").scalar_one()
+    # One of the pool's two idle connections now has the server's farewell and an end of file to read.
+    pooled = [pg_engine.pool.connect(), pg_engine.pool.connect()]
+    assert pid not in {cast(Any, each.driver_connection).info.backend_pid for each in pooled}
+    for each in pooled:
+        each.close()
+    with unit_of_work(pg_engine) as session:
+        spend(session, account_id=account_id, amount_credits=5, idempotency_key="after", now=T0)
+    assert ledger_balance(pg_engine, account_id) == 995
 
 
 # --- the store contract: the same request or plan in gives the same state or rows out, on both stores ---------
