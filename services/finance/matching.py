@@ -64,6 +64,7 @@ from services.finance.models import (
     StripeBalanceTransaction,
     StripeCheckoutSessionRecord,
 )
+from services.finance.schemas import RunOut
 from services.ledger.models import TransactionKind
 from services.ledger.repository import accounts, entries, lots, transactions
 from services.ledger.system_accounts import SystemAccount
@@ -88,40 +89,16 @@ def usdc_rail(chain_id: int) -> str:
     return f"usdc:{chain_id}"
 
 
-@dataclass(frozen=True, slots=True)
-class RunSummary:
-    id: int
-    rail: str
-    period_start: datetime
-    period_end: datetime
-    status: str
-    attempts: int
-    external_records: int
-    ledger_records: int
-    matched: int
-    missing_in_ledger: int
-    missing_externally: int
-    amount_mismatch: int
-    late: int
-    last_error: str | None
-    started_at: datetime
-    finished_at: datetime | None
-
-    @property
-    def discrepancies(self) -> int:
-        return self.missing_in_ledger + self.missing_externally + self.amount_mismatch
+def _summary(row: Any) -> RunOut:
+    return RunOut.model_validate(row, from_attributes=True)
 
 
-def _summary(row: Any) -> RunSummary:
-    return RunSummary(**{name: getattr(row, name) for name in RunSummary.__dataclass_fields__})
-
-
-def get_run(session: Session, run_id: int) -> RunSummary | None:
+def get_run(session: Session, run_id: int) -> RunOut | None:
     row = session.execute(select(runs).where(runs.c.id == run_id)).first()
     return _summary(row) if row is not None else None
 
 
-def find_run(session: Session, rail: str, period_start: datetime, period_end: datetime) -> RunSummary | None:
+def find_run(session: Session, rail: str, period_start: datetime, period_end: datetime) -> RunOut | None:
     row = session.execute(
         select(runs).where(runs.c.rail == rail, runs.c.period_start == period_start, runs.c.period_end == period_end)
     ).first()
@@ -130,7 +107,7 @@ def find_run(session: Session, rail: str, period_start: datetime, period_end: da
 
 def list_runs(
     session: Session, *, rail: str | None = None, limit: int = 50, before_id: int | None = None
-) -> list[RunSummary]:
+) -> list[RunOut]:
     stmt = select(runs)
     if rail is not None:
         stmt = stmt.where(runs.c.rail == rail)
@@ -641,7 +618,7 @@ def _usdc_lot_items(
 
 def reconcile_card(
     session: Session, *, period_start: datetime, period_end: datetime, cutoff: datetime, now: datetime
-) -> RunSummary:
+) -> RunOut:
     """Reconcile the card rail over [period_start, period_end) from the mirror as it stands; ``cutoff`` bounds the
     late records (refunds and clawbacks) looked at after the period."""
     run_id = _start_run(session, CARD_RAIL, period_start, period_end, now)
@@ -666,7 +643,7 @@ def reconcile_usdc(
     period_end: datetime,
     min_deposit_usdc_units: int,
     now: datetime,
-) -> RunSummary:
+) -> RunOut:
     """Reconcile one chain's deposits over [period_start, period_end), whose blocks are ``blocks`` (first, last;
     None when the period holds no block), from the re-scanned transfers in the mirror."""
     run_id = _start_run(session, usdc_rail(chain_id), period_start, period_end, now)
@@ -691,7 +668,7 @@ def reconcile_usdc(
 
 def _finish_run(
     session: Session, run_id: int, exception_rail: str, *, external_records: int, ledger_records: int, now: datetime
-) -> RunSummary:
+) -> RunOut:
     counts: dict[str, int] = defaultdict(int)
     late = 0
     for category, count, late_count in session.execute(

@@ -36,8 +36,9 @@ from services.finance.chain_rescan import (
     rescan_chain,
     safe_head_block,
 )
-from services.finance.matching import CARD_RAIL, RunSummary, reconcile_card, reconcile_usdc, record_failure, usdc_rail
+from services.finance.matching import CARD_RAIL, reconcile_card, reconcile_usdc, record_failure, usdc_rail
 from services.finance.pulls import advance_pull, begin_pull, finish_pull
+from services.finance.schemas import RunOut
 from services.finance.stripe_pull import pull_stripe
 
 MAX_PERIOD = timedelta(days=92)
@@ -95,12 +96,12 @@ def reconcile_period(
     gateway: StripeGateway | None = None,
     readers: Mapping[int, ChainReader] | None = None,
     now: datetime | None = None,
-) -> list[RunSummary]:
+) -> list[RunOut]:
     """Reconcile ``rail`` over [period_start, period_end): one run per rail (and chain) it names."""
     start, end = validate_period(period_start, period_end)
     now = now or utcnow()
     late = timedelta(seconds=settings.finance_late_window_seconds)
-    summaries: list[RunSummary] = []
+    summaries: list[RunOut] = []
     names = rails_for(settings, rail)
     for index, name in enumerate(names):
         progress.report(f"reconciling {start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} (rails)", index, len(names))
@@ -128,7 +129,7 @@ def _reconcile_card(
     late: timedelta,
     gateway: StripeGateway | None,
     now: datetime,
-) -> RunSummary:
+) -> RunOut:
     try:
         pull_stripe(engine, gateway or default_gateway(settings), window_start=start - late, window_end=end + late)
     except CreditrailError as exc:
@@ -146,7 +147,7 @@ def _reconcile_chain(
     late: timedelta,
     reader: ChainReader | None,
     now: datetime,
-) -> RunSummary:
+) -> RunOut:
     from services.usdc.tasks import rpc_for
 
     node: RescanReader = reader if reader is not None else rpc_for(chain)  # type: ignore[assignment]

@@ -71,6 +71,10 @@ class RunOut(BaseModel):
     started_at: datetime
     finished_at: datetime | None
 
+    @property
+    def discrepancies(self) -> int:
+        return self.missing_in_ledger + self.missing_externally + self.amount_mismatch
+
 
 class ItemOut(BaseModel):
     id: int

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from fastapi import APIRouter
 
 from services.api.deps import AdminKey, SessionDep, SettingsDep
@@ -25,12 +23,12 @@ def list_jobs(session: SessionDep, settings: SettingsDep, _admin: AdminKey) -> P
     """Every job's health: last start, last success, last error and its message, items processed (one page: there
     are as many as the worker registers)."""
     views = health.list_job_health(session, default_jobs(settings))
-    return Page[JobHealthOut](data=[JobHealthOut(**asdict(view)) for view in views], has_more=False)
+    return Page[JobHealthOut](data=views, has_more=False)
 
 
 @router.get("/{job}")
 def get_job(job: str, session: SessionDep, settings: SettingsDep, _admin: AdminKey) -> JobHealthOut:
-    view = health.get_job_health(session, job, default_jobs(settings))
-    if view is None:
+    found = health.get_job_health(session, job, default_jobs(settings))
+    if found is None:
         raise JobNotFound(f"no job named {job!r}", job=job)
-    return JobHealthOut(**asdict(view))
+    return found

@@ -24,7 +24,8 @@ from services.card.stripe_client import StripeGateway, build_stripe_client
 from services.core.db import unit_of_work
 from services.core.model_registry import metadata
 from services.core.settings import Settings
-from services.finance.exceptions import ExceptionView, list_exceptions
+from services.finance.exceptions import list_exceptions
+from services.finance.schemas import ExceptionOut
 from services.ledger.accounts import create_customer_account
 from services.ledger.balance import get_balance
 from services.ledger.minting import mint
@@ -160,7 +161,7 @@ class Card:
         with unit_of_work(self.engine) as session:
             return repo.event_by_stripe_id(session, event_id)
 
-    def exceptions(self, kind: str | None = None) -> list[ExceptionView]:
+    def exceptions(self, kind: str | None = None) -> list[ExceptionOut]:
         with unit_of_work(self.engine) as session:
             return list_exceptions(session, rail="card", kind=kind)
 

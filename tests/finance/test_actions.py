@@ -12,8 +12,9 @@ from sqlalchemy.engine import Engine
 from services.core.db import unit_of_work
 from services.core.errors import InvalidRequest
 from services.finance.actions import ActionNotApplicable, resolve
-from services.finance.exceptions import ExceptionView, FinanceExceptionClosed, list_exceptions
+from services.finance.exceptions import FinanceExceptionClosed, list_exceptions
 from services.finance.matching import reconcile_card, reconcile_usdc
+from services.finance.schemas import ExceptionOut
 from services.ledger.accounts import create_customer_account
 from services.ledger.balance import get_balance
 from services.ledger.invariants import check_invariants
@@ -34,7 +35,7 @@ from tests.finance.mirror_support import (
 LATER = PERIOD_END + timedelta(days=1)
 
 
-def _exceptions(engine: Engine) -> dict[str, ExceptionView]:
+def _exceptions(engine: Engine) -> dict[str, ExceptionOut]:
     with unit_of_work(engine) as s:
         return {e.kind.removeprefix("reconciliation_"): e for e in list_exceptions(s, "open")}
 
