@@ -28,8 +28,8 @@ from services.finance.exceptions import (
     exceptions_table,
     get_exception,
 )
-from services.finance.matching import CARD_RAIL, EXCEPTION_KIND_PREFIX
 from services.finance.models import ExceptionStatus, ItemCategory
+from services.finance.runs import CARD_RAIL, EXCEPTION_KIND_PREFIX
 from services.finance.schemas import ExceptionOut
 from services.ledger.clawback import clawback
 from services.ledger.minting import mint

@@ -31,8 +31,9 @@ from services.core.db import unit_of_work
 from services.core.errors import NotFound
 from services.finance import actions, reports
 from services.finance.exceptions import get_exception, list_exceptions
-from services.finance.matching import ITEM_COLUMNS, get_run, list_items, list_runs
+from services.finance.matching import ITEM_COLUMNS
 from services.finance.reconcile import reconcile_period
+from services.finance.runs import get_run, list_items, list_runs
 from services.finance.schemas import (
     ExceptionOut,
     ExceptionPage,

@@ -36,8 +36,9 @@ from services.finance.chain_rescan import (
     rescan_chain,
     safe_head_block,
 )
-from services.finance.matching import CARD_RAIL, reconcile_card, reconcile_usdc, record_failure, usdc_rail
+from services.finance.matching import reconcile_card, reconcile_usdc
 from services.finance.pulls import advance_pull, begin_pull, finish_pull
+from services.finance.runs import CARD_RAIL, record_failure, usdc_rail
 from services.finance.schemas import RunOut
 from services.finance.stripe_pull import pull_stripe
 

@@ -11,8 +11,9 @@ from sqlalchemy.engine import Engine
 
 from services.core.db import unit_of_work
 from services.finance.exceptions import list_exceptions
-from services.finance.matching import items, list_items, reconcile_card, reconcile_usdc, usdc_rail
+from services.finance.matching import reconcile_card, reconcile_usdc
 from services.finance.models import ItemCategory
+from services.finance.runs import items, list_items, usdc_rail
 from services.finance.schemas import RunOut
 from services.ledger.accounts import create_customer_account
 from services.ledger.invariants import check_invariants

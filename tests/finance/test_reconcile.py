@@ -13,9 +13,9 @@ from chain.rpc import ChainRpc
 from services.core.db import unit_of_work
 from services.finance.actions import resolve
 from services.finance.exceptions import list_exceptions
-from services.finance.matching import list_items
 from services.finance.reconcile import reconcile_period
 from services.finance.reports import period_report
+from services.finance.runs import list_items
 from services.ledger.invariants import check_invariants
 from services.ledger.repository import lots
 from tests.card.conftest import Card

@@ -13,8 +13,8 @@ from sqlmodel import Session
 
 from services.core.db import unit_of_work
 from services.core.settings import Settings
-from services.finance.matching import list_runs
 from services.finance.reconcile import previous_days
+from services.finance.runs import list_runs
 from services.finance.tasks import ReconciliationJobFailed, finance_job_specs, reconcile_recent_days
 from services.worker.health import JobRun
 from services.worker.registry import JobSpec
