@@ -8,20 +8,15 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, and_, case, exists, func, literal, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from services.alerts.models import AlertKind, AlertSettings, AlertState
-from services.core.db import UTCDateTime
+from services.core.db import UTCDateTime, insert_for
 from services.ledger.models import AccountKind
 from services.ledger.repository import accounts, budget_usage, budgets, lots, table_of
 
 settings_table: Table = table_of(AlertSettings)
 states: Table = table_of(AlertState)
-
-
-def _insert(session: Session) -> Any:
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
 # --- settings ----------------------------------------------------------------------------------------------
@@ -34,7 +29,7 @@ def get_settings_row(session: Session, account_id: int) -> Any:
 def upsert_settings(session: Session, account_id: int, values: dict[str, Any], now: datetime) -> None:
     """Write the account's settings (``values``: the columns to set), creating its row with the defaults."""
     row = {"account_id": account_id, "email_enabled": True, "created_at": now, "updated_at": now} | values
-    stmt = _insert(session)(settings_table).values(**row)
+    stmt = insert_for(session, settings_table).values(**row)
     stmt = stmt.on_conflict_do_update(index_elements=["account_id"], set_={**values, "updated_at": now})
     session.execute(stmt)
 
@@ -69,7 +64,7 @@ def insert_fired(
     """A subject's first crossing: its state row, fired once. Its crossings (1) when this call wrote it; None when
     the row exists already (another evaluation got there first, or this subject fired before)."""
     stmt = (
-        _insert(session)(states)
+        insert_for(session, states)
         .values(
             account_id=account_id,
             kind=kind,

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, Table, bindparam, func, or_, select, update
+from sqlalchemy import Select, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
@@ -30,6 +30,7 @@ from services.card.models import (
     StripeWebhookEvent,
 )
 from services.card.outcome import Outcome
+from services.core.db import insert_for
 from services.ledger.repository import table_of
 
 customers = table_of(CardCustomer)
@@ -39,12 +40,6 @@ clawbacks = table_of(CardClawback)
 inbox = table_of(StripeWebhookEvent)
 auto_recharge = table_of(CardAutoRecharge)
 cursors = table_of(CardSyncCursor)
-
-
-def _insert(session: Session, table: Table) -> Any:
-    """An INSERT that can say ``ON CONFLICT DO NOTHING`` on either database."""
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    return dialect.insert(table)
 
 
 def _locked(stmt: Select[Any], lock: bool, *, skip_locked: bool = False) -> Select[Any]:
@@ -91,7 +86,7 @@ def get_customer(session: Session, account_id: int) -> Any:
 def insert_customer(session: Session, account_id: int, stripe_customer_id: str, now: datetime) -> None:
     """Record the account's Stripe customer; the first one recorded stays."""
     stmt = (
-        _insert(session, customers)
+        insert_for(session, customers)
         .values(account_id=account_id, stripe_customer_id=stripe_customer_id, created_at=now, updated_at=now)
         .on_conflict_do_nothing(index_elements=["account_id"])
     )
@@ -112,7 +107,7 @@ def save_payment_method(session: Session, account_id: int, payment_method_id: st
 def insert_purchase(session: Session, values: dict[str, Any]) -> int | None:
     """Insert a purchase; None when (account, idempotency key) is taken already."""
     stmt = (
-        _insert(session, purchases)
+        insert_for(session, purchases)
         .values(**values)
         .on_conflict_do_nothing(index_elements=["account_id", "idempotency_key"])
         .returning(purchases.c.id)
@@ -256,7 +251,9 @@ def get_dispute(session: Session, dispute_id: str) -> Any:
 
 
 def insert_dispute(session: Session, values: dict[str, Any]) -> None:
-    session.execute(_insert(session, disputes).values(**values).on_conflict_do_nothing(index_elements=["dispute_id"]))
+    session.execute(
+        insert_for(session, disputes).values(**values).on_conflict_do_nothing(index_elements=["dispute_id"])
+    )
 
 
 def update_dispute(session: Session, dispute_id: str, **values: Any) -> None:
@@ -281,7 +278,7 @@ def refund_clawbacks(session: Session, purchase_id: int) -> tuple[int, int]:
 
 def insert_clawback(session: Session, values: dict[str, Any]) -> None:
     session.execute(
-        _insert(session, clawbacks).values(**values).on_conflict_do_nothing(index_elements=["kind", "reference"])
+        insert_for(session, clawbacks).values(**values).on_conflict_do_nothing(index_elements=["kind", "reference"])
     )
 
 
@@ -396,7 +393,7 @@ def get_auto_recharge(session: Session, account_id: int, *, lock: bool = False) 
 
 def insert_auto_recharge(session: Session, values: dict[str, Any]) -> None:
     session.execute(
-        _insert(session, auto_recharge).values(**values).on_conflict_do_nothing(index_elements=["account_id"])
+        insert_for(session, auto_recharge).values(**values).on_conflict_do_nothing(index_elements=["account_id"])
     )
 
 
@@ -428,6 +425,6 @@ def set_cursor(session: Session, name: str, created_unix: int, now: datetime) ->
     """Move the cursor forward (never back). One sync job runs at a time (the worker's job lock)."""
     current = get_cursor(session, name)
     if current is None:
-        session.execute(_insert(session, cursors).values(name=name, created_unix=created_unix, updated_at=now))
+        session.execute(insert_for(session, cursors).values(name=name, created_unix=created_unix, updated_at=now))
     elif created_unix > current:
         session.execute(update(cursors).where(cursors.c.name == name).values(created_unix=created_unix, updated_at=now))

@@ -7,9 +7,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
+from services.core.db import insert_for
 from services.events.models import DeliveryStatus, Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from services.ledger.repository import table_of
 
@@ -20,8 +20,12 @@ deliveries: Table = table_of(WebhookDelivery)
 
 def insert_event(session: Session, values: dict[str, Any]) -> int | None:
     """Insert an event unless one with its dedupe key exists; its id when it was inserted now, else None."""
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    stmt = insert(events).values(**values).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(events.c.id)
+    stmt = (
+        insert_for(session, events)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+        .returning(events.c.id)
+    )
     return session.execute(stmt).scalar_one_or_none()
 
 

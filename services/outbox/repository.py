@@ -7,9 +7,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, and_, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
+from services.core.db import insert_for
 from services.ledger.repository import entries, table_of
 from services.outbox.models import MessageStatus, OutboxMessage
 
@@ -18,9 +18,7 @@ messages: Table = table_of(OutboxMessage)
 
 def insert_message(session: Session, values: dict[str, Any]) -> bool:
     """Insert a message unless one with its dedupe key exists; whether it was inserted."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(messages).values(**values).on_conflict_do_nothing(index_elements=["dedupe_key"])
+    stmt = insert_for(session, messages).values(**values).on_conflict_do_nothing(index_elements=["dedupe_key"])
     return bool(session.execute(stmt).rowcount)  # type: ignore[attr-defined]
 
 

@@ -11,11 +11,10 @@ import psycopg
 from psycopg import sql as pg_sql
 from psycopg.rows import namedtuple_row
 from sqlalchemy import and_, delete, func, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from chain.logs import TransferLog
-from services.core.db import table_of
+from services.core.db import insert_for, table_of
 from services.core.pg import aware, driver_of, raised
 from services.usdc.models import ChainBlock, ChainCursor, DepositAddress, DepositStatus, UsdcDeposit
 
@@ -101,8 +100,7 @@ def insert_missing_addresses(session: Session, chain_id: int, rows: Sequence[Any
     (one statement per thousand rows); returns how many rows were given."""
     if not rows:
         return 0
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(addresses).on_conflict_do_nothing()
+    stmt = insert_for(session, addresses).on_conflict_do_nothing()
     values = [
         {
             "account_id": account_id,
