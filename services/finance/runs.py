@@ -56,59 +56,38 @@ def list_runs(
     return [_summary(row) for row in session.execute(stmt.order_by(runs.c.id.desc()).limit(limit)).all()]
 
 
-def start_run(session: Session, rail: str, period_start: datetime, period_end: datetime, now: datetime) -> int:
-    """The run of (rail, period), created or set running again, with its previous items removed."""
+def _attempt(
+    session: Session, rail: str, period_start: datetime, period_end: datetime, now: datetime, **values: Any
+) -> tuple[int, bool]:
+    """One more attempt at the run of (rail, period), with ``values``: the run's id, and whether it is new."""
     existing = find_run(session, rail, period_start, period_end)
     if existing is None:
         run_id = session.execute(
             insert(runs)
-            .values(
-                rail=rail,
-                period_start=period_start,
-                period_end=period_end,
-                status=RunStatus.RUNNING,
-                attempts=1,
-                started_at=now,
-            )
+            .values(rail=rail, period_start=period_start, period_end=period_end, attempts=1, started_at=now, **values)
             .returning(runs.c.id)
         ).scalar_one()
-        return int(run_id)
-    session.execute(delete(items).where(items.c.run_id == existing.id))
+        return int(run_id), True
     session.execute(
-        update(runs)
-        .where(runs.c.id == existing.id)
-        .values(status=RunStatus.RUNNING, attempts=runs.c.attempts + 1, started_at=now, finished_at=None)
+        update(runs).where(runs.c.id == existing.id).values(attempts=runs.c.attempts + 1, started_at=now, **values)
     )
-    return existing.id
+    return existing.id, False
+
+
+def start_run(session: Session, rail: str, period_start: datetime, period_end: datetime, now: datetime) -> int:
+    """The run of (rail, period), created or set running again, with its previous items removed."""
+    run_id, new = _attempt(session, rail, period_start, period_end, now, status=RunStatus.RUNNING, finished_at=None)
+    if not new:
+        session.execute(delete(items).where(items.c.run_id == run_id))
+    return run_id
 
 
 def record_failure(
     session: Session, rail: str, period_start: datetime, period_end: datetime, *, error: str, now: datetime
 ) -> int:
     """A run that could not gather its external records: recorded ``failed`` with why (its last items kept)."""
-    existing = find_run(session, rail, period_start, period_end)
-    if existing is None:
-        return int(
-            session.execute(
-                insert(runs)
-                .values(
-                    rail=rail,
-                    period_start=period_start,
-                    period_end=period_end,
-                    status=RunStatus.FAILED,
-                    attempts=1,
-                    last_error=error[:2000],
-                    started_at=now,
-                )
-                .returning(runs.c.id)
-            ).scalar_one()
-        )
-    session.execute(
-        update(runs)
-        .where(runs.c.id == existing.id)
-        .values(status=RunStatus.FAILED, attempts=runs.c.attempts + 1, last_error=error[:2000], started_at=now)
-    )
-    return existing.id
+    run_id, _ = _attempt(session, rail, period_start, period_end, now, status=RunStatus.FAILED, last_error=error[:2000])
+    return run_id
 
 
 def complete_run(session: Session, run_id: int, *, external_records: int, ledger_records: int, now: datetime) -> None:
