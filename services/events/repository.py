@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, select, update
+from sqlalchemy.engine import Row
 from sqlmodel import Session
 
 from services.core.db import insert_for
@@ -54,7 +55,7 @@ def insert_deliveries(session: Session, event_id: int, endpoint_ids: Sequence[in
     )
 
 
-def event_by_key(session: Session, dedupe_key: str) -> Any:
+def event_by_key(session: Session, dedupe_key: str) -> Row[Any] | None:
     return session.execute(select(events).where(events.c.dedupe_key == dedupe_key)).first()
 
 
@@ -146,7 +147,7 @@ def insert_endpoint(session: Session, values: dict[str, Any]) -> int:
     return int(session.execute(endpoints.insert().values(**values).returning(endpoints.c.id)).scalar_one())
 
 
-def endpoint_by_public_id(session: Session, public_id: str) -> Any:
+def endpoint_by_public_id(session: Session, public_id: str) -> Row[Any] | None:
     return session.execute(select(endpoints).where(endpoints.c.public_id == public_id)).first()
 
 
@@ -177,7 +178,7 @@ def _deliveries_joined() -> Any:
     )
 
 
-def get_delivery(session: Session, delivery_id: int) -> Any:
+def get_delivery(session: Session, delivery_id: int) -> Row[Any] | None:
     return session.execute(_deliveries_joined().where(deliveries.c.id == delivery_id)).first()
 
 
@@ -212,7 +213,7 @@ def requeue(session: Session, delivery_id: int, now: datetime) -> None:
 # Events.
 
 
-def event_by_public_id(session: Session, public_id: str) -> Any:
+def event_by_public_id(session: Session, public_id: str) -> Row[Any] | None:
     return session.execute(select(events).where(events.c.public_id == public_id)).first()
 
 
