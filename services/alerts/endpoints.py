@@ -3,8 +3,6 @@ account's under /v1/admin/accounts/{id}/alerts for the platform's admin."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from fastapi import APIRouter
 
 from services.alerts.schemas import AlertSettingsIn, AlertSettingsOut
@@ -22,8 +20,7 @@ def _update(session: SessionDep, settings: SettingsDep, account_id: int, body: A
     given = {name: getattr(body, name) for name in body.model_fields_set}
     if "email_enabled" in given and given["email_enabled"] is None:
         given.pop("email_enabled")  # null: kept, as when left out
-    view = update_alert_settings(session, account_id, now=utcnow(), settings=settings, **given)
-    return AlertSettingsOut(**asdict(view))
+    return update_alert_settings(session, account_id, now=utcnow(), settings=settings, **given)
 
 
 def _account(principal: Principal) -> int:
@@ -33,7 +30,7 @@ def _account(principal: Principal) -> int:
 
 @router.get("/account/alerts")
 def get_own_alerts(session: SessionDep, principal: CustomerOrSession) -> AlertSettingsOut:
-    return AlertSettingsOut(**asdict(get_alert_settings(session, _account(principal), utcnow())))
+    return get_alert_settings(session, _account(principal), utcnow())
 
 
 @router.patch("/account/alerts")
@@ -46,7 +43,7 @@ def update_own_alerts(
 
 @admin_router.get("/accounts/{account_id}/alerts")
 def get_account_alerts(account_id: Id, session: SessionDep, _admin: AdminKey) -> AlertSettingsOut:
-    return AlertSettingsOut(**asdict(get_alert_settings(session, account_id, utcnow())))
+    return get_alert_settings(session, account_id, utcnow())
 
 
 @admin_router.patch("/accounts/{account_id}/alerts")

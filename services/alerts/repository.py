@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, case, exists, func, literal, or_, select, update
+from sqlalchemy import Row, Table, and_, case, exists, func, literal, or_, select, update
 from sqlmodel import Session
 
 from services.alerts.models import AlertKind, AlertSettings, AlertState
@@ -22,7 +22,7 @@ states: Table = table_of(AlertState)
 # --- settings ----------------------------------------------------------------------------------------------
 
 
-def get_settings_row(session: Session, account_id: int) -> Any:
+def get_settings_row(session: Session, account_id: int) -> Row[Any] | None:
     return session.execute(select(settings_table).where(settings_table.c.account_id == account_id)).first()
 
 
@@ -42,7 +42,7 @@ def states_of(session: Session, account_id: int, kinds: Sequence[str]) -> list[A
     return list(session.execute(stmt.order_by(states.c.id)).all())
 
 
-def get_state(session: Session, account_id: int, kind: str, subject_key: str) -> Any:
+def get_state(session: Session, account_id: int, kind: str, subject_key: str) -> Row[Any] | None:
     stmt = select(states).where(
         states.c.account_id == account_id, states.c.kind == kind, states.c.subject_key == subject_key
     )

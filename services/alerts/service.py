@@ -10,7 +10,6 @@ records the failure: keyed by the failed purchase, it is sent exactly once per f
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +20,7 @@ from services.alerts import repository as repo
 from services.alerts.errors import InvalidThreshold
 from services.alerts.models import AlertKind
 from services.alerts.rules import BUDGET_LEVELS
+from services.alerts.schemas import AlertSettingsOut
 from services.core.settings import Settings, get_settings
 from services.events.models import EventType
 from services.events.service import record_event
@@ -69,14 +69,6 @@ def dedupe_key(kind: AlertKind, account_id: int, subject_key: str, crossing: int
 # --- settings ----------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class AlertSettingsView:
-    low_balance_threshold_credits: int | None
-    email_enabled: bool
-    # Per kind of alert, whether its next crossing fires.
-    armed: dict[str, bool]
-
-
 def _armed(session: Session, account_id: int, now: datetime) -> dict[str, bool]:
     """Low balance: not fired, or armed again since. Budget thresholds: some live budget can still fire one this
     period (it has not fired its 100 %). Expiring credits and failed auto-recharges: always (each lot, each failed
@@ -96,10 +88,10 @@ def _armed(session: Session, account_id: int, now: datetime) -> dict[str, bool]:
     }
 
 
-def get_alert_settings(session: Session, account_id: int, now: datetime) -> AlertSettingsView:
+def get_alert_settings(session: Session, account_id: int, now: datetime) -> AlertSettingsOut:
     require_customer_account(session, account_id)
     row = repo.get_settings_row(session, account_id)
-    return AlertSettingsView(
+    return AlertSettingsOut(
         low_balance_threshold_credits=None if row is None else row.low_balance_threshold_credits,
         email_enabled=True if row is None else bool(row.email_enabled),
         armed=_armed(session, account_id, now),
@@ -117,7 +109,7 @@ def update_alert_settings(
     email_enabled: bool | None = None,
     now: datetime,
     settings: Settings | None = None,
-) -> AlertSettingsView:
+) -> AlertSettingsOut:
     """Change the threshold (None: off) and/or whether alert emails are sent; fields not given are kept. A new
     threshold arms the low-balance alert again, so that a balance already below it is told once."""
     require_customer_account(session, account_id)

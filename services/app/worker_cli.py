@@ -19,11 +19,12 @@ from services.core.settings import Settings, get_settings
 from services.ops.metrics_server import start_metrics_server
 from services.usdc.errors import TokenDecimalsMismatch
 from services.usdc.tasks import preflight
-from services.worker.health import JobHealthView, list_job_health
+from services.worker.health import list_job_health
 from services.worker.logs import configure_worker_logging
 from services.worker.models import RunOutcome
 from services.worker.runner import run_job_once
 from services.worker.scheduler import create_worker
+from services.worker.schemas import JobHealthOut
 
 logger = logging.getLogger("creditrail.worker")
 
@@ -69,7 +70,7 @@ def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
 
 
-def _table(views: list[JobHealthView]) -> str:
+def _table(views: list[JobHealthOut]) -> str:
     header = ("JOB", "STATUS", "LAST START", "LAST SUCCESS", "LAST ERROR AT", "ITEMS", "TOTAL", "FAILS", "LAST ERROR")
     rows = [
         (
@@ -103,7 +104,7 @@ def jobs(as_json: bool) -> None:
     finally:
         engine.dispose()
     if as_json:
-        click.echo(json.dumps([asdict(view) for view in views], default=str, indent=2))
+        click.echo(json.dumps([view.model_dump() for view in views], default=str, indent=2))
     else:
         click.echo(_table(views))
 

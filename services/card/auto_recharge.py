@@ -27,6 +27,7 @@ from services.card.errors import NoSavedCard
 from services.card.models import PurchaseKind, PurchaseStatus
 from services.card.packs import get_pack
 from services.card.purchases import CURRENCY, purchase_metadata
+from services.card.schemas import AutoRechargeOut
 from services.card.stripe_objects import KIND_KEY
 from services.ledger.accounts import require_customer_account
 from services.ledger.balance import get_balance
@@ -37,33 +38,14 @@ DEFAULT_PACK = "standard"
 MAX_STRIPE_ATTEMPTS = 5
 
 
-@dataclass(frozen=True, slots=True)
-class AutoRechargeView:
-    enabled: bool
-    threshold_credits: int
-    pack: str
-    amount_credits: int
-    amount_cents: int
-    has_saved_card: bool
-    armed: bool
-    crossings: int
-    consecutive_failures: int
-    last_failure_code: str | None
-    last_failure_message: str | None
-    last_failure_at: datetime | None
-    disabled_reason: str | None
-    last_purchase_id: int | None
-    updated_at: datetime | None
-
-
-def get_view(session: Session, account_id: int) -> AutoRechargeView:
+def get_view(session: Session, account_id: int) -> AutoRechargeOut:
     require_customer_account(session, account_id)
     row = repo.get_auto_recharge(session, account_id)
     customer = repo.get_customer(session, account_id)
     has_card = customer is not None and customer.payment_method_id is not None
     if row is None:
         pack = get_pack(DEFAULT_PACK)
-        return AutoRechargeView(
+        return AutoRechargeOut(
             enabled=False,
             threshold_credits=0,
             pack=pack.code,
@@ -80,28 +62,12 @@ def get_view(session: Session, account_id: int) -> AutoRechargeView:
             last_purchase_id=None,
             updated_at=None,
         )
-    return AutoRechargeView(
-        enabled=row.enabled,
-        threshold_credits=row.threshold_credits,
-        pack=row.pack,
-        amount_credits=row.amount_credits,
-        amount_cents=row.amount_cents,
-        has_saved_card=has_card,
-        armed=row.armed,
-        crossings=row.crossings,
-        consecutive_failures=row.consecutive_failures,
-        last_failure_code=row.last_failure_code,
-        last_failure_message=row.last_failure_message,
-        last_failure_at=row.last_failure_at,
-        disabled_reason=row.disabled_reason,
-        last_purchase_id=row.last_purchase_id,
-        updated_at=row.updated_at,
-    )
+    return AutoRechargeOut.model_validate({**row._asdict(), "has_saved_card": has_card})
 
 
 def configure(
     session: Session, account_id: int, *, enabled: bool, threshold_credits: int, pack: str, now: datetime
-) -> AutoRechargeView:
+) -> AutoRechargeOut:
     """Save the customer's auto-recharge settings. Turning it on needs a saved card; turning it on again (after
     it turned itself off) clears the failure count and arms it."""
     require_customer_account(session, account_id)

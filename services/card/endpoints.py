@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from dataclasses import asdict
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
@@ -111,9 +110,7 @@ def _account(principal: Principal) -> int:
 
 
 def _purchase_out(view: purchases.PurchaseView, replayed: bool = False) -> PurchaseOut:
-    data = asdict(view)
-    data.pop("account_id")
-    return PurchaseOut(**data, replayed=replayed)
+    return PurchaseOut.model_validate(view.model_dump(exclude={"account_id"}) | {"replayed": replayed})
 
 
 # --- customers ---------------------------------------------------------------------------------------------
@@ -200,7 +197,7 @@ def confirm_purchase(
 def get_auto_recharge(session: SessionDep, principal: CustomerOrSession) -> AutoRechargeOut:
     """The account's auto-recharge settings and state, with the last failure (a decline, or the bank asking for
     authentication) and why it turned itself off, if it did."""
-    return AutoRechargeOut(**asdict(auto_recharge.get_view(session, _account(principal))))
+    return auto_recharge.get_view(session, _account(principal))
 
 
 @router.put("/card/auto-recharge")
@@ -210,7 +207,7 @@ def set_auto_recharge(
     """Turning auto-recharge on needs the card rail (it charges through Stripe); turning it off never does."""
     if body.enabled:
         require_rail(settings)
-    view = auto_recharge.configure(
+    return auto_recharge.configure(
         session,
         _account(principal),
         enabled=body.enabled,
@@ -218,7 +215,6 @@ def set_auto_recharge(
         pack=body.pack,
         now=utcnow(),
     )
-    return AutoRechargeOut(**asdict(view))
 
 
 # --- Stripe ------------------------------------------------------------------------------------------------

@@ -142,28 +142,43 @@ def fulfil_checkout_session(session: Session, data: CheckoutSessionData, *, now:
         return _not_paid(session, purchase, data, values, now)
     paid_cents = data.amount_total
     if paid_cents is None or paid_cents != purchase.amount_cents or data.currency != CURRENCY:
-        repo.update_purchase(
-            session,
-            purchase.id,
-            status=PurchaseStatus.REVIEW,
-            amount_paid_cents=data.amount_total,
-            failure_code="amount_mismatch",
-            failure_message="The amount paid does not match this purchase; our finance team will look at it.",
-            updated_at=now,
-            **values,
-        )
-        _exception(
-            session,
-            "amount_mismatch",
-            data.id,
-            now,
-            account_id=purchase.account_id,
-            amount_cents=data.amount_total,
-            amount_credits=purchase.amount_credits,
-            details={"purchase_id": purchase.id, "expected_cents": purchase.amount_cents, "currency": data.currency},
-        )
-        return exception_outcome("amount_mismatch", purchase.id)
+        return _amount_mismatch(session, purchase, data.id, data.amount_total, data.currency, "paid", values, now)
     return _mint(session, purchase, external_ref=data.id, paid_cents=paid_cents, values=values, now=now)
+
+
+def _amount_mismatch(
+    session: Session,
+    purchase: Any,
+    reference: str,
+    paid_cents: int | None,
+    currency: str | None,
+    verb: str,
+    values: dict[str, Any],
+    now: datetime,
+) -> Outcome:
+    """Stripe took another amount (or currency) than the purchase's: the purchase goes to review, with a finance
+    exception about the Stripe object (``reference``) that says so; nothing is minted."""
+    repo.update_purchase(
+        session,
+        purchase.id,
+        status=PurchaseStatus.REVIEW,
+        amount_paid_cents=paid_cents,
+        failure_code="amount_mismatch",
+        failure_message=f"The amount {verb} does not match this purchase; our finance team will look at it.",
+        updated_at=now,
+        **values,
+    )
+    _exception(
+        session,
+        "amount_mismatch",
+        reference,
+        now,
+        account_id=purchase.account_id,
+        amount_cents=paid_cents,
+        amount_credits=purchase.amount_credits,
+        details={"purchase_id": purchase.id, "expected_cents": purchase.amount_cents, "currency": currency},
+    )
+    return exception_outcome("amount_mismatch", purchase.id)
 
 
 def _not_paid(
@@ -333,27 +348,9 @@ def fulfil_payment_intent(session: Session, intent: PaymentIntentData, *, now: d
             repo.update_purchase(session, purchase.id, status=PurchaseStatus.PROCESSING, updated_at=now, **values)
         return Outcome("awaiting_payment", purchase.id)
     if intent.amount_received != purchase.amount_cents or intent.currency != CURRENCY:
-        repo.update_purchase(
-            session,
-            purchase.id,
-            status=PurchaseStatus.REVIEW,
-            amount_paid_cents=intent.amount_received,
-            failure_code="amount_mismatch",
-            failure_message="The amount charged does not match this purchase; our finance team will look at it.",
-            updated_at=now,
-            **values,
+        return _amount_mismatch(
+            session, purchase, intent.id, intent.amount_received, intent.currency, "charged", values, now
         )
-        _exception(
-            session,
-            "amount_mismatch",
-            intent.id,
-            now,
-            account_id=purchase.account_id,
-            amount_cents=intent.amount_received,
-            amount_credits=purchase.amount_credits,
-            details={"purchase_id": purchase.id, "expected_cents": purchase.amount_cents, "currency": intent.currency},
-        )
-        return exception_outcome("amount_mismatch", purchase.id)
     values |= _card_fields(purchase, intent.card)
     outcome = _mint(session, purchase, external_ref=intent.id, paid_cents=purchase.amount_cents, values=values, now=now)
     repo.update_auto_recharge(session, purchase.account_id, consecutive_failures=0, updated_at=now)

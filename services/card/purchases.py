@@ -18,7 +18,6 @@ each in its own unit of work, is services.card.flows.checkout.start_checkout.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -28,6 +27,7 @@ from services.card import repository as repo
 from services.card.errors import PurchaseNotFound
 from services.card.models import PurchaseKind, PurchaseStatus
 from services.card.packs import Pack
+from services.card.schemas import PurchaseOut
 from services.card.stripe_objects import (
     ACCOUNT_ID_KEY,
     CREDITS_KEY,
@@ -48,32 +48,10 @@ from services.ledger.models import Rail
 CURRENCY = "usd"
 
 
-@dataclass(frozen=True, slots=True)
-class PurchaseView:
-    id: int
+class PurchaseView(PurchaseOut):
+    """A purchase as the card rail handles it: its API shape plus the account it belongs to."""
+
     account_id: int
-    kind: str
-    pack: str
-    amount_credits: int
-    amount_cents: int
-    currency: str
-    status: str
-    save_card: bool
-    checkout_url: str | None
-    checkout_session_id: str | None
-    payment_intent_id: str | None
-    lot_id: int | None
-    amount_paid_cents: int | None
-    refunded_cents: int
-    failure_code: str | None
-    failure_message: str | None
-    created_at: datetime
-    updated_at: datetime
-    completed_at: datetime | None
-    # The card that paid (Stripe's brand code, the last four digits, and "Visa ending 4242"), once known.
-    card_brand: str | None = None
-    card_last4: str | None = None
-    card_label: str | None = None
 
     @property
     def reference(self) -> str | None:
@@ -82,31 +60,8 @@ class PurchaseView:
 
 
 def view(row: Any) -> PurchaseView:
-    return PurchaseView(
-        id=row.id,
-        account_id=row.account_id,
-        kind=row.kind,
-        pack=row.pack,
-        amount_credits=row.amount_credits,
-        amount_cents=row.amount_cents,
-        currency=CURRENCY,
-        status=row.status,
-        save_card=row.save_card,
-        checkout_url=row.checkout_url,
-        checkout_session_id=row.checkout_session_id,
-        payment_intent_id=row.payment_intent_id,
-        lot_id=row.lot_id,
-        amount_paid_cents=row.amount_paid_cents,
-        refunded_cents=row.refunded_cents,
-        failure_code=row.failure_code,
-        failure_message=row.failure_message,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        completed_at=row.completed_at,
-        card_brand=row.card_brand,
-        card_last4=row.card_last4,
-        card_label=card_label(row.card_brand, row.card_last4),
-    )
+    fields = {**row._asdict(), "currency": CURRENCY, "card_label": card_label(row.card_brand, row.card_last4)}
+    return PurchaseView.model_validate(fields)
 
 
 def purchase_metadata(purchase: Any) -> dict[str, str]:

@@ -55,6 +55,21 @@ def _expect(obj: Mapping[str, Any], kind: str) -> None:
         raise ValueError(f"a {said} where a {kind} was expected")
 
 
+def _id_of(obj: Mapping[str, Any], kind: str, name: str) -> str:
+    """The id of an object that must be a ``kind`` (``name`` in the error when it has none)."""
+    _expect(obj, kind)
+    object_id = _str(obj.get("id"))
+    if object_id is None:
+        raise ValueError(f"a {name} without an id")
+    return object_id
+
+
+def _currency(obj: Mapping[str, Any]) -> str | None:
+    """The object's currency code, lower case as Stripe documents it (whatever case was sent)."""
+    currency = _str(obj.get("currency"))
+    return currency.lower() if currency else None
+
+
 def from_unix(seconds: int | None) -> datetime | None:
     return datetime.fromtimestamp(seconds, UTC) if seconds is not None else None
 
@@ -136,17 +151,13 @@ class CheckoutSessionData:
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any]) -> CheckoutSessionData:
-        _expect(obj, "checkout.session")
-        session_id = _str(obj.get("id"))
-        if session_id is None:
-            raise ValueError("a Checkout Session without an id")
-        currency = _str(obj.get("currency"))
+        session_id = _id_of(obj, "checkout.session", "Checkout Session")
         return cls(
             id=session_id,
             status=_str(obj.get("status")),
             payment_status=_str(obj.get("payment_status")),
             amount_total=_int(obj.get("amount_total")),
-            currency=currency.lower() if currency else None,
+            currency=_currency(obj),
             mode=_str(obj.get("mode")),
             client_reference_id=_str(obj.get("client_reference_id")),
             payment_intent=_str(obj.get("payment_intent")),
@@ -192,19 +203,15 @@ class PaymentIntentData:
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any]) -> PaymentIntentData:
-        _expect(obj, "payment_intent")
-        intent_id = _str(obj.get("id"))
-        if intent_id is None:
-            raise ValueError("a PaymentIntent without an id")
+        intent_id = _id_of(obj, "payment_intent", "PaymentIntent")
         error = obj.get("last_payment_error")
         error = error if isinstance(error, Mapping) else {}
-        currency = _str(obj.get("currency"))
         return cls(
             id=intent_id,
             status=_str(obj.get("status")),
             amount=_int(obj.get("amount")),
             amount_received=_int(obj.get("amount_received")),
-            currency=currency.lower() if currency else None,
+            currency=_currency(obj),
             customer=_str(obj.get("customer")),
             payment_method=_str(obj.get("payment_method")),
             setup_future_usage=_str(obj.get("setup_future_usage")),
@@ -236,16 +243,12 @@ class ChargeData:
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any]) -> ChargeData:
-        _expect(obj, "charge")
-        charge_id = _str(obj.get("id"))
-        if charge_id is None:
-            raise ValueError("a charge without an id")
-        currency = _str(obj.get("currency"))
+        charge_id = _id_of(obj, "charge", "charge")
         return cls(
             id=charge_id,
             amount=_int(obj.get("amount")),
             amount_refunded=_int(obj.get("amount_refunded")),
-            currency=currency.lower() if currency else None,
+            currency=_currency(obj),
             payment_intent=_str(obj.get("payment_intent")),
             metadata=_metadata(obj.get("metadata")),
         )
@@ -270,13 +273,12 @@ class DisputeData:
         dispute_id, charge = _str(obj.get("id")), _str(obj.get("charge"))
         if dispute_id is None or charge is None:
             raise ValueError("a dispute without an id or a charge")
-        currency = _str(obj.get("currency"))
         return cls(
             id=dispute_id,
             charge=charge,
             payment_intent=_str(obj.get("payment_intent")),
             amount=_int(obj.get("amount")),
-            currency=currency.lower() if currency else None,
+            currency=_currency(obj),
             status=_str(obj.get("status")),
         )
 

@@ -8,12 +8,31 @@ whichever way a change is reached (a webhook delivered twice, the sync job), one
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, NamedTuple
 
 from sqlmodel import Session
 
 from services.events.models import EventType
 from services.events.service import record_event
 from services.outbox.receipts import receipt_number
+
+
+class DepositTransfer(NamedTuple):
+    """The USDC deposit an event is about: its account, and the Transfer log that made it."""
+
+    account_id: int
+    deposit_id: int
+    chain_id: int
+    tx_hash: str
+    log_index: int
+
+    @classmethod
+    def of(cls, deposit: Any) -> DepositTransfer:
+        """From a deposit's row."""
+        return cls(deposit.account_id, deposit.id, deposit.chain_id, deposit.tx_hash, deposit.log_index)
+
+    def transfer_data(self) -> dict[str, Any]:
+        return {"chain_id": self.chain_id, "tx_hash": self.tx_hash, "log_index": self.log_index}
 
 
 def purchase_completed_key(lot_id: int) -> str:
@@ -66,12 +85,8 @@ def record_purchase_completed(
 
 def record_deposit_credited(
     session: Session,
+    deposit: DepositTransfer,
     *,
-    account_id: int,
-    deposit_id: int,
-    chain_id: int,
-    tx_hash: str,
-    log_index: int,
     usdc_units: int,
     lot_id: int,
     amount_credits: int,
@@ -81,13 +96,11 @@ def record_deposit_credited(
     return record_event(
         session,
         event_type=EventType.DEPOSIT_CREDITED,
-        account_id=account_id,
+        account_id=deposit.account_id,
         data={
-            "deposit_id": deposit_id,
+            "deposit_id": deposit.deposit_id,
             "rail": "usdc",
-            "chain_id": chain_id,
-            "tx_hash": tx_hash,
-            "log_index": log_index,
+            **deposit.transfer_data(),
             # As text: a transfer's amount may be beyond what a JSON number holds exactly.
             "usdc_units": str(usdc_units),
             "lot_id": lot_id,
@@ -133,12 +146,8 @@ def record_refund_clawed_back(
 
 def record_deposit_reversed(
     session: Session,
+    deposit: DepositTransfer,
     *,
-    account_id: int,
-    deposit_id: int,
-    chain_id: int,
-    tx_hash: str,
-    log_index: int,
     lot_id: int,
     transaction_id: int,
     amount_credits: int,
@@ -149,12 +158,10 @@ def record_deposit_reversed(
     return record_event(
         session,
         event_type=EventType.DEPOSIT_REVERSED,
-        account_id=account_id,
+        account_id=deposit.account_id,
         data={
-            "deposit_id": deposit_id,
-            "chain_id": chain_id,
-            "tx_hash": tx_hash,
-            "log_index": log_index,
+            "deposit_id": deposit.deposit_id,
+            **deposit.transfer_data(),
             "lot_id": lot_id,
             "transaction_id": transaction_id,
             "amount_credits": amount_credits,

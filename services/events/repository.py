@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Row, Table, select, update
 from sqlmodel import Session
 
 from services.core.db import insert_for, table_of
@@ -53,7 +53,7 @@ def insert_deliveries(session: Session, event_id: int, endpoint_ids: Sequence[in
     )
 
 
-def event_by_key(session: Session, dedupe_key: str) -> Any:
+def event_by_key(session: Session, dedupe_key: str) -> Row[Any] | None:
     return session.execute(select(events).where(events.c.dedupe_key == dedupe_key)).first()
 
 
@@ -145,7 +145,7 @@ def insert_endpoint(session: Session, values: dict[str, Any]) -> int:
     return int(session.execute(endpoints.insert().values(**values).returning(endpoints.c.id)).scalar_one())
 
 
-def endpoint_by_public_id(session: Session, public_id: str) -> Any:
+def endpoint_by_public_id(session: Session, public_id: str) -> Row[Any] | None:
     return session.execute(select(endpoints).where(endpoints.c.public_id == public_id)).first()
 
 
@@ -176,7 +176,7 @@ def _deliveries_joined() -> Any:
     )
 
 
-def get_delivery(session: Session, delivery_id: int) -> Any:
+def get_delivery(session: Session, delivery_id: int) -> Row[Any] | None:
     return session.execute(_deliveries_joined().where(deliveries.c.id == delivery_id)).first()
 
 
@@ -211,7 +211,7 @@ def requeue(session: Session, delivery_id: int, now: datetime) -> None:
 # Events.
 
 
-def event_by_public_id(session: Session, public_id: str) -> Any:
+def event_by_public_id(session: Session, public_id: str) -> Row[Any] | None:
     return session.execute(select(events).where(events.c.public_id == public_id)).first()
 
 

@@ -22,15 +22,16 @@ from sqlmodel import Session
 from services.core.clock import utcnow
 from services.core.errors import Conflict, InvalidRequest
 from services.core.money import cents_to_credits, credits_to_usdc_units
-from services.finance.matching import CARD_RAIL, EXCEPTION_KIND_PREFIX
 from services.finance.models import ItemCategory
+from services.finance.runs import CARD_RAIL, EXCEPTION_KIND_PREFIX
 from services.ledger.clawback import clawback
 from services.ledger.minting import mint
 from services.ledger.repository import lots
 from services.ledger.system_accounts import SystemAccount
 from services.review.errors import FinanceExceptionClosed
 from services.review.models import ExceptionStatus
-from services.review.service import ExceptionView, close_exception, exceptions_table, get_exception
+from services.review.schemas import ExceptionOut
+from services.review.service import close_exception, exceptions_table, get_exception
 from services.usdc.crediting import funding_account
 
 
@@ -55,7 +56,7 @@ def resolve(
     account_id: int | None = None,
     amount_credits: int | None = None,
     now: datetime | None = None,
-) -> ExceptionView:
+) -> ExceptionOut:
     """Close an open exception with ``action``; ``account_id`` and ``amount_credits`` override what the exception
     knows (a mint into the right account, a partial clawback)."""
     now = now or utcnow()
@@ -85,7 +86,7 @@ def resolve(
     return get_exception(session, closed.id)
 
 
-def _lock_open(session: Session, exception_id: int) -> ExceptionView:
+def _lock_open(session: Session, exception_id: int) -> ExceptionOut:
     """The exception, its row locked so two people resolving it at once cannot both act."""
     x = exceptions_table
     session.execute(select(x.c.id).where(x.c.id == exception_id).with_for_update())
@@ -95,13 +96,13 @@ def _lock_open(session: Session, exception_id: int) -> ExceptionView:
     return current
 
 
-def _detail(current: ExceptionView, name: str) -> Any:
+def _detail(current: ExceptionOut, name: str) -> Any:
     return current.details.get(name) if isinstance(current.details, dict) else None
 
 
 def _mint_missing(
     session: Session,
-    current: ExceptionView,
+    current: ExceptionOut,
     account_id: int | None,
     amount_credits: int | None,
     reason: str,
@@ -152,7 +153,7 @@ def _mint_missing(
     return minted.transaction_id
 
 
-def _claw_back(session: Session, current: ExceptionView, amount_credits: int | None, reason: str, now: datetime) -> int:
+def _claw_back(session: Session, current: ExceptionOut, amount_credits: int | None, reason: str, now: datetime) -> int:
     lot_id = _detail(current, "lot_id")
     if not isinstance(lot_id, int):
         raise ActionNotApplicable("this exception names no lot to claw back")

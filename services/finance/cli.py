@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,7 +44,7 @@ def reconcile(rail: str, start: datetime, end: datetime) -> None:
     engine = ready_engine(settings)
     with progress.on_terminal():  # on stderr, and only when it is a terminal
         runs = reconcile_period(engine, settings, rail=rail, period_start=_utc(start), period_end=_utc(end))
-    _print([asdict(run) for run in runs])
+    _print([run.model_dump() for run in runs])
     if any(run.missing_in_ledger or run.missing_externally or run.amount_mismatch for run in runs):
         sys.exit(1)
 
@@ -97,7 +96,7 @@ def exceptions(status: str, rail: str | None, reference: str | None, limit: int)
 
     with unit_of_work(ready_engine(get_settings())) as session:
         found = list_exceptions(session, status, rail=rail, reference=reference, limit=limit)
-    _print([asdict(view) for view in found])
+    _print([view.model_dump() for view in found])
 
 
 @finance.command("resolve")
@@ -123,4 +122,4 @@ def resolve(
             account_id=account_id,
             amount_credits=amount_credits,
         )
-    _print(asdict(closed))
+    _print(closed.model_dump())

@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
-from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -32,17 +31,17 @@ from services.core.db import unit_of_work
 from services.core.errors import NotFound
 from services.finance import actions, reports
 from services.finance.flows.reconcile import reconcile_period
-from services.finance.matching import ITEM_COLUMNS, get_run, list_items, list_runs
+from services.finance.matching import ITEM_COLUMNS
+from services.finance.runs import get_run, list_items, list_runs
 from services.finance.schemas import (
-    ExceptionOut,
     ExceptionPage,
     ItemOut,
     ItemPage,
     ReconcileIn,
     ResolveIn,
-    RunOut,
     RunPage,
 )
+from services.review.schemas import ExceptionOut
 from services.review.service import get_exception, list_exceptions
 
 router = APIRouter(prefix="/v1/finance", tags=["finance"])
@@ -53,10 +52,6 @@ MAX_PAGE = 1_000
 
 class RunNotFound(NotFound):
     code = "reconciliation_run_not_found"
-
-
-def _exception_out(view: Any) -> ExceptionOut:
-    return ExceptionOut(**asdict(view))
 
 
 @router.get("/exceptions")
@@ -75,17 +70,17 @@ def exceptions_list(
     found = list_exceptions(
         session, status, rail=rail, kind=kind, reference=reference, after_id=id_cursor(cursor) or 0, limit=limit + 1
     )
-    return page_of([_exception_out(view) for view in found], limit, lambda exception: exception.id)
+    return page_of(found, limit, lambda exception: exception.id)
 
 
 @router.get("/exceptions/{exception_id}")
 def exception_get(session: SessionDep, _finance: FinanceKey, exception_id: Id) -> ExceptionOut:
-    return _exception_out(get_exception(session, exception_id))
+    return get_exception(session, exception_id)
 
 
 @router.post("/exceptions/{exception_id}/resolve")
 def exception_resolve(session: SessionDep, finance: FinanceKey, exception_id: Id, body: ResolveIn) -> ExceptionOut:
-    closed = actions.resolve(
+    return actions.resolve(
         session,
         exception_id,
         action=body.action,
@@ -94,7 +89,6 @@ def exception_resolve(session: SessionDep, finance: FinanceKey, exception_id: Id
         account_id=body.account_id,
         amount_credits=body.amount_credits,
     )
-    return _exception_out(closed)
 
 
 @router.post("/reconciliations")
@@ -114,7 +108,7 @@ async def reconciliation_run(
         gateway=gateway,
         readers=readers,
     )
-    return RunPage(data=[RunOut(**asdict(summary)) for summary in summaries], has_more=False)
+    return RunPage(data=summaries, has_more=False)
 
 
 @router.get("/reconciliations")
@@ -127,7 +121,7 @@ def reconciliation_list(
 ) -> RunPage:
     """Reconciliation runs, newest first."""
     runs = list_runs(session, rail=rail, before_id=id_cursor(cursor), limit=limit + 1)
-    return page_of([RunOut(**asdict(run)) for run in runs], limit, lambda run: run.id)
+    return page_of(runs, limit, lambda run: run.id)
 
 
 def _items_csv(engine: Any, run_id: int, category: str | None) -> Iterator[str]:
@@ -182,7 +176,7 @@ def reconciliation_items(
     rows = list_items(session, run_id, category=category, after_id=id_cursor(cursor) or 0, limit=limit + 1)
     items = [ItemOut(**{name: getattr(row, name) for name in ItemOut.model_fields}) for row in rows]
     page = page_of(items, limit, lambda item: item.id)
-    return ItemPage(**dict(page), run=RunOut(**asdict(run)))
+    return ItemPage(**dict(page), run=run)
 
 
 @router.get("/reports", response_model=None, responses=json_or_csv())

@@ -25,7 +25,6 @@ Nothing here commits.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,7 +35,6 @@ from sqlalchemy import (
     Select,
     and_,
     case,
-    delete,
     false,
     func,
     insert,
@@ -56,12 +54,19 @@ from services.finance.models import (
     ChainTransferRecord,
     ItemCategory,
     ItemKind,
-    ReconciliationItem,
-    ReconciliationRun,
-    RunStatus,
     StripeBalanceTransaction,
     StripeCheckoutSessionRecord,
 )
+from services.finance.runs import (
+    CARD_RAIL,
+    EXCEPTION_KIND_PREFIX,
+    complete_run,
+    get_run,
+    items,
+    start_run,
+    usdc_rail,
+)
+from services.finance.schemas import RunOut
 from services.ledger.models import TransactionKind
 from services.ledger.repository import accounts, entries, lots, transactions
 from services.ledger.system_accounts import SystemAccount
@@ -69,133 +74,20 @@ from services.review.models import ExceptionStatus
 from services.review.service import card_reference, exceptions_table, raise_exception, usdc_reference
 from services.usdc.models import DepositAddress
 
-runs = table_of(ReconciliationRun)
-items = table_of(ReconciliationItem)
 balance_txns = table_of(StripeBalanceTransaction)
 sessions = table_of(StripeCheckoutSessionRecord)
 transfers = table_of(ChainTransferRecord)
 addresses = table_of(DepositAddress)
 
-CARD_RAIL = "card"
+
+def _outside(column: ColumnElement[Any], period_start: datetime, period_end: datetime) -> ColumnElement[bool]:
+    return or_(column < period_start, column >= period_end)
+
+
 # Balance transactions that are a payment (gross received), and those that give money back on a charge.
 PAYMENT_TYPES = ("charge", "payment")
 REVERSAL_CATEGORIES = ("refund", "refund_failure", "dispute", "dispute_reversal")
 DISPUTE_CATEGORIES = ("dispute", "dispute_reversal")
-EXCEPTION_KIND_PREFIX = "reconciliation_"
-
-
-def usdc_rail(chain_id: int) -> str:
-    return f"usdc:{chain_id}"
-
-
-@dataclass(frozen=True, slots=True)
-class RunSummary:
-    id: int
-    rail: str
-    period_start: datetime
-    period_end: datetime
-    status: str
-    attempts: int
-    external_records: int
-    ledger_records: int
-    matched: int
-    missing_in_ledger: int
-    missing_externally: int
-    amount_mismatch: int
-    late: int
-    last_error: str | None
-    started_at: datetime
-    finished_at: datetime | None
-
-    @property
-    def discrepancies(self) -> int:
-        return self.missing_in_ledger + self.missing_externally + self.amount_mismatch
-
-
-def _summary(row: Any) -> RunSummary:
-    return RunSummary(**{name: getattr(row, name) for name in RunSummary.__dataclass_fields__})
-
-
-def get_run(session: Session, run_id: int) -> RunSummary | None:
-    row = session.execute(select(runs).where(runs.c.id == run_id)).first()
-    return _summary(row) if row is not None else None
-
-
-def find_run(session: Session, rail: str, period_start: datetime, period_end: datetime) -> RunSummary | None:
-    row = session.execute(
-        select(runs).where(runs.c.rail == rail, runs.c.period_start == period_start, runs.c.period_end == period_end)
-    ).first()
-    return _summary(row) if row is not None else None
-
-
-def list_runs(
-    session: Session, *, rail: str | None = None, limit: int = 50, before_id: int | None = None
-) -> list[RunSummary]:
-    stmt = select(runs)
-    if rail is not None:
-        stmt = stmt.where(runs.c.rail == rail)
-    if before_id is not None:
-        stmt = stmt.where(runs.c.id < before_id)
-    return [_summary(row) for row in session.execute(stmt.order_by(runs.c.id.desc()).limit(limit)).all()]
-
-
-def _start_run(session: Session, rail: str, period_start: datetime, period_end: datetime, now: datetime) -> int:
-    """The run of (rail, period), created or set running again, with its previous items removed."""
-    existing = find_run(session, rail, period_start, period_end)
-    if existing is None:
-        run_id = session.execute(
-            insert(runs)
-            .values(
-                rail=rail,
-                period_start=period_start,
-                period_end=period_end,
-                status=RunStatus.RUNNING,
-                attempts=1,
-                started_at=now,
-            )
-            .returning(runs.c.id)
-        ).scalar_one()
-        return int(run_id)
-    session.execute(delete(items).where(items.c.run_id == existing.id))
-    session.execute(
-        update(runs)
-        .where(runs.c.id == existing.id)
-        .values(status=RunStatus.RUNNING, attempts=runs.c.attempts + 1, started_at=now, finished_at=None)
-    )
-    return existing.id
-
-
-def record_failure(
-    session: Session, rail: str, period_start: datetime, period_end: datetime, *, error: str, now: datetime
-) -> int:
-    """A run that could not gather its external records: recorded ``failed`` with why (its last items kept)."""
-    existing = find_run(session, rail, period_start, period_end)
-    if existing is None:
-        return int(
-            session.execute(
-                insert(runs)
-                .values(
-                    rail=rail,
-                    period_start=period_start,
-                    period_end=period_end,
-                    status=RunStatus.FAILED,
-                    attempts=1,
-                    last_error=error[:2000],
-                    started_at=now,
-                )
-                .returning(runs.c.id)
-            ).scalar_one()
-        )
-    session.execute(
-        update(runs)
-        .where(runs.c.id == existing.id)
-        .values(status=RunStatus.FAILED, attempts=runs.c.attempts + 1, last_error=error[:2000], started_at=now)
-    )
-    return existing.id
-
-
-def _outside(column: ColumnElement[Any], period_start: datetime, period_end: datetime) -> ColumnElement[bool]:
-    return or_(column < period_start, column >= period_end)
 
 
 def _within(column: ColumnElement[Any], period_start: datetime, period_end: datetime) -> ColumnElement[bool]:
@@ -641,10 +533,10 @@ def _usdc_lot_items(
 
 def reconcile_card(
     session: Session, *, period_start: datetime, period_end: datetime, cutoff: datetime, now: datetime
-) -> RunSummary:
+) -> RunOut:
     """Reconcile the card rail over [period_start, period_end) from the mirror as it stands; ``cutoff`` bounds the
     late records (refunds and clawbacks) looked at after the period."""
-    run_id = _start_run(session, CARD_RAIL, period_start, period_end, now)
+    run_id = start_run(session, CARD_RAIL, period_start, period_end, now)
     _card_payment_items(session, run_id, period_start, period_end)
     _card_lot_items(session, run_id, period_start, period_end)
     _card_reversal_items(session, run_id, period_start, period_end, cutoff)
@@ -666,10 +558,10 @@ def reconcile_usdc(
     period_end: datetime,
     min_deposit_usdc_units: int,
     now: datetime,
-) -> RunSummary:
+) -> RunOut:
     """Reconcile one chain's deposits over [period_start, period_end), whose blocks are ``blocks`` (first, last;
     None when the period holds no block), from the re-scanned transfers in the mirror."""
-    run_id = _start_run(session, usdc_rail(chain_id), period_start, period_end, now)
+    run_id = start_run(session, usdc_rail(chain_id), period_start, period_end, now)
     args = (session, run_id, chain_id, blocks, period_start, period_end, min_deposit_usdc_units)
     _deposit_items(*args)
     _usdc_lot_items(*args)
@@ -691,36 +583,9 @@ def reconcile_usdc(
 
 def _finish_run(
     session: Session, run_id: int, exception_rail: str, *, external_records: int, ledger_records: int, now: datetime
-) -> RunSummary:
-    counts: dict[str, int] = defaultdict(int)
-    late = 0
-    for category, count, late_count in session.execute(
-        select(
-            items.c.category,
-            func.count(),
-            func.coalesce(func.sum(case((items.c.late, 1), else_=0)), 0),
-        )
-        .where(items.c.run_id == run_id)
-        .group_by(items.c.category)
-    ).all():
-        counts[str(category)] = int(count)
-        late += int(late_count)
-    session.execute(
-        update(runs)
-        .where(runs.c.id == run_id)
-        .values(
-            status=RunStatus.COMPLETE,
-            external_records=external_records,
-            ledger_records=ledger_records,
-            matched=counts[ItemCategory.MATCHED],
-            missing_in_ledger=counts[ItemCategory.MISSING_IN_LEDGER],
-            missing_externally=counts[ItemCategory.MISSING_EXTERNALLY],
-            amount_mismatch=counts[ItemCategory.AMOUNT_MISMATCH],
-            late=late,
-            last_error=None,
-            finished_at=now,
-        )
-    )
+) -> RunOut:
+    """Complete the run with its counts, then raise an exception for each unmatched item and close those matched."""
+    complete_run(session, run_id, external_records=external_records, ledger_records=ledger_records, now=now)
     _raise_exceptions(session, run_id, exception_rail, now)
     _close_rematched(session, run_id, exception_rail, now)
     summary = get_run(session, run_id)
@@ -845,17 +710,3 @@ def _close_rematched(session: Session, run_id: int, rail: str, now: datetime) ->
                 resolved_at=now,
             )
         )
-
-
-def list_items(
-    session: Session,
-    run_id: int,
-    *,
-    category: str | None = None,
-    after_id: int = 0,
-    limit: int = 100,
-) -> list[Any]:
-    stmt = select(items).where(items.c.run_id == run_id, items.c.id > after_id)
-    if category is not None:
-        stmt = stmt.where(items.c.category == category)
-    return list(session.execute(stmt.order_by(items.c.id).limit(limit)).all())

@@ -3,32 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.api.pages import Page
 from services.api.types import MAX_BIGINT, Instant, Text
-
-
-class ExceptionOut(BaseModel):
-    id: int
-    rail: str
-    kind: str
-    reference: str
-    account_id: int | None
-    amount_cents: int | None
-    amount_usdc_units: int | None
-    amount_credits: int | None
-    details: dict[str, Any]
-    status: str
-    created_at: datetime
-    resolved_at: datetime | None
-    resolved_by: str | None
-    resolution: str | None
-    action: str | None
-    transaction_id: int | None
-
+from services.review.schemas import ExceptionOut
 
 ExceptionPage = Page[ExceptionOut]
 
@@ -70,6 +51,10 @@ class RunOut(BaseModel):
     last_error: str | None
     started_at: datetime
     finished_at: datetime | None
+
+    @property
+    def discrepancies(self) -> int:
+        return self.missing_in_ledger + self.missing_externally + self.amount_mismatch
 
 
 class ItemOut(BaseModel):

@@ -11,6 +11,7 @@ from sqlmodel import Session
 
 from services.core.clock import utcnow
 from services.core.db import utc
+from services.core.money import credits_to_cents
 from services.ledger import repository as repo
 from services.ledger.accounts import require_customer_account
 
@@ -29,6 +30,11 @@ class Balance:
     next_expiry_at: datetime | None
     next_expiry_credits: int
     expiring_within_30_days_credits: int
+
+    @property
+    def available_cents(self) -> int:
+        """What the available credits are worth in US cents, for showing dollars beside them."""
+        return credits_to_cents(self.available_credits)
 
 
 def get_balance(session: Session, account_id: int, now: datetime | None = None) -> Balance:

@@ -3,7 +3,6 @@ admin's accounts, grants, adjustments and invariant check (under /v1/admin)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
@@ -12,7 +11,6 @@ from services.api.deps import AdminKey, CustomerKey, CustomerOrSession, Idempote
 from services.api.pages import Cursor, id_cursor, page_of
 from services.api.types import Id, Instant, QueryBool, Text
 from services.apikeys.service import Principal
-from services.core.money import credits_to_cents
 from services.ledger import balance, budgets, holds, invariants, minting, spending
 from services.ledger.accounts import create_customer_account, update_email
 from services.ledger.schemas import (
@@ -55,7 +53,7 @@ def _account(principal: Principal) -> int:
 
 
 def _balance_out(view: balance.Balance) -> BalanceOut:
-    return BalanceOut(**asdict(view), available_cents=credits_to_cents(view.available_credits))
+    return BalanceOut.model_validate(view, from_attributes=True)
 
 
 @router.get("/balance")
@@ -142,9 +140,7 @@ def create_charge(
 def _hold_out(view: holds.HoldView, response: Response | None = None) -> HoldOut:
     if response is not None and view.replayed:
         response.headers[REPLAYED_HEADER] = "true"
-    data = asdict(view)
-    data.pop("account_id")
-    return HoldOut(**data)
+    return HoldOut.model_validate(view, from_attributes=True)
 
 
 @router.post("/holds", status_code=status.HTTP_201_CREATED)
@@ -191,18 +187,20 @@ def list_budgets(
 ) -> BudgetPage:
     """The account's budgets, oldest first."""
     views = budgets.list_budgets(session, _account(principal), after_id=id_cursor(cursor) or 0, limit=limit + 1)
-    return page_of([BudgetOut(**asdict(view)) for view in views], limit, lambda budget: budget.id)
+    return page_of(
+        [BudgetOut.model_validate(view, from_attributes=True) for view in views], limit, lambda budget: budget.id
+    )
 
 
 @router.post("/budgets", status_code=status.HTTP_201_CREATED)
 def create_budget(body: BudgetIn, session: SessionDep, principal: CustomerOrSession) -> BudgetOut:
     view = budgets.create_budget(session, account_id=_account(principal), **body.model_dump())
-    return BudgetOut(**asdict(view))
+    return BudgetOut.model_validate(view, from_attributes=True)
 
 
 @router.get("/budgets/{budget_id}")
 def get_budget(budget_id: Id, session: SessionDep, principal: CustomerOrSession) -> BudgetOut:
-    return BudgetOut(**asdict(budgets.get_budget(session, _account(principal), budget_id)))
+    return BudgetOut.model_validate(budgets.get_budget(session, _account(principal), budget_id), from_attributes=True)
 
 
 @router.patch("/budgets/{budget_id}")
@@ -210,7 +208,7 @@ def update_budget(budget_id: Id, body: BudgetUpdate, session: SessionDep, princi
     view = budgets.update_budget(
         session, account_id=_account(principal), budget_id=budget_id, name=body.name, limit_credits=body.limit_credits
     )
-    return BudgetOut(**asdict(view))
+    return BudgetOut.model_validate(view, from_attributes=True)
 
 
 @router.delete("/budgets/{budget_id}", status_code=status.HTTP_204_NO_CONTENT)
@@ -235,7 +233,7 @@ def grant_credits(
     )
     if result.replayed:
         response.headers[REPLAYED_HEADER] = "true"
-    return MintOut(**asdict(result))
+    return MintOut.model_validate(result, from_attributes=True)
 
 
 @admin_router.post("/accounts/{account_id}/adjustments", status_code=status.HTTP_201_CREATED)
@@ -284,7 +282,9 @@ def admin_balance(account_id: Id, session: SessionDep, _admin: AdminKey) -> Bala
 @admin_router.get("/invariants")
 def check_invariants(session: SessionDep, _admin: AdminKey) -> InvariantReport:
     found = invariants.check_invariants(session)
-    return InvariantReport(ok=not found, violations=[ViolationOut(**asdict(v)) for v in found])
+    return InvariantReport(
+        ok=not found, violations=[ViolationOut.model_validate(v, from_attributes=True) for v in found]
+    )
 
 
 @admin_router.post("/accounts", status_code=status.HTTP_201_CREATED)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, func, select, update
+from sqlalchemy import Row, Table, and_, func, select, update
 from sqlmodel import Session
 
 from services.core.db import insert_for, table_of
@@ -22,11 +22,11 @@ def insert_message(session: Session, values: dict[str, Any]) -> bool:
     return bool(session.execute(stmt).rowcount)  # type: ignore[attr-defined]
 
 
-def get_message(session: Session, message_id: int) -> Any:
+def get_message(session: Session, message_id: int) -> Row[Any] | None:
     return session.execute(select(messages).where(messages.c.id == message_id)).first()
 
 
-def message_by_key(session: Session, dedupe_key: str) -> Any:
+def message_by_key(session: Session, dedupe_key: str) -> Row[Any] | None:
     return session.execute(select(messages).where(messages.c.dedupe_key == dedupe_key)).first()
 
 

@@ -7,7 +7,6 @@ exactly when that work is (and a retried event or batch finds it already there).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -19,28 +18,9 @@ from services.core.db import insert_for, table_of
 from services.core.errors import InvalidRequest
 from services.review.errors import FinanceExceptionClosed, FinanceExceptionNotFound
 from services.review.models import ExceptionStatus, FinanceException
+from services.review.schemas import ExceptionOut
 
 exceptions_table = table_of(FinanceException)
-
-
-@dataclass(frozen=True, slots=True)
-class ExceptionView:
-    id: int
-    rail: str
-    kind: str
-    reference: str
-    account_id: int | None
-    amount_cents: int | None
-    amount_usdc_units: int | None
-    amount_credits: int | None
-    details: dict[str, Any]
-    status: str
-    created_at: datetime
-    resolved_at: datetime | None
-    resolved_by: str | None
-    resolution: str | None
-    action: str | None
-    transaction_id: int | None
 
 
 def usdc_reference(chain_id: int, tx_hash: str, log_index: int, *, occurrence: int = 1) -> str:
@@ -61,8 +41,8 @@ def _occurrence(reference: str, occurrence: int | str) -> str:
     return reference if occurrence in (1, "", "1") else f"{reference}#{occurrence}"
 
 
-def _view(row: Any) -> ExceptionView:
-    return ExceptionView(**{name: getattr(row, name) for name in ExceptionView.__dataclass_fields__})
+def _view(row: Any) -> ExceptionOut:
+    return ExceptionOut.model_validate(row, from_attributes=True)
 
 
 def raise_exception(
@@ -119,7 +99,7 @@ def list_exceptions(
     reference: str | None = None,
     limit: int = 100,
     after_id: int = 0,
-) -> list[ExceptionView]:
+) -> list[ExceptionOut]:
     """Exceptions in the order they were raised, optionally only those with ``status`` (and rail, kind, and
     ``reference``: that reference, with any ``#`` qualifier, e.g. every exception about one USDC transfer)."""
     t = exceptions_table
@@ -135,7 +115,7 @@ def list_exceptions(
     return [_view(row) for row in session.execute(stmt.order_by(t.c.id).limit(limit)).all()]
 
 
-def get_exception(session: Session, exception_id: int) -> ExceptionView:
+def get_exception(session: Session, exception_id: int) -> ExceptionOut:
     row = session.execute(select(exceptions_table).where(exceptions_table.c.id == exception_id)).first()
     if row is None:
         raise FinanceExceptionNotFound(f"finance exception {exception_id} not found", exception_id=exception_id)
@@ -150,7 +130,7 @@ def close_exception(
     resolved_by: str,
     resolution: str,
     now: datetime | None = None,
-) -> ExceptionView:
+) -> ExceptionOut:
     """Move an open exception to ``resolved`` or ``ignored``, saying who and what was done."""
     if status not in (ExceptionStatus.RESOLVED, ExceptionStatus.IGNORED):
         raise InvalidRequest("an exception is closed as resolved or ignored", field="status")

@@ -16,7 +16,7 @@ from sqlmodel import Session
 from services.core.errors import CreditrailError
 from services.core.money import credits_to_usdc_units, usdc_units_to_credits
 from services.core.settings import get_settings
-from services.events.emit import record_deposit_credited, record_deposit_reversed
+from services.events.emit import DepositTransfer, record_deposit_credited, record_deposit_reversed
 from services.ledger.clawback import clawback, reinstate
 from services.ledger.common import lock_customer
 from services.ledger.minting import mint
@@ -163,11 +163,7 @@ def credit_locked_deposit(
         record_receipt(session, account_id=current.account_id, lot_id=minted.lot_id, now=now)
         record_deposit_credited(
             session,
-            account_id=current.account_id,
-            deposit_id=current.id,
-            chain_id=current.chain_id,
-            tx_hash=current.tx_hash,
-            log_index=current.log_index,
+            DepositTransfer.of(current),
             usdc_units=int(current.amount_usdc_units),
             lot_id=minted.lot_id,
             amount_credits=credits,
@@ -191,12 +187,10 @@ def set_aside_deposit(session: Session, current: Any, *, reason: str, message: s
     repo.update_deposit(
         session, current.id, status=DepositStatus.SET_ASIDE, set_aside_reason=reason[:255], confirmed_at=now
     )
-    raise_exception(
+    _raise_about(
         session,
-        rail="usdc",
-        kind=DEPOSIT_SET_ASIDE,
-        reference=usdc_reference(current.chain_id, current.tx_hash, current.log_index),
-        account_id=current.account_id,
+        current,
+        DEPOSIT_SET_ASIDE,
         amount_usdc_units=amount if amount <= BIGINT_MAX else None,
         now=now,
         details={
@@ -207,6 +201,32 @@ def set_aside_deposit(session: Session, current: Any, *, reason: str, message: s
             "block_number": current.block_number,
             "block_hash": current.block_hash,
         },
+    )
+
+
+def _raise_about(
+    session: Session,
+    deposit: Any,
+    kind: str,
+    *,
+    occurrence: int = 1,
+    amount_usdc_units: int | None,
+    amount_credits: int | None = None,
+    details: dict[str, Any],
+    now: datetime,
+) -> None:
+    """A finance exception of ``kind`` about a deposit, referenced by its transfer (the ``occurrence``-th of that
+    kind, for events that can repeat: a chain flipping between forks)."""
+    raise_exception(
+        session,
+        rail="usdc",
+        kind=kind,
+        reference=usdc_reference(deposit.chain_id, deposit.tx_hash, deposit.log_index, occurrence=occurrence),
+        account_id=deposit.account_id,
+        amount_usdc_units=amount_usdc_units,
+        amount_credits=amount_credits,
+        details=details,
+        now=now,
     )
 
 
@@ -252,11 +272,7 @@ def undo_credited_deposit(session: Session, deposit: Any, *, now: datetime, reas
         )
         record_deposit_reversed(
             session,
-            account_id=current.account_id,
-            deposit_id=current.id,
-            chain_id=current.chain_id,
-            tx_hash=current.tx_hash,
-            log_index=current.log_index,
+            DepositTransfer.of(current),
             lot_id=current.lot_id,
             transaction_id=clawed.transaction_id,
             amount_credits=int(current.credits_minted),
@@ -270,12 +286,11 @@ def undo_credited_deposit(session: Session, deposit: Any, *, now: datetime, reas
         deep_reorgs=undo,
         carry_reversed_usdc_units=carry_before - carry_after,
     )
-    raise_exception(
+    _raise_about(
         session,
-        rail="usdc",
-        kind=DEEP_REORG,
-        reference=usdc_reference(current.chain_id, current.tx_hash, current.log_index, occurrence=undo),
-        account_id=current.account_id,
+        current,
+        DEEP_REORG,
+        occurrence=undo,
         amount_usdc_units=int(current.amount_usdc_units),
         amount_credits=int(current.credits_minted or 0),
         now=now,
@@ -317,12 +332,11 @@ def _reinclude(session: Session, deposit: Any, now: datetime) -> CreditOutcome:
     )
     if wanted < 0:
         # The undo gave carried units back that another deposit has credited since: they were credited twice.
-        raise_exception(
+        _raise_about(
             session,
-            rail="usdc",
-            kind=CARRY_SHORTFALL,
-            reference=usdc_reference(deposit.chain_id, deposit.tx_hash, deposit.log_index, occurrence=undo),
-            account_id=deposit.account_id,
+            deposit,
+            CARRY_SHORTFALL,
+            occurrence=undo,
             amount_usdc_units=-wanted,
             now=now,
             details={"deposit_id": deposit.id, "carry_shortfall_usdc_units": -wanted},

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from fastapi import APIRouter
 
 from services.api.deps import AdminKey, SessionDep
@@ -25,12 +23,12 @@ def list_jobs(session: SessionDep, jobs: JobsDep, _admin: AdminKey) -> Page[JobH
     """Every job's health: last start, last success, last error and its message, items processed (one page: there
     are as many as the worker registers)."""
     views = health.list_job_health(session, jobs)
-    return Page[JobHealthOut](data=[JobHealthOut(**asdict(view)) for view in views], has_more=False)
+    return Page[JobHealthOut](data=views, has_more=False)
 
 
 @router.get("/{job}")
 def get_job(job: str, session: SessionDep, jobs: JobsDep, _admin: AdminKey) -> JobHealthOut:
-    view = health.get_job_health(session, job, jobs)
-    if view is None:
+    found = health.get_job_health(session, job, jobs)
+    if found is None:
         raise JobNotFound(f"no job named {job!r}", job=job)
-    return JobHealthOut(**asdict(view))
+    return found

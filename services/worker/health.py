@@ -19,6 +19,7 @@ from services.core.clock import utcnow
 from services.core.db import insert_for, table_of
 from services.worker.jobs import JobSpec
 from services.worker.models import JobHealth, RunOutcome
+from services.worker.schemas import JobHealthOut
 
 job_health = table_of(JobHealth)
 
@@ -42,31 +43,6 @@ class JobRun:
     consecutive_failures: int = 0
     # When a failed job is tried again.
     retry_at: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class JobHealthView:
-    job: str
-    # never_run, running, ok, failing, stopped.
-    status: str
-    description: str
-    interval_seconds: float | None
-    batch_size: int | None
-    owner: str | None
-    last_outcome: str | None
-    last_started_at: datetime | None
-    last_finished_at: datetime | None
-    last_succeeded_at: datetime | None
-    last_failed_at: datetime | None
-    last_error: str | None
-    last_items: int
-    last_batches: int
-    last_duration_ms: int | None
-    total_runs: int
-    total_failures: int
-    total_items: int
-    consecutive_failures: int
-    retry_at: datetime | None
 
 
 def _insert_missing(session: Session, job: str, now: datetime) -> None:
@@ -142,8 +118,8 @@ def _status(row: Any) -> str:
     return "ok"
 
 
-def _view(name: str, row: Any, spec: JobSpec | None) -> JobHealthView:
-    return JobHealthView(
+def _view(name: str, row: Any, spec: JobSpec | None) -> JobHealthOut:
+    return JobHealthOut(
         job=name,
         status=_status(row),
         description=spec.description if spec else "",
@@ -167,7 +143,7 @@ def _view(name: str, row: Any, spec: JobSpec | None) -> JobHealthView:
     )
 
 
-def list_job_health(session: Session, jobs: Sequence[JobSpec] = ()) -> list[JobHealthView]:
+def list_job_health(session: Session, jobs: Sequence[JobSpec] = ()) -> list[JobHealthOut]:
     """The health of every configured job (``jobs``, in their order, "never_run" until they do), then of any job
     the table knows that is no longer configured."""
     rows = {row.job: row for row in session.execute(select(job_health).order_by(job_health.c.job)).all()}
@@ -177,7 +153,7 @@ def list_job_health(session: Session, jobs: Sequence[JobSpec] = ()) -> list[JobH
     return views
 
 
-def get_job_health(session: Session, job: str, jobs: Sequence[JobSpec] = ()) -> JobHealthView | None:
+def get_job_health(session: Session, job: str, jobs: Sequence[JobSpec] = ()) -> JobHealthOut | None:
     row = session.execute(select(job_health).where(job_health.c.job == job)).first()
     spec = next((s for s in jobs if s.name == job), None)
     if row is None and spec is None:

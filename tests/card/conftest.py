@@ -28,7 +28,8 @@ from services.ledger.accounts import create_customer_account
 from services.ledger.balance import get_balance
 from services.ledger.minting import mint
 from services.ledger.system_accounts import SystemAccount
-from services.review.service import ExceptionView, list_exceptions
+from services.review.schemas import ExceptionOut
+from services.review.service import list_exceptions
 from tests.card.stripe_fake import API_BASE, FakeStripe, sign, to_json
 
 WEBHOOK_SECRET = "whsec_test_current"
@@ -160,7 +161,7 @@ class Card:
         with unit_of_work(self.engine) as session:
             return repo.event_by_stripe_id(session, event_id)
 
-    def exceptions(self, kind: str | None = None) -> list[ExceptionView]:
+    def exceptions(self, kind: str | None = None) -> list[ExceptionOut]:
         with unit_of_work(self.engine) as session:
             return list_exceptions(session, rail="card", kind=kind)
 

@@ -36,21 +36,32 @@ def scan_until_caught_up(
     raise AssertionError("the scanner did not catch up")
 
 
-class WrappedRpc:
-    """A ChainReader that forwards to a real one and records the eth_getLogs ranges asked."""
+class ForwardingReader:
+    """A ChainReader that forwards every call to a real one (``inner``). Test doubles override its hooks:
+    ``before_call`` runs before each call but chain_id's, ``before_logs`` and ``after_logs`` around each
+    eth_getLogs (a hook that raises makes the call fail)."""
 
     def __init__(self, inner: ChainReader) -> None:
         self.inner = inner
-        self.asked: list[tuple[int, int, int]] = []  # (from, to, number of recipient topics)
-        self.answered: list[tuple[int, int, int]] = []  # (from, to, number of logs)
+
+    def before_call(self, method: str) -> None:
+        pass
+
+    def before_logs(self, from_block: int, to_block: int, topics: Sequence[Topic]) -> None:
+        pass
+
+    def after_logs(self, from_block: int, to_block: int, logs: list[RawLog]) -> None:
+        pass
 
     def chain_id(self) -> int:
         return self.inner.chain_id()
 
     def block_number(self, tag: BlockTag = "latest") -> int:
+        self.before_call("block_number")
         return self.inner.block_number(tag)
 
     def block_hashes(self, numbers: Iterable[int]) -> dict[int, str | None]:
+        self.before_call("block_hashes")
         return self.inner.block_hashes(numbers)
 
     def get_logs(
@@ -61,13 +72,34 @@ class WrappedRpc:
         address: str | Sequence[str] | None = None,
         topics: Sequence[Topic] = (),
     ) -> list[RawLog]:
-        recipients = topics[2] if len(topics) > 2 and topics[2] is not None else []
-        self.asked.append((from_block, to_block, len(recipients)))
-        self.before(from_block, to_block)
+        self.before_call("get_logs")
+        self.before_logs(from_block, to_block, topics)
         logs = self.inner.get_logs(from_block=from_block, to_block=to_block, address=address, topics=topics)
+        self.after_logs(from_block, to_block, logs)
+        return logs
+
+
+def recipient_count(topics: Sequence[Topic]) -> int:
+    """How many recipients an eth_getLogs query of Transfer logs names (its third topic)."""
+    recipients = topics[2] if len(topics) > 2 and topics[2] is not None else []
+    return len(recipients)
+
+
+class WrappedRpc(ForwardingReader):
+    """A ChainReader that forwards to a real one and records the eth_getLogs ranges asked."""
+
+    def __init__(self, inner: ChainReader) -> None:
+        super().__init__(inner)
+        self.asked: list[tuple[int, int, int]] = []  # (from, to, number of recipient topics)
+        self.answered: list[tuple[int, int, int]] = []  # (from, to, number of logs)
+
+    def before_logs(self, from_block: int, to_block: int, topics: Sequence[Topic]) -> None:
+        self.asked.append((from_block, to_block, recipient_count(topics)))
+        self.before(from_block, to_block)
+
+    def after_logs(self, from_block: int, to_block: int, logs: list[RawLog]) -> None:
         self.after(from_block, to_block, logs)
         self.answered.append((from_block, to_block, len(logs)))
-        return logs
 
     def before(self, from_block: int, to_block: int) -> None:
         pass

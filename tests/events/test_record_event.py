@@ -54,6 +54,7 @@ def test_an_event_is_recorded_once_with_a_delivery_per_wanting_endpoint(engine: 
 
     with unit_of_work(engine) as session:
         event = repo.event_by_key(session, "purchase.completed:lot:7")
+        assert event is not None
         assert event.type == "purchase.completed"
         assert event.public_id.startswith("evt_")
         assert event.data == {"lot_id": 7, "amount_credits": 1_000}

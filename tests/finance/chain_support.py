@@ -6,7 +6,7 @@ The node, wallet, tokens and rails are the chain and USDC tests' fixtures, re-ex
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -16,13 +16,13 @@ from sqlalchemy.engine import Engine
 
 from chain.devchain import LocalToken
 from chain.logs import TransferLog
-from chain.rpc import BlockTag, ChainReader, ChainRpc, RawLog, Topic
+from chain.rpc import BlockTag, ChainReader, ChainRpc, Topic
 from services.core.db import unit_of_work
 from services.finance.flows.chain_rescan import ChainRescanResult, chain_source, records_table, rescan_chain
 from services.finance.pulls import PullState, get_pull
 from services.usdc.crediting import deposit_reference
 from tests.chain.conftest import anvil, other_token, rpc, token, wallet
-from tests.chain.helpers import receipt_transfers
+from tests.chain.helpers import ForwardingReader, receipt_transfers, recipient_count
 from tests.usdc.conftest import Rail, chain_settings_for, make_rail, own_chain, rail_settings
 
 __all__ = [
@@ -87,40 +87,22 @@ class ChainTime:
         return Sent(int(receipt["blockNumber"], 16), log)
 
 
-class WithHeaders:
+class WithHeaders(ForwardingReader):
     """A ChainReader (a test double of the chain or USDC tests, or the node itself) with block headers from the
     node; counts the header reads and records the log queries' ranges."""
 
     def __init__(self, reader: ChainReader, node: ChainRpc) -> None:
-        self.reader = reader
+        super().__init__(reader)
         self.node = node
         self.headers: list[int | str] = []
         self.log_queries: list[tuple[int, int, int]] = []  # (from, to, number of recipient topics)
-
-    def chain_id(self) -> int:
-        return self.reader.chain_id()
-
-    def block_number(self, tag: BlockTag = "latest") -> int:
-        return self.reader.block_number(tag)
-
-    def block_hashes(self, numbers: Iterable[int]) -> dict[int, str | None]:
-        return self.reader.block_hashes(numbers)
 
     def block_header(self, block: int | BlockTag) -> dict[str, Any] | None:
         self.headers.append(block)
         return self.node.block_header(block)
 
-    def get_logs(
-        self,
-        *,
-        from_block: int,
-        to_block: int,
-        address: str | Sequence[str] | None = None,
-        topics: Sequence[Topic] = (),
-    ) -> list[RawLog]:
-        recipients = topics[2] if len(topics) > 2 and topics[2] is not None else []
-        self.log_queries.append((from_block, to_block, len(recipients)))
-        return self.reader.get_logs(from_block=from_block, to_block=to_block, address=address, topics=topics)
+    def before_logs(self, from_block: int, to_block: int, topics: Sequence[Topic]) -> None:
+        self.log_queries.append((from_block, to_block, recipient_count(topics)))
 
 
 def rescan(

@@ -18,7 +18,8 @@ from services.ledger.balance import get_balance
 from services.ledger.invariants import check_invariants
 from services.ledger.repository import lots, transactions
 from services.review.errors import FinanceExceptionClosed
-from services.review.service import ExceptionView, list_exceptions
+from services.review.schemas import ExceptionOut
+from services.review.service import list_exceptions
 from tests.finance.mirror_support import (
     CHAIN_ID,
     MIN_DEPOSIT_USDC_UNITS,
@@ -35,7 +36,7 @@ from tests.finance.mirror_support import (
 LATER = PERIOD_END + timedelta(days=1)
 
 
-def _exceptions(engine: Engine) -> dict[str, ExceptionView]:
+def _exceptions(engine: Engine) -> dict[str, ExceptionOut]:
     with unit_of_work(engine) as s:
         return {e.kind.removeprefix("reconciliation_"): e for e in list_exceptions(s, "open")}
 

@@ -10,8 +10,10 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from services.core.db import unit_of_work
-from services.finance.matching import RunSummary, items, list_items, reconcile_card, reconcile_usdc, usdc_rail
+from services.finance.matching import reconcile_card, reconcile_usdc
 from services.finance.models import ItemCategory
+from services.finance.runs import items, list_items, usdc_rail
+from services.finance.schemas import RunOut
 from services.ledger.accounts import create_customer_account
 from services.ledger.invariants import check_invariants
 from services.review.service import list_exceptions
@@ -79,7 +81,7 @@ def _card_world(engine: Engine) -> dict[str, int]:
         return {"alice": alice, "bob": bob, "lot_auto": lot_auto, "lot_kept": lot_kept}
 
 
-def _run_card(engine: Engine, start: datetime = PERIOD_START, end: datetime = PERIOD_END) -> RunSummary:
+def _run_card(engine: Engine, start: datetime = PERIOD_START, end: datetime = PERIOD_END) -> RunOut:
     with unit_of_work(engine) as s:
         return reconcile_card(s, period_start=start, period_end=end, cutoff=end + timedelta(days=3), now=NEXT_DAY_END)
 

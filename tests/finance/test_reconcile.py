@@ -13,8 +13,8 @@ from chain.rpc import ChainRpc
 from services.core.db import unit_of_work
 from services.finance.actions import resolve
 from services.finance.flows.reconcile import reconcile_period
-from services.finance.matching import list_items
 from services.finance.reports import period_report
+from services.finance.runs import list_items
 from services.ledger.invariants import check_invariants
 from services.ledger.repository import lots
 from services.review.service import list_exceptions

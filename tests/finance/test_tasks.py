@@ -14,7 +14,7 @@ from sqlmodel import Session
 from services.core.db import unit_of_work
 from services.core.settings import Settings
 from services.finance.flows.reconcile import previous_days
-from services.finance.matching import list_runs
+from services.finance.runs import list_runs
 from services.finance.tasks import ReconciliationJobFailed, finance_job_specs, reconcile_recent_days
 from services.worker.health import JobRun
 from services.worker.jobs import JobSpec

@@ -14,49 +14,31 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlmodel import Session
 
-from chain.rpc import BlockTag, ChainRpc, RawLog, Topic
+from chain.rpc import ChainRpc, RawLog
 from services.core.clock import utcnow
 from services.core.db import make_engine
 from services.core.settings import ChainSettings
 from services.usdc import repository, tasks
 from services.usdc.flows.listener import poll_chain
+from tests.chain.helpers import ForwardingReader
 
 
-class FetchedRanges:
+class FetchedRanges(ForwardingReader):
     """A ChainReader forwarding to a node, remembering the last block of every eth_getLogs answered."""
 
     def __init__(self, inner: ChainRpc) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.answered = threading.Condition()
         self.last_blocks: list[int] = []
 
-    def chain_id(self) -> int:
-        return self.inner.chain_id()
-
-    def block_number(self, tag: BlockTag = "latest") -> int:
-        return self.inner.block_number(tag)
-
-    def block_hashes(self, numbers: Iterable[int]) -> dict[int, str | None]:
-        return self.inner.block_hashes(numbers)
-
-    def get_logs(
-        self,
-        *,
-        from_block: int,
-        to_block: int,
-        address: str | Sequence[str] | None = None,
-        topics: Sequence[Topic] = (),
-    ) -> list[RawLog]:
-        logs = self.inner.get_logs(from_block=from_block, to_block=to_block, address=address, topics=topics)
+    def after_logs(self, from_block: int, to_block: int, logs: list[RawLog]) -> None:
         with self.answered:
             self.last_blocks.append(to_block)
             self.answered.notify_all()
-        return logs
 
     def wait_for_beyond(self, block: int, timeout_seconds: float) -> bool:
         """Whether a range past ``block`` was fetched (waiting up to ``timeout_seconds`` for one)."""

@@ -11,7 +11,8 @@ from sqlalchemy.exc import OperationalError
 from chain.devchain import LocalToken, mine, reorg
 from chain.rpc import ChainRpc
 from services.core.db import make_engine, unit_of_work
-from services.review.service import ExceptionView, list_exceptions, usdc_reference
+from services.review.schemas import ExceptionOut
+from services.review.service import list_exceptions, usdc_reference
 from services.usdc.crediting import DEPOSIT_SET_ASIDE
 from services.usdc.flows import listener
 from tests.conftest import PostgresTestDatabase
@@ -25,7 +26,7 @@ TOO_MANY_UNITS_TO_MINT = 2 * 10**16
 BEYOND_INT64_UNITS = 2**64 + 7
 
 
-def _set_aside_exceptions(usdc: Rail) -> list[ExceptionView]:
+def _set_aside_exceptions(usdc: Rail) -> list[ExceptionOut]:
     with unit_of_work(usdc.engine) as session:
         return [e for e in list_exceptions(session, rail="usdc") if e.kind == DEPOSIT_SET_ASIDE]
 

@@ -37,8 +37,10 @@ from services.finance.flows.chain_rescan import (
     safe_head_block,
 )
 from services.finance.flows.stripe_pull import pull_stripe
-from services.finance.matching import CARD_RAIL, RunSummary, reconcile_card, reconcile_usdc, record_failure, usdc_rail
+from services.finance.matching import reconcile_card, reconcile_usdc
 from services.finance.pulls import advance_pull, begin_pull, finish_pull
+from services.finance.runs import CARD_RAIL, record_failure, usdc_rail
+from services.finance.schemas import RunOut
 from services.usdc.chains import rpc_for
 
 MAX_PERIOD = timedelta(days=92)
@@ -96,12 +98,12 @@ def reconcile_period(
     gateway: StripeGateway | None = None,
     readers: Mapping[int, ChainReader] | None = None,
     now: datetime | None = None,
-) -> list[RunSummary]:
+) -> list[RunOut]:
     """Reconcile ``rail`` over [period_start, period_end): one run per rail (and chain) it names."""
     start, end = validate_period(period_start, period_end)
     now = now or utcnow()
     late = timedelta(seconds=settings.finance_late_window_seconds)
-    summaries: list[RunSummary] = []
+    summaries: list[RunOut] = []
     names = rails_for(settings, rail)
     for index, name in enumerate(names):
         progress.report(f"reconciling {start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} (rails)", index, len(names))
@@ -129,7 +131,7 @@ def _reconcile_card(
     late: timedelta,
     gateway: StripeGateway | None,
     now: datetime,
-) -> RunSummary:
+) -> RunOut:
     try:
         pull_stripe(engine, gateway or default_gateway(settings), window_start=start - late, window_end=end + late)
     except CreditrailError as exc:
@@ -147,7 +149,7 @@ def _reconcile_chain(
     late: timedelta,
     reader: ChainReader | None,
     now: datetime,
-) -> RunSummary:
+) -> RunOut:
     node: RescanReader = reader if reader is not None else rpc_for(chain)  # type: ignore[assignment]
     try:
         rescan_chain(engine, chain, node, window_start=start - late, window_end=end + late)

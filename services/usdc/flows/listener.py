@@ -82,7 +82,7 @@ class CursorMoved(RuntimeError):
     """Another poller of the same chain stored its scan first (only possible without the job's lock)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PollOutcome:
     chain_id: int
     from_block: int
@@ -372,14 +372,14 @@ def _rewind_after(
     assert after.rewind_to_block is not None
     _rewind(engine, chain, rpc, after.rewind_to_block, now, deeper_than_memory=after.deeper_than_memory)
     return PollOutcome(
-        chain.chain_id,
-        start.next_block,
-        start.next_block - 1,
-        scanned.result.target_block,
-        0,
-        0,
-        after.rewind_to_block,
-        False,
+        chain_id=chain.chain_id,
+        from_block=start.next_block,
+        to_block=start.next_block - 1,
+        target_block=scanned.result.target_block,
+        new_deposits=0,
+        revived_deposits=0,
+        rewound_to=after.rewind_to_block,
+        caught_up=False,
     )
 
 
@@ -421,14 +421,14 @@ def _store(engine: Engine, chain: ChainSettings, scanned: _Scanned, now: datetim
     if result.interrupted_by is not None:
         record_error(engine, chain.chain_id, result.interrupted_by, now)
     return PollOutcome(
-        chain.chain_id,
-        result.from_block,
-        result.to_block,
-        result.target_block,
-        new,
-        revived,
-        None,
-        result.caught_up,
+        chain_id=chain.chain_id,
+        from_block=result.from_block,
+        to_block=result.to_block,
+        target_block=result.target_block,
+        new_deposits=new,
+        revived_deposits=revived,
+        rewound_to=None,
+        caught_up=result.caught_up,
     )
 
 
