@@ -10,7 +10,7 @@ from html import escape
 from services.core.db import utc
 from services.core.money import credits_to_cents, format_usd
 from services.core.settings import Settings
-from services.outbox.receipts import Notice, _support_lines
+from services.outbox.receipts import Notice, support_lines
 
 
 def _credits(amount_credits: int) -> str:
@@ -23,7 +23,7 @@ def _day(moment: datetime) -> str:
 
 def render(settings: Settings, *, subject: str, intro: str, rows: Sequence[tuple[str, str]], outro: str) -> Notice:
     """One alert email: ``intro``, a table of ``rows``, ``outro``, and where to get help."""
-    support = "; ".join(_support_lines(settings))
+    support = "; ".join(support_lines(settings))
     text = "\n".join(
         [intro, ""]
         + [f"{label + ':':<17} {value}" for label, value in rows]

@@ -57,7 +57,7 @@ class Receipt:
     url: str
 
 
-def _support_lines(settings: Settings) -> list[str]:
+def support_lines(settings: Settings) -> list[str]:
     lines = []
     if settings.support_email:
         lines.append(f"Email {settings.support_email}")
@@ -117,7 +117,7 @@ def build_receipt(
         paid=paid,
         payment_lines=lines,
         explorer_link=explorer,
-        support=_support_lines(settings),
+        support=support_lines(settings),
         url=receipt_url(settings, int(lot.account_id), number),
     )
 
@@ -203,7 +203,7 @@ def clawback_notice(
 ) -> Notice:
     """Credits taken back from a purchase (a refund, a dispute, a deposit the chain dropped)."""
     number = receipt_number(int(lot.id), lot.credited_at)
-    support = "; ".join(_support_lines(settings))
+    support = "; ".join(support_lines(settings))
     rows = [
         ("Purchase", number),
         ("Credits taken back", f"{amount_credits:,}"),
