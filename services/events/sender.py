@@ -93,6 +93,8 @@ def _excerpt(response: httpx.Response) -> str | None:
             if len(read) >= EXCERPT_CHARS * 4:
                 break
     except httpx.HTTPError:
+        # The excerpt only illustrates the log: an answer cut short keeps what arrived, and the attempt's outcome
+        # was already decided by its status code.
         pass
     text = read.decode("utf-8", "replace")[:EXCERPT_CHARS]
     return text or None
