@@ -8,8 +8,8 @@ from fastapi import APIRouter
 from services.alerts.schemas import AlertSettingsIn, AlertSettingsOut
 from services.alerts.service import get_alert_settings, update_alert_settings
 from services.api.deps import AdminKey, CustomerOrSession, SessionDep, SettingsDep
+from services.api.principal import Principal
 from services.api.types import Id
-from services.apikeys.service import Principal
 from services.core.clock import utcnow
 
 router = APIRouter(prefix="/v1", tags=["alerts"])

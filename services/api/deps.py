@@ -14,9 +14,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from services.apikeys.models import Role
-from services.apikeys.service import Principal, authenticate
-from services.apikeys.sessions import SESSION_REFUSED_MESSAGE, ForbiddenForSession
+from services.api.principal import SESSION_REFUSED_MESSAGE, ForbiddenForSession, Keys, Principal, Role, keys_of
 from services.core.db import unit_of_work
 from services.core.errors import CreditrailError, Forbidden, IdempotencyKeyRequired
 from services.core.settings import Settings
@@ -36,8 +34,13 @@ def get_settings_dep(request: Request) -> Settings:
     return settings
 
 
+def get_keys(request: Request) -> Keys:
+    return keys_of(request.app)
+
+
 EngineDep = Annotated[Engine, Depends(get_engine)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+KeysDep = Annotated[Keys, Depends(get_keys)]
 
 
 def get_session(engine: EngineDep) -> Iterator[Session]:
@@ -68,7 +71,7 @@ def _principal(
     if not isinstance(found, Principal):
         key = x_api_key or (bearer.credentials if bearer is not None else None)
         with unit_of_work(request.app.state.engine) as session:
-            found = authenticate(session, key)
+            found = keys_of(request.app).authenticate(session, key)
     if found.is_session and not allow_session:
         raise ForbiddenForSession(SESSION_REFUSED_MESSAGE)
     return found
@@ -141,7 +144,7 @@ def customer_if_any(request: Request) -> Principal | None:
         return None
     try:
         with unit_of_work(request.app.state.engine) as session:
-            return _customer_of(authenticate(session, key))
+            return _customer_of(keys_of(request.app).authenticate(session, key))
     except CreditrailError:
         return None
 

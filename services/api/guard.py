@@ -31,9 +31,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api.deps import AUTHENTICATING_DEPENDENCIES, PRINCIPAL_SCOPE_KEY, SESSION_DEPENDENCIES, api_key_of
 from services.api.errors import database_unavailable_response, error_body
+from services.api.principal import SESSION_REFUSED_MESSAGE, ForbiddenForSession, Principal, keys_of
 from services.api.routes import api_routes
-from services.apikeys.service import Principal, authenticate
-from services.apikeys.sessions import SESSION_REFUSED_MESSAGE, ForbiddenForSession
 from services.core.db import is_database_unavailable, unit_of_work
 from services.core.errors import CreditrailError
 
@@ -192,7 +191,7 @@ class RequestGuard:
     @staticmethod
     def _authenticate(scope: Scope, headers: dict[str, str], allows_session: bool) -> Principal:
         with unit_of_work(scope["app"].state.engine) as session:
-            principal = authenticate(session, api_key_of(headers))
+            principal = keys_of(scope["app"]).authenticate(session, api_key_of(headers))
             if principal.is_session and not allows_session:
                 # Refused inside the unit of work: a session's renewal is not written for a request it may not make.
                 raise ForbiddenForSession(SESSION_REFUSED_MESSAGE)

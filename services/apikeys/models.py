@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 
 from sqlalchemy import BigInteger, Column, ForeignKey
 from sqlmodel import Field, SQLModel
 
 from services.core.db import BigIntPK, UTCDateTime
-
-
-class Role(StrEnum):
-    CUSTOMER = "customer"
-    FINANCE = "finance"
-    ADMIN = "admin"
-    # The platform's backend: customer sessions, webhook endpoints and events, nothing else.
-    PLATFORM = "platform"
 
 
 class ApiKey(SQLModel, table=True):

@@ -11,12 +11,12 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 
 from sqlalchemy import insert, select, update
 from sqlmodel import Session
 
-from services.apikeys.models import ApiKey, Role
+from services.api.principal import Principal, PrincipalKind, Role
+from services.apikeys.models import ApiKey
 from services.apikeys.sessions import authenticate_session, is_session_token
 from services.core.clock import utcnow
 from services.core.db import table_of
@@ -35,27 +35,6 @@ class ApiKeyNotFound(NotFound):
 
 class LastAdminKey(Conflict):
     code = "last_admin_key"
-
-
-class PrincipalKind(StrEnum):
-    API_KEY = "api_key"
-    SESSION = "session"
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who is calling: an API key (its id, role and, for customer keys, account), or a customer session (its id and
-    account, acting with the customer role on the endpoints that let sessions in: services.api.deps)."""
-
-    key_id: int | None
-    role: str
-    account_id: int | None
-    kind: PrincipalKind = PrincipalKind.API_KEY
-    session_id: int | None = None
-
-    @property
-    def is_session(self) -> bool:
-        return self.kind == PrincipalKind.SESSION
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +101,22 @@ def authenticate(session: Session, key: str | None) -> Principal:
     if row.revoked_at is not None:
         raise Unauthenticated("the API key was revoked")
     return Principal(key_id=row.id, role=row.role, account_id=row.account_id)
+
+
+def account_of_key(session: Session, key_id: int) -> int | None:
+    """The account an API key belongs to; None for an unknown key or one of no account (finance, admin)."""
+    found: int | None = session.execute(select(api_keys.c.account_id).where(api_keys.c.id == key_id)).scalar()
+    return found
+
+
+class ApiKeys:
+    """API keys and customer sessions, as the app's ``services.api.principal.Keys``."""
+
+    def authenticate(self, session: Session, key: str | None) -> Principal:
+        return authenticate(session, key)
+
+    def account_of_key(self, session: Session, key_id: int) -> int | None:
+        return account_of_key(session, key_id)
 
 
 def revoke_key(session: Session, key_id: int, now: datetime | None = None) -> None:

@@ -24,7 +24,7 @@ from sqlmodel import Session
 from services.apikeys.models import CustomerSession
 from services.core.clock import utcnow
 from services.core.db import table_of, utc
-from services.core.errors import Forbidden, InvalidRequest, NotFound, Unauthenticated
+from services.core.errors import InvalidRequest, NotFound, Unauthenticated
 from services.core.settings import Settings
 from services.core.urls import outside_url_problem
 from services.ledger.accounts import require_customer_account
@@ -45,13 +45,6 @@ class SessionExpired(Unauthenticated):
 
 class SessionRevoked(Unauthenticated):
     code = "session_revoked"
-
-
-class ForbiddenForSession(Forbidden):
-    code = "forbidden_for_session"
-
-
-SESSION_REFUSED_MESSAGE = "a customer session cannot use this endpoint (it is for API keys)"
 
 
 class CustomerSessionNotFound(NotFound):

@@ -17,6 +17,7 @@ from services.api.errors import install_error_handlers
 from services.api.guard import RequestGuard
 from services.api.openapi import document_errors
 from services.apikeys.endpoints import router as api_keys_router
+from services.apikeys.service import ApiKeys
 from services.apikeys.session_endpoints import ROUTERS as SESSION_ROUTERS
 from services.app.jobs import default_jobs
 from services.card.endpoints import ROUTERS as CARD_ROUTERS
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.engine = app_engine
     app.state.settings = settings
     app.state.jobs_for = default_jobs
+    app.state.keys = ApiKeys()
     install_error_handlers(app)
     app.add_middleware(
         RequestGuard, max_body_bytes=settings.api_max_body_bytes, max_json_depth=settings.api_max_json_depth

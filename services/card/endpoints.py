@@ -33,8 +33,8 @@ from services.api.deps import (
     get_principal_outside,
 )
 from services.api.pages import Cursor, id_cursor, page_of
+from services.api.principal import Principal
 from services.api.types import Id, Text
-from services.apikeys.service import Principal
 from services.card import auto_recharge, purchases
 from services.card import repository as repo
 from services.card.deps import GatewayDep, InboxGatewayDep, app_gateway, require_rail

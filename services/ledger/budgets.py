@@ -11,16 +11,13 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlmodel import Session
 
-from services.apikeys.models import ApiKey
+from services.api.principal import Keys
 from services.core.clock import period_start, utcnow
-from services.core.db import table_of
 from services.core.errors import InvalidRequest
 from services.ledger import repository as repo
 from services.ledger.common import lock_customer, require_amount
 from services.ledger.errors import BudgetNameTaken, BudgetNotFound
 from services.ledger.models import ACCOUNT_SCOPE_REF, BudgetPeriod, BudgetScope
-
-api_keys = table_of(ApiKey)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +34,9 @@ class BudgetView:
     updated_at: datetime
 
 
-def _validate(session: Session, account_id: int, scope: str, scope_ref: str, period: str, name: str) -> None:
+def _validate(
+    session: Session, keys: Keys, account_id: int, scope: str, scope_ref: str, period: str, name: str
+) -> None:
     if scope not in set(BudgetScope):
         raise InvalidRequest(f"scope must be one of {sorted(BudgetScope)}", field="scope")
     if period not in set(BudgetPeriod):
@@ -50,7 +49,7 @@ def _validate(session: Session, account_id: int, scope: str, scope_ref: str, per
         )
     if scope == BudgetScope.API_KEY:
         key_account = (
-            session.execute(select(api_keys.c.account_id).where(api_keys.c.id == int(scope_ref))).scalar()
+            keys.account_of_key(session, int(scope_ref))
             if scope_ref.isascii() and scope_ref.isdigit() and len(scope_ref) <= 18
             else None
         )
@@ -66,6 +65,7 @@ def _name_taken(session: Session, account_id: int, name: str, except_id: int | N
 
 def create_budget(
     session: Session,
+    keys: Keys,
     *,
     account_id: int,
     name: str,
@@ -78,7 +78,7 @@ def create_budget(
     now = now or utcnow()
     require_amount(limit_credits, name="limit_credits", allow_zero=True)
     lock_customer(session, account_id)
-    _validate(session, account_id, scope, scope_ref, period, name)
+    _validate(session, keys, account_id, scope, scope_ref, period, name)
     if _name_taken(session, account_id, name):
         raise BudgetNameTaken(f"a budget named {name!r} exists", name=name)
     budget_id = session.execute(

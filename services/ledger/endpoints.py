@@ -7,10 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from services.api.deps import AdminKey, CustomerKey, CustomerOrSession, IdempotencyKey, SessionDep
+from services.api.deps import AdminKey, CustomerKey, CustomerOrSession, IdempotencyKey, KeysDep, SessionDep
 from services.api.pages import Cursor, id_cursor, page_of
+from services.api.principal import Principal
 from services.api.types import Id, Instant, QueryBool, Text
-from services.apikeys.service import Principal
 from services.ledger import balance, budgets, holds, invariants, minting, spending
 from services.ledger.accounts import create_customer_account, update_email
 from services.ledger.schemas import (
@@ -193,8 +193,8 @@ def list_budgets(
 
 
 @router.post("/budgets", status_code=status.HTTP_201_CREATED)
-def create_budget(body: BudgetIn, session: SessionDep, principal: CustomerOrSession) -> BudgetOut:
-    view = budgets.create_budget(session, account_id=_account(principal), **body.model_dump())
+def create_budget(body: BudgetIn, session: SessionDep, keys: KeysDep, principal: CustomerOrSession) -> BudgetOut:
+    view = budgets.create_budget(session, keys, account_id=_account(principal), **body.model_dump())
     return BudgetOut.model_validate(view, from_attributes=True)
 
 

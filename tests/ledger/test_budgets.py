@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy.engine import Engine
 
+from services.apikeys.service import ApiKeys
 from services.core.db import unit_of_work
 from services.core.errors import InvalidRequest
 from services.ledger.budgets import BudgetView, create_budget, delete_budget, get_budget, list_budgets, update_budget
@@ -36,6 +37,7 @@ def budget(
     with unit_of_work(engine) as session:
         return create_budget(
             session,
+            ApiKeys(),
             account_id=account_id,
             name=name or f"{scope}:{scope_ref}:{period}",
             scope=scope,

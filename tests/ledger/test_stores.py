@@ -26,6 +26,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
+from services.apikeys.service import ApiKeys
 from services.core.db import unit_of_work
 from services.core.errors import CreditrailError
 from services.core.pg import driver_of
@@ -94,6 +95,7 @@ class Ledger:
             with unit_of_work(self.engine) as session:
                 create_budget(
                     session,
+                    ApiKeys(),
                     account_id=account_id,
                     name=f"{scope}:{scope_ref}:{period}",
                     scope=scope,

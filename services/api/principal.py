@@ -1,0 +1,71 @@
+"""Who is calling, as every endpoint sees it: a ``Principal`` with a ``Role``, and the ``Keys`` the app asks to
+authenticate one.
+
+The HTTP kit checks roles but keeps no keys: ``services.apikeys`` stores API keys and customer sessions and
+implements ``Keys``; the top floor hands it to the app (``app.state.keys``), so the kit, below every domain, imports
+none of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+from sqlmodel import Session
+
+from services.core.errors import Forbidden
+
+
+class Role(StrEnum):
+    CUSTOMER = "customer"
+    FINANCE = "finance"
+    ADMIN = "admin"
+    # The platform's backend: customer sessions, webhook endpoints and events, nothing else.
+    PLATFORM = "platform"
+
+
+class PrincipalKind(StrEnum):
+    API_KEY = "api_key"
+    SESSION = "session"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: an API key (its id, role and, for customer keys, account), or a customer session (its id and
+    account, acting with the customer role on the endpoints that let sessions in: services.api.deps)."""
+
+    key_id: int | None
+    role: str
+    account_id: int | None
+    kind: PrincipalKind = PrincipalKind.API_KEY
+    session_id: int | None = None
+
+    @property
+    def is_session(self) -> bool:
+        return self.kind == PrincipalKind.SESSION
+
+
+class ForbiddenForSession(Forbidden):
+    code = "forbidden_for_session"
+
+
+SESSION_REFUSED_MESSAGE = "a customer session cannot use this endpoint (it is for API keys)"
+
+
+class Keys(Protocol):
+    """What the app needs of API keys and customer sessions, in the caller's session."""
+
+    def authenticate(self, session: Session, key: str | None) -> Principal:
+        """The principal an API key or a customer session token stands for (``Unauthenticated`` otherwise)."""
+        ...
+
+    def account_of_key(self, session: Session, key_id: int) -> int | None:
+        """The account an API key belongs to; None for an unknown key or one of no account."""
+        ...
+
+
+def keys_of(app: Any) -> Keys:
+    """The ``Keys`` the top floor gave the app (a Starlette app, typed loosely as the kit's other helpers are)."""
+    keys: Keys = app.state.keys
+    return keys
