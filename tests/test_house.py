@@ -7,6 +7,9 @@
   other module takes the caller's session and never commits, so "services never commit" is read off a file's name.
 - Outside those boundaries a domain's functions take no Engine.
 - No import circle, counting imports made inside functions too (none is left to dodge one).
+- No circle between packages either: every arrow between two packages of ``services`` runs one way, downward (the
+  HTTP kit, ``api/``, is below every domain and knows who calls only through ``api.principal.Keys``; the outbox,
+  below the rails, is told what a rail would say on a receipt). Entry points aside.
 - The top floor is imported by nothing but the entry points.
 """
 
@@ -138,6 +141,31 @@ def test_no_import_circle() -> None:
 
 def test_the_circle_finder_sees_a_circle() -> None:
     assert _circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def _package_of(module: str) -> str:
+    return module.split(".")[1] if module.count(".") >= 1 else module
+
+
+def _package_imports() -> dict[str, set[str]]:
+    """Each package of services (a top-level module counts as one) and the packages it imports, entry points aside."""
+    entry_points = {_module_of(relative) for relative in ENTRY_POINTS}
+    graph: dict[str, set[str]] = {}
+    for module, targets in _imports().items():
+        package = graph.setdefault(_package_of(module), set())
+        if module not in entry_points:
+            package.update(_package_of(target) for target in targets)
+    return {package: targets - {package} for package, targets in graph.items()}
+
+
+def test_no_circle_between_packages() -> None:
+    assert _circles(_package_imports()) == []
+
+
+def test_the_packages_named_in_the_house_rules_import_downward() -> None:
+    graph = _package_imports()
+    upward = [("api", "apikeys"), ("ledger", "apikeys"), ("outbox", "card"), ("api", "ledger")]
+    assert [(low, high) for low, high in upward if high in graph[low]] == []
 
 
 def test_only_entry_points_import_the_top_floor() -> None:

@@ -21,6 +21,7 @@ from services.apikeys.service import ApiKeys
 from services.apikeys.session_endpoints import ROUTERS as SESSION_ROUTERS
 from services.app.jobs import default_jobs
 from services.card.endpoints import ROUTERS as CARD_ROUTERS
+from services.card.repository import card_label_of_purchase
 from services.core.db import make_engine
 from services.core.migrate import ensure_schema
 from services.core.settings import Settings, get_settings
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.settings = settings
     app.state.jobs_for = default_jobs
     app.state.keys = ApiKeys()
+    app.state.card_of_purchase = card_label_of_purchase
     install_error_handlers(app)
     app.add_middleware(
         RequestGuard, max_body_bytes=settings.api_max_body_bytes, max_json_depth=settings.api_max_json_depth

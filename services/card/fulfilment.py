@@ -24,6 +24,7 @@ from services.card import repository as repo
 from services.card.models import UNFINISHED_STATUSES, PurchaseKind, PurchaseStatus
 from services.card.outcome import Outcome, exception_outcome
 from services.card.refunds import settle
+from services.card.rows import PurchaseRow
 from services.card.stripe_objects import (
     ACCOUNT_ID_KEY,
     CardDetails,
@@ -65,7 +66,9 @@ def _exception(session: Session, kind: str, reference: str, now: datetime, **fie
     )
 
 
-def _purchase_for_session(session: Session, data: CheckoutSessionData, now: datetime) -> tuple[Any, str | None]:
+def _purchase_for_session(
+    session: Session, data: CheckoutSessionData, now: datetime
+) -> tuple[PurchaseRow | None, str | None]:
     """The purchase a Checkout Session belongs to, locked, or the reason there is none."""
     row = repo.purchase_by_session(session, data.id, lock=True)
     if row is not None:
@@ -83,7 +86,7 @@ def _purchase_for_session(session: Session, data: CheckoutSessionData, now: date
     return repo.get_purchase(session, row.id), None
 
 
-def _intent_fields(session: Session, purchase: Any, intent_id: str | None) -> dict[str, Any]:
+def _intent_fields(session: Session, purchase: PurchaseRow, intent_id: str | None) -> dict[str, Any]:
     """Record the purchase's PaymentIntent (a Checkout Session has one; it is unique to the session, and so to the
     purchase: the unique constraint would refuse a second purchase claiming it)."""
     if intent_id and purchase.payment_intent_id is None:
@@ -91,7 +94,7 @@ def _intent_fields(session: Session, purchase: Any, intent_id: str | None) -> di
     return {}
 
 
-def _card_fields(purchase: Any, card: CardDetails | None) -> dict[str, Any]:
+def _card_fields(purchase: PurchaseRow, card: CardDetails | None) -> dict[str, Any]:
     """Record the card that paid, when the caller learnt it and the purchase does not know it yet."""
     if card is None or purchase.card_brand is not None:
         return {}
@@ -148,7 +151,7 @@ def fulfil_checkout_session(session: Session, data: CheckoutSessionData, *, now:
 
 def _amount_mismatch(
     session: Session,
-    purchase: Any,
+    purchase: PurchaseRow,
     reference: str,
     paid_cents: int | None,
     currency: str | None,
@@ -231,7 +234,13 @@ def _mint(
     # fulfilled: a replay's first mint wrote them), after the purchase row (the receipt reads the card that paid from
     # there).
     if not result.replayed:
-        record_receipt(session, account_id=purchase.account_id, lot_id=result.lot_id, now=now)
+        record_receipt(
+            session,
+            account_id=purchase.account_id,
+            lot_id=result.lot_id,
+            now=now,
+            card_of_purchase=repo.card_label_of_purchase,
+        )
         record_purchase_completed(
             session,
             account_id=purchase.account_id,
@@ -267,7 +276,7 @@ def expire_purchase(session: Session, purchase_id: int, *, now: datetime) -> Out
     return _expire(session, purchase, now)
 
 
-def _expire(session: Session, purchase: Any, now: datetime) -> Outcome:
+def _expire(session: Session, purchase: PurchaseRow, now: datetime) -> Outcome:
     if purchase.status not in UNFINISHED_STATUSES:
         return Outcome(f"already_{purchase.status}", purchase.id, purchase.lot_id)
     repo.update_purchase(
@@ -304,7 +313,7 @@ def mark_checkout_failed(session: Session, data: CheckoutSessionData, *, now: da
 # --- off-session PaymentIntents (auto-recharge) -------------------------------------------------------------
 
 
-def _purchase_for_intent(session: Session, intent: PaymentIntentData) -> Any:
+def _purchase_for_intent(session: Session, intent: PaymentIntentData) -> PurchaseRow | None:
     row = repo.purchase_by_intent(session, intent.id, lock=True)
     if row is None and intent.purchase_id is not None:
         row = repo.get_purchase(session, intent.purchase_id, lock=True)

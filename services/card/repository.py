@@ -1,4 +1,5 @@
-"""The card rail's queries. SQLAlchemy Core on the caller's session: nothing here commits.
+"""The card rail's queries. SQLAlchemy Core on the caller's session: nothing here commits. Reads return rows typed
+by their shapes in ``services.card.rows``.
 
 ``lock=True`` reads take the row lock (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's IMMEDIATE transaction
 already excludes other writers). Lock order, everywhere: the inbox event, then the purchase, then (inside the
@@ -15,6 +16,7 @@ from sqlalchemy import Select, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
+from services.card.errors import PurchaseNotFound
 from services.card.models import (
     UNFINISHED_STATUSES,
     CardAutoRecharge,
@@ -30,6 +32,17 @@ from services.card.models import (
     StripeWebhookEvent,
 )
 from services.card.outcome import Outcome
+from services.card.rows import (
+    AutoRechargeRow,
+    ClaimedEvent,
+    ClawbackRow,
+    CustomerRow,
+    DisputeRow,
+    InboxEventRef,
+    InboxEventRow,
+    PurchaseRow,
+)
+from services.card.stripe_objects import card_label
 from services.core.db import insert_for, table_of
 
 customers = table_of(CardCustomer)
@@ -78,7 +91,7 @@ _update_event = update(inbox).where(inbox.c.id == bindparam("inbox_id_"))
 # --- Stripe customers --------------------------------------------------------------------------------------
 
 
-def get_customer(session: Session, account_id: int) -> Any:
+def get_customer(session: Session, account_id: int) -> CustomerRow | None:
     return session.execute(select(customers).where(customers.c.account_id == account_id)).first()
 
 
@@ -115,9 +128,17 @@ def insert_purchase(session: Session, values: dict[str, Any]) -> int | None:
     return int(inserted) if inserted is not None else None
 
 
-def get_purchase(session: Session, purchase_id: int, *, lock: bool = False) -> Any:
+def get_purchase(session: Session, purchase_id: int, *, lock: bool = False) -> PurchaseRow | None:
     stmt = _purchase_by_id_locked if lock else _purchase_by_id
     return session.execute(stmt, {"purchase_id": purchase_id}).first()
+
+
+def require_purchase(session: Session, purchase_id: int, *, lock: bool = False) -> PurchaseRow:
+    """The purchase, which the caller knows exists (``PurchaseNotFound`` should it not)."""
+    row = get_purchase(session, purchase_id, lock=lock)
+    if row is None:
+        raise PurchaseNotFound(f"purchase {purchase_id} not found", purchase_id=purchase_id)
+    return row
 
 
 def card_of_purchase(session: Session, purchase_id: int) -> tuple[str | None, str | None]:
@@ -128,18 +149,31 @@ def card_of_purchase(session: Session, purchase_id: int) -> tuple[str | None, st
     return (row.card_brand, row.card_last4) if row is not None else (None, None)
 
 
-def purchase_by_key(session: Session, account_id: int, idempotency_key: str) -> Any:
+def card_label_of_purchase(session: Session, purchase_id: int) -> str | None:
+    """How a receipt names the card that paid a purchase ("Visa ending 4242"); None while it is not known."""
+    return card_label(*card_of_purchase(session, purchase_id))
+
+
+def purchase_by_key(session: Session, account_id: int, idempotency_key: str) -> PurchaseRow | None:
     return session.execute(
         select(purchases).where(purchases.c.account_id == account_id, purchases.c.idempotency_key == idempotency_key)
     ).first()
 
 
-def purchase_by_session(session: Session, checkout_session_id: str, *, lock: bool = False) -> Any:
+def require_purchase_by_key(session: Session, account_id: int, idempotency_key: str) -> PurchaseRow:
+    """The purchase an idempotency key made, which the caller knows exists (``PurchaseNotFound`` should it not)."""
+    row = purchase_by_key(session, account_id, idempotency_key)
+    if row is None:
+        raise PurchaseNotFound("no purchase was made with this idempotency key", idempotency_key=idempotency_key)
+    return row
+
+
+def purchase_by_session(session: Session, checkout_session_id: str, *, lock: bool = False) -> PurchaseRow | None:
     stmt = _purchase_by_session_locked if lock else _purchase_by_session
     return session.execute(stmt, {"session_id": checkout_session_id}).first()
 
 
-def purchase_by_intent(session: Session, payment_intent_id: str, *, lock: bool = False) -> Any:
+def purchase_by_intent(session: Session, payment_intent_id: str, *, lock: bool = False) -> PurchaseRow | None:
     stmt = select(purchases).where(purchases.c.payment_intent_id == payment_intent_id)
     return session.execute(_locked(stmt, lock)).first()
 
@@ -162,7 +196,7 @@ def update_purchase(session: Session, purchase_id: int, **values: Any) -> None:
 
 def list_purchases(
     session: Session, account_id: int, *, limit: int, before: datetime | None = None, before_id: int | None = None
-) -> list[Any]:
+) -> list[PurchaseRow]:
     """An account's purchases, newest first; ``before`` (and ``before_id`` for ties) pages back."""
     stmt = select(purchases).where(purchases.c.account_id == account_id)
     if before is not None:
@@ -232,7 +266,7 @@ def overdue_checkouts(
     return [(int(purchase_id), str(session_id)) for purchase_id, session_id in session.execute(stmt)]
 
 
-def pending_auto_recharge_purchases(session: Session, limit: int) -> list[Any]:
+def pending_auto_recharge_purchases(session: Session, limit: int) -> list[PurchaseRow]:
     stmt = (
         select(purchases)
         .where(purchases.c.kind == PurchaseKind.AUTO_RECHARGE, purchases.c.status == PurchaseStatus.PENDING)
@@ -245,7 +279,7 @@ def pending_auto_recharge_purchases(session: Session, limit: int) -> list[Any]:
 # --- disputes and clawbacks --------------------------------------------------------------------------------
 
 
-def get_dispute(session: Session, dispute_id: str) -> Any:
+def get_dispute(session: Session, dispute_id: str) -> DisputeRow | None:
     return session.execute(select(disputes).where(disputes.c.dispute_id == dispute_id)).first()
 
 
@@ -259,7 +293,7 @@ def update_dispute(session: Session, dispute_id: str, **values: Any) -> None:
     session.execute(update(disputes).where(disputes.c.dispute_id == dispute_id).values(**values))
 
 
-def disputes_of(session: Session, purchase_id: int) -> list[Any]:
+def disputes_of(session: Session, purchase_id: int) -> list[DisputeRow]:
     stmt = select(disputes).where(disputes.c.purchase_id == purchase_id).order_by(disputes.c.id)
     return list(session.execute(stmt).all())
 
@@ -281,7 +315,7 @@ def insert_clawback(session: Session, values: dict[str, Any]) -> None:
     )
 
 
-def clawbacks_of(session: Session, purchase_id: int) -> list[Any]:
+def clawbacks_of(session: Session, purchase_id: int) -> list[ClawbackRow]:
     stmt = select(clawbacks).where(clawbacks.c.purchase_id == purchase_id).order_by(clawbacks.c.id)
     return list(session.execute(stmt).all())
 
@@ -305,22 +339,22 @@ def insert_events(session: Session, rows: Sequence[dict[str, Any]]) -> dict[str,
     return {str(event_id): int(inbox_id) for inbox_id, event_id in result}
 
 
-def events_by_stripe_ids(session: Session, event_ids: Sequence[str]) -> list[Any]:
+def events_by_stripe_ids(session: Session, event_ids: Sequence[str]) -> list[InboxEventRef]:
     """(id, event_id, event_type, status) of the stored events among ``event_ids``."""
     if not event_ids:
         return []
     return list(session.execute(_events_by_stripe_ids, {"event_ids": list(event_ids)}).all())
 
 
-def get_event(session: Session, inbox_id: int) -> Any:
+def get_event(session: Session, inbox_id: int) -> InboxEventRow | None:
     return session.execute(select(inbox).where(inbox.c.id == inbox_id)).first()
 
 
-def event_by_stripe_id(session: Session, event_id: str) -> Any:
+def event_by_stripe_id(session: Session, event_id: str) -> InboxEventRow | None:
     return session.execute(select(inbox).where(inbox.c.event_id == event_id)).first()
 
 
-def claim_event(session: Session, inbox_id: int) -> Any:
+def claim_event(session: Session, inbox_id: int) -> ClaimedEvent | None:
     """Lock the event for processing when it is still due; None when it is done or another worker has it."""
     return session.execute(_claim_event, {"inbox_id": inbox_id}).first()
 
@@ -370,7 +404,7 @@ def due_event_ids(session: Session, now: datetime, limit: int) -> list[int]:
     return [int(value) for value in session.execute(stmt).scalars()]
 
 
-def list_events(session: Session, *, status: str | None, limit: int, after_id: int = 0) -> list[Any]:
+def list_events(session: Session, *, status: str | None, limit: int, after_id: int = 0) -> list[InboxEventRow]:
     stmt = select(inbox).where(inbox.c.id > after_id)
     if status is not None:
         stmt = stmt.where(inbox.c.status == status)
@@ -385,7 +419,7 @@ def count_events_by_status(session: Session) -> dict[str, int]:
 # --- auto-recharge -----------------------------------------------------------------------------------------
 
 
-def get_auto_recharge(session: Session, account_id: int, *, lock: bool = False) -> Any:
+def get_auto_recharge(session: Session, account_id: int, *, lock: bool = False) -> AutoRechargeRow | None:
     stmt = select(auto_recharge).where(auto_recharge.c.account_id == account_id)
     return session.execute(_locked(stmt, lock)).first()
 
@@ -400,7 +434,7 @@ def update_auto_recharge(session: Session, account_id: int, **values: Any) -> No
     session.execute(update(auto_recharge).where(auto_recharge.c.account_id == account_id).values(**values))
 
 
-def enabled_auto_recharges(session: Session, *, after_account_id: int, limit: int) -> list[Any]:
+def enabled_auto_recharges(session: Session, *, after_account_id: int, limit: int) -> list[AutoRechargeRow]:
     """Enabled auto-recharges in account order, locked (skipping those another worker holds)."""
     stmt = (
         select(auto_recharge)

@@ -58,7 +58,13 @@ PRINT_SCRIPT = "document.getElementById('print').addEventListener('click', funct
 def _receipt(session: Session, request: Request, number: str) -> Receipt:
     """The receipt a number names, or 404 (a malformed number, no such lot, a lot that has none, the wrong year)."""
     named = lot_of_receipt_number(number)
-    receipt = receipt_for_lot(session, request.app.state.settings, named[1]) if named is not None else None
+    receipt = (
+        receipt_for_lot(
+            session, request.app.state.settings, named[1], card_of_purchase=request.app.state.card_of_purchase
+        )
+        if named is not None
+        else None
+    )
     if named is None or receipt is None or utc(receipt.credited_at).year != named[0]:
         raise ReceiptNotFound("no such receipt", receipt_number=number)
     return receipt

@@ -3,6 +3,10 @@ same text whether it is mailed at the mint or shown later at ``/v1/receipts/{rec
 
 A receipt's number is derived from its lot: ``CR-<year credited>-<lot id, 8 digits or more>``. No float touches an
 amount: dollars and USDC are formatted from integers by services.core.money.
+
+The card that paid a card lot is the card rail's to say: its caller passes a ``CardOfPurchase`` (the card rail
+when it records the receipt; the app's ``card_of_purchase``, set by the top floor, for the receipt's page), so the
+outbox, below the rails, reads none of their tables.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from html import escape
@@ -17,8 +22,6 @@ from typing import Any
 
 from sqlmodel import Session
 
-from services.card import repository as card_repo
-from services.card.stripe_objects import card_label
 from services.core.db import utc
 from services.core.money import format_usd, format_usdc
 from services.core.settings import Settings
@@ -26,6 +29,9 @@ from services.ledger import repository as ledger_repo
 from services.ledger.models import Rail
 from services.outbox import repository as repo
 from services.outbox.links import receipt_url
+
+# How the card rail names the card that paid one of its purchases ("Visa ending 4242"); None while it is not known.
+CardOfPurchase = Callable[[Session, int], str | None]
 
 RECEIPT_NUMBER = re.compile(r"^CR-(\d{4})-(\d{8,19})$")
 
@@ -75,9 +81,15 @@ def _chain_name(settings: Settings, chain_id: int) -> tuple[str, str]:
 
 
 def build_receipt(
-    session: Session, settings: Settings, lot: Any, *, balance_after_credits: int | None = None
+    session: Session,
+    settings: Settings,
+    lot: Any,
+    *,
+    card_of_purchase: CardOfPurchase | None,
+    balance_after_credits: int | None = None,
 ) -> Receipt | None:
     """The receipt of a card or USDC lot; None for any other lot (grants, adjustments have none).
+    ``card_of_purchase`` names the card that paid a card lot (None: the receipt goes without it).
     ``balance_after_credits``: the balance right after the mint when the caller knows it (in the mint's own
     transaction it is the current balance); otherwise it is summed from the journal up to the mint."""
     details = dict(lot.details or {})
@@ -87,7 +99,7 @@ def build_receipt(
         paid = f"{format_usd(paid_cents)} by card"
         lines = [("Paid", paid)]
         purchase_id = details.get("purchase_id")
-        card = card_label(*card_repo.card_of_purchase(session, int(purchase_id))) if purchase_id else None
+        card = card_of_purchase(session, int(purchase_id)) if purchase_id and card_of_purchase else None
         if card:  # unknown when Stripe could not say which card: the receipt goes without it
             lines.append(("Card", card))
         if details.get("pack"):
@@ -122,9 +134,11 @@ def build_receipt(
     )
 
 
-def receipt_for_lot(session: Session, settings: Settings, lot_id: int) -> Receipt | None:
+def receipt_for_lot(
+    session: Session, settings: Settings, lot_id: int, *, card_of_purchase: CardOfPurchase
+) -> Receipt | None:
     lot = ledger_repo.get_lot(session, lot_id)
-    return build_receipt(session, settings, lot) if lot is not None else None
+    return build_receipt(session, settings, lot, card_of_purchase=card_of_purchase) if lot is not None else None
 
 
 def receipt_rows(receipt: Receipt) -> list[tuple[str, str]]:

@@ -25,7 +25,14 @@ from services.ledger import repository as ledger_repo
 from services.ledger.balance import get_balance
 from services.outbox import repository as repo
 from services.outbox.models import Channel, MessageKind, MessageStatus
-from services.outbox.receipts import build_receipt, clawback_notice, receipt_html, receipt_subject, receipt_text
+from services.outbox.receipts import (
+    CardOfPurchase,
+    build_receipt,
+    clawback_notice,
+    receipt_html,
+    receipt_subject,
+    receipt_text,
+)
 
 _configured: Settings | None = None
 
@@ -101,11 +108,18 @@ def receipt_key(lot_id: int) -> str:
 
 
 def record_receipt(
-    session: Session, *, account_id: int, lot_id: int, now: datetime, settings: Settings | None = None
+    session: Session,
+    *,
+    account_id: int,
+    lot_id: int,
+    now: datetime,
+    settings: Settings | None = None,
+    card_of_purchase: CardOfPurchase | None = None,
 ) -> bool:
     """Write the receipt of the lot just minted for ``account_id`` (card or USDC), once; whether a message was
     written now. An account without an email costs one column read and gets nothing; an unverified address gets its
-    receipt (see the module's docstring)."""
+    receipt (see the module's docstring). The card rail passes ``card_of_purchase``, which names the card that
+    paid."""
     recipient = recipient_of(session, account_id)
     if recipient is None:
         return False
@@ -115,7 +129,13 @@ def record_receipt(
         return False
     # In the mint's transaction, the balance after it is the current one (read from the account's lots, not summed
     # over its whole journal).
-    receipt = build_receipt(session, settings, lot, balance_after_credits=_balance_now(session, int(lot.account_id)))
+    receipt = build_receipt(
+        session,
+        settings,
+        lot,
+        card_of_purchase=card_of_purchase,
+        balance_after_credits=_balance_now(session, int(lot.account_id)),
+    )
     if receipt is None:
         return False
     return record_email(
