@@ -128,7 +128,7 @@ def detect_crossings(session: Session, *, after_account_id: int, limit: int, now
                     "updated_at": now,
                 },
             )
-            existing = purchase_id or repo.purchase_by_key(session, row.account_id, key).id
+            existing = purchase_id or repo.require_purchase_by_key(session, row.account_id, key).id
             repo.update_auto_recharge(
                 session, row.account_id, armed=False, crossings=crossing, last_purchase_id=existing, updated_at=now
             )

@@ -27,6 +27,7 @@ from services.card import repository as repo
 from services.card.errors import PurchaseNotFound
 from services.card.models import PurchaseKind, PurchaseStatus
 from services.card.packs import Pack
+from services.card.rows import PurchaseRow
 from services.card.schemas import PurchaseOut
 from services.card.stripe_objects import (
     ACCOUNT_ID_KEY,
@@ -59,12 +60,12 @@ class PurchaseView(PurchaseOut):
         return self.checkout_session_id or self.payment_intent_id
 
 
-def view(row: Any) -> PurchaseView:
+def view(row: PurchaseRow) -> PurchaseView:
     fields = {**row._asdict(), "currency": CURRENCY, "card_label": card_label(row.card_brand, row.card_last4)}
     return PurchaseView.model_validate(fields)
 
 
-def purchase_metadata(purchase: Any) -> dict[str, str]:
+def purchase_metadata(purchase: PurchaseRow) -> dict[str, str]:
     """What we tell Stripe about a purchase (on the Checkout Session and its PaymentIntent alike)."""
     return {
         PURCHASE_ID_KEY: str(purchase.id),
@@ -79,7 +80,7 @@ def purchase_metadata(purchase: Any) -> dict[str, str]:
 
 def record_checkout_purchase(
     session: Session, *, account_id: int, pack: Pack, save_card: bool, idempotency_key: str, now: datetime
-) -> tuple[Any, bool]:
+) -> tuple[PurchaseRow, bool]:
     """The purchase for this Idempotency-Key: recorded now (pending), or the one recorded before for the same
     request. Returns (row, created); a key reused for another request is refused."""
     require_customer_account(session, account_id)
@@ -107,8 +108,9 @@ def record_checkout_purchase(
             },
         )
         if purchase_id is not None:
-            return repo.get_purchase(session, purchase_id), True
+            return repo.require_purchase(session, purchase_id), True
         existing = repo.purchase_by_key(session, account_id, key)
+    assert existing is not None  # the insert above found it there
     if existing.request_hash != request_hash:
         raise IdempotencyKeyReused(
             "this idempotency key was already used for another purchase", idempotency_key=idempotency_key
@@ -119,12 +121,16 @@ def record_checkout_purchase(
 def ensure_customer(session: Session, account_id: int, stripe_customer_id: str, now: datetime) -> str:
     """Record the account's Stripe customer (the first recorded wins) and return the one on record."""
     repo.insert_customer(session, account_id, stripe_customer_id, now)
-    return str(repo.get_customer(session, account_id).stripe_customer_id)
+    customer = repo.get_customer(session, account_id)
+    assert customer is not None  # inserted above, or there already
+    return str(customer.stripe_customer_id)
 
 
-def attach_checkout_session(session: Session, purchase_id: int, data: CheckoutSessionData, now: datetime) -> Any:
+def attach_checkout_session(
+    session: Session, purchase_id: int, data: CheckoutSessionData, now: datetime
+) -> PurchaseRow:
     """Attach the Checkout Session Stripe made for a pending purchase (pending -> open)."""
-    row = repo.get_purchase(session, purchase_id, lock=True)
+    row = repo.require_purchase(session, purchase_id, lock=True)
     if row.checkout_session_id not in (None, data.id):
         raise Conflict(
             f"purchase {purchase_id} already has another Checkout Session",
@@ -141,15 +147,15 @@ def attach_checkout_session(session: Session, purchase_id: int, data: CheckoutSe
     if row.status == PurchaseStatus.PENDING:
         values["status"] = PurchaseStatus.OPEN
     repo.update_purchase(session, purchase_id, **values)
-    return repo.get_purchase(session, purchase_id)
+    return repo.require_purchase(session, purchase_id)
 
 
 def record_unusable_session(
     session: Session, purchase_id: int, data: CheckoutSessionData, error: CreditrailError, now: datetime
-) -> Any:
+) -> PurchaseRow:
     """Stripe made a Checkout Session the customer cannot be sent to (it has no URL): the purchase fails, keeping
     the session's id (should it be paid all the same, its completion still finds the purchase and mints)."""
-    row = repo.get_purchase(session, purchase_id, lock=True)
+    row = repo.require_purchase(session, purchase_id, lock=True)
     if row.status != PurchaseStatus.PENDING:
         return row
     values: dict[str, Any] = {
@@ -163,12 +169,12 @@ def record_unusable_session(
     if row.checkout_session_id is None and repo.purchase_by_session(session, data.id) is None:
         values["checkout_session_id"] = data.id
     repo.update_purchase(session, purchase_id, **values)
-    return repo.get_purchase(session, purchase_id)
+    return repo.require_purchase(session, purchase_id)
 
 
 def record_start_failure(session: Session, purchase_id: int, error: CreditrailError, now: datetime) -> None:
     """The purchase stays pending (retryable); the error is kept for the customer and for operators."""
-    row = repo.get_purchase(session, purchase_id, lock=True)
+    row = repo.require_purchase(session, purchase_id, lock=True)
     repo.update_purchase(
         session,
         purchase_id,

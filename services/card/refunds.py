@@ -25,6 +25,7 @@ from sqlmodel import Session
 from services.card import repository as repo
 from services.card.models import ClawbackKind
 from services.card.outcome import Outcome, exception_outcome
+from services.card.rows import DisputeRow, PurchaseRow
 from services.card.stripe_objects import ChargeData, DisputeData
 from services.core.money import share_of_credits
 from services.events.emit import record_refund_clawed_back
@@ -41,10 +42,11 @@ FINAL_STATUSES = RETURNED_STATUSES | {"lost"}
 
 def _available_to_claw(session: Session, lot_id: int) -> int:
     lot = ledger_repo.get_lot(session, lot_id)
+    assert lot is not None  # the purchase's lot (a foreign key)
     return int(lot.credits - lot.clawed_back_credits)
 
 
-def _stripe_object_of(purchase: Any) -> str:
+def _stripe_object_of(purchase: PurchaseRow) -> str:
     """The Stripe object a purchase's exceptions are about: its charge, else its Checkout Session or PaymentIntent."""
     return str(
         purchase.charge_id or purchase.checkout_session_id or purchase.payment_intent_id or f"purchase:{purchase.id}"
@@ -53,7 +55,8 @@ def _stripe_object_of(purchase: Any) -> str:
 
 def _claw(
     session: Session,
-    purchase: Any,
+    purchase: PurchaseRow,
+    lot_id: int,
     *,
     kind: str,
     reference: str,
@@ -63,7 +66,7 @@ def _claw(
     now: datetime,
 ) -> int:
     """Claw back up to ``amount_credits`` (never more than the lot has left to give); returns what was taken."""
-    available = _available_to_claw(session, purchase.lot_id)
+    available = _available_to_claw(session, lot_id)
     taken = min(amount_credits, available)
     if taken < amount_credits:
         raise_exception(
@@ -73,14 +76,14 @@ def _claw(
             reference=card_reference(_stripe_object_of(purchase), occurrence=f"{kind}:{reference}"),
             account_id=purchase.account_id,
             amount_credits=amount_credits - taken,
-            details={"purchase_id": purchase.id, "lot_id": purchase.lot_id, "wanted_credits": amount_credits},
+            details={"purchase_id": purchase.id, "lot_id": lot_id, "wanted_credits": amount_credits},
             now=now,
         )
     if taken <= 0:
         return 0
     result = clawback(
         session,
-        lot_id=purchase.lot_id,
+        lot_id=lot_id,
         amount_credits=taken,
         idempotency_key=f"card:{kind}:{reference}",
         reason=reason,
@@ -90,7 +93,7 @@ def _claw(
         session,
         {
             "purchase_id": purchase.id,
-            "lot_id": purchase.lot_id,
+            "lot_id": lot_id,
             "kind": kind,
             "reference": reference,
             "amount_cents": amount_cents,
@@ -101,7 +104,7 @@ def _claw(
     )
     record_clawback_notice(
         session,
-        lot_id=purchase.lot_id,
+        lot_id=lot_id,
         transaction_id=result.transaction_id,
         amount_credits=taken,
         reason=reason,
@@ -111,7 +114,7 @@ def _claw(
         session,
         account_id=purchase.account_id,
         purchase_id=purchase.id,
-        lot_id=purchase.lot_id,
+        lot_id=lot_id,
         kind=kind,
         transaction_id=result.transaction_id,
         amount_credits=taken,
@@ -125,7 +128,8 @@ def _claw(
 def settle(session: Session, purchase_id: int, now: datetime) -> None:
     """Bring the ledger in line with the purchase's refunds and disputes. The caller holds the purchase's lock."""
     purchase = repo.get_purchase(session, purchase_id)
-    if purchase is None or purchase.lot_id is None:
+    lot_id = purchase.lot_id if purchase is not None else None
+    if purchase is None or lot_id is None:
         return
     paid_cents = purchase.amount_paid_cents or purchase.amount_cents
     refunded_cents = min(purchase.refunded_cents, paid_cents)
@@ -135,6 +139,7 @@ def settle(session: Session, purchase_id: int, now: datetime) -> None:
         _claw(
             session,
             purchase,
+            lot_id,
             kind=ClawbackKind.REFUND,
             reference=f"{purchase_id}:{refunded_cents}:{clawed_credits}",
             amount_credits=wanted,
@@ -145,16 +150,18 @@ def settle(session: Session, purchase_id: int, now: datetime) -> None:
     # A dispute always names its charge, which it records on the purchase: no charge, no dispute to look for.
     disputes = repo.disputes_of(session, purchase_id) if purchase.charge_id is not None else []
     for dispute in disputes:
-        _settle_dispute(session, purchase, dispute, paid_cents, now)
+        _settle_dispute(session, purchase, lot_id, dispute, paid_cents, now)
 
 
-def _settle_dispute(session: Session, purchase: Any, dispute: Any, paid_cents: int, now: datetime) -> None:
+def _settle_dispute(
+    session: Session, purchase: PurchaseRow, lot_id: int, dispute: DisputeRow, paid_cents: int, now: datetime
+) -> None:
     if dispute.status in RETURNED_STATUSES:
         owed = dispute.clawed_back_credits - dispute.reinstated_credits
         if owed > 0:
             result = reinstate(
                 session,
-                lot_id=purchase.lot_id,
+                lot_id=lot_id,
                 amount_credits=owed,
                 idempotency_key=f"card:dispute:{dispute.dispute_id}",
                 reason=f"dispute {dispute.dispute_id} {dispute.status}",
@@ -164,7 +171,7 @@ def _settle_dispute(session: Session, purchase: Any, dispute: Any, paid_cents: i
                 session,
                 {
                     "purchase_id": purchase.id,
-                    "lot_id": purchase.lot_id,
+                    "lot_id": lot_id,
                     "kind": ClawbackKind.DISPUTE_REINSTATEMENT,
                     "reference": dispute.dispute_id,
                     "amount_cents": min(dispute.amount_cents, paid_cents),
@@ -183,6 +190,7 @@ def _settle_dispute(session: Session, purchase: Any, dispute: Any, paid_cents: i
     taken = _claw(
         session,
         purchase,
+        lot_id,
         kind=ClawbackKind.DISPUTE,
         reference=dispute.dispute_id,
         amount_credits=share_of_credits(purchase.amount_credits, disputed_cents, paid_cents),
@@ -194,12 +202,16 @@ def _settle_dispute(session: Session, purchase: Any, dispute: Any, paid_cents: i
         repo.update_dispute(session, dispute.dispute_id, clawed_back_credits=taken, updated_at=now)
 
 
-def _find_purchase(session: Session, charge_id: str | None, intent_id: str | None, hint: int | None) -> Any:
+def _find_purchase(
+    session: Session, charge_id: str | None, intent_id: str | None, hint: int | None
+) -> PurchaseRow | None:
     purchase_id = repo.purchase_id_by_payment(session, charge_id=charge_id, payment_intent_id=intent_id) or hint
     return repo.get_purchase(session, purchase_id, lock=True) if purchase_id is not None else None
 
 
-def _link_payment(session: Session, purchase: Any, charge_id: str | None, intent_id: str | None) -> dict[str, Any]:
+def _link_payment(
+    session: Session, purchase: PurchaseRow, charge_id: str | None, intent_id: str | None
+) -> dict[str, Any]:
     values: dict[str, Any] = {}
     if charge_id and purchase.charge_id is None:
         values["charge_id"] = charge_id

@@ -25,6 +25,7 @@ from services.card import repository as repo
 from services.card import stripe_json
 from services.card.errors import MalformedEvent, SignatureInvalid, SignatureMissing, SignatureStale
 from services.card.models import InboxStatus
+from services.card.rows import InboxEventRef
 from services.card.stripe_objects import UNREADABLE, EventData, from_unix, unreadable_reason
 from services.core.settings import Settings
 from services.review.service import raise_exception
@@ -189,6 +190,7 @@ def store_event(
             _report_unreadable(session, values, now)
         return Receipt(inbox_id, event.id, event.type, str(values["status"]), duplicate=False)
     existing = repo.event_by_stripe_id(session, event.id)
+    assert existing is not None  # the insert found it there
     return Receipt(existing.id, event.id, existing.event_type, existing.status, duplicate=True)
 
 
@@ -206,7 +208,9 @@ def store_events(
     for event_id in inserted:
         if rows[event_id]["outcome"] == UNREADABLE:
             _report_unreadable(session, rows[event_id], now)
-    stored = {row.event_id: row for row in repo.events_by_stripe_ids(session, [i for i in rows if i not in inserted])}
+    stored: dict[str, InboxEventRef | _Stored] = {
+        row.event_id: row for row in repo.events_by_stripe_ids(session, [i for i in rows if i not in inserted])
+    }
     receipts: list[Receipt] = []
     for event, _payload in items:
         inbox_id = inserted.pop(event.id, None)

@@ -6,7 +6,7 @@ Endpoints and events are named by their public ids (``we_...``, ``evt_...``); de
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, status
 
@@ -19,6 +19,7 @@ from services.events import repository as repo
 from services.events import service
 from services.events.errors import EventNotFound
 from services.events.models import DeliveryStatus, EventType
+from services.events.rows import DeliveryListed, EndpointRow, EventRow
 from services.events.schemas import (
     EventOut,
     EventPage,
@@ -41,7 +42,7 @@ Limit = Annotated[int, Query(ge=1, le=500)]
 _NOT_NULL = ("url", "event_types", "enabled")
 
 
-def _endpoint_out(row: Any) -> WebhookEndpointOut:
+def _endpoint_out(row: EndpointRow) -> WebhookEndpointOut:
     return WebhookEndpointOut(
         id=row.public_id,
         url=row.url,
@@ -52,11 +53,11 @@ def _endpoint_out(row: Any) -> WebhookEndpointOut:
     )
 
 
-def _with_secret(row: Any, secret: str) -> WebhookEndpointWithSecret:
+def _with_secret(row: EndpointRow, secret: str) -> WebhookEndpointWithSecret:
     return WebhookEndpointWithSecret(**_endpoint_out(row).model_dump(), secret=secret)
 
 
-def _deliveries_out(session: SessionDep, rows: list[Any]) -> list[WebhookDeliveryOut]:
+def _deliveries_out(session: SessionDep, rows: list[DeliveryListed]) -> list[WebhookDeliveryOut]:
     logs = repo.attempts_of(session, [int(row.id) for row in rows])
     return [
         WebhookDeliveryOut(
@@ -77,7 +78,7 @@ def _deliveries_out(session: SessionDep, rows: list[Any]) -> list[WebhookDeliver
     ]
 
 
-def _event_out(row: Any) -> EventOut:
+def _event_out(row: EventRow) -> EventOut:
     return EventOut(
         id=row.public_id, type=row.type, account_id=row.account_id, created_at=row.created_at, data=row.data
     )

@@ -1,4 +1,4 @@
-"""The events' queries."""
+"""The events' queries. Reads return rows typed by their shapes in ``services.events.rows``."""
 
 from __future__ import annotations
 
@@ -6,11 +6,19 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Table, select, update
+from sqlalchemy import Select, Table, select, update
 from sqlmodel import Session
 
 from services.core.db import insert_for, table_of
 from services.events.models import DeliveryStatus, Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from services.events.rows import (
+    AttemptRow,
+    ClaimedDelivery,
+    DeliveryListed,
+    EndpointRow,
+    EndpointTypes,
+    EventRow,
+)
 
 events: Table = table_of(Event)
 endpoints: Table = table_of(WebhookEndpoint)
@@ -28,7 +36,7 @@ def insert_event(session: Session, values: dict[str, Any]) -> int | None:
     return session.execute(stmt).scalar_one_or_none()
 
 
-def enabled_endpoints(session: Session) -> list[Any]:
+def enabled_endpoints(session: Session) -> list[EndpointTypes]:
     """Every enabled endpoint with the event types it wants (a handful of rows, read once per event)."""
     stmt = select(endpoints.c.id, endpoints.c.event_types).where(endpoints.c.enabled.is_(True))
     return list(session.execute(stmt).all())
@@ -53,7 +61,7 @@ def insert_deliveries(session: Session, event_id: int, endpoint_ids: Sequence[in
     )
 
 
-def event_by_key(session: Session, dedupe_key: str) -> Row[Any] | None:
+def event_by_key(session: Session, dedupe_key: str) -> EventRow | None:
     return session.execute(select(events).where(events.c.dedupe_key == dedupe_key)).first()
 
 
@@ -81,7 +89,7 @@ def due_ids(session: Session, now: datetime, limit: int) -> list[int]:
     return [int(row) for row in session.execute(stmt).scalars()]
 
 
-def claim(session: Session, ids: Sequence[int], now: datetime, lease_until: datetime) -> list[Any]:
+def claim(session: Session, ids: Sequence[int], now: datetime, lease_until: datetime) -> list[ClaimedDelivery]:
     """Lease the deliveries (still pending, still due) to this sender until ``lease_until``, counting the attempt;
     each with what sending it needs: its event and its endpoint's URL and secret, in id order."""
     if not ids:
@@ -145,7 +153,7 @@ def insert_endpoint(session: Session, values: dict[str, Any]) -> int:
     return int(session.execute(endpoints.insert().values(**values).returning(endpoints.c.id)).scalar_one())
 
 
-def endpoint_by_public_id(session: Session, public_id: str) -> Row[Any] | None:
+def endpoint_by_public_id(session: Session, public_id: str) -> EndpointRow | None:
     return session.execute(select(endpoints).where(endpoints.c.public_id == public_id)).first()
 
 
@@ -153,7 +161,7 @@ def update_endpoint(session: Session, endpoint_id: int, **values: Any) -> None:
     session.execute(update(endpoints).where(endpoints.c.id == endpoint_id).values(**values))
 
 
-def list_endpoints(session: Session, *, after_id: int, limit: int) -> list[Any]:
+def list_endpoints(session: Session, *, after_id: int, limit: int) -> list[EndpointRow]:
     stmt = select(endpoints).where(endpoints.c.id > after_id).order_by(endpoints.c.id).limit(limit)
     return list(session.execute(stmt).all())
 
@@ -168,7 +176,7 @@ _delivery_columns = (
 )
 
 
-def _deliveries_joined() -> Any:
+def _deliveries_joined() -> Select[Any]:
     return (
         select(*_delivery_columns)
         .join(events, events.c.id == deliveries.c.event_id)
@@ -176,11 +184,11 @@ def _deliveries_joined() -> Any:
     )
 
 
-def get_delivery(session: Session, delivery_id: int) -> Row[Any] | None:
+def get_delivery(session: Session, delivery_id: int) -> DeliveryListed | None:
     return session.execute(_deliveries_joined().where(deliveries.c.id == delivery_id)).first()
 
 
-def list_deliveries(session: Session, endpoint_id: int, *, before_id: int | None, limit: int) -> list[Any]:
+def list_deliveries(session: Session, endpoint_id: int, *, before_id: int | None, limit: int) -> list[DeliveryListed]:
     """An endpoint's deliveries, newest first."""
     stmt = _deliveries_joined().where(deliveries.c.endpoint_id == endpoint_id)
     if before_id is not None:
@@ -188,9 +196,9 @@ def list_deliveries(session: Session, endpoint_id: int, *, before_id: int | None
     return list(session.execute(stmt.order_by(deliveries.c.id.desc()).limit(limit)).all())
 
 
-def attempts_of(session: Session, delivery_ids: Sequence[int]) -> dict[int, list[Any]]:
+def attempts_of(session: Session, delivery_ids: Sequence[int]) -> dict[int, list[AttemptRow]]:
     """Each delivery's attempts, oldest first."""
-    found: dict[int, list[Any]] = {delivery_id: [] for delivery_id in delivery_ids}
+    found: dict[int, list[AttemptRow]] = {delivery_id: [] for delivery_id in delivery_ids}
     if not delivery_ids:
         return found
     stmt = select(attempts).where(attempts.c.delivery_id.in_(delivery_ids)).order_by(attempts.c.id)
@@ -211,13 +219,13 @@ def requeue(session: Session, delivery_id: int, now: datetime) -> None:
 # Events.
 
 
-def event_by_public_id(session: Session, public_id: str) -> Row[Any] | None:
+def event_by_public_id(session: Session, public_id: str) -> EventRow | None:
     return session.execute(select(events).where(events.c.public_id == public_id)).first()
 
 
 def list_events(
     session: Session, *, account_id: int | None, event_type: str | None, before_id: int | None, limit: int
-) -> list[Any]:
+) -> list[EventRow]:
     """Events, newest first, of one account and of one type when asked."""
     stmt = select(events)
     if account_id is not None:

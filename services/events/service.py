@@ -20,6 +20,7 @@ from services.core.urls import outside_url_problem
 from services.events import repository as repo
 from services.events.errors import InvalidWebhookUrl, UnknownEventType, WebhookDeliveryNotFound, WebhookEndpointNotFound
 from services.events.models import ALL_EVENT_TYPES, EventType
+from services.events.rows import DeliveryListed, EndpointRow
 
 
 def new_public_id(prefix: str) -> str:
@@ -92,7 +93,7 @@ def check_event_types(event_types: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(event_types))
 
 
-def require_endpoint(session: Session, public_id: str) -> Any:
+def require_endpoint(session: Session, public_id: str) -> EndpointRow:
     row = repo.endpoint_by_public_id(session, public_id)
     if row is None:
         raise WebhookEndpointNotFound(f"no webhook endpoint {public_id}", endpoint_id=public_id)
@@ -107,7 +108,7 @@ def create_endpoint(
     event_types: Sequence[str],
     description: str | None,
     now: datetime,
-) -> tuple[Any, str]:
+) -> tuple[EndpointRow, str]:
     """Register an endpoint; its row and its signing secret (shown this once)."""
     values = {
         "public_id": new_public_id("we"),
@@ -122,7 +123,7 @@ def create_endpoint(
     return require_endpoint(session, str(values["public_id"])), str(values["secret"])
 
 
-def update_endpoint(session: Session, settings: Settings, public_id: str, changes: Mapping[str, Any]) -> Any:
+def update_endpoint(session: Session, settings: Settings, public_id: str, changes: Mapping[str, Any]) -> EndpointRow:
     """Change an endpoint's url, event types, description or whether it is enabled (the keys ``changes`` has)."""
     row = require_endpoint(session, public_id)
     values = dict(changes)
@@ -135,7 +136,7 @@ def update_endpoint(session: Session, settings: Settings, public_id: str, change
     return require_endpoint(session, public_id)
 
 
-def rotate_secret(session: Session, public_id: str) -> tuple[Any, str]:
+def rotate_secret(session: Session, public_id: str) -> tuple[EndpointRow, str]:
     """A new signing secret for an endpoint (shown this once); the old one stops signing at once."""
     row = require_endpoint(session, public_id)
     secret = new_secret()
@@ -143,10 +144,12 @@ def rotate_secret(session: Session, public_id: str) -> tuple[Any, str]:
     return row, secret
 
 
-def resend(session: Session, delivery_id: int, now: datetime) -> Any:
+def resend(session: Session, delivery_id: int, now: datetime) -> DeliveryListed:
     """Send a delivery again now (the worker's next run), whatever its status: a failed one gets one more attempt, a
     delivered one is sent again with the same body and event id."""
     if repo.get_delivery(session, delivery_id) is None:
         raise WebhookDeliveryNotFound(f"no webhook delivery {delivery_id}", delivery_id=delivery_id)
     repo.requeue(session, delivery_id, now)
-    return repo.get_delivery(session, delivery_id)
+    requeued = repo.get_delivery(session, delivery_id)
+    assert requeued is not None  # found above, in this transaction
+    return requeued

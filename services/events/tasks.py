@@ -27,7 +27,6 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import httpx
 from sqlalchemy.engine import Engine
@@ -36,6 +35,7 @@ from services.core.db import commit_without_waiting_for_disk, unit_of_work
 from services.core.settings import Settings
 from services.events import repository as repo
 from services.events.models import DeliveryStatus
+from services.events.rows import ClaimedDelivery
 from services.events.sender import AttemptResult, event_body, new_client, send
 from services.worker.jobs import JobSpec, StepFn
 
@@ -77,10 +77,10 @@ def deliver(
     return len(claimed)
 
 
-def _lanes(claimed: Sequence[Any], per_endpoint: int) -> list[list[Any]]:
+def _lanes(claimed: Sequence[ClaimedDelivery], per_endpoint: int) -> list[list[ClaimedDelivery]]:
     """The batch split into lanes: each endpoint's deliveries dealt among at most ``per_endpoint`` lanes, in id
     order; every endpoint's first lane first, then every second one, ..."""
-    by_endpoint: dict[int, list[Any]] = defaultdict(list)
+    by_endpoint: dict[int, list[ClaimedDelivery]] = defaultdict(list)
     for row in claimed:
         by_endpoint[int(row.endpoint_id)].append(row)
     split = {
@@ -96,7 +96,7 @@ RECORD_CHUNK = 20
 
 @dataclass(frozen=True, slots=True)
 class _Done:
-    row: Any
+    row: ClaimedDelivery
     # What came of the attempt; None: not tried in this batch (put back to ``retry_at``, its attempt not counted).
     result: AttemptResult | None
     # When it is tried again; None once delivered or failed for good.
@@ -104,7 +104,11 @@ class _Done:
 
 
 def _send_lane(
-    engine: Engine, client: httpx.Client, lane: Sequence[Any], now: datetime, unreachable: dict[int, datetime]
+    engine: Engine,
+    client: httpx.Client,
+    lane: Sequence[ClaimedDelivery],
+    now: datetime,
+    unreachable: dict[int, datetime],
 ) -> None:
     done: list[_Done] = []
     try:
@@ -127,7 +131,7 @@ def _send_lane(
             record_results(engine, done, now)
 
 
-def _send(client: httpx.Client, row: Any, now: datetime) -> AttemptResult:
+def _send(client: httpx.Client, row: ClaimedDelivery, now: datetime) -> AttemptResult:
     body = event_body(
         public_id=row.event_public_id,
         event_type=row.event_type,

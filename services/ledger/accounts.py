@@ -14,6 +14,7 @@ from services.core.settings import get_settings
 from services.ledger import repository as repo
 from services.ledger.errors import AccountNotFound, InvalidEmail
 from services.ledger.models import AccountKind
+from services.ledger.rows import AccountRow
 
 
 def create_customer_account(session: Session, *, name: str, now: datetime | None = None) -> int:
@@ -24,10 +25,12 @@ def create_customer_account(session: Session, *, name: str, now: datetime | None
     )
 
 
-def require_customer_account(session: Session, account_id: int) -> None:
+def require_customer_account(session: Session, account_id: int) -> AccountRow:
+    """The customer account, or ``AccountNotFound`` (no such account, or one of the system's)."""
     row = repo.get_account(session, account_id)
     if row is None or row.kind != AccountKind.CUSTOMER:
         raise AccountNotFound(f"account {account_id} not found", account_id=account_id)
+    return row
 
 
 def normalise_email(address: str) -> str:
@@ -48,8 +51,7 @@ def update_email(
 ) -> None:
     """Set an account's email (None removes it) and/or whether it is verified. A new address given without
     ``verified`` is unverified; the same address keeps its state."""
-    require_customer_account(session, account_id)
-    current = repo.get_account(session, account_id)
+    current = require_customer_account(session, account_id)
     values: dict[str, Any] = {}
     if email is not _UNSET:
         address = normalise_email(email) if email is not None else None

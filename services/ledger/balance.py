@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import select
 from sqlmodel import Session
@@ -14,6 +13,7 @@ from services.core.db import utc
 from services.core.money import credits_to_cents
 from services.ledger import repository as repo
 from services.ledger.accounts import require_customer_account
+from services.ledger.rows import AccountRow, AccountTransaction, LotRow, TransactionRow
 
 EXPIRING_SOON = timedelta(days=30)
 
@@ -39,8 +39,7 @@ class Balance:
 
 def get_balance(session: Session, account_id: int, now: datetime | None = None) -> Balance:
     now = now or utcnow()
-    require_customer_account(session, account_id)
-    debt = int(repo.get_account(session, account_id).debt_credits)
+    debt = int(require_customer_account(session, account_id).debt_credits)
     totals = repo.lot_totals(session, account_id, now, now + EXPIRING_SOON)
     next_expiry = totals.next_expiry
     if next_expiry is not None and next_expiry.tzinfo is None:
@@ -59,7 +58,7 @@ def get_balance(session: Session, account_id: int, now: datetime | None = None) 
 
 def list_lots(
     session: Session, account_id: int, *, include_spent: bool = False, limit: int = 100, after_id: int = 0
-) -> list[Any]:
+) -> list[LotRow]:
     require_customer_account(session, account_id)
     t = repo.lots
     stmt = select(t).where(t.c.account_id == account_id, t.c.id > after_id)
@@ -77,7 +76,7 @@ def list_transactions(
     until: datetime | None = None,
     before_id: int | None = None,
     limit: int = 50,
-) -> list[Any]:
+) -> list[AccountTransaction]:
     """The account's journal transactions, newest first, with the signed amount on this account."""
     require_customer_account(session, account_id)
     t, e = repo.transactions, repo.entries
@@ -97,14 +96,13 @@ def list_transactions(
     return list(session.execute(stmt.order_by(t.c.id.desc()).limit(limit)).all())
 
 
-def get_transaction(session: Session, transaction_id: int) -> Any:
+def get_transaction(session: Session, transaction_id: int) -> TransactionRow | None:
     return repo.get_transaction(session, transaction_id)
 
 
-def get_account(session: Session, account_id: int) -> Any:
-    require_customer_account(session, account_id)
-    return repo.get_account(session, account_id)
+def get_account(session: Session, account_id: int) -> AccountRow:
+    return require_customer_account(session, account_id)
 
 
-def list_accounts(session: Session, after_id: int, limit: int) -> list[Any]:
-    return list(repo.list_customer_accounts(session, limit, after_id))
+def list_accounts(session: Session, after_id: int, limit: int) -> list[AccountRow]:
+    return repo.list_customer_accounts(session, limit, after_id)

@@ -50,7 +50,9 @@ class ClawbackResult:
 
 
 def _replayed(session: Session, transaction_id: int, lot_id: int, amount_credits: int) -> ClawbackResult:
-    details = repo.get_transaction(session, transaction_id).details
+    txn = repo.get_transaction(session, transaction_id)
+    assert txn is not None  # found by its idempotency key, in this transaction
+    details = txn.details
     return ClawbackResult(
         transaction_id,
         lot_id,

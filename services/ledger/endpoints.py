@@ -264,6 +264,7 @@ def adjust_credits(
     if replayed:
         response.headers[REPLAYED_HEADER] = "true"
     txn = balance.get_transaction(session, txn_id)
+    assert txn is not None  # posted (or found posted) above, in this transaction
     return TransactionOut(
         id=txn_id,
         kind=txn.kind,

@@ -1,7 +1,8 @@
 """The ledger's queries. SQLAlchemy Core on the caller's session: nothing here commits.
 
 These are the Core store's reads and writes (``core_store``), and the reads every ledger module shares. Which
-operations take the PostgreSQL store's own SQL instead is listed in ``store``.
+operations take the PostgreSQL store's own SQL instead is listed in ``store``. The reads endpoints, history and
+balances use return rows typed by their shapes in ``services.ledger.rows``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from services.ledger.models import (
     LotMovement,
 )
 from services.ledger.plans import LotChange
+from services.ledger.rows import AccountRow, EntryAmount, LotRow, LotTotals, MovementAmount, TransactionRow
 
 accounts = table_of(Account)
 transactions = table_of(LedgerTransaction)
@@ -125,7 +127,7 @@ def update_account(session: Session, account_id: int, **values: Any) -> None:
     session.execute(update(accounts).where(accounts.c.id == account_id).values(**values))
 
 
-def get_account(session: Session, account_id: int) -> Any:
+def get_account(session: Session, account_id: int) -> AccountRow | None:
     return session.execute(select(accounts).where(accounts.c.id == account_id)).first()
 
 
@@ -136,24 +138,24 @@ def account_email(session: Session, account_id: int) -> str | None:
     return str(email) if email else None
 
 
-def list_customer_accounts(session: Session, limit: int, after_id: int = 0) -> Sequence[Any]:
+def list_customer_accounts(session: Session, limit: int, after_id: int = 0) -> list[AccountRow]:
     stmt = (
         select(accounts)
         .where(accounts.c.kind == AccountKind.CUSTOMER, accounts.c.id > after_id)
         .order_by(accounts.c.id)
         .limit(limit)
     )
-    return session.execute(stmt).all()
+    return list(session.execute(stmt).all())
 
 
 # --- the journal -------------------------------------------------------------------------------------------
 
 
-def get_transaction(session: Session, transaction_id: int) -> Any:
+def get_transaction(session: Session, transaction_id: int) -> TransactionRow | None:
     return session.execute(select(transactions).where(transactions.c.id == transaction_id)).first()
 
 
-def find_transaction(session: Session, idempotency_key: str) -> Any:
+def find_transaction(session: Session, idempotency_key: str) -> TransactionRow | None:
     return session.execute(select(transactions).where(transactions.c.idempotency_key == idempotency_key)).first()
 
 
@@ -210,12 +212,14 @@ def insert_transactions(session: Session, rows: Sequence[dict[str, Any]]) -> lis
     return [int(row.id) for row in result]
 
 
-def transaction_entries(session: Session, transaction_id: int) -> Sequence[Any]:
-    return session.execute(
-        select(entries.c.account_id, entries.c.amount_credits)
-        .where(entries.c.transaction_id == transaction_id)
-        .order_by(entries.c.id)
-    ).all()
+def transaction_entries(session: Session, transaction_id: int) -> list[EntryAmount]:
+    return list(
+        session.execute(
+            select(entries.c.account_id, entries.c.amount_credits)
+            .where(entries.c.transaction_id == transaction_id)
+            .order_by(entries.c.id)
+        ).all()
+    )
 
 
 # --- lots --------------------------------------------------------------------------------------------------
@@ -225,11 +229,11 @@ def insert_lot(session: Session, values: dict[str, Any]) -> int:
     return int(session.execute(insert(lots).values(**values).returning(lots.c.id)).scalar_one())
 
 
-def get_lot(session: Session, lot_id: int) -> Any:
+def get_lot(session: Session, lot_id: int) -> LotRow | None:
     return session.execute(select(lots).where(lots.c.id == lot_id)).first()
 
 
-def find_lot_by_ref(session: Session, rail: str, external_ref: str) -> Any:
+def find_lot_by_ref(session: Session, rail: str, external_ref: str) -> LotRow | None:
     return session.execute(select(lots).where(lots.c.rail == rail, lots.c.external_ref == external_ref)).first()
 
 
@@ -320,7 +324,7 @@ def movement_total(session: Session, transaction_id: int, kind: str) -> int:
     return int(value or 0)
 
 
-def transaction_movements(session: Session, transaction_id: int) -> list[Any]:
+def transaction_movements(session: Session, transaction_id: int) -> list[MovementAmount]:
     return list(
         session.execute(
             select(movements.c.lot_id, movements.c.kind, movements.c.amount_credits)
@@ -330,7 +334,7 @@ def transaction_movements(session: Session, transaction_id: int) -> list[Any]:
     )
 
 
-def lots_by_id(session: Session, lot_ids: Iterable[int]) -> dict[int, Any]:
+def lots_by_id(session: Session, lot_ids: Iterable[int]) -> dict[int, LotRow]:
     ids = list(set(lot_ids))
     if not ids:
         return {}
@@ -436,7 +440,7 @@ def hold_budget_charges_of(session: Session, hold_id: int) -> list[Any]:
 # --- balances ----------------------------------------------------------------------------------------------
 
 
-def lot_totals(session: Session, account_id: int, now: datetime, soon: datetime) -> Any:
+def lot_totals(session: Session, account_id: int, now: datetime, soon: datetime) -> LotTotals:
     live = lots.c.expires_at > now
     stmt = select(
         func.coalesce(func.sum(lots.c.remaining_credits), 0).label("remaining"),

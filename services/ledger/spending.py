@@ -31,6 +31,7 @@ class SpendResult:
 
 def _replayed(session: Session, transaction_id: int, amount_credits: int) -> SpendResult:
     txn = repo.get_transaction(session, transaction_id)
+    assert txn is not None  # found by its idempotency key, in this transaction
     draws = [(m.lot_id, -m.amount_credits) for m in repo.transaction_movements(session, transaction_id)]
     return SpendResult(transaction_id, amount_credits, draws, txn.created_at, replayed=True)
 

@@ -102,7 +102,7 @@ def ensure_deposit_address(
                     address=address,
                     now=now or utcnow(),
                 )
-        row = repo.find_address(session, account_id, chain_id)
+        row = repo.deposit_address_for(session, account_id, chain_id)
     chain_name = chain.name or f"chain {chain_id}"
     payment_uri = eip681_transfer_uri(
         token=chain.usdc_address, chain_id=chain_id, to=row.address, value_units=amount_usdc_units

@@ -28,6 +28,7 @@ from services.review.service import raise_exception, usdc_reference
 from services.usdc import repository as repo
 from services.usdc.errors import DepositNotCreditable
 from services.usdc.models import DepositStatus, SetAsideReason
+from services.usdc.rows import DepositRow, StoredDeposit
 
 DEEP_REORG = "deep_reorg"
 """The finance exception raised when a reorg deeper than the confirmations takes away a settled deposit."""
@@ -58,18 +59,20 @@ def deposit_reference(chain_id: int, tx_hash: str, log_index: int) -> str:
     return f"{chain_id}:{tx_hash}:{log_index}"
 
 
-def credit_deposit(session: Session, deposit: Any, *, now: datetime, min_deposit_usdc_units: int) -> CreditOutcome:
+def credit_deposit(
+    session: Session, deposit: StoredDeposit, *, now: datetime, min_deposit_usdc_units: int
+) -> CreditOutcome:
     """Credit a deposit whose block was just checked canonical at the required depth (the caller checked, before
     this transaction). Idempotent: a deposit already credited or carried is returned as it is."""
     lock_customer(session, deposit.account_id)
-    return credit_locked_deposit(
-        session, repo.get_deposit(session, deposit.id), now=now, min_deposit_usdc_units=min_deposit_usdc_units
-    )
+    current = repo.get_deposit(session, deposit.id)
+    assert current is not None  # deposits are never deleted
+    return credit_locked_deposit(session, current, now=now, min_deposit_usdc_units=min_deposit_usdc_units)
 
 
 def credit_locked_deposit(
     session: Session,
-    current: Any,
+    current: DepositRow,
     *,
     now: datetime,
     min_deposit_usdc_units: int,
@@ -179,7 +182,7 @@ def set_aside_reason(error: CreditrailError) -> str:
     return f"{SetAsideReason.CREDIT_REFUSED}:{error.code}"
 
 
-def set_aside_deposit(session: Session, current: Any, *, reason: str, message: str, now: datetime) -> None:
+def set_aside_deposit(session: Session, current: DepositRow, *, reason: str, message: str, now: datetime) -> None:
     """Set a confirmed deposit aside (crediting refused it for good: see :func:`set_aside_reason`) and raise a
     finance exception about it; the caller holds the account's lock, and nothing of the refused credit was
     written. The amount goes in the exception's details in full (as text: it may be beyond a 64-bit integer)."""
@@ -206,7 +209,7 @@ def set_aside_deposit(session: Session, current: Any, *, reason: str, message: s
 
 def _raise_about(
     session: Session,
-    deposit: Any,
+    deposit: DepositRow,
     kind: str,
     *,
     occurrence: int = 1,
@@ -230,12 +233,12 @@ def _raise_about(
     )
 
 
-def _carry_delta(deposit: Any) -> int:
+def _carry_delta(deposit: DepositRow) -> int:
     """How much this deposit added to the account's carry (negative when it used up carried units)."""
     return int(deposit.carry_out_usdc_units or 0) - int(deposit.carry_in_usdc_units or 0)
 
 
-def undo_credited_deposit(session: Session, deposit: Any, *, now: datetime, reason: str) -> None:
+def undo_credited_deposit(session: Session, deposit: StoredDeposit, *, now: datetime, reason: str) -> None:
     """A credited (or carried) deposit whose block is no longer canonical: claw its credits back, take its part out
     of the carry, mark it orphaned, and raise a finance exception (a reorg deeper than the confirmations).
 
@@ -243,6 +246,7 @@ def undo_credited_deposit(session: Session, deposit: Any, *, now: datetime, reas
     reference are new even when a chain flips back to a block hash seen before."""
     lock_customer(session, deposit.account_id)
     current = repo.get_deposit(session, deposit.id)
+    assert current is not None  # deposits are never deleted
     if current.status not in (DepositStatus.CREDITED, DepositStatus.CARRIED):
         return
     undo = int(current.deep_reorgs) + 1
@@ -306,14 +310,14 @@ def undo_credited_deposit(session: Session, deposit: Any, *, now: datetime, reas
     )
 
 
-def _reinclude(session: Session, deposit: Any, now: datetime) -> CreditOutcome:
+def _reinclude(session: Session, deposit: DepositRow, now: datetime) -> CreditOutcome:
     """A deposit clawed back after a deep reorg is canonical again (re-included): reinstate what was clawed back
     onto the same lot rather than minting twice, and put back into the carry exactly what the undo took out."""
     undo = int(deposit.deep_reorgs)
     address = repo.deposit_address_for(session, deposit.account_id, deposit.chain_id)
     wanted = int(address.carry_usdc_units) + int(deposit.carry_reversed_usdc_units or 0)
     repo.set_carry(session, address.id, max(0, wanted))
-    if deposit.credits_minted:
+    if deposit.lot_id is not None and deposit.credits_minted:
         reinstate(
             session,
             lot_id=deposit.lot_id,

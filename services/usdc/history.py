@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlmodel import Session
 
@@ -13,6 +12,7 @@ from services.ledger.models import Rail
 from services.usdc import repository as repo
 from services.usdc.crediting import deposit_reference
 from services.usdc.models import DepositStatus
+from services.usdc.rows import DepositRow
 
 
 def confirmations_so_far(status: str, block_number: int, head_block: int | None) -> int:
@@ -30,7 +30,7 @@ class ChainHeads:
         self.session = session
         self._heads: dict[int, int | None] = {}
 
-    def confirmations(self, row: Any) -> int:
+    def confirmations(self, row: DepositRow) -> int:
         if row.chain_id not in self._heads:
             cursor = repo.get_cursor(self.session, row.chain_id)
             self._heads[row.chain_id] = None if cursor is None else cursor.head_block

@@ -1,4 +1,5 @@
-"""The USDC rail's queries (SQLAlchemy Core on the caller's session; nothing here commits)."""
+"""The USDC rail's queries (SQLAlchemy Core on the caller's session; nothing here commits). Reads return rows typed
+by their shapes in ``services.usdc.rows``."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from chain.logs import TransferLog
 from services.core.db import insert_for, table_of
 from services.core.pg import aware, driver_of, raised
 from services.usdc.models import ChainBlock, ChainCursor, DepositAddress, DepositStatus, UsdcDeposit
+from services.usdc.rows import AddressRow, CursorRow, DepositRow, MissingAddress, StoredDeposit
 
 addresses = table_of(DepositAddress)
 cursors = table_of(ChainCursor)
@@ -47,7 +49,7 @@ _COPY_DEPOSIT_TYPES = [pg_type for _, pg_type in DEPOSIT_INSERT_COLUMNS]
 # --- deposit addresses -------------------------------------------------------------------------------------
 
 
-def find_address(session: Session, account_id: int, chain_id: int) -> Any:
+def find_address(session: Session, account_id: int, chain_id: int) -> AddressRow | None:
     return session.execute(
         select(addresses).where(addresses.c.account_id == account_id, addresses.c.chain_id == chain_id)
     ).first()
@@ -68,7 +70,7 @@ def insert_address(
     )
 
 
-def deposit_address_for(session: Session, account_id: int, chain_id: int) -> Any:
+def deposit_address_for(session: Session, account_id: int, chain_id: int) -> AddressRow:
     row = find_address(session, account_id, chain_id)
     if row is None:
         raise LookupError(f"account {account_id} has no deposit address on chain {chain_id}")
@@ -79,12 +81,16 @@ def set_carry(session: Session, address_id: int, carry_usdc_units: int) -> None:
     session.execute(update(addresses).where(addresses.c.id == address_id).values(carry_usdc_units=carry_usdc_units))
 
 
-def addresses_missing_on_chain(session: Session, chain_id: int) -> list[Any]:
+def addresses_missing_on_chain(session: Session, chain_id: int) -> list[MissingAddress]:
     """The deposit addresses (account id, derivation index, address) that some chain has and ``chain_id`` has not:
     an account's address is the same on every chain, so it is watched on every chain."""
     here = addresses.alias("here")
     stmt = (
-        select(addresses.c.account_id, func.min(addresses.c.derivation_index), func.min(addresses.c.address))
+        select(
+            addresses.c.account_id,
+            func.min(addresses.c.derivation_index).label("derivation_index"),
+            func.min(addresses.c.address).label("address"),
+        )
         .where(
             addresses.c.chain_id != chain_id,
             ~select(here.c.id).where(here.c.chain_id == chain_id, here.c.account_id == addresses.c.account_id).exists(),
@@ -95,7 +101,7 @@ def addresses_missing_on_chain(session: Session, chain_id: int) -> list[Any]:
     return list(session.execute(stmt).all())
 
 
-def insert_missing_addresses(session: Session, chain_id: int, rows: Sequence[Any], now: datetime) -> int:
+def insert_missing_addresses(session: Session, chain_id: int, rows: Sequence[MissingAddress], now: datetime) -> int:
     """Give each (account id, derivation index, address) of ``rows`` its row on ``chain_id``, unless it has one
     (one statement per thousand rows); returns how many rows were given."""
     if not rows:
@@ -103,14 +109,14 @@ def insert_missing_addresses(session: Session, chain_id: int, rows: Sequence[Any
     stmt = insert_for(session, addresses).on_conflict_do_nothing()
     values = [
         {
-            "account_id": account_id,
+            "account_id": row.account_id,
             "chain_id": chain_id,
-            "derivation_index": derivation_index,
-            "address": address,
+            "derivation_index": row.derivation_index,
+            "address": row.address,
             "carry_usdc_units": 0,
             "created_at": now,
         }
-        for account_id, derivation_index, address in rows
+        for row in rows
     ]
     for start in range(0, len(values), 1_000):
         session.execute(stmt, values[start : start + 1_000])
@@ -132,7 +138,7 @@ def addresses_on_chain(session: Session, chain_id: int) -> dict[str, int]:
 # more than such a statement (nothing here writes ORM objects, so there is nothing to flush first).
 
 
-def get_cursor(session: Session, chain_id: int, *, for_update: bool = False) -> Any:
+def get_cursor(session: Session, chain_id: int, *, for_update: bool = False) -> CursorRow | None:
     """The chain's cursor row; ``for_update`` locks it (PostgreSQL) so that two pollers of one chain serialise."""
     stmt = select(cursors).where(cursors.c.chain_id == chain_id)
     if for_update:
@@ -181,7 +187,7 @@ def advance_cursor(
     new_hashes: Mapping[int, str],
     keep_blocks: int,
     values: Mapping[str, Any],
-) -> tuple[int | None, dict[tuple[str, int], Any]]:
+) -> tuple[int | None, Mapping[tuple[str, int], StoredDeposit]]:
     """The reads and writes of storing one scanned range, but the deposits: lock the chain's cursor and read where
     it stood, find the stored deposits of ``tx_hashes`` (each with its id, tx hash, log index, status, block hash
     and account id), remember ``new_hashes`` (as :func:`store_blocks`) and set the cursor's ``values``.
@@ -215,13 +221,13 @@ def advance_cursor(
                 update_sql,
                 (*(aware(value) if isinstance(value, datetime) else value for value in values.values()), chain_id),
             )
-        current = cursor_read.fetchone()
+        locked = cursor_read.fetchone()
         rows: list[Any] = deposits_read.fetchall() if hashes else []
         cursor_read.close()
         deposits_read.close()
     except psycopg.Error as exc:
         raise raised(exc, "advance_cursor") from exc
-    return (None if current is None else int(current[0])), {(row.tx_hash, row.log_index): row for row in rows}
+    return (None if locked is None else int(locked[0])), {(row.tx_hash, row.log_index): row for row in rows}
 
 
 _LOCK_CURSOR_SQL = "SELECT next_block FROM chain_cursors WHERE chain_id = %s FOR UPDATE"
@@ -253,11 +259,11 @@ def forget_blocks_from(session: Session, chain_id: int, first_block: int) -> Non
 # --- deposits ----------------------------------------------------------------------------------------------
 
 
-def get_deposit(session: Session, deposit_id: int) -> Any:
+def get_deposit(session: Session, deposit_id: int) -> DepositRow | None:
     return session.execute(select(deposits).where(deposits.c.id == deposit_id)).first()
 
 
-def deposits_by_id(session: Session, deposit_ids: Sequence[int]) -> dict[int, Any]:
+def deposits_by_id(session: Session, deposit_ids: Sequence[int]) -> dict[int, DepositRow]:
     if not deposit_ids:
         return {}
     rows = session.execute(select(deposits).where(deposits.c.id.in_(list(deposit_ids)))).all()
@@ -268,17 +274,21 @@ def update_deposit(session: Session, deposit_id: int, **values: Any) -> None:
     session.execute(update(deposits).where(deposits.c.id == deposit_id).values(**values))
 
 
-def find_deposits(session: Session, chain_id: int, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], Any]:
+def find_deposits(
+    session: Session, chain_id: int, keys: Iterable[tuple[str, int]]
+) -> dict[tuple[str, int], DepositRow]:
     """The stored deposits among ``keys`` ((tx hash, log index) on the chain), by key."""
     wanted = set(keys)
     found = find_deposits_of_txs(session, chain_id, {tx for tx, _ in wanted})
     return {key: row for key, row in found.items() if key in wanted}
 
 
-def find_deposits_of_txs(session: Session, chain_id: int, tx_hashes: Iterable[str]) -> dict[tuple[str, int], Any]:
+def find_deposits_of_txs(
+    session: Session, chain_id: int, tx_hashes: Iterable[str]
+) -> dict[tuple[str, int], DepositRow]:
     """Every stored deposit of these transactions on the chain, by (tx hash, log index)."""
     hashes = sorted(set(tx_hashes))
-    found: dict[tuple[str, int], Any] = {}
+    found: dict[tuple[str, int], DepositRow] = {}
     connection = session.connection()
     for start in range(0, len(hashes), 500):
         rows = connection.execute(
@@ -352,7 +362,7 @@ def _observed_row(chain_id: int, t: TransferLog, account_of: Mapping[str, int], 
     }
 
 
-def pending_deposits(session: Session, chain_id: int, up_to_block: int, limit: int) -> list[Any]:
+def pending_deposits(session: Session, chain_id: int, up_to_block: int, limit: int) -> list[DepositRow]:
     """Observed deposits deep enough to confirm, oldest first."""
     stmt = (
         select(deposits)
@@ -367,7 +377,7 @@ def pending_deposits(session: Session, chain_id: int, up_to_block: int, limit: i
     return list(session.execute(stmt).all())
 
 
-def deposits_from_block(session: Session, chain_id: int, first_block: int) -> list[Any]:
+def deposits_from_block(session: Session, chain_id: int, first_block: int) -> list[DepositRow]:
     """Every live (not orphaned) deposit at or above ``first_block``: what a reorg back to there may undo."""
     live = [status.value for status in DepositStatus if status != DepositStatus.ORPHANED]
     stmt = select(deposits).where(
@@ -380,7 +390,7 @@ def deposits_from_block(session: Session, chain_id: int, first_block: int) -> li
 
 def account_deposits(
     session: Session, account_id: int, limit: int, *, before: datetime | None = None, before_id: int | None = None
-) -> list[Any]:
+) -> list[DepositRow]:
     """An account's deposits, newest first; ``before`` (and ``before_id`` for ties) pages back."""
     stmt = select(deposits).where(deposits.c.account_id == account_id)
     if before is not None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
@@ -17,6 +16,7 @@ from services.core.logs import redact
 from services.core.settings import ChainSettings
 from services.usdc import repository as repo
 from services.usdc.models import DepositStatus
+from services.usdc.rows import AddressRow, DepositRow
 
 # Deposits seen on the chain and not yet settled: waiting for their confirmations (or for the crediting pass).
 PENDING_STATUSES = (DepositStatus.OBSERVED, DepositStatus.CONFIRMED)
@@ -127,13 +127,15 @@ def _status(
     )
 
 
-def account_addresses(session: Session, account_id: int) -> list[Any]:
+def account_addresses(session: Session, account_id: int) -> list[AddressRow]:
     """An account's deposit addresses, one per chain, by chain id."""
     a = repo.addresses.c
     return list(session.execute(select(repo.addresses).where(a.account_id == account_id).order_by(a.chain_id)).all())
 
 
-def account_deposits_page(session: Session, account_id: int, limit: int, before_id: int | None = None) -> list[Any]:
+def account_deposits_page(
+    session: Session, account_id: int, limit: int, before_id: int | None = None
+) -> list[DepositRow]:
     """Up to ``limit`` of an account's deposits, newest first (by id), below ``before_id`` when given."""
     d = repo.deposits.c
     stmt = select(repo.deposits).where(d.account_id == account_id)

@@ -198,8 +198,9 @@ def process_event(
             row = repo.get_event(session, inbox_id)
         if row is None or row.status not in RETRYABLE_INBOX_STATUSES:
             return None
+        payload = row.payload
     try:
-        prepared = prepare(engine, gateway, event or parse_event(row.payload))
+        prepared = prepare(engine, gateway, event or parse_event(payload))
         with unit_of_work(engine) as session:
             if repo.claim_event(session, inbox_id) is None:
                 return None
@@ -261,6 +262,7 @@ def _record_unreadable(engine: Engine, inbox_id: int, exc: UnreadableObject, now
         if claimed is None:
             return
         row = repo.get_event(session, inbox_id)
+        assert row is not None  # claimed above
         repo.update_event(
             session,
             inbox_id,
@@ -291,6 +293,7 @@ def _record_failure(engine: Engine, inbox_id: int, exc: Exception, settings: Set
         values: dict[str, Any] = {"attempts": attempts, "last_error": error}
         if attempts >= settings.card_inbox_max_attempts:
             row = repo.get_event(session, inbox_id)
+            assert row is not None  # claimed above
             values |= {"status": InboxStatus.DEAD, "next_attempt_at": None}
             raise_exception(
                 session,

@@ -58,6 +58,7 @@ from services.usdc.crediting import (
     undo_credited_deposit,
 )
 from services.usdc.models import DepositStatus, SetAsideReason
+from services.usdc.rows import DepositRow, StoredDeposit
 
 log = logging.getLogger("creditrail.usdc")
 
@@ -130,6 +131,7 @@ def _start(engine: Engine, chain: ChainSettings, now: datetime) -> tuple[ScanSta
             initial_range = min(INITIAL_RANGE_BLOCKS, chain.max_range_blocks)
             repo.insert_cursor(session, chain.chain_id, chain.start_block, initial_range, now)
             cursor = repo.get_cursor(session, chain.chain_id)
+            assert cursor is not None  # inserted above
             # A chain new to the listener (added to the configuration later) watches every address there is, from
             # its start block.
             repo.insert_missing_addresses(
@@ -167,7 +169,7 @@ def watch_every_address(engine: Engine, chain: ChainSettings, rpc: ChainReader, 
         )
         scanner = TransferScanner(rpc, config, chain_id=chain.chain_id)
         state = ScanState(chain.start_block, min(INITIAL_RANGE_BLOCKS, chain.max_range_blocks))
-        recipients = [str(row[2]) for row in missing]
+        recipients = [row.address for row in missing]
         while state.next_block <= scanned_to:
             result = scanner.scan(state, recipients, to_block=scanned_to)
             found.extend(t for t in result.transfers if t.value_units)
@@ -177,12 +179,13 @@ def watch_every_address(engine: Engine, chain: ChainSettings, rpc: ChainReader, 
     with unit_of_work(engine) as session:
         if cursor is not None:
             current = repo.get_cursor(session, chain.chain_id, for_update=True)
+            assert current is not None  # a chain's cursor, once made, stays
             if int(current.next_block) != int(cursor.next_block):
                 raise CursorMoved(f"chain {chain.chain_id}: the cursor moved while past blocks were scanned")
         added = repo.insert_missing_addresses(session, chain.chain_id, missing, now)
         stored = repo.find_deposits(session, chain.chain_id, {(t.tx_hash, t.log_index) for t in found})
         fresh = [t for t in found if (t.tx_hash, t.log_index) not in stored]
-        account_of = {str(row[2]): int(row[0]) for row in missing}
+        account_of = {row.address: row.account_id for row in missing}
         repo.insert_observed(session, chain.chain_id, fresh, account_of, now)
     if added:
         log.info(
@@ -407,7 +410,7 @@ def _store(engine: Engine, chain: ChainSettings, scanned: _Scanned, now: datetim
         if was_at != start.next_block:
             raise CursorMoved(f"chain {chain.chain_id}: the cursor moved during the poll; not storing this scan")
         fresh = transfers
-        back: list[tuple[Any, Any]] = []  # (stored deposit, transfer now seen in another block or again)
+        back: list[tuple[StoredDeposit, TransferLog]] = []  # (stored deposit, transfer seen again)
         if existing:
             fresh = []
             for transfer in transfers:
@@ -432,7 +435,7 @@ def _store(engine: Engine, chain: ChainSettings, scanned: _Scanned, now: datetim
     )
 
 
-def _revive(session: Any, back: list[tuple[Any, Any]], now: datetime) -> int:
+def _revive(session: Session, back: list[tuple[StoredDeposit, TransferLog]], now: datetime) -> int:
     """Deposits seen again in the canonical chain: orphaned ones, or ones now in another block. Observed afresh at
     the block they are in now, to be confirmed again. One already settled in its old block (a reorg this listener
     did not see, deeper than its memory) is undone first, then re-included when it is confirmed again."""
@@ -441,6 +444,7 @@ def _revive(session: Any, back: list[tuple[Any, Any]], now: datetime) -> int:
     lock_accounts(session, (found.account_id for found, _ in back))
     for found, transfer in back:
         current = repo.get_deposit(session, found.id)
+        assert current is not None  # deposits are never deleted
         if current.status in _SETTLED:
             undo_credited_deposit(
                 session,
@@ -476,11 +480,13 @@ def _rewind(
     gone = non_canonical_blocks(rpc, {(d.block_number, d.block_hash) for d in affected})
     with unit_of_work(engine) as session:
         cursor = repo.get_cursor(session, chain.chain_id, for_update=True)
+        assert cursor is not None  # a chain's cursor, once made, stays
         lock_accounts(session, (d.account_id for d in affected if (d.block_number, d.block_hash) in gone))
         for deposit in affected:
             if (deposit.block_number, deposit.block_hash) not in gone:
                 continue
             current = repo.get_deposit(session, deposit.id)
+            assert current is not None  # deposits are never deleted
             if current.block_hash != deposit.block_hash:
                 continue  # moved since it was read: it is about its new block now
             if current.status in (DepositStatus.OBSERVED, DepositStatus.SET_ASIDE):
@@ -561,7 +567,7 @@ _PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def _credit_or_set_aside(
-    session: Session, chain: ChainSettings, current: Any, funding_account_id: int, now: datetime
+    session: Session, chain: ChainSettings, current: DepositRow, funding_account_id: int, now: datetime
 ) -> None:
     """Credit one deposit in a savepoint; if crediting refuses it for good, roll that back and set it aside (with a
     finance exception), so that it holds back none of the deposits after it."""
