@@ -1,6 +1,7 @@
 """A JSON-RPC client for one EVM chain: timeouts, retries with exponential backoff, and classified errors.
 
-Calls go straight to the node over a requests session (one per thread) and return the node's JSON as plain dicts,
+Calls go straight to the node over a requests session (one per thread) and return the node's JSON as plain dicts
+(typed, where this module reads them, by ``TypedDict``s of the fields it uses: ``RawLog``, ``BlockHeader``),
 without web3's per-item result formatting (about ten times slower on large log sets) or its provider's per-call
 work (reading the proxy settings from the environment again on every call, among others). Everything else may use
 :attr:`ChainRpc.web3`, a ``Web3`` on an HTTP provider of the same node.
@@ -19,7 +20,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, NotRequired, Protocol, TypedDict, TypeVar, cast
 from urllib.parse import urlsplit
 
 import requests
@@ -38,7 +39,34 @@ from chain.errors import (
 )
 
 BlockTag = Literal["latest", "safe", "finalized"]
-RawLog = dict[str, Any]
+_T = TypeVar("_T")
+
+
+class RawLog(TypedDict):
+    """One item of an ``eth_getLogs`` answer, as the node sends it (hex quantities and data as ``0x`` text)."""
+
+    address: str
+    topics: list[str]
+    data: str
+    blockNumber: str
+    blockHash: str
+    transactionHash: str
+    transactionIndex: NotRequired[str]
+    logIndex: str
+    # Only on filters' answers, true for a log a reorganisation took away (anvil never sends it).
+    removed: NotRequired[bool]
+
+
+class BlockHeader(TypedDict):
+    """The fields of an ``eth_getBlockByNumber`` answer (without its transactions) that are read here."""
+
+    number: str
+    hash: str
+    parentHash: str
+    timestamp: str
+    baseFeePerGas: NotRequired[str]
+
+
 Topic = str | Sequence[str] | None
 
 _RATE_LIMIT_RE = re.compile(
@@ -257,7 +285,7 @@ class ChainRpc:
             results.extend(self._with_retries(label, functools.partial(self._batch_once, chunk), True))
         return results
 
-    def _with_retries(self, method: str, call: Callable[[], Any], retry_timeouts: bool) -> Any:
+    def _with_retries(self, method: str, call: Callable[[], _T], retry_timeouts: bool) -> _T:
         attempt = 0
         while True:
             try:
@@ -270,7 +298,7 @@ class ChainRpc:
                     raise
                 self._sleep(self.retry.delay_seconds(attempt - 1))
 
-    def _post(self, method: str, send: Callable[[], Any]) -> Any:
+    def _post(self, method: str, send: Callable[[], _T]) -> _T:
         try:
             return send()
         # The HTTP library's errors name the URL (which may carry the provider's key): their text is scrubbed, and
@@ -416,11 +444,11 @@ class ChainRpc:
             )
         return _hex_int(header["number"], "eth_getBlockByNumber")
 
-    def block_header(self, block: int | BlockTag) -> dict[str, Any] | None:
+    def block_header(self, block: int | BlockTag) -> BlockHeader | None:
         """The raw header of a block (``number``, ``hash``, ``parentHash``, ...), or ``None`` if the node lacks it."""
         ref = hex(block) if isinstance(block, int) else block
         header = self.request("eth_getBlockByNumber", [ref, False])
-        return cast(dict[str, Any], header) if isinstance(header, dict) else None
+        return cast(BlockHeader, header) if isinstance(header, dict) else None
 
     def block_hashes(self, numbers: Iterable[int]) -> dict[int, str | None]:
         """Canonical hash (lowercase hex) of each block number, ``None`` for blocks the node does not have yet."""

@@ -29,7 +29,7 @@ from chain.addresses import address_topic
 from chain.devchain import DevWallet, LocalToken, dev_account, mine, wait_for_receipt
 from chain.logs import decode_transfer_logs
 from chain.node import AnvilNode
-from chain.rpc import ChainRpc
+from chain.rpc import ChainRpc, RawLog
 from chain.scanner import ScannerConfig, ScanState, TransferScanner
 
 CHAIN_ID = 31337
@@ -87,7 +87,7 @@ def run(transfers: int, addresses: int, per_tx: int, gap_blocks: int, repeats: i
         topics = [TRANSFER_TOPIC, None, [address_topic(a) for a in recipients]]
         span = last_block - first_block + 1
 
-        def fetch_raw() -> list[dict[str, Any]]:
+        def fetch_raw() -> list[RawLog]:
             return rpc.get_logs(from_block=first_block, to_block=last_block, address=token.address, topics=topics)
 
         scanner = TransferScanner(

@@ -45,7 +45,7 @@ from chain.addresses import address_topic
 from chain.devchain import DevWallet, LocalToken, dev_account, mine, wait_for_receipt
 from chain.logs import decode_transfer_logs
 from chain.node import AnvilNode
-from chain.rpc import ChainRpc
+from chain.rpc import ChainRpc, RawLog
 from services.core.clock import utcnow
 from services.core.db import make_engine, unit_of_work
 from services.core.migrate import upgrade
@@ -278,7 +278,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         topics = [TRANSFER_TOPIC, None, [address_topic(a) for a in recipients]]
 
-        def fetch_raw() -> list[dict[str, Any]]:
+        def fetch_raw() -> list[RawLog]:
             return rpc.get_logs(from_block=chain.start_block, to_block=last_block, address=token.address, topics=topics)
 
         fetched = len(fetch_raw())

@@ -1,5 +1,6 @@
 """The alerts' queries: settings, state transitions (each one conditional, so that of two evaluations racing, one
-changes the row and the other changes nothing), and the evaluation's candidates."""
+changes the row and the other changes nothing), and the evaluation's candidates. Reads return rows typed by their
+shapes in ``services.alerts.rows``."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Table, and_, case, exists, func, literal, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, case, exists, func, literal, or_, select, update
 from sqlmodel import Session
 
 from services.alerts.models import AlertKind, AlertSettings, AlertState
+from services.alerts.rows import BudgetCandidate, ExpiringLot, LowBalanceCandidate, SettingsRow, StateRow
 from services.core.db import UTCDateTime, insert_for, table_of
 from services.ledger.models import AccountKind
 from services.ledger.repository import accounts, budget_usage, budgets, lots
@@ -22,7 +24,7 @@ states: Table = table_of(AlertState)
 # --- settings ----------------------------------------------------------------------------------------------
 
 
-def get_settings_row(session: Session, account_id: int) -> Row[Any] | None:
+def get_settings_row(session: Session, account_id: int) -> SettingsRow | None:
     return session.execute(select(settings_table).where(settings_table.c.account_id == account_id)).first()
 
 
@@ -37,12 +39,12 @@ def upsert_settings(session: Session, account_id: int, values: dict[str, Any], n
 # --- states ------------------------------------------------------------------------------------------------
 
 
-def states_of(session: Session, account_id: int, kinds: Sequence[str]) -> list[Any]:
+def states_of(session: Session, account_id: int, kinds: Sequence[str]) -> list[StateRow]:
     stmt = select(states).where(states.c.account_id == account_id, states.c.kind.in_(list(kinds)))
     return list(session.execute(stmt.order_by(states.c.id)).all())
 
 
-def get_state(session: Session, account_id: int, kind: str, subject_key: str) -> Row[Any] | None:
+def get_state(session: Session, account_id: int, kind: str, subject_key: str) -> StateRow | None:
     stmt = select(states).where(
         states.c.account_id == account_id, states.c.kind == kind, states.c.subject_key == subject_key
     )
@@ -134,7 +136,9 @@ def rearm_subject(session: Session, account_id: int, kind: str, subject_key: str
 # --- the evaluation's candidates ---------------------------------------------------------------------------
 
 
-def low_balance_candidates(session: Session, *, now: datetime, after_account_id: int, limit: int) -> list[Any]:
+def low_balance_candidates(
+    session: Session, *, now: datetime, after_account_id: int, limit: int
+) -> list[LowBalanceCandidate]:
     """Accounts with a threshold whose low-balance state may have to change: armed (or never fired) with fewer
     available credits than the threshold, or fired with at least the threshold available again. A prefilter by the
     same figures the ledger's balance gives (live unreserved credits less debt); the rules decide on that balance."""
@@ -180,7 +184,7 @@ def low_balance_candidates(session: Session, *, now: datetime, after_account_id:
 
 def budget_candidates(
     session: Session, *, period_starts: dict[str, datetime], first_level: int, after_budget_id: int, limit: int
-) -> list[Any]:
+) -> list[BudgetCandidate]:
     """Live budgets (a limit above zero) whose current period has used at least ``first_level`` percent of the limit,
     or has fired a threshold (which may have to be armed again): with the period's usage and its state, if any.
     ``period_starts``: the start of the current period of each kind of period."""
@@ -224,7 +228,7 @@ def budget_candidates(
     return list(session.execute(stmt).all())
 
 
-def _expiring_lot(now: datetime, until: datetime) -> Any:
+def _expiring_lot(now: datetime, until: datetime) -> ColumnElement[bool]:
     """A lot with credits left to expire (unreserved: what is reserved is captured or released first) within the
     window, not reported yet."""
     reported = exists().where(states.c.kind == AlertKind.CREDITS_EXPIRING, states.c.ref_id == lots.c.id)
@@ -250,7 +254,7 @@ def accounts_with_expiring_lots(
     return [int(found) for found in session.execute(stmt).scalars()]
 
 
-def expiring_lots(session: Session, *, account_id: int, now: datetime, until: datetime) -> list[Any]:
+def expiring_lots(session: Session, *, account_id: int, now: datetime, until: datetime) -> list[ExpiringLot]:
     stmt = (
         select(lots.c.id, lots.c.remaining_credits, lots.c.reserved_credits, lots.c.expires_at)
         .where(lots.c.account_id == account_id, _expiring_lot(now, until))

@@ -57,6 +57,7 @@ from services.finance.models import (
     StripeBalanceTransaction,
     StripeCheckoutSessionRecord,
 )
+from services.finance.rows import BalanceTransactionRow, ItemRow
 from services.finance.runs import (
     CARD_RAIL,
     EXCEPTION_KIND_PREFIX,
@@ -69,6 +70,7 @@ from services.finance.runs import (
 from services.finance.schemas import RunOut
 from services.ledger.models import TransactionKind
 from services.ledger.repository import accounts, entries, lots, transactions
+from services.ledger.rows import LotRow
 from services.ledger.system_accounts import SystemAccount
 from services.review.models import ExceptionStatus
 from services.review.service import card_reference, exceptions_table, raise_exception, usdc_reference
@@ -223,7 +225,7 @@ class _ChargeReversals:
     last_external_at: datetime | None = None
 
 
-def _lot_for_charge(session: Session, charge_id: str) -> tuple[Any, Any] | None:
+def _lot_for_charge(session: Session, charge_id: str) -> tuple[BalanceTransactionRow, LotRow | None] | None:
     """The charge's payment balance transaction and the card lot it minted (None for either when unknown)."""
     b, s = balance_txns, sessions
     payment = session.execute(
@@ -239,7 +241,7 @@ def _lot_for_charge(session: Session, charge_id: str) -> tuple[Any, Any] | None:
     return payment, lot
 
 
-def _clawed_back_credits(session: Session, lot: Any, until: datetime) -> int:
+def _clawed_back_credits(session: Session, lot: LotRow, until: datetime) -> int:
     """Credits clawed back from ``lot`` net of reinstatements, by journal transactions created before ``until``:
     what each moved into (or out of) the clawbacks account."""
     t, e = transactions, entries
@@ -315,13 +317,13 @@ def _reversal_item(session: Session, charge_id: str, period_end: datetime, cutof
     b = balance_txns
     if charge_id.startswith("lot:"):
         # A card lot clawed back whose payment is not in the mirror at all.
-        lot = session.execute(
+        unpaid: LotRow | None = session.execute(
             select(lots).where(lots.c.rail == CARD_RAIL, lots.c.external_ref == charge_id.removeprefix("lot:"))
         ).first()
-        if lot is None:
+        if unpaid is None:
             return None
-        clawed = _clawed_back_credits(session, lot, cutoff)
-        return _reversal_row(ItemKind.REFUND, ItemCategory.MISSING_EXTERNALLY, False, None, lot, 0, 0, clawed, None)
+        clawed = _clawed_back_credits(session, unpaid, cutoff)
+        return _reversal_row(ItemKind.REFUND, ItemCategory.MISSING_EXTERNALLY, False, None, unpaid, 0, 0, clawed, None)
     reversals = _ChargeReversals(charge_id)
     for rec in session.execute(
         select(b.c.stripe_id, b.c.reporting_category, b.c.amount_cents, b.c.stripe_created_at)
@@ -387,7 +389,7 @@ def _reversal_row(
     category: ItemCategory,
     late: bool,
     charge_id: str | None,
-    lot: Any,
+    lot: LotRow | None,
     external_cents: int,
     expected_credits: int | None,
     ledger_credits: int | None,
@@ -654,7 +656,7 @@ def _raise_exceptions(session: Session, run_id: int, rail: str, now: datetime) -
         after = int(batch[-1].id)
 
 
-def _account_named(session: Session, item: Any) -> int | None:
+def _account_named(session: Session, item: ItemRow) -> int | None:
     """For a card payment the ledger never credited: the account its Checkout Session was bought for, when that
     names an existing account."""
     if item.kind != ItemKind.PAYMENT or not item.lot_ref:

@@ -19,6 +19,7 @@ from sqlmodel import Session
 from services.core.db import insert_for, table_of
 from services.core.errors import InvalidRequest
 from services.finance.models import FinancePull, PullStatus
+from services.finance.rows import PullRow
 
 pulls_table = table_of(FinancePull)
 
@@ -47,7 +48,7 @@ class PullState:
         )
 
 
-def _state(row: Any) -> PullState:
+def _state(row: PullRow) -> PullState:
     return PullState(**{name: getattr(row, name) for name in PullState.__dataclass_fields__})
 
 

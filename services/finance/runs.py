@@ -16,6 +16,7 @@ from sqlmodel import Session
 
 from services.core.db import table_of
 from services.finance.models import ItemCategory, ReconciliationItem, ReconciliationRun, RunStatus
+from services.finance.rows import ItemRow, RunRow
 from services.finance.schemas import RunOut
 
 runs = table_of(ReconciliationRun)
@@ -29,7 +30,7 @@ def usdc_rail(chain_id: int) -> str:
     return f"usdc:{chain_id}"
 
 
-def _summary(row: Any) -> RunOut:
+def _summary(row: RunRow) -> RunOut:
     return RunOut.model_validate(row, from_attributes=True)
 
 
@@ -130,7 +131,7 @@ def list_items(
     category: str | None = None,
     after_id: int = 0,
     limit: int = 100,
-) -> list[Any]:
+) -> list[ItemRow]:
     stmt = select(items).where(items.c.run_id == run_id, items.c.id > after_id)
     if category is not None:
         stmt = stmt.where(items.c.category == category)

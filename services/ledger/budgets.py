@@ -18,6 +18,7 @@ from services.ledger import repository as repo
 from services.ledger.common import lock_customer, require_amount
 from services.ledger.errors import BudgetNameTaken, BudgetNotFound
 from services.ledger.models import ACCOUNT_SCOPE_REF, BudgetPeriod, BudgetScope
+from services.ledger.rows import BudgetRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +99,7 @@ def create_budget(
     return get_budget(session, account_id, int(budget_id), now)
 
 
-def _budget_row(session: Session, account_id: int, budget_id: int) -> Any:
+def _budget_row(session: Session, account_id: int, budget_id: int) -> BudgetRow:
     t = repo.budgets
     row = session.execute(
         select(t).where(t.c.id == budget_id, t.c.account_id == account_id, t.c.deleted_at.is_(None))
@@ -108,7 +109,7 @@ def _budget_row(session: Session, account_id: int, budget_id: int) -> Any:
     return row
 
 
-def _view(session: Session, row: Any, now: datetime) -> BudgetView:
+def _view(session: Session, row: BudgetRow, now: datetime) -> BudgetView:
     start = period_start(now, row.period)
     return BudgetView(
         id=row.id,

@@ -68,6 +68,21 @@ class AccountTransaction(RowShape, Protocol):
     amount_credits: int
 
 
+class BudgetRow(RowShape, Protocol):
+    """A row of ``budgets``."""
+
+    id: int
+    account_id: int
+    name: str
+    scope: str
+    scope_ref: str
+    period: str
+    limit_credits: int
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None
+
+
 class EntryAmount(RowShape, Protocol):
     """One entry of a journal transaction: some columns of ``ledger_entries``."""
 

@@ -1,4 +1,4 @@
-"""The outbox's queries."""
+"""The outbox's queries. Reads return rows typed by their shape in ``services.outbox.rows``."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Table, and_, func, select, update
+from sqlalchemy import Table, and_, func, select, update
 from sqlmodel import Session
 
 from services.core.db import insert_for, table_of
 from services.ledger.repository import entries
 from services.outbox.models import MessageStatus, OutboxMessage
+from services.outbox.rows import MessageRow
 
 messages: Table = table_of(OutboxMessage)
 
@@ -22,11 +23,11 @@ def insert_message(session: Session, values: dict[str, Any]) -> bool:
     return bool(session.execute(stmt).rowcount)  # type: ignore[attr-defined]
 
 
-def get_message(session: Session, message_id: int) -> Row[Any] | None:
+def get_message(session: Session, message_id: int) -> MessageRow | None:
     return session.execute(select(messages).where(messages.c.id == message_id)).first()
 
 
-def message_by_key(session: Session, dedupe_key: str) -> Row[Any] | None:
+def message_by_key(session: Session, dedupe_key: str) -> MessageRow | None:
     return session.execute(select(messages).where(messages.c.dedupe_key == dedupe_key)).first()
 
 
@@ -42,7 +43,7 @@ def due_ids(session: Session, now: datetime, limit: int) -> list[int]:
     return [int(row) for row in session.execute(stmt).scalars()]
 
 
-def claim(session: Session, ids: Sequence[int], now: datetime, lease_until: datetime) -> list[Any]:
+def claim(session: Session, ids: Sequence[int], now: datetime, lease_until: datetime) -> list[MessageRow]:
     """Lease the messages (still pending, still due) to this sender until ``lease_until``; counts the attempt."""
     if not ids:
         return []

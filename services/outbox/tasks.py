@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy.engine import Engine
 
@@ -25,6 +24,7 @@ from services.core.settings import Settings
 from services.outbox import repository as repo
 from services.outbox.mailer import Mailer, SendResult, SmtpMailer, build_email
 from services.outbox.models import MessageStatus
+from services.outbox.rows import MessageRow
 from services.worker.jobs import JobSpec, StepFn
 
 
@@ -56,10 +56,10 @@ def deliver(engine: Engine, settings: Settings, mailer: Mailer, now: datetime, b
     return len(claimed)
 
 
-def _send_lane(engine: Engine, settings: Settings, mailer: Mailer, rows: Sequence[Any], now: datetime) -> None:
+def _send_lane(engine: Engine, settings: Settings, mailer: Mailer, rows: Sequence[MessageRow], now: datetime) -> None:
     """Send ``rows`` one after another over one SMTP connection, recording the results ``RECORD_CHUNK`` at a
     time."""
-    done: list[tuple[Any, SendResult]] = []
+    done: list[tuple[MessageRow, SendResult]] = []
     try:
         with mailer.keep_connection():
             for row in rows:
@@ -72,7 +72,9 @@ def _send_lane(engine: Engine, settings: Settings, mailer: Mailer, rows: Sequenc
             record_results(engine, settings, done, now)
 
 
-def record_results(engine: Engine, settings: Settings, done: Sequence[tuple[Any, SendResult]], now: datetime) -> None:
+def record_results(
+    engine: Engine, settings: Settings, done: Sequence[tuple[MessageRow, SendResult]], now: datetime
+) -> None:
     """Record what came of sending each row, in one transaction."""
     with unit_of_work(engine) as session:
         commit_without_waiting_for_disk(session)

@@ -19,6 +19,7 @@ from services.core.clock import utcnow
 from services.core.db import insert_for, table_of
 from services.worker.jobs import JobSpec
 from services.worker.models import JobHealth, RunOutcome
+from services.worker.rows import JobHealthRow
 from services.worker.schemas import JobHealthOut
 
 job_health = table_of(JobHealth)
@@ -106,7 +107,7 @@ def record_finish(session: Session, run: JobRun) -> None:
     session.execute(update(job_health).where(c.job == run.job).values(**values))
 
 
-def _status(row: Any) -> str:
+def _status(row: JobHealthRow | None) -> str:
     if row is None or row.last_outcome is None:
         return "never_run"
     if row.last_outcome == RunOutcome.RUNNING:
@@ -118,7 +119,7 @@ def _status(row: Any) -> str:
     return "ok"
 
 
-def _view(name: str, row: Any, spec: JobSpec | None) -> JobHealthOut:
+def _view(name: str, row: JobHealthRow | None, spec: JobSpec | None) -> JobHealthOut:
     return JobHealthOut(
         job=name,
         status=_status(row),
@@ -146,7 +147,9 @@ def _view(name: str, row: Any, spec: JobSpec | None) -> JobHealthOut:
 def list_job_health(session: Session, jobs: Sequence[JobSpec] = ()) -> list[JobHealthOut]:
     """The health of every configured job (``jobs``, in their order, "never_run" until they do), then of any job
     the table knows that is no longer configured."""
-    rows = {row.job: row for row in session.execute(select(job_health).order_by(job_health.c.job)).all()}
+    rows: dict[str, JobHealthRow] = {
+        row.job: row for row in session.execute(select(job_health).order_by(job_health.c.job)).all()
+    }
     configured = {spec.name: spec for spec in jobs}
     views = [_view(spec.name, rows.get(spec.name), spec) for spec in jobs]
     views += [_view(name, row, None) for name, row in rows.items() if name not in configured]
@@ -154,7 +157,7 @@ def list_job_health(session: Session, jobs: Sequence[JobSpec] = ()) -> list[JobH
 
 
 def get_job_health(session: Session, job: str, jobs: Sequence[JobSpec] = ()) -> JobHealthOut | None:
-    row = session.execute(select(job_health).where(job_health.c.job == job)).first()
+    row: JobHealthRow | None = session.execute(select(job_health).where(job_health.c.job == job)).first()
     spec = next((s for s in jobs if s.name == job), None)
     if row is None and spec is None:
         return None

@@ -30,7 +30,9 @@ def test_the_signed_link_opens_the_receipt_and_its_print_button_prints(
             cost_basis_cents=2_500,
             details={"pack": "pro"},
         )
-        credited_at = ledger_repo.get_lot(session, minted.lot_id).credited_at
+        lot = ledger_repo.get_lot(session, minted.lot_id)
+        assert lot is not None
+        credited_at = lot.credited_at
     number = receipt_number(minted.lot_id, credited_at)
     url = receipt_url(live_app.settings, account_id, number)
     assert "?sig=" in url

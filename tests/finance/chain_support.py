@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 
 from chain.devchain import LocalToken
 from chain.logs import TransferLog
-from chain.rpc import BlockTag, ChainReader, ChainRpc, Topic
+from chain.rpc import BlockHeader, BlockTag, ChainReader, ChainRpc, Topic
 from services.core.db import unit_of_work
 from services.finance.flows.chain_rescan import ChainRescanResult, chain_source, records_table, rescan_chain
 from services.finance.pulls import PullState, get_pull
@@ -97,7 +97,7 @@ class WithHeaders(ForwardingReader):
         self.headers: list[int | str] = []
         self.log_queries: list[tuple[int, int, int]] = []  # (from, to, number of recipient topics)
 
-    def block_header(self, block: int | BlockTag) -> dict[str, Any] | None:
+    def block_header(self, block: int | BlockTag) -> BlockHeader | None:
         self.headers.append(block)
         return self.node.block_header(block)
 

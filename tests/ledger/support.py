@@ -102,7 +102,9 @@ def hold_row(engine: Engine, hold_id: int) -> Any:
 
 def debt_of(engine: Engine, account_id: int) -> int:
     with unit_of_work(engine) as session:
-        return int(repo.get_account(session, account_id).debt_credits)
+        account = repo.get_account(session, account_id)
+        assert account is not None
+        return int(account.debt_credits)
 
 
 def ledger_balance(engine: Engine, account_id: int) -> int:

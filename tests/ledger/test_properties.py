@@ -432,7 +432,9 @@ def ledger_machine(engine: Engine, empty_database: Callable[[], None]) -> type[R
                 assert check_invariants(session) == []
                 for account_id in self.accounts:
                     assert repo.ledger_balance(session, account_id) == self.model.balance_credits[account_id]
-                    assert repo.get_account(session, account_id).debt_credits == self.model.debt_credits[account_id]
+                    account = repo.get_account(session, account_id)
+                    assert account is not None
+                    assert account.debt_credits == self.model.debt_credits[account_id]
                 lots = repo.lots
                 rows = session.execute(
                     select(lots).where(lots.c.account_id.in_(self.accounts)).order_by(lots.c.id)

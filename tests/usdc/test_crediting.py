@@ -105,6 +105,7 @@ def test_a_reorg_deeper_than_the_confirmations_after_crediting_claws_back_and_ra
     assert exception.details["credits_clawed_back"] == 1_200
     assert exception.details["debt_credits"] == 200
     assert deposit.tx_hash in exception.reference
+    assert lot is not None
     assert (lot.clawed_back_credits, lot.remaining_credits) == (1_200, 0)
 
     # Polling and confirming again neither claws back twice nor raises the exception again.
@@ -161,11 +162,15 @@ def test_a_chain_flipping_between_forks_claws_back_and_reinstates_each_time(usdc
 
     def credit(deposit_id: int) -> None:
         with unit_of_work(usdc.engine) as session:
-            credit_deposit(session, repo.get_deposit(session, deposit_id), now=now, min_deposit_usdc_units=1_000_000)
+            deposit = repo.get_deposit(session, deposit_id)
+            assert deposit is not None
+            credit_deposit(session, deposit, now=now, min_deposit_usdc_units=1_000_000)
 
     def undo(deposit_id: int) -> None:
         with unit_of_work(usdc.engine) as session:
-            undo_credited_deposit(session, repo.get_deposit(session, deposit_id), now=now, reason="reorg")
+            deposit = repo.get_deposit(session, deposit_id)
+            assert deposit is not None
+            undo_credited_deposit(session, deposit, now=now, reason="reorg")
 
     def seen_at(deposit_id: int, block_hash: str) -> None:
         with unit_of_work(usdc.engine) as session:
@@ -195,6 +200,7 @@ def test_a_chain_flipping_between_forks_claws_back_and_reinstates_each_time(usdc
     with unit_of_work(usdc.engine) as session:
         exceptions = list_exceptions(session, kind="deep_reorg")
         lot = ledger_repo.get_lot(session, first_row.lot_id)
+    assert lot is not None
     assert len(exceptions) == 3
     assert [e.details["carry_shortfall_usdc_units"] for e in exceptions] == [5_678, 5_678, 5_678]
     assert lot.clawed_back_credits == 1_234

@@ -110,6 +110,7 @@ def test_the_usdc_receipt_received_over_smtp_carries_every_field(rail: Rail, rpc
     text = body.get_content()
     with unit_of_work(rail.engine) as session:
         lot = ledger_repo.get_lot(session, deposit.lot_id)
+    assert lot is not None
     number = f"CR-{lot.credited_at.year}-{lot.id:08d}"
     assert received.message["Subject"] == f"Your receipt {number}: 750 credits"
     for expected in (

@@ -91,7 +91,9 @@ def test_a_deposit_moved_to_a_missing_account_is_refused(engine: Engine) -> None
     with unit_of_work(engine) as session:
         repo.update_deposit(session, deposit.id, account_id=second)
         repo.update_deposit(session, deposit.id, status="confirmed")  # other changes are not checked again
-        assert repo.get_deposit(session, deposit.id).account_id == second
+        changed = repo.get_deposit(session, deposit.id)
+        assert changed is not None
+        assert changed.account_id == second
 
 
 def test_an_account_with_deposits_can_neither_go_nor_change_its_id(engine: Engine) -> None:
@@ -179,6 +181,7 @@ def test_advancing_the_cursor_reads_where_it_was_and_the_stored_deposits_and_wri
     assert (row.status, row.block_hash, row.account_id) == ("observed", "0x" + "b" * 64, account_id)
     with unit_of_work(engine) as session:
         cursor = repo.get_cursor(session, CHAIN_ID)
+        assert cursor is not None
         assert (cursor.next_block, cursor.range_blocks, cursor.head_block) == (103, 20, 110)
         assert (cursor.last_error, cursor.last_error_at) == (None, None)
         # Stored from block 98 on replaced; all but the newest 8 block numbers (95..102) forgotten.

@@ -34,13 +34,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import and_, delete, func, insert, not_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, insert, not_, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from chain.errors import ChainIdMismatchError, ChainInconsistentError, ChainRangeTooLargeError, ChainRpcError
 from chain.logs import TransferLog
-from chain.rpc import BlockTag, ChainReader
+from chain.rpc import BlockHeader, BlockTag, ChainReader
 from chain.scanner import ScannerConfig, ScanResult, ScanState, TransferScanner
 from services.core import progress
 from services.core.clock import utcnow
@@ -49,6 +49,7 @@ from services.core.errors import UpstreamUnavailable
 from services.core.settings import ChainSettings
 from services.finance.models import ChainTransferRecord, PullStatus
 from services.finance.pulls import PullState, begin_pull, fail_pull, finish_pull, pulls_table
+from services.finance.rows import TransferRecordRow
 from services.review.service import raise_exception, usdc_reference
 from services.usdc.crediting import deposit_reference
 from services.usdc.models import DepositAddress
@@ -75,7 +76,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 class BlockHeaderReader(Protocol):
     """Reads one block's header (``eth_getBlockByNumber``), as :meth:`chain.rpc.ChainRpc.block_header` does."""
 
-    def block_header(self, block: int | BlockTag) -> dict[str, Any] | None: ...
+    def block_header(self, block: int | BlockTag) -> BlockHeader | None: ...
 
 
 class RescanReader(ChainReader, BlockHeaderReader, Protocol):
@@ -219,7 +220,7 @@ def blocks_for_window(
     return map_window(reader, window_start, window_end, safe_head=safe_head).block_range
 
 
-def mirror_records(session: Session, chain_id: int, from_block: int, to_block: int) -> list[Any]:
+def mirror_records(session: Session, chain_id: int, from_block: int, to_block: int) -> list[TransferRecordRow]:
     """The mirror's rows of a chain in ``from_block..to_block``, by block and log index."""
     t = records_table
     return list(
@@ -330,7 +331,7 @@ def _count(session: Session, chain_id: int, from_block: int, to_block: int) -> i
     )
 
 
-def _in_range(from_block: int, to_block: int) -> Any:
+def _in_range(from_block: int, to_block: int) -> ColumnElement[bool]:
     return and_(records_table.c.block_number >= from_block, records_table.c.block_number <= to_block)
 
 
