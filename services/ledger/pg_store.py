@@ -34,7 +34,7 @@ from sqlmodel import Session
 
 from services.core.clock import period_start
 from services.core.db import json_text
-from services.core.pg import PgConnection, aware, bigint_array, pipeline, translated
+from services.core.pg import PgConnection, aware, bigint_array, cursors, pipeline, translated
 from services.ledger import repository as repo
 from services.ledger.core_store import CoreStore
 from services.ledger.models import AccountKind, BudgetPeriod, BudgetScope, HoldStatus, MovementKind
@@ -158,19 +158,13 @@ WHERE budgets.account_id = %(account)s AND budgets.deleted_at IS NULL
 ORDER BY budgets.id
 """.encode()
 
-# The hold's owner, locked; nothing when the hold does not exist or is not the given account's.
-_LOCK_HOLD_OWNER_SQL = b"""
-SELECT accounts.id FROM accounts
-WHERE accounts.id = (
-    SELECT holds.account_id FROM holds
-    WHERE holds.id = %(hold)s AND (%(owner)s::bigint IS NULL OR holds.account_id = %(owner)s::bigint)
-)
-FOR UPDATE OF accounts
-"""
-
-# The owner's kind, the hold, the budgets it counted against (ids and period starts, as arrays) and its
+# The hold with its owner's kind, the budgets it counted against (ids and period starts, as arrays) and its
 # allocations in order (one row per allocation); nothing when the hold does not exist or is not the given account's.
-_HOLD_SQL = f"""
+# The owner is locked first, then the hold (the lock order of every operation: the account, then its rows). One
+# statement both locks and reads: a statement that waited for a lock reads the rows it locked as they are once it
+# has them (the account and the hold, whose status a settlement changes), and the rest as they were when it began,
+# which is as they are now: allocations, budget charges and lots' expiries never change once the hold exists.
+_LOCK_HOLD_SQL = f"""
 SELECT accounts.kind, {_hold_columns("holds")},
        ARRAY(SELECT budget_id FROM hold_budget_charges WHERE hold_id = holds.id ORDER BY budget_id),
        ARRAY(SELECT period_start FROM hold_budget_charges WHERE hold_id = holds.id ORDER BY budget_id),
@@ -181,6 +175,7 @@ FROM holds
     LEFT OUTER JOIN lots ON lots.id = allocation.lot_id
 WHERE holds.id = %(hold)s AND (%(owner)s::bigint IS NULL OR holds.account_id = %(owner)s::bigint)
 ORDER BY allocation.position
+FOR UPDATE OF accounts FOR NO KEY UPDATE OF holds
 """.encode()
 
 
@@ -518,6 +513,8 @@ class PgStore(CoreStore):
     def __init__(self, session: Session, conn: PgConnection) -> None:
         super().__init__(session)
         self.conn = conn
+        # The cursor of every statement here, and one for the budgets read beside a draw's state.
+        self.cursor, self.budget_cursor = cursors(conn)
 
     # --- locks and reads ---------------------------------------------------------------------------------------
 
@@ -537,11 +534,11 @@ class PgStore(CoreStore):
         if budgeted:
             _budget_params(params, req.api_key_id, req.project, req.now)
         with translated():
-            cursor = self.conn.cursor()
+            cursor = self.cursor
             with pipeline(self.conn):
                 cursor.execute(_LOCK_SQL, params)
                 cursor.execute(state_sql, params)  # a cursor keeps the result of its last statement
-                budgets = self.conn.cursor().execute(_BUDGETS_SQL, params) if budgeted else None
+                budgets = self.budget_cursor.execute(_BUDGETS_SQL, params) if budgeted else None
             return cursor.fetchall(), budgets
 
     def _planned(
@@ -580,7 +577,7 @@ class PgStore(CoreStore):
     def lock_for_mint(self, req: MintRequest) -> AccountState:
         params = {"account": req.account_id, "key": req.idempotency_key}
         with translated():
-            cursor = self.conn.cursor()
+            cursor = self.cursor
             with pipeline(self.conn):
                 cursor.execute(_LOCK_SQL, params)
                 cursor.execute(_ACCOUNT_STATE_SQL, params)
@@ -617,15 +614,14 @@ class PgStore(CoreStore):
                 "after_credited": last_credited,
                 "after_id": last_id,
             }
-            page = self.conn.execute(_NEXT_LOTS_SQL, params).fetchall()
+            page = self.cursor.execute(_NEXT_LOTS_SQL, params).fetchall()
 
     def lock_hold(self, account_id: int | None, hold_id: int) -> LockedHold | None:
         params = {"hold": hold_id, "owner": account_id}
         with translated():
-            cursor = self.conn.cursor()
+            cursor = self.cursor
             with pipeline(self.conn):
-                cursor.execute(_LOCK_HOLD_OWNER_SQL, params)
-                cursor.execute(_HOLD_SQL, params)
+                cursor.execute(_LOCK_HOLD_SQL, params)
             rows = cursor.fetchall()
         if not rows:
             return None
@@ -656,7 +652,7 @@ class PgStore(CoreStore):
 
     def _write(self, sql: bytes, params: dict[str, Any]) -> tuple[Any, ...]:
         with translated():
-            written = self.conn.execute(sql, params).fetchone()
+            written = self.cursor.execute(sql, params).fetchone()
         assert written is not None
         return written
 
