@@ -34,7 +34,16 @@ from sqlmodel import Session
 
 from services.core.clock import period_start
 from services.core.db import json_text
-from services.core.pg import PgConnection, aware, bigint_array, cursors, pipeline, translated
+from services.core.pg import (
+    PgConnection,
+    aware,
+    bigint_array,
+    cursors,
+    pipeline,
+    text_array,
+    timestamp_array,
+    translated,
+)
 from services.ledger import repository as repo
 from services.ledger.core_store import CoreStore
 from services.ledger.models import AccountKind, BudgetPeriod, BudgetScope, HoldStatus, MovementKind
@@ -372,12 +381,12 @@ def _writes_params(writes: Writes) -> dict[str, Any]:
     lots, moves, budgets = writes.lots, writes.movements, writes.budgets
     return {
         "now": aware(writes.now),
-        "t_kinds": [posting.kind for posting in postings],
-        "t_keys": [posting.idempotency_key for posting in postings],
-        "t_hashes": [posting.request_hash for posting in postings],
-        "t_accounts": [posting.account_id for posting in postings],
-        "t_descriptions": [posting.description for posting in postings],
-        "t_details": [json_text(posting.details) for posting in postings],
+        "t_kinds": text_array([posting.kind for posting in postings]),
+        "t_keys": text_array([posting.idempotency_key for posting in postings]),
+        "t_hashes": text_array([posting.request_hash for posting in postings]),
+        "t_accounts": bigint_array(posting.account_id for posting in postings),
+        "t_descriptions": text_array([posting.description for posting in postings]),
+        "t_details": text_array([json_text(posting.details) for posting in postings]),
         "leg_postings": bigint_array(n for n, _, _ in legs),
         "leg_accounts": bigint_array(account_id for _, account_id, _ in legs),
         "leg_credits": bigint_array(credits for _, _, credits in legs),
@@ -392,7 +401,7 @@ def _writes_params(writes: Writes) -> dict[str, Any]:
         "m_credits": bigint_array(m.amount_credits for m in moves),
         "m_holds": _sparse([m.hold_id for m in moves]),
         "b_ids": bigint_array(budget_id for budget_id, _, _ in budgets),
-        "b_starts": [start for _, start, _ in budgets],
+        "b_starts": timestamp_array(start for _, start, _ in budgets),
         "b_credits": bigint_array(credits for _, _, credits in budgets),
         "debt_account": None if writes.debt is None else writes.debt[0],
         "debt_after": None if writes.debt is None else writes.debt[1],
@@ -702,7 +711,7 @@ class PgStore(CoreStore):
             a_lots=bigint_array(lot_id for lot_id, _ in plan.reservations),
             a_credits=bigint_array(credits for _, credits in plan.reservations),
             h_budgets=bigint_array(budget_id for budget_id, _ in plan.budget_charges),
-            h_starts=[start for _, start in plan.budget_charges],
+            h_starts=timestamp_array(start for _, start in plan.budget_charges),
         )
         return _hold_row(self._write(_HOLD_SQL_WRITE, params))
 

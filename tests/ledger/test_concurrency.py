@@ -334,7 +334,8 @@ def test_a_settlement_that_waited_for_the_lock_sees_the_hold_as_the_holder_left_
         commit.set()
         first.join(timeout=JOIN_TIMEOUT_SECONDS)
     second.join(timeout=JOIN_TIMEOUT_SECONDS)
-    assert not first.is_alive() and not second.is_alive()
+    assert not first.is_alive()
+    assert not second.is_alive()
 
     assert holder["refused"].to_dict()["details"]["status"] == HoldStatus.RELEASED
     assert hold_row(pg_engine, held.id).status == HoldStatus.RELEASED

@@ -617,6 +617,15 @@ def draw_request(ledger: Ledger, account: int = 0, credits: int = 120, key: str 
     )
 
 
+def awkward_draw_request(ledger: Ledger) -> DrawRequest:
+    """A draw whose key, description and details hold what an array literal quotes or escapes."""
+    return replace(
+        draw_request(ledger, key='spend:{a,b} "NULL"'),
+        description='say "hi", {x} \\ NULL, \\"é\\',
+        details={"project": 'a"b\\c', "note": "{1,2}", "empty": ""},
+    )
+
+
 def hold_request(ledger: Ledger, key: str = "hold-new", account: int = 0) -> HoldRequest:
     now = ledger.now + timedelta(minutes=1)
     return HoldRequest(
@@ -687,6 +696,10 @@ CASES: dict[str, StoreCase] = {
     "write_draw": locked_then_written(
         lambda s, ledger: s.lock_for_draw(draw_request(ledger)),
         lambda s, ledger, state: s.write_draw(plan_draw(draw_request(ledger), state)),
+    ),
+    "write_draw of text that needs quoting in an array": locked_then_written(
+        lambda s, ledger: s.lock_for_draw(draw_request(ledger)),
+        lambda s, ledger, state: s.write_draw(plan_draw(awkward_draw_request(ledger), state)),
     ),
     "write_hold": locked_then_written(
         lambda s, ledger: s.lock_for_hold(hold_request(ledger)),
