@@ -4,15 +4,18 @@ Each hot operation runs on the session's own psycopg connection and transaction 
 round trips, the caller's COMMIT a third:
 
 1. In pipeline mode: the transaction's BEGIN when it has not begun yet (``services.core.pg.pipeline``), the
-   account's row lock, then the account's state with the lots it would draw first (or the
-   hold with its allocations and budget charges), and the budgets that apply. The server runs them one after the
-   other, each with a snapshot taken when it starts, so everything after the lock is read once the lock is granted
-   (as the Core store's separate statements are).
+   account's row lock, then the account's state with the lots it would draw first, and the budgets that apply.
+   The server runs them one after the other, each with a snapshot taken when it starts, so everything after the
+   lock is read once the lock is granted (as the Core store's separate statements are). A capture or release
+   locks and reads in one statement instead (the hold's account and the hold locked, its allocations and budget
+   charges read with them: see ``_LOCK_HOLD_SQL``), since nothing it reads but those two rows can change.
 2. Every write of the plan in one statement (data-modifying CTEs): the journal transactions and their entries, the
    lots, their movements, the budgets, the hold. The plan's rows travel as arrays, unnested ``WITH ORDINALITY`` so
    that each table's new rows get their ids in the plan's order, as the Core store gives them.
 
-An account whose first lots do not cover a draw costs one more round trip per further page of lots. The statements
+An account whose first lots do not cover a draw costs one more round trip per further page of lots. The client's
+share of the work is kept small: the statements go through two cursors kept with the connection (a cursor learns how
+to adapt each type of value once), and the plan's rows travel as array literals built by hand. The statements
 are SQL text built once, which psycopg prepares on the server after a few uses; each takes its values through a
 one-row ``MATERIALIZED`` CTE, so that its generic plan costs what a plan for given values does and the server keeps
 it instead of planning every execution again.
