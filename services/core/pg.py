@@ -9,6 +9,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, cast
+from weakref import WeakKeyDictionary
 
 import psycopg
 from psycopg.pq import TransactionStatus
@@ -17,6 +18,7 @@ from sqlalchemy.exc import DBAPIError, StatementError
 from sqlmodel import Session
 
 PgConnection = psycopg.Connection[tuple[Any, ...]]
+PgCursor = psycopg.Cursor[tuple[Any, ...]]
 
 # Pipeline mode needs libpq 14 or later.
 PIPELINE = psycopg.Pipeline.is_supported()
@@ -29,6 +31,20 @@ def driver_of(session: Session | Connection) -> PgConnection | None:
     if not PIPELINE or connection.dialect.driver != "psycopg":
         return None
     return cast(PgConnection, connection.connection.driver_connection)
+
+
+# Each connection's cursors (see ``cursors``), gone with the connection.
+_CURSORS: WeakKeyDictionary[PgConnection, tuple[PgCursor, PgCursor]] = WeakKeyDictionary()
+
+
+def cursors(conn: PgConnection) -> tuple[PgCursor, PgCursor]:
+    """Two cursors of ``conn``, made once and kept as long as the connection lives (a connection serves one unit
+    of work at a time, and its cursors with it). A cursor learns how to adapt each type of value it sends and reads;
+    a new one learns it again, which is a third of what the client spends sending a statement with thirty values."""
+    kept = _CURSORS.get(conn)
+    if kept is None or kept[0].closed:
+        kept = _CURSORS[conn] = (conn.cursor(), conn.cursor())
+    return kept
 
 
 def aware(moment: datetime) -> datetime:
@@ -60,6 +76,23 @@ def translated(statement: str | None = None) -> Iterator[None]:
 def bigint_array(values: Iterable[int | None]) -> str:
     """A bigint[] literal: whole numbers need no quoting, and text is cheaper to send than a list to adapt."""
     return "{" + ",".join(["NULL" if value is None else str(value) for value in values]) + "}"
+
+
+def text_array(values: Iterable[str | None]) -> str:
+    """A text[] literal: every element quoted (a backslash or double quote escaped), None as NULL; cheaper to send
+    than a list to adapt."""
+    return "{" + ",".join(["NULL" if value is None else _quoted(value) for value in values]) + "}"
+
+
+def _quoted(value: str) -> str:
+    if "\\" in value or '"' in value:
+        value = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{value}"'
+
+
+def timestamp_array(values: Iterable[datetime]) -> str:
+    """A timestamptz[] literal of aware datetimes (ISO 8601 with their offsets, which need no quoting)."""
+    return "{" + ",".join([aware(value).isoformat() for value in values]) + "}"
 
 
 @contextmanager

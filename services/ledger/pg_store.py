@@ -4,15 +4,18 @@ Each hot operation runs on the session's own psycopg connection and transaction 
 round trips, the caller's COMMIT a third:
 
 1. In pipeline mode: the transaction's BEGIN when it has not begun yet (``services.core.pg.pipeline``), the
-   account's row lock, then the account's state with the lots it would draw first (or the
-   hold with its allocations and budget charges), and the budgets that apply. The server runs them one after the
-   other, each with a snapshot taken when it starts, so everything after the lock is read once the lock is granted
-   (as the Core store's separate statements are).
+   account's row lock, then the account's state with the lots it would draw first, and the budgets that apply.
+   The server runs them one after the other, each with a snapshot taken when it starts, so everything after the
+   lock is read once the lock is granted (as the Core store's separate statements are). A capture or release
+   locks and reads in one statement instead (the hold's account and the hold locked, its allocations and budget
+   charges read with them: see ``_LOCK_HOLD_SQL``), since nothing it reads but those two rows can change.
 2. Every write of the plan in one statement (data-modifying CTEs): the journal transactions and their entries, the
    lots, their movements, the budgets, the hold. The plan's rows travel as arrays, unnested ``WITH ORDINALITY`` so
    that each table's new rows get their ids in the plan's order, as the Core store gives them.
 
-An account whose first lots do not cover a draw costs one more round trip per further page of lots. The statements
+An account whose first lots do not cover a draw costs one more round trip per further page of lots. The client's
+share of the work is kept small: the statements go through two cursors kept with the connection (a cursor learns how
+to adapt each type of value once), and the plan's rows travel as array literals built by hand. The statements
 are SQL text built once, which psycopg prepares on the server after a few uses; each takes its values through a
 one-row ``MATERIALIZED`` CTE, so that its generic plan costs what a plan for given values does and the server keeps
 it instead of planning every execution again.
@@ -34,7 +37,16 @@ from sqlmodel import Session
 
 from services.core.clock import period_start
 from services.core.db import json_text
-from services.core.pg import PgConnection, aware, bigint_array, pipeline, translated
+from services.core.pg import (
+    PgConnection,
+    aware,
+    bigint_array,
+    cursors,
+    pipeline,
+    text_array,
+    timestamp_array,
+    translated,
+)
 from services.ledger import repository as repo
 from services.ledger.core_store import CoreStore
 from services.ledger.models import AccountKind, BudgetPeriod, BudgetScope, HoldStatus, MovementKind
@@ -158,19 +170,13 @@ WHERE budgets.account_id = %(account)s AND budgets.deleted_at IS NULL
 ORDER BY budgets.id
 """.encode()
 
-# The hold's owner, locked; nothing when the hold does not exist or is not the given account's.
-_LOCK_HOLD_OWNER_SQL = b"""
-SELECT accounts.id FROM accounts
-WHERE accounts.id = (
-    SELECT holds.account_id FROM holds
-    WHERE holds.id = %(hold)s AND (%(owner)s::bigint IS NULL OR holds.account_id = %(owner)s::bigint)
-)
-FOR UPDATE OF accounts
-"""
-
-# The owner's kind, the hold, the budgets it counted against (ids and period starts, as arrays) and its
+# The hold with its owner's kind, the budgets it counted against (ids and period starts, as arrays) and its
 # allocations in order (one row per allocation); nothing when the hold does not exist or is not the given account's.
-_HOLD_SQL = f"""
+# The owner is locked first, then the hold (the lock order of every operation: the account, then its rows). One
+# statement both locks and reads: a statement that waited for a lock reads the rows it locked as they are once it
+# has them (the account and the hold, whose status a settlement changes), and the rest as they were when it began,
+# which is as they are now: allocations, budget charges and lots' expiries never change once the hold exists.
+_LOCK_HOLD_SQL = f"""
 SELECT accounts.kind, {_hold_columns("holds")},
        ARRAY(SELECT budget_id FROM hold_budget_charges WHERE hold_id = holds.id ORDER BY budget_id),
        ARRAY(SELECT period_start FROM hold_budget_charges WHERE hold_id = holds.id ORDER BY budget_id),
@@ -181,6 +187,7 @@ FROM holds
     LEFT OUTER JOIN lots ON lots.id = allocation.lot_id
 WHERE holds.id = %(hold)s AND (%(owner)s::bigint IS NULL OR holds.account_id = %(owner)s::bigint)
 ORDER BY allocation.position
+FOR UPDATE OF accounts FOR NO KEY UPDATE OF holds
 """.encode()
 
 
@@ -377,12 +384,12 @@ def _writes_params(writes: Writes) -> dict[str, Any]:
     lots, moves, budgets = writes.lots, writes.movements, writes.budgets
     return {
         "now": aware(writes.now),
-        "t_kinds": [posting.kind for posting in postings],
-        "t_keys": [posting.idempotency_key for posting in postings],
-        "t_hashes": [posting.request_hash for posting in postings],
-        "t_accounts": [posting.account_id for posting in postings],
-        "t_descriptions": [posting.description for posting in postings],
-        "t_details": [json_text(posting.details) for posting in postings],
+        "t_kinds": text_array([posting.kind for posting in postings]),
+        "t_keys": text_array([posting.idempotency_key for posting in postings]),
+        "t_hashes": text_array([posting.request_hash for posting in postings]),
+        "t_accounts": bigint_array(posting.account_id for posting in postings),
+        "t_descriptions": text_array([posting.description for posting in postings]),
+        "t_details": text_array([json_text(posting.details) for posting in postings]),
         "leg_postings": bigint_array(n for n, _, _ in legs),
         "leg_accounts": bigint_array(account_id for _, account_id, _ in legs),
         "leg_credits": bigint_array(credits for _, _, credits in legs),
@@ -397,7 +404,7 @@ def _writes_params(writes: Writes) -> dict[str, Any]:
         "m_credits": bigint_array(m.amount_credits for m in moves),
         "m_holds": _sparse([m.hold_id for m in moves]),
         "b_ids": bigint_array(budget_id for budget_id, _, _ in budgets),
-        "b_starts": [start for _, start, _ in budgets],
+        "b_starts": timestamp_array(start for _, start, _ in budgets),
         "b_credits": bigint_array(credits for _, _, credits in budgets),
         "debt_account": None if writes.debt is None else writes.debt[0],
         "debt_after": None if writes.debt is None else writes.debt[1],
@@ -518,6 +525,8 @@ class PgStore(CoreStore):
     def __init__(self, session: Session, conn: PgConnection) -> None:
         super().__init__(session)
         self.conn = conn
+        # The cursor of every statement here, and one for the budgets read beside a draw's state.
+        self.cursor, self.budget_cursor = cursors(conn)
 
     # --- locks and reads ---------------------------------------------------------------------------------------
 
@@ -537,11 +546,11 @@ class PgStore(CoreStore):
         if budgeted:
             _budget_params(params, req.api_key_id, req.project, req.now)
         with translated():
-            cursor = self.conn.cursor()
+            cursor = self.cursor
             with pipeline(self.conn):
                 cursor.execute(_LOCK_SQL, params)
                 cursor.execute(state_sql, params)  # a cursor keeps the result of its last statement
-                budgets = self.conn.cursor().execute(_BUDGETS_SQL, params) if budgeted else None
+                budgets = self.budget_cursor.execute(_BUDGETS_SQL, params) if budgeted else None
             return cursor.fetchall(), budgets
 
     def _planned(
@@ -580,7 +589,7 @@ class PgStore(CoreStore):
     def lock_for_mint(self, req: MintRequest) -> AccountState:
         params = {"account": req.account_id, "key": req.idempotency_key}
         with translated():
-            cursor = self.conn.cursor()
+            cursor = self.cursor
             with pipeline(self.conn):
                 cursor.execute(_LOCK_SQL, params)
                 cursor.execute(_ACCOUNT_STATE_SQL, params)
@@ -617,15 +626,14 @@ class PgStore(CoreStore):
                 "after_credited": last_credited,
                 "after_id": last_id,
             }
-            page = self.conn.execute(_NEXT_LOTS_SQL, params).fetchall()
+            page = self.cursor.execute(_NEXT_LOTS_SQL, params).fetchall()
 
     def lock_hold(self, account_id: int | None, hold_id: int) -> LockedHold | None:
         params = {"hold": hold_id, "owner": account_id}
         with translated():
-            cursor = self.conn.cursor()
+            cursor = self.cursor
             with pipeline(self.conn):
-                cursor.execute(_LOCK_HOLD_OWNER_SQL, params)
-                cursor.execute(_HOLD_SQL, params)
+                cursor.execute(_LOCK_HOLD_SQL, params)
             rows = cursor.fetchall()
         if not rows:
             return None
@@ -656,7 +664,7 @@ class PgStore(CoreStore):
 
     def _write(self, sql: bytes, params: dict[str, Any]) -> tuple[Any, ...]:
         with translated():
-            written = self.conn.execute(sql, params).fetchone()
+            written = self.cursor.execute(sql, params).fetchone()
         assert written is not None
         return written
 
@@ -706,7 +714,7 @@ class PgStore(CoreStore):
             a_lots=bigint_array(lot_id for lot_id, _ in plan.reservations),
             a_credits=bigint_array(credits for _, credits in plan.reservations),
             h_budgets=bigint_array(budget_id for budget_id, _ in plan.budget_charges),
-            h_starts=[start for _, start in plan.budget_charges],
+            h_starts=timestamp_array(start for _, start in plan.budget_charges),
         )
         return _hold_row(self._write(_HOLD_SQL_WRITE, params))
 

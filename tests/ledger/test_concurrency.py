@@ -7,6 +7,7 @@ that fails the test rather than hangs it.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +22,7 @@ from services.core.db import unit_of_work
 from services.ledger import repository as repo
 from services.ledger.errors import HoldNotActive, InsufficientCredits
 from services.ledger.expiry import expire_lots
-from services.ledger.holds import HoldView, capture_hold, create_hold, expire_holds
+from services.ledger.holds import HoldView, capture_hold, create_hold, expire_holds, release_hold
 from services.ledger.minting import mint
 from services.ledger.models import HoldStatus, Rail, TransactionKind
 from services.ledger.spending import SpendResult, spend
@@ -279,6 +280,68 @@ def test_capture_racing_the_hold_expiry_job_resolves_the_hold_once(pg_engine):
         assert expired_holds == 1
         assert ledger_balance(pg_engine, account_id) == 100
     assert balance_of(pg_engine, account_id).reserved_credits == 0
+    assert violations(pg_engine) == []
+
+
+def wait_until_blocked_by(engine: Any, holder_pid: int) -> None:
+    """Until another session waits for a lock the backend ``holder_pid`` holds (or fail after the join bound)."""
+    deadline = time.monotonic() + JOIN_TIMEOUT_SECONDS
+    query = text("SELECT count(*) FROM pg_stat_activity WHERE CAST(:holder AS integer) = ANY(pg_blocking_pids(pid))")
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            if conn.execute(query, {"holder": holder_pid}).scalar_one():
+                return
+        threading.Event().wait(0.01)
+    raise AssertionError("no session waited for the holder's lock")
+
+
+@pytest.mark.parametrize("settle", ["capture", "release"])
+def test_a_settlement_that_waited_for_the_lock_sees_the_hold_as_the_holder_left_it(pg_engine, settle):
+    """The hold is released while a capture or release waits for the account: once it has the lock it finds the
+    hold released, charges nothing and changes nothing."""
+    account_id = new_account(pg_engine)
+    mint_card(pg_engine, account_id, 100)
+    with unit_of_work(pg_engine) as session:
+        held = create_hold(session, account_id=account_id, amount_credits=60, idempotency_key="wait", now=T0)
+    released, commit = threading.Event(), threading.Event()
+    holder: dict[str, Any] = {}
+
+    def release_and_keep_the_lock() -> None:
+        with unit_of_work(pg_engine) as session:
+            holder["pid"] = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            release_hold(session, account_id=account_id, hold_id=held.id, now=T0)
+            released.set()
+            commit.wait(JOIN_TIMEOUT_SECONDS)
+
+    def settle_after_waiting() -> None:
+        try:
+            with unit_of_work(pg_engine) as session:
+                if settle == "capture":
+                    capture_hold(session, account_id=account_id, hold_id=held.id, amount_credits=40, now=T0)
+                else:
+                    release_hold(session, account_id=account_id, hold_id=held.id, now=T0)
+        except HoldNotActive as refused:
+            holder["refused"] = refused
+
+    first = threading.Thread(target=release_and_keep_the_lock)
+    first.start()
+    try:
+        assert released.wait(JOIN_TIMEOUT_SECONDS)
+        second = threading.Thread(target=settle_after_waiting)
+        second.start()
+        wait_until_blocked_by(pg_engine, holder["pid"])
+    finally:
+        commit.set()
+        first.join(timeout=JOIN_TIMEOUT_SECONDS)
+    second.join(timeout=JOIN_TIMEOUT_SECONDS)
+    assert not first.is_alive()
+    assert not second.is_alive()
+
+    assert holder["refused"].to_dict()["details"]["status"] == HoldStatus.RELEASED
+    assert hold_row(pg_engine, held.id).status == HoldStatus.RELEASED
+    assert ledger_balance(pg_engine, account_id) == 100
+    assert balance_of(pg_engine, account_id).reserved_credits == 0
+    assert transactions_of_kind(pg_engine, TransactionKind.CAPTURE) == []
     assert violations(pg_engine) == []
 
 

@@ -460,9 +460,9 @@ def test_a_refused_operation_writes_nothing_even_when_the_caller_commits(engine)
 # --- what the PostgreSQL store is for ------------------------------------------------------------------------------
 
 
-def round_trips(engine: Engine, operation: Callable[[], Any]) -> int:
-    """Times the client waited for the server during ``operation`` (from a libpq trace of the pooled connection;
-    the engine's pool must hand out that one connection)."""
+def protocol_trace(engine: Engine, operation: Callable[[], Any]) -> list[str]:
+    """The messages of ``operation`` each way (a libpq trace of the pooled connection: "F" lines from the client,
+    "B" from the server; the engine's pool must hand out that one connection)."""
     pooled = engine.raw_connection()
     pgconn = cast(Any, pooled.driver_connection).pgconn
     pooled.close()
@@ -474,10 +474,20 @@ def round_trips(engine: Engine, operation: Callable[[], Any]) -> int:
         pgconn.untrace()
         os.close(fd)
         with open(path) as trace:
-            directions = [line.split("\t", 1)[0] for line in trace if line[:2] in ("F\t", "B\t")]
+            return [line for line in trace if line[:2] in ("F\t", "B\t")]
     finally:
         os.unlink(path)
+
+
+def round_trips(engine: Engine, operation: Callable[[], Any]) -> int:
+    """Times the client waited for the server during ``operation``."""
+    directions = [line.split("\t", 1)[0] for line in protocol_trace(engine, operation)]
     return sum(1 for pair in itertools.pairwise(directions) if pair == ("F", "B"))
+
+
+def statements_sent(engine: Engine, operation: Callable[[], Any]) -> int:
+    """Statements ``operation`` had the server run (each an Execute, or a simple Query)."""
+    return sum(1 for line in protocol_trace(engine, operation) if "\tExecute\t" in line or "\tQuery\t" in line)
 
 
 def test_each_hot_operation_takes_three_round_trips_and_nothing_through_sqlalchemy(pg_engine):
@@ -514,6 +524,31 @@ def test_each_hot_operation_takes_three_round_trips_and_nothing_through_sqlalche
     # BEGIN with the lock and the reads, the writes, COMMIT (the pool checks its connection without a ping).
     assert trips == {"mint": 3, "spend": 3, "hold": 3, "capture": 3}
     assert statements == []
+
+
+def test_a_capture_or_release_locks_and_reads_its_hold_in_one_statement(pg_engine):
+    pg_engine.dispose()  # the operations below check out the one connection the pool then holds
+    account_id = new_account(pg_engine)
+    mint_card(pg_engine, account_id, 100)
+    made: list[int] = []
+
+    def hold() -> None:
+        with unit_of_work(pg_engine) as session:
+            key = f"h{len(made)}"
+            made.append(create_hold(session, account_id=account_id, amount_credits=5, idempotency_key=key, now=T0).id)
+
+    def capture() -> None:
+        with unit_of_work(pg_engine) as session:
+            capture_hold(session, account_id=account_id, hold_id=made[0], amount_credits=2, now=T0)
+
+    def release() -> None:
+        with unit_of_work(pg_engine) as session:
+            release_hold(session, account_id=account_id, hold_id=made[1], now=T0)
+
+    sent = {name: statements_sent(pg_engine, operation) for name, operation in (("hold", hold), ("hold again", hold))}
+    sent |= {"capture": statements_sent(pg_engine, capture), "release": statements_sent(pg_engine, release)}
+    # BEGIN, the lock, the reads, the writes, COMMIT; a settlement locks and reads in one statement.
+    assert sent == {"hold": 5, "hold again": 5, "capture": 4, "release": 4}
 
 
 def test_the_pipeline_that_begins_the_transaction_leaves_it_as_psycopg_would(pg_engine):
@@ -619,6 +654,15 @@ def draw_request(ledger: Ledger, account: int = 0, credits: int = 120, key: str 
     )
 
 
+def awkward_draw_request(ledger: Ledger) -> DrawRequest:
+    """A draw whose key, description and details hold what an array literal quotes or escapes."""
+    return replace(
+        draw_request(ledger, key='spend:{a,b} "NULL"'),
+        description='say "hi", {x} \\ NULL, \\"é\\',
+        details={"project": 'a"b\\c', "note": "{1,2}", "empty": ""},
+    )
+
+
 def hold_request(ledger: Ledger, key: str = "hold-new", account: int = 0) -> HoldRequest:
     now = ledger.now + timedelta(minutes=1)
     return HoldRequest(
@@ -689,6 +733,10 @@ CASES: dict[str, StoreCase] = {
     "write_draw": locked_then_written(
         lambda s, ledger: s.lock_for_draw(draw_request(ledger)),
         lambda s, ledger, state: s.write_draw(plan_draw(draw_request(ledger), state)),
+    ),
+    "write_draw of text that needs quoting in an array": locked_then_written(
+        lambda s, ledger: s.lock_for_draw(draw_request(ledger)),
+        lambda s, ledger, state: s.write_draw(plan_draw(awkward_draw_request(ledger), state)),
     ),
     "write_hold": locked_then_written(
         lambda s, ledger: s.lock_for_hold(hold_request(ledger)),
