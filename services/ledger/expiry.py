@@ -56,9 +56,9 @@ def expire_lots(session: Session, *, now: datetime | None = None, limit: int = 5
     now = now or utcnow()
     store = store_for(session)
     due = store.lock_due_lots(now, limit)
-    if not due.lots:
+    if not due.taken:
         return ExpiryBatch(0, 0, 0, due.examined)
-    transaction_id = store.write_expiry(plan_expiry(due.lots, now))
+    transaction_id = store.write_expiry(plan_expiry(due, now))
     accounts = len({lot.account_id for lot in due.lots})
     credits = sum(lot.amount_credits for lot in due.lots)
     return ExpiryBatch(len(due.lots), credits, accounts, due.examined, transaction_id)
