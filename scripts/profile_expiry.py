@@ -6,7 +6,8 @@ Seeds (as ``scripts.bench_worker`` does) 10,000 accounts and ``N`` due lots, the
 ``B`` lots one after the other in one process, each in a transaction of its own as the job runs them, and measures
 every step of a batch: picking and locking the lots (``lock_due_lots``), planning (``plan_expiry``), writing the
 plan (``write_expiry``) and the commit, each as the client's CPU, the backend's CPU and the wall time, per lot. A
-CPU-time profile of the client's part, taken on a fifth as many further batches, follows on stderr. Prints one JSON line.
+CPU-time profile of the client's part, taken on a fifth as many further batches, follows on stderr. Prints one
+JSON line.
 """
 
 from __future__ import annotations
@@ -138,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         with engine.connect() as conn:
             hot = conn.execute(
                 text(
-                    "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'lots' AND schemaname = current_schema()"
+                    "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables "
+                    "WHERE relname = 'lots' AND schemaname = current_schema()"
                 )
             ).one()
         engine.dispose()

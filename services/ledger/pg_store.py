@@ -17,9 +17,9 @@ are SQL text built once, which psycopg prepares on the server after a few uses; 
 one-row ``MATERIALIZED`` CTE, so that its generic plan costs what a plan for given values does and the server keeps
 it instead of planning every execution again.
 
-Lot expiry is set-based here: one statement picks a batch and locks its accounts without waiting for a busy one
-(``SKIP LOCKED``), one reads the lots again under those locks, and the plan's write is the same statement a spend's
-is. Clawbacks, reinstatements and the rest are the Core store's (inherited): rare, and not worth SQL of their own.
+Lot expiry is set-based here: one statement (pipelined with the transaction's BEGIN) picks a batch from the expiry
+queue and locks its accounts without waiting for a busy one (``SKIP LOCKED``), one reads the lots again under those locks, and one writes the plan (a
+spend's statement, with the lots taken leaving the queue). Clawbacks, reinstatements and the rest are the Core store's (inherited): rare, and not worth SQL of their own.
 A database error is raised as SQLAlchemy raises what goes through it.
 """
 
@@ -497,7 +497,8 @@ WITH settings AS MATERIALIZED (
     SELECT set_config('synchronous_commit', 'off', true), set_config('plan_cache_mode', 'force_generic_plan', true)
 ), picked AS MATERIALIZED ({_PICK}
 ), locked AS MATERIALIZED (
-    SELECT id FROM accounts WHERE id IN (SELECT account_id FROM picked) AND EXISTS (SELECT FROM settings)
+    SELECT id FROM accounts
+    WHERE id = ANY(ARRAY(SELECT DISTINCT account_id FROM picked)) AND EXISTS (SELECT FROM settings)
     ORDER BY id FOR NO KEY UPDATE SKIP LOCKED
 )
 SELECT (SELECT count(*) FROM picked) AS examined,
@@ -647,7 +648,10 @@ class PgStore(CoreStore):
     def lock_due_lots(self, now: datetime, limit: int) -> DueLots:
         params: dict[str, Any] = {"now": aware(now), "limit": limit}
         with translated():
-            examined, picked, accounts, mine = self.conn.execute(_PICK_AND_LOCK_SQL, params).fetchone() or (0,)
+            cursor = self.conn.cursor()
+            with pipeline(self.conn):  # the transaction's BEGIN travels with the pick
+                cursor.execute(_PICK_AND_LOCK_SQL, params)
+            examined, picked, accounts, mine = cursor.fetchone() or (0, None, None, None)
             if not examined:
                 return DueLots(0, [])
             if mine is None:

@@ -524,7 +524,7 @@ def plan_settle(hold: LockedHold, capture_credits: int, now: datetime, status: s
 
 def expiry_key(expiring: Iterable[tuple[int, int, int]]) -> str:
     """The idempotency key of the expiry of (lot id, credits expiring, reserved credits)."""
-    state = ",".join(f"{lot_id}:{amount}:{reserved}" for lot_id, amount, reserved in sorted(expiring))
+    state = ",".join(map("%d:%d:%d".__mod__, sorted(expiring)))
     return EXPIRY_KEY_PREFIX + hashlib.sha256(state.encode()).hexdigest()[:32]
 
 
@@ -535,13 +535,14 @@ def plan_expiry(due: DueLots, now: datetime) -> ExpiryPlan:
     dequeued = list(due.taken)
     if not due.lots:
         return ExpiryPlan(Writes(now), dequeued)
+    lot_ids, account_ids, amounts, reserved = zip(*due.lots, strict=True)
     per_account: dict[int, int] = defaultdict(int)
-    for _lot_id, account_id, credits, _reserved in due.lots:
+    for account_id, credits in zip(account_ids, amounts, strict=True):
         per_account[account_id] += credits
     legs = tuple((account_id, -credits) for account_id, credits in sorted(per_account.items()))
     posting = Posting(
         TransactionKind.EXPIRY,
-        expiry_key((lot_id, credits, reserved) for lot_id, _account_id, credits, reserved in due.lots),
+        expiry_key(zip(lot_ids, amounts, reserved, strict=True)),
         None,
         None,
         None,
@@ -552,8 +553,8 @@ def plan_expiry(due: DueLots, now: datetime) -> ExpiryPlan:
     writes = Writes(
         now,
         postings=[posting],
-        lots=[LotChange(lot_id, -credits, 0, credits) for lot_id, _account_id, credits, _reserved in due.lots],
-        movements=[Movement(lot_id, 0, expiry, -credits) for lot_id, _account_id, credits, _reserved in due.lots],
+        lots=[LotChange(lot_id, -credits, 0, credits) for lot_id, credits in zip(lot_ids, amounts, strict=True)],
+        movements=[Movement(lot_id, 0, expiry, -credits) for lot_id, credits in zip(lot_ids, amounts, strict=True)],
     )
     return ExpiryPlan(writes, dequeued)
 
