@@ -7,10 +7,10 @@ finds on it (spent or reserved in full, it has nothing to expire now).
 
 Works in bounded batches. One call takes up to ``limit`` lots from the queue whose time has come: the soonest, then,
 account by account in the order their first lot falls due, every such lot of each account, so that a customer's
-lots expire together. It posts one expiry transaction for the whole batch: one entry per account (what its lots lost; all a customer sees of
-the batch in its history) and one breakage entry (the batch's total); each lot gets one expiry movement, and its
-``expired_credits`` grow by the same amount (what a clawback of the lot later takes back from breakage). A reserved
-part stays until its hold resolves (see ``plans.plan_settle``).
+lots expire together. It posts one expiry transaction for the whole batch: one entry per account (what its lots
+lost; all a customer sees of the batch in its history) and one breakage entry (the batch's total); each lot gets
+one expiry movement, and its ``expired_credits`` grow by the same amount (what a clawback of the lot later takes
+back from breakage). A reserved part stays until its hold resolves (see ``plans.plan_settle``).
 
 Locks. A customer's operations serialise on the account row, so the batch locks the accounts of its lots, but on
 PostgreSQL it does not wait for them: ``SKIP LOCKED`` passes over an account that a spend or a hold holds right

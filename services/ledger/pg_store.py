@@ -18,8 +18,9 @@ one-row ``MATERIALIZED`` CTE, so that its generic plan costs what a plan for giv
 it instead of planning every execution again.
 
 Lot expiry is set-based here: one statement (pipelined with the transaction's BEGIN) picks a batch from the expiry
-queue and locks its accounts without waiting for a busy one (``SKIP LOCKED``), one reads the lots again under those locks, and one writes the plan (a
-spend's statement, with the lots taken leaving the queue). Clawbacks, reinstatements and the rest are the Core store's (inherited): rare, and not worth SQL of their own.
+queue and locks its accounts without waiting for a busy one (``SKIP LOCKED``), one reads the lots again under those
+locks, and one writes the plan (a spend's statement, with the lots taken leaving the queue). Clawbacks,
+reinstatements and the rest are the Core store's (inherited): rare, and not worth SQL of their own.
 A database error is raised as SQLAlchemy raises what goes through it.
 """
 

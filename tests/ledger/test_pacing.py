@@ -68,7 +68,7 @@ def test_a_short_batch_a_pause_and_a_first_batch_need_no_rest():
 def test_a_rest_is_never_longer_than_the_longest_and_a_failed_batch_counts():
     pacer, fake = paced(0.5)
 
-    def fails() -> None:
+    def fails() -> int:
         fake.batch(30.0)
         raise RuntimeError("batch failed")
 
