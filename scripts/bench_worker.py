@@ -1,6 +1,7 @@
 """Worker benchmark on PostgreSQL: the lot-expiry job expiring 1,000,000 lots, and one-shot spends while it runs.
 
     .venv/bin/python -m scripts.bench_worker [--quick] [--database-url URL] [--clients 1,4] [--seconds S]
+                                             [--due-lots N]
 
 For each spend client count (1 and 4 by default), on a schema seeded afresh:
 
@@ -18,8 +19,9 @@ For each spend client count (1 and 4 by default), on a schema seeded afresh:
 4. Checks that nothing due is left and every expired credit reached breakage once.
 
 Prints one JSON line with a run per client count. Targets: spends keep at least 0.9 of their rate while the job
-runs; the job, which paces itself to leave them that (``services.ledger.tasks``: busy at most
-``LOT_EXPIRY_BUSY_SHARE`` of the time), still expires 1,000,000 lots within 10 minutes (at least 1,667 lots/s); and
+runs; the job, which paces itself to leave them that (``services.ledger.tasks``: busy at most its busy share of the
+time, ``CREDITRAIL_WORKER_LOT_EXPIRY_BUSY_SHARE``, at a minimum rate), still expires 1,000,000 lots within 10
+minutes (at least 1,667 lots/s; ``--due-lots`` measures fewer, the rate then saying how long a million take); and
 at most 30 microseconds of CPU per lot. One client leaves the machine room for the job, so its ratio measures what
 the job does to spends (locks, the WAL, the disk); clients that keep every core busy lose at least the job's share of
 the machine's CPU (``cpu_share_of_machine``), whatever the job does otherwise. It runs on a private PostgreSQL server
@@ -39,7 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
@@ -65,7 +67,6 @@ from services.core.db import make_engine, unit_of_work
 from services.core.settings import Settings
 from services.ledger import spending
 from services.ledger.system_accounts import SystemAccount
-from services.ledger.tasks import LOT_EXPIRY_BUSY_SHARE
 
 ROOT = Path(__file__).resolve().parent.parent
 DATABASE = "creditrail_bench_worker"
@@ -275,13 +276,15 @@ def main(argv: list[str] | None = None) -> int:
         "--clients", type=client_counts, default=(1, 4), help="spend client processes of each run (default 1,4)"
     )
     parser.add_argument("--seconds", type=float, help="seconds of the baseline spend run")
+    parser.add_argument("--due-lots", type=int, help="due lots to expire (default 1,000,000; --quick 50,000)")
     parser.add_argument("--batch-size", type=int, default=Settings().worker_lot_expiry_batch_size)
     parser.add_argument("--check-invariants", action="store_true", help="check every ledger invariant at the end")
     options = parser.parse_args(argv)
     load_start = [round(x, 2) for x in os.getloadavg()]
     with bench_server(options.database_url, DATABASE) as (url, server):
         runs = [run(options, url, clients) for clients in options.clients]
-    sizes = QUICK if options.quick else FULL
+    sizes = _sizes(options)
+    settings = Settings()
     report: dict[str, Any] = {
         "bench": "worker",
         "mode": "quick" if options.quick else "full",
@@ -290,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
         "accounts": sizes.accounts,
         "due_lots": sizes.due_lots,
         "batch_size": options.batch_size,
-        "expiry_busy_share": LOT_EXPIRY_BUSY_SHARE,
+        "expiry_busy_share": settings.worker_lot_expiry_busy_share,
+        "expiry_min_lots_per_s": settings.worker_lot_expiry_min_lots_per_second,
         "cores": os.cpu_count(),
         "runs": runs,
         # The machine is shared: its load when the runs began and ended says how far to trust the figures.
@@ -298,6 +302,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(json.dumps(report, separators=(",", ":")))
     return 0
+
+
+def _sizes(options: argparse.Namespace) -> Sizes:
+    sizes = QUICK if options.quick else FULL
+    return sizes if options.due_lots is None else replace(sizes, due_lots=options.due_lots)
 
 
 def client_counts(value: str) -> tuple[int, ...]:
@@ -309,7 +318,7 @@ def client_counts(value: str) -> tuple[int, ...]:
 
 def run(options: argparse.Namespace, url: URL, clients_count: int) -> dict[str, Any]:
     """One run: a fresh schema, its baseline spends, the expiry with spends beside it, and the checks."""
-    sizes = QUICK if options.quick else FULL
+    sizes = _sizes(options)
     seconds = options.seconds or sizes.seconds
     log(f"run with {clients_count} spend clients")
     engine = fresh_schema(url, SCHEMA)

@@ -248,7 +248,8 @@ def seed_lots(
     now: datetime,
 ) -> None:
     """Mint ``lots`` card lots of ``lot_credits`` each, round-robin over the accounts, as the ledger would: per lot
-    one mint transaction funded by ``funding:card`` (two entries summing to zero), the lot, and its mint movement.
+    one mint transaction funded by ``funding:card`` (two entries summing to zero), the lot, its mint movement and
+    its entry in the expiry queue.
 
     ``expires_sql`` is the lot's expiry as SQL over ``g`` (the lot's number) and ``:now``; every lot was credited
     twelve months before it expires. Generated on the server, so a million lots take seconds.
@@ -291,6 +292,8 @@ def seed_lots(
         "credited_at, expires_at, :first_txn + g, '{}' FROM bench_seed",
         "INSERT INTO lot_movements (lot_id, transaction_id, kind, amount_credits, hold_id, created_at) "
         "SELECT :first_lot + g, :first_txn + g, 'mint', :credits, NULL, credited_at FROM bench_seed",
+        "INSERT INTO lot_expiry_queue (expires_at, lot_id, account_id) "
+        "SELECT expires_at, :first_lot + g, account_id FROM bench_seed",
         "DROP TABLE bench_seed",
     ]
     for statement in statements:

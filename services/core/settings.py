@@ -156,6 +156,11 @@ class Settings(BaseSettings):
     # A batch of lot expiry locks only the accounts of its lots (on PostgreSQL passing over any busy right now), so
     # a large batch costs customers little, and the cost per lot falls with it (one transaction, one statement).
     worker_lot_expiry_batch_size: int = Field(default=2_000, ge=1)
+    # Lot expiry paces itself while it works off a backlog, so that customers' spends beside it keep their rate: it
+    # is busy at most this share of the time (resting between batches), but never so little that it expires fewer
+    # lots a second than the minimum (so that a backlog of a million lots is gone within ten minutes).
+    worker_lot_expiry_busy_share: float = Field(default=0.1, gt=0, le=1)
+    worker_lot_expiry_min_lots_per_second: float = Field(default=2_000.0, gt=0)
     worker_hold_expiry_interval_seconds: float = Field(default=10.0, gt=0)
     worker_hold_expiry_batch_size: int = Field(default=500, ge=1)
     worker_backoff_initial_seconds: float = Field(default=1.0, gt=0)

@@ -29,6 +29,7 @@ from services.ledger.plans import (
     DueLot,
     DueLots,
     Existing,
+    ExpiryPlan,
     HoldPlan,
     HoldRequest,
     HoldRow,
@@ -118,13 +119,14 @@ class CoreStore:
         if not picked:
             return DueLots(0, [])
         repo.lock_accounts(self.session, (row.account_id for row in picked))
+        taken = sorted(row.lot_id for row in picked)
         # Read again under the locks: a hold or a spend may have changed them since.
-        current = self.session.execute(_current_due_stmt, {"now": now, "ids": [row.id for row in picked]}).all()
-        return DueLots(len(picked), [DueLot(*row) for row in current])
+        current = self.session.execute(_current_due_stmt, {"now": now, "ids": taken}).all()
+        return DueLots(len(picked), [DueLot(*row) for row in current], taken)
 
     def _pick(self, now: datetime, limit: int) -> list[Any]:
-        """The soonest lot due, then, account by account in the order their first lot falls due, every lot due of
-        each account, up to ``limit`` lots."""
+        """The soonest lot in the expiry queue whose time has come, then, account by account in the order their
+        first lot falls due, every lot of each account whose time has come, up to ``limit`` lots."""
         soonest = self.session.execute(_soonest_stmt, {"now": now, "limit": limit})
         accounts = dict.fromkeys(row.account_id for row in soonest)
         picked: list[Any] = []
@@ -145,8 +147,10 @@ class CoreStore:
         assert lot_id is not None
         return lot_id, transaction_ids[0]
 
-    def write_expiry(self, writes: Writes) -> int:
-        return self.write(writes)[0][0]
+    def write_expiry(self, plan: ExpiryPlan) -> int | None:
+        transaction_ids, _ = self.write(plan.writes)
+        repo.dequeue_lots(self.session, plan.dequeued)
+        return transaction_ids[0] if transaction_ids else None
 
     def write_clawback(self, plan: ClawbackPlan) -> int:
         return self.write(plan.writes)[0][0]
@@ -211,7 +215,9 @@ class CoreStore:
             transaction_ids.append(self._post(posting, now, transaction_ids))
         lot_id: int | None = None
         if writes.new_lot is not None:
-            lot_id = repo.insert_lot(session, {**writes.new_lot, "mint_transaction_id": transaction_ids[0]})
+            lot = writes.new_lot
+            lot_id = repo.insert_lot(session, {**lot, "mint_transaction_id": transaction_ids[0]})
+            repo.enqueue_lot(session, lot_id, lot["account_id"], lot["expires_at"])
         new_lot = lot_id or 0
         repo.change_lots(session, writes.lots)
         repo.insert_movements(
@@ -252,16 +258,19 @@ class CoreStore:
 
 
 _now = bindparam("now", type_=UTCDateTime)
-_due = (lots.c.remaining_credits > lots.c.reserved_credits, lots.c.expires_at <= _now)
+queue = repo.expiry_queue
 
 _soonest_stmt = (
-    select(lots.c.id, lots.c.account_id).where(*_due).order_by(lots.c.expires_at, lots.c.id).limit(bindparam("limit"))
+    select(queue.c.lot_id, queue.c.account_id)
+    .where(queue.c.expires_at <= _now)
+    .order_by(queue.c.expires_at, queue.c.lot_id)
+    .limit(bindparam("limit"))
 )
 
 _account_due_stmt = (
-    select(lots.c.id, lots.c.account_id)
-    .where(lots.c.account_id == bindparam("account_id"), *_due)
-    .order_by(lots.c.expires_at, lots.c.id)
+    select(queue.c.lot_id, queue.c.account_id)
+    .where(queue.c.account_id == bindparam("account_id"), queue.c.expires_at <= _now)
+    .order_by(queue.c.expires_at, queue.c.lot_id)
     .limit(bindparam("limit"))
 )
 
@@ -272,6 +281,10 @@ _current_due_stmt = (
         (lots.c.remaining_credits - lots.c.reserved_credits).label("amount"),
         lots.c.reserved_credits,
     )
-    .where(lots.c.id.in_(bindparam("ids", expanding=True)), *_due)
+    .where(
+        lots.c.id.in_(bindparam("ids", expanding=True)),
+        lots.c.remaining_credits > lots.c.reserved_credits,
+        lots.c.expires_at <= _now,
+    )
     .order_by(lots.c.id)
 )

@@ -1,11 +1,16 @@
 """Lot expiry: when a lot's time comes, its unreserved remainder moves to breakage.
 
-Works in bounded batches. One call takes up to ``limit`` lots due: the soonest lot due, then, account by account in
-the order their first lot falls due, every lot due of each account, so that a customer's lots expire together. It
-posts one expiry transaction for the whole batch: one entry per account (what its lots lost; all a customer sees of
-the batch in its history) and one breakage entry (the batch's total); each lot gets one expiry movement, and its
-``expired_credits`` grow by the same amount (what a clawback of the lot later takes back from breakage). A reserved
-part stays until its hold resolves (see ``plans.plan_settle``).
+The queue. Every lot has a row in ``lot_expiry_queue`` from its mint until the batch that deals with its time:
+the job reads the queue, not the lots, so that expiring a lot changes no column an index of lots names (on
+PostgreSQL the update is then HOT: no index gets a new entry). A lot the batch takes leaves the queue whatever it
+finds on it (spent or reserved in full, it has nothing to expire now).
+
+Works in bounded batches. One call takes up to ``limit`` lots from the queue whose time has come: the soonest, then,
+account by account in the order their first lot falls due, every such lot of each account, so that a customer's
+lots expire together. It posts one expiry transaction for the whole batch: one entry per account (what its lots
+lost; all a customer sees of the batch in its history) and one breakage entry (the batch's total); each lot gets
+one expiry movement, and its ``expired_credits`` grow by the same amount (what a clawback of the lot later takes
+back from breakage). A reserved part stays until its hold resolves (see ``plans.plan_settle``).
 
 Locks. A customer's operations serialise on the account row, so the batch locks the accounts of its lots, but on
 PostgreSQL it does not wait for them: ``SKIP LOCKED`` passes over an account that a spend or a hold holds right
@@ -16,10 +21,10 @@ The commit does not wait for the disk (a batch lost in a crash is simply due aga
 depends on it flushes it first): call it in a transaction of its own, as the job does. On SQLite the
 transaction's write lock excludes every other writer already.
 
-Idempotency. The state is the cursor: a lot is due while ``remaining > reserved`` and its time has come, so a batch
-killed before its commit leaves nothing behind, and a rerun picks up exactly what is left. The job takes a lot's
-unreserved remainder once: after that, whatever frees credits on the lot expires them at once in its own
-transaction (a hold resolving, a reinstatement), so the lot is never due again. The transaction's key is derived
+Idempotency. The queue is the cursor, changed in the batch's own transaction: a batch killed before its commit
+leaves nothing behind, and a rerun picks up exactly what is left. The job takes a lot's unreserved remainder once:
+after that, whatever frees credits on the lot expires them at once in its own transaction (a hold resolving, a
+reinstatement), so the lot is never due again. The transaction's key is derived
 from what it expires (each lot's id, the credits it expires and its reserved credits), so the same expiry can
 never be posted twice.
 """
@@ -56,9 +61,9 @@ def expire_lots(session: Session, *, now: datetime | None = None, limit: int = 5
     now = now or utcnow()
     store = store_for(session)
     due = store.lock_due_lots(now, limit)
-    if not due.lots:
+    if not due.taken:
         return ExpiryBatch(0, 0, 0, due.examined)
-    transaction_id = store.write_expiry(plan_expiry(due.lots, now))
+    transaction_id = store.write_expiry(plan_expiry(due, now))
     accounts = len({lot.account_id for lot in due.lots})
     credits = sum(lot.amount_credits for lot in due.lots)
     return ExpiryBatch(len(due.lots), credits, accounts, due.examined, transaction_id)

@@ -9,6 +9,8 @@
 7. Nothing is drawn from an expired lot: no spend after expiry; no capture of a reservation made after expiry.
 8. The breakage account holds exactly the lots' expired credits.
 9. Each external payment mints at most once (one lot per rail and reference, one mint transaction per lot).
+10. A lot with an unreserved remainder is in the expiry queue (at its own expiry time), so that it expires when its
+    time comes.
 """
 
 from __future__ import annotations
@@ -208,6 +210,22 @@ def _single_mint(session: Session, limit: int) -> list[Violation]:
     return out
 
 
+def _queued_for_expiry(session: Session, limit: int) -> list[Violation]:
+    lots, queue = repo.lots, repo.expiry_queue
+    queued = select(queue.c.lot_id).where(queue.c.lot_id == lots.c.id, queue.c.expires_at == lots.c.expires_at)
+    stmt = select(lots.c.id, lots.c.remaining_credits, lots.c.reserved_credits).where(
+        lots.c.remaining_credits > lots.c.reserved_credits, ~queued.exists()
+    )
+    return [
+        Violation(
+            "unreserved_lot_queued_for_expiry",
+            f"lot {r.id}",
+            f"remaining {r.remaining_credits}, reserved {r.reserved_credits}, not in the expiry queue",
+        )
+        for r in session.execute(stmt.limit(limit))
+    ]
+
+
 _CHECKS: tuple[Any, ...] = (
     _unbalanced_transactions,
     _platform_sum,
@@ -218,4 +236,5 @@ _CHECKS: tuple[Any, ...] = (
     _expired_draws,
     _breakage,
     _single_mint,
+    _queued_for_expiry,
 )

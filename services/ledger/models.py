@@ -168,6 +168,10 @@ class LedgerEntry(SQLModel, table=True):
     )
 
 
+# Lots' pages are filled to this percentage by inserts, the rest left for updated versions of their rows.
+LOTS_FILLFACTOR = 85
+
+
 class Lot(SQLModel, table=True):
     __tablename__ = "lots"
 
@@ -199,28 +203,35 @@ class Lot(SQLModel, table=True):
         ),
         CheckConstraint("clawed_back_credits >= 0", name="ck_lots_clawed_back_nonnegative"),
         CheckConstraint("expired_credits >= 0", name="ck_lots_expired_nonnegative"),
-        # Draw-down order over the lots that still hold credits.
-        Index(
-            "ix_lots_drawable",
-            "account_id",
-            "expires_at",
-            "credited_at",
-            "id",
-            sqlite_where=text("remaining_credits > 0"),
-            postgresql_where=text("remaining_credits > 0"),
-        ),
-        # The expiry job's queue: lots with an unreserved remainder, by expiry time.
-        Index(
-            "ix_lots_expiry_queue",
-            "expires_at",
-            "id",
-            sqlite_where=text("remaining_credits > reserved_credits"),
-            postgresql_where=text("remaining_credits > reserved_credits"),
-        ),
+        # Draw-down order. No index of lots names a column that a spend, a hold or expiry changes (not even in a
+        # predicate), so that their updates are HOT on PostgreSQL: the new row version stays on its page and no
+        # index gets a new entry. The expiry job's queue is a table of its own (``lot_expiry_queue``).
+        Index("ix_lots_drawable", "account_id", "expires_at", "credited_at", "id"),
+        # Lots by expiry time (alerts about credits expiring soon).
+        Index("ix_lots_expires", "expires_at", "id"),
         Index("ix_lots_account_credited", "account_id", "credited_at"),
         # A rail's lots by the time they were credited (finance's reports and reconciliation of a period).
         Index("ix_lots_rail_credited", "rail", "credited_at"),
+        # Room on each page for the new versions of its rows (HOT updates need it; PostgreSQL only).
+        {"postgresql_with": {"fillfactor": LOTS_FILLFACTOR}},
     )
+
+
+class LotExpiryQueue(SQLModel, table=True):
+    """The lots whose time the expiry job has yet to deal with: a lot's row is written with the lot (its mint) and
+    removed by the expiry batch that takes the lot once its time has come, whatever it finds on it then (its
+    unreserved remainder expires; what is reserved expires when its hold resolves, and credits a lot gets back
+    later expire at once). The job reads this queue rather than the lots, so that expiring a lot changes nothing
+    that an index of lots names. Lots are never deleted, so ``lot_id`` needs no foreign key to stay true."""
+
+    __tablename__ = "lot_expiry_queue"
+
+    expires_at: datetime = Field(sa_type=UTCDateTime, primary_key=True)
+    lot_id: int = Field(sa_type=BigInteger, primary_key=True)
+    account_id: int = Field(sa_type=BigInteger)
+
+    # An account's lots in the queue, soonest first (a batch takes every due lot of the accounts it reaches).
+    __table_args__ = (Index("ix_lot_expiry_queue_account", "account_id", "expires_at", "lot_id"),)
 
 
 class LotMovement(SQLModel, table=True):

@@ -20,9 +20,10 @@ are SQL text built once, which psycopg prepares on the server after a few uses; 
 one-row ``MATERIALIZED`` CTE, so that its generic plan costs what a plan for given values does and the server keeps
 it instead of planning every execution again.
 
-Lot expiry is set-based here: one statement picks a batch and locks its accounts without waiting for a busy one
-(``SKIP LOCKED``), one reads the lots again under those locks, and the plan's write is the same statement a spend's
-is. Clawbacks, reinstatements and the rest are the Core store's (inherited): rare, and not worth SQL of their own.
+Lot expiry is set-based here: one statement (pipelined with the transaction's BEGIN) picks a batch from the expiry
+queue and locks its accounts without waiting for a busy one (``SKIP LOCKED``), one reads the lots again under those
+locks, and one writes the plan (a spend's statement, with the lots taken leaving the queue). Clawbacks,
+reinstatements and the rest are the Core store's (inherited): rare, and not worth SQL of their own.
 A database error is raised as SQLAlchemy raises what goes through it.
 """
 
@@ -58,6 +59,7 @@ from services.ledger.plans import (
     DueLot,
     DueLots,
     Existing,
+    ExpiryPlan,
     HoldPlan,
     HoldRequest,
     HoldRow,
@@ -287,13 +289,19 @@ _DRAW_SQL = _statement(
     final="SELECT id FROM posted ORDER BY n",
 )
 
-# An expiry batch: a posting, lot changes, movements.
+# An expiry batch: the lots taken leave the expiry queue (their entries found by the lots' own expiry times); a
+# posting, lot changes, movements (none of them when no lot taken was due).
 _EXPIRY_SQL = _statement(
-    _WRITES_VALUES,
+    _WRITES_VALUES + ",\n    %(dequeued)s::bigint[] AS dequeued",
     _POSTINGS,
     _LOT_CHANGES,
     _MOVEMENTS.format(new_lot="NULL"),
-    final="SELECT id FROM posted ORDER BY n",
+    """
+dequeued AS (
+    DELETE FROM lot_expiry_queue AS queue USING p, lots
+    WHERE lots.id = ANY(p.dequeued) AND queue.expires_at = lots.expires_at AND queue.lot_id = lots.id
+)""",
+    final="SELECT (SELECT id FROM posted WHERE n = 1)",
 )
 
 _LOT_VALUES = """,
@@ -303,7 +311,7 @@ _LOT_VALUES = """,
     %(remaining_credits)s::bigint AS remaining_credits, %(credited_at)s::timestamptz AS credited_at,
     %(expires_at)s::timestamptz AS expires_at, %(lot_details)s::json AS lot_details"""
 
-# A mint: a posting, a new lot minted by it, its movements, the account's debt.
+# A mint: a posting, a new lot minted by it (and its entry in the expiry queue), its movements, the account's debt.
 _MINT_SQL = _statement(
     _WRITES_VALUES + _LOT_VALUES,
     _POSTINGS,
@@ -316,6 +324,9 @@ new_lot AS (
            p.credits, p.remaining_credits, 0, 0, 0, p.credited_at, p.expires_at, posted.id, p.lot_details
     FROM p, posted WHERE posted.n = 1
     RETURNING id
+), queued AS (
+    INSERT INTO lot_expiry_queue (expires_at, lot_id, account_id)
+    SELECT p.expires_at, new_lot.id, p.lot_account FROM p, new_lot
 )""",
     _MOVEMENTS.format(new_lot="(SELECT id FROM new_lot)"),
     _DEBT,
@@ -461,27 +472,25 @@ def _budget_params(params: dict[str, Any], api_key_id: int | None, project: str 
 
 # --- expiry ------------------------------------------------------------------------------------------------
 
-# The soonest lots due, and for each that is its account's first lot due, all of that account's lots due (soonest
-# first), until the batch is full. A nested loop read lazily: it stops as soon as the batch is full, so a backlog of
-# many lots per account reads only the accounts it takes.
+# The soonest lots in the expiry queue whose time has come, and for each that is its account's first, all of that
+# account's lots whose time has come (soonest first), until the batch is full. A nested loop read lazily: it stops
+# as soon as the batch is full, so a backlog of many lots per account reads only the accounts it takes.
 _PICK = """
-SELECT l.id, l.account_id
+SELECT l.lot_id AS id, l.account_id
 FROM (
-    SELECT id, account_id, expires_at FROM lots
-    WHERE remaining_credits > reserved_credits AND expires_at <= %(now)s
-    ORDER BY expires_at, id LIMIT %(limit)s
+    SELECT lot_id, account_id, expires_at FROM lot_expiry_queue
+    WHERE expires_at <= %(now)s
+    ORDER BY expires_at, lot_id LIMIT %(limit)s
 ) AS first_due
 CROSS JOIN LATERAL (
-    SELECT id, account_id FROM lots
-    WHERE account_id = first_due.account_id AND remaining_credits > 0 AND remaining_credits > reserved_credits
-      AND expires_at <= %(now)s
-    ORDER BY expires_at, id LIMIT %(limit)s
+    SELECT lot_id, account_id FROM lot_expiry_queue
+    WHERE account_id = first_due.account_id AND expires_at <= %(now)s
+    ORDER BY expires_at, lot_id LIMIT %(limit)s
 ) AS l
 WHERE NOT EXISTS (
-    SELECT FROM lots AS sooner
-    WHERE sooner.account_id = first_due.account_id AND sooner.remaining_credits > 0
-      AND sooner.remaining_credits > sooner.reserved_credits AND sooner.expires_at <= first_due.expires_at
-      AND (sooner.expires_at, sooner.id) < (first_due.expires_at, first_due.id)
+    SELECT FROM lot_expiry_queue AS sooner
+    WHERE sooner.account_id = first_due.account_id
+      AND (sooner.expires_at, sooner.lot_id) < (first_due.expires_at, first_due.lot_id)
 )
 LIMIT %(limit)s
 """
@@ -496,7 +505,8 @@ WITH settings AS MATERIALIZED (
     SELECT set_config('synchronous_commit', 'off', true), set_config('plan_cache_mode', 'force_generic_plan', true)
 ), picked AS MATERIALIZED ({_PICK}
 ), locked AS MATERIALIZED (
-    SELECT id FROM accounts WHERE id IN (SELECT account_id FROM picked) AND EXISTS (SELECT FROM settings)
+    SELECT id FROM accounts
+    WHERE id = ANY(ARRAY(SELECT DISTINCT account_id FROM picked)) AND EXISTS (SELECT FROM settings)
     ORDER BY id FOR NO KEY UPDATE SKIP LOCKED
 )
 SELECT (SELECT count(*) FROM picked) AS examined,
@@ -647,7 +657,10 @@ class PgStore(CoreStore):
     def lock_due_lots(self, now: datetime, limit: int) -> DueLots:
         params: dict[str, Any] = {"now": aware(now), "limit": limit}
         with translated():
-            examined, picked, accounts, mine = self.conn.execute(_PICK_AND_LOCK_SQL, params).fetchone() or (0,)
+            cursor = self.conn.cursor()
+            with pipeline(self.conn):  # the transaction's BEGIN travels with the pick
+                cursor.execute(_PICK_AND_LOCK_SQL, params)
+            examined, picked, accounts, mine = cursor.fetchone() or (0, None, None, None)
             if not examined:
                 return DueLots(0, [])
             if mine is None:
@@ -656,9 +669,10 @@ class PgStore(CoreStore):
             params["lots"] = bigint_array(mine)
             columns = self.conn.execute(_DUE_NOW_SQL, params).fetchone()
         assert columns is not None
+        taken = list(mine)
         if columns[0] is None:
-            return DueLots(examined, [])
-        return DueLots(examined, list(map(DueLot._make, zip(*columns, strict=True))))
+            return DueLots(examined, [], taken)
+        return DueLots(examined, list(map(DueLot._make, zip(*columns, strict=True))), taken)
 
     # --- writes ------------------------------------------------------------------------------------------------
 
@@ -672,9 +686,12 @@ class PgStore(CoreStore):
         _only(plan.writes, postings=True, lots=True, movements=True, budgets=True)
         return int(self._write(_DRAW_SQL, _writes_params(plan.writes))[0])
 
-    def write_expiry(self, writes: Writes) -> int:
-        _only(writes, postings=True, lots=True, movements=True)
-        return int(self._write(_EXPIRY_SQL, _writes_params(writes))[0])
+    def write_expiry(self, plan: ExpiryPlan) -> int | None:
+        _only(plan.writes, postings=True, lots=True, movements=True)
+        params = _writes_params(plan.writes)
+        params["dequeued"] = bigint_array(plan.dequeued)
+        transaction_id = self._write(_EXPIRY_SQL, params)[0]
+        return None if transaction_id is None else int(transaction_id)
 
     def write_mint(self, plan: MintPlan) -> tuple[int, int]:
         writes = plan.writes

@@ -164,11 +164,13 @@ class DueLot(NamedTuple):
 
 
 class DueLots(NamedTuple):
-    """An expiry batch's lots, read under their accounts' locks; ``examined`` counts every lot picked, those of
-    accounts passed over included."""
+    """An expiry batch, read under its accounts' locks: ``taken``, the ids of the lots it took from the expiry queue
+    (every lot picked of the accounts locked, in id order), and of those the ``lots`` due, with an unreserved
+    remainder to expire; ``examined`` counts every lot picked, those of accounts passed over included."""
 
     examined: int
     lots: list[DueLot]
+    taken: list[int] = []
 
 
 # --- plans -------------------------------------------------------------------------------------------------
@@ -213,8 +215,9 @@ class LotChange(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class Writes:
     """Every row an operation writes, in the order each table gets its new rows: the journal transactions, a new
-    lot (a mint's), changes to lots (at most one per lot), lot movements (``lot_id`` None: the new lot), budget
-    usage counted or given back (budget id, period start, signed credits), and an account's new debt."""
+    lot (a mint's, with its entry in the expiry queue), changes to lots (at most one per lot), lot movements
+    (``lot_id`` None: the new lot), budget usage counted or given back (budget id, period start, signed credits),
+    and an account's new debt."""
 
     now: datetime
     postings: list[Posting] = field(default_factory=list)
@@ -254,6 +257,15 @@ class SettlePlan:
     # Index in the postings of the capture's transaction, if there is one.
     capture_posting: int | None
     writes: Writes
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiryPlan:
+    """An expiry batch: the lots it took leave the expiry queue (``dequeued``, lot ids), and ``writes`` expire the
+    unreserved remainder of those due (nothing when none is)."""
+
+    writes: Writes
+    dequeued: list[int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -512,20 +524,25 @@ def plan_settle(hold: LockedHold, capture_credits: int, now: datetime, status: s
 
 def expiry_key(expiring: Iterable[tuple[int, int, int]]) -> str:
     """The idempotency key of the expiry of (lot id, credits expiring, reserved credits)."""
-    state = ",".join(f"{lot_id}:{amount}:{reserved}" for lot_id, amount, reserved in sorted(expiring))
+    state = ",".join(map("%d:%d:%d".__mod__, sorted(expiring)))
     return EXPIRY_KEY_PREFIX + hashlib.sha256(state.encode()).hexdigest()[:32]
 
 
-def plan_expiry(due: Sequence[DueLot], now: datetime) -> Writes:
-    """One transaction for a batch of lots due (in lot id order): an entry per account (what its lots lost), one
-    to breakage (the total), and per lot its remainder moved to expired with a movement."""
+def plan_expiry(due: DueLots, now: datetime) -> ExpiryPlan:
+    """The lots taken leave the expiry queue; for those due (in lot id order), one transaction: an entry per account
+    (what its lots lost), one to breakage (the total), and per lot its remainder moved to expired with a
+    movement."""
+    dequeued = list(due.taken)
+    if not due.lots:
+        return ExpiryPlan(Writes(now), dequeued)
+    lot_ids, account_ids, amounts, reserved = zip(*due.lots, strict=True)
     per_account: dict[int, int] = defaultdict(int)
-    for _lot_id, account_id, credits, _reserved in due:
+    for account_id, credits in zip(account_ids, amounts, strict=True):
         per_account[account_id] += credits
     legs = tuple((account_id, -credits) for account_id, credits in sorted(per_account.items()))
     posting = Posting(
         TransactionKind.EXPIRY,
-        expiry_key((lot_id, credits, reserved) for lot_id, _account_id, credits, reserved in due),
+        expiry_key(zip(lot_ids, amounts, reserved, strict=True)),
         None,
         None,
         None,
@@ -533,12 +550,13 @@ def plan_expiry(due: Sequence[DueLot], now: datetime) -> Writes:
         (*legs, (SystemAccount.BREAKAGE, sum(per_account.values()))),
     )
     expiry = MovementKind.EXPIRY
-    return Writes(
+    writes = Writes(
         now,
         postings=[posting],
-        lots=[LotChange(lot_id, -credits, 0, credits) for lot_id, _account_id, credits, _reserved in due],
-        movements=[Movement(lot_id, 0, expiry, -credits) for lot_id, _account_id, credits, _reserved in due],
+        lots=[LotChange(lot_id, -credits, 0, credits) for lot_id, credits in zip(lot_ids, amounts, strict=True)],
+        movements=[Movement(lot_id, 0, expiry, -credits) for lot_id, credits in zip(lot_ids, amounts, strict=True)],
     )
+    return ExpiryPlan(writes, dequeued)
 
 
 def clawback_key(idempotency_key: str) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, exists, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, delete, exists, func, insert, or_, select, tuple_, update
 from sqlmodel import Session
 
 from services.core.db import table_of
@@ -28,6 +28,7 @@ from services.ledger.models import (
     LedgerEntry,
     LedgerTransaction,
     Lot,
+    LotExpiryQueue,
     LotMovement,
 )
 from services.ledger.plans import LotChange
@@ -37,6 +38,7 @@ accounts = table_of(Account)
 transactions = table_of(LedgerTransaction)
 entries = table_of(LedgerEntry)
 lots = table_of(Lot)
+expiry_queue = table_of(LotExpiryQueue)
 movements = table_of(LotMovement)
 holds = table_of(Hold)
 allocations = table_of(HoldAllocation)
@@ -227,6 +229,20 @@ def transaction_entries(session: Session, transaction_id: int) -> list[EntryAmou
 
 def insert_lot(session: Session, values: dict[str, Any]) -> int:
     return int(session.execute(insert(lots).values(**values).returning(lots.c.id)).scalar_one())
+
+
+def enqueue_lot(session: Session, lot_id: int, account_id: int, expires_at: datetime) -> None:
+    """The lot's entry in the expiry queue (written with the lot)."""
+    session.execute(insert(expiry_queue).values(expires_at=expires_at, lot_id=lot_id, account_id=account_id))
+
+
+def dequeue_lots(session: Session, lot_ids: Sequence[int]) -> None:
+    """The lots' entries leave the expiry queue (found by the lots' own expiry times)."""
+    if lot_ids:
+        queued = select(lots.c.expires_at, lots.c.id).where(lots.c.id.in_(lot_ids))
+        session.execute(
+            delete(expiry_queue).where(tuple_(expiry_queue.c.expires_at, expiry_queue.c.lot_id).in_(queued))
+        )
 
 
 def get_lot(session: Session, lot_id: int) -> LotRow | None:

@@ -47,6 +47,7 @@ from services.ledger.plans import (
     DrawPlan,
     DrawRequest,
     DueLots,
+    ExpiryPlan,
     HoldPlan,
     HoldRequest,
     HoldRow,
@@ -54,7 +55,6 @@ from services.ledger.plans import (
     MintPlan,
     MintRequest,
     SettlePlan,
-    Writes,
 )
 
 
@@ -84,8 +84,8 @@ class LedgerStore(Protocol):
         ...
 
     def lock_due_lots(self, now: datetime, limit: int) -> DueLots:
-        """Up to ``limit`` lots due as of ``now`` (the soonest, then every lot due of each account in turn), their
-        accounts locked in id order, read again under the locks."""
+        """Up to ``limit`` lots of the expiry queue whose time has come as of ``now`` (the soonest, then every such
+        lot of each account in turn), their accounts locked in id order, read again under the locks."""
         ...
 
     def write_draw(self, plan: DrawPlan) -> int:
@@ -100,8 +100,8 @@ class LedgerStore(Protocol):
 
     def write_settle(self, plan: SettlePlan) -> HoldRow: ...
 
-    def write_expiry(self, writes: Writes) -> int:
-        """Returns the transaction's id."""
+    def write_expiry(self, plan: ExpiryPlan) -> int | None:
+        """Returns the transaction's id (None when no lot taken was due)."""
         ...
 
     def write_clawback(self, plan: ClawbackPlan) -> int:

@@ -209,6 +209,37 @@ def test_lot_sharing_another_lots_mint_transaction_is_reported(engine, busy_ledg
     }
 
 
+def test_a_lot_with_credits_left_that_would_never_expire_is_reported(engine, busy_ledger):
+    _, _, lot_id, _ = busy_ledger
+    execute(engine, "DELETE FROM lot_expiry_queue WHERE lot_id = :lot", lot=lot_id)
+
+    found = violations(engine)
+    assert [(v.invariant, v.subject) for v in found] == [("unreserved_lot_queued_for_expiry", f"lot {lot_id}")]
+
+
+def test_a_lot_leaves_the_expiry_queue_once_its_time_is_dealt_with(engine):
+    account_id = new_account(engine)
+    spent = grant_credits(engine, account_id, 10, expires_at=T0 + timedelta(days=1))
+    kept = grant_credits(engine, account_id, 20, expires_at=T0 + timedelta(days=2))
+    with unit_of_work(engine) as session:
+        spend(session, account_id=account_id, amount_credits=10, idempotency_key="s", now=T0)
+
+    def queued() -> list[int]:
+        with unit_of_work(engine) as session:
+            return list(session.execute(text("SELECT lot_id FROM lot_expiry_queue ORDER BY lot_id")).scalars())
+
+    assert queued() == [spent.lot_id, kept.lot_id]  # a spent lot stays until its time
+    with unit_of_work(engine) as session:
+        batch = expire_lots(session, now=T0 + timedelta(days=1))
+    # Nothing left on the lot to expire: it leaves the queue without a transaction.
+    assert (batch.lots_expired, batch.lots_examined, batch.transaction_id) == (0, 1, None)
+    assert queued() == [kept.lot_id]
+    with unit_of_work(engine) as session:
+        assert expire_lots(session, now=T0 + timedelta(days=2)).lots_expired == 1
+    assert queued() == []
+    assert violations(engine) == []
+
+
 def test_check_reports_at_most_the_limit_per_check(engine, busy_ledger):
     with unit_of_work(engine) as session:
         for n in range(3):

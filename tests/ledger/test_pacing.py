@@ -9,8 +9,9 @@ import pytest
 from sqlmodel import Session
 
 from services.core.db import unit_of_work
+from services.core.settings import Settings
 from services.ledger import tasks
-from services.ledger.tasks import LONGEST_REST_SECONDS, PACED_BATCH_SECONDS, Pacer
+from services.ledger.tasks import LONGEST_REST_SECONDS, PACED_BATCH_SECONDS, PacedBatch, Pacer
 from tests.ledger.support import T0, ledger_balance, mint_card, new_account
 
 
@@ -28,14 +29,14 @@ class FakeTime:
         self.rests.append(seconds)
         self.now += seconds
 
-    def batch(self, seconds: float) -> float:
+    def batch(self, seconds: float, items: int = 1) -> int:
         self.now += seconds
-        return seconds
+        return items
 
 
-def paced(share: float) -> tuple[Pacer, FakeTime]:
+def paced(share: float, min_rate: float | None = None) -> tuple[Pacer, FakeTime]:
     fake = FakeTime()
-    return Pacer(share, clock=fake.clock, sleep=fake.sleep), fake
+    return Pacer(share, min_rate=min_rate, clock=fake.clock, sleep=fake.sleep), fake
 
 
 def test_batches_back_to_back_are_busy_their_share_of_the_time():
@@ -67,14 +68,46 @@ def test_a_short_batch_a_pause_and_a_first_batch_need_no_rest():
 def test_a_rest_is_never_longer_than_the_longest_and_a_failed_batch_counts():
     pacer, fake = paced(0.5)
 
-    def fails() -> None:
+    def fails() -> int:
         fake.batch(30.0)
         raise RuntimeError("batch failed")
 
     with pytest.raises(RuntimeError):
         pacer.work(fails)
     assert pacer.rest() == LONGEST_REST_SECONDS
-    assert Pacer(1.0, clock=fake.clock, sleep=fake.sleep).work(lambda: fake.batch(1.0)) == 1.0
+    assert Pacer(1.0, clock=fake.clock, sleep=fake.sleep).work(lambda: fake.batch(1.0, 7)) == 7
+
+
+def test_the_minimum_rate_shortens_a_rest_the_busy_share_would_ask_for():
+    pacer, fake = paced(0.1, min_rate=2_000)
+    # A batch of 2,000 items in 0.05 s: the share asks for 0.45 s of rest, the rate allows 0.95 s.
+    pacer.work(lambda: fake.batch(0.05, 2_000))
+    assert pacer.rest() == pytest.approx(0.45)
+    # Slowed down to 0.4 s: the share would ask for 3.6 s, but 2,000 items a second allow only 0.6 s.
+    pacer.work(lambda: fake.batch(0.4, 2_000))
+    assert pacer.rest() == pytest.approx(0.6)
+    # Slower than the rate itself: no rest at all.
+    pacer.work(lambda: fake.batch(1.5, 2_000))
+    assert pacer.rest() == 0.0
+
+
+def test_a_failed_batch_rests_by_the_busy_share_alone():
+    pacer, fake = paced(0.5, min_rate=1_000)
+
+    def fails() -> int:
+        fake.batch(0.2)
+        raise RuntimeError("batch failed")
+
+    with pytest.raises(RuntimeError):
+        pacer.work(fails)
+    assert pacer.rest() == pytest.approx(0.2)
+
+
+def test_the_lot_expiry_job_is_paced_by_its_settings():
+    job = tasks.lot_expiry_job(Settings(worker_lot_expiry_busy_share=0.3, worker_lot_expiry_min_lots_per_second=5_000))
+    assert isinstance(job.batch, PacedBatch)
+    assert (job.batch.pacer.share, job.batch.pacer.min_rate) == (0.3, 5_000)
+    assert job.batch.batch is tasks.expire_lots_batch
 
 
 @pytest.mark.parametrize("share", [0, -0.5, 1.5])
@@ -83,7 +116,23 @@ def test_a_busy_share_is_a_fraction(share):
         Pacer(share)
 
 
-def test_the_expiry_job_rests_before_its_batch_opens_anything(engine, monkeypatch):
+@pytest.mark.parametrize("min_rate", [0, -1.0])
+def test_a_minimum_rate_is_positive(min_rate):
+    with pytest.raises(ValueError, match="minimum rate"):
+        Pacer(0.5, min_rate=min_rate)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("BUSY_SHARE", "0"), ("BUSY_SHARE", "1.5"), ("MIN_LOTS_PER_SECOND", "0")],
+)
+def test_settings_refuse_a_pace_that_is_no_pace(monkeypatch, name, value):
+    monkeypatch.setenv(f"CREDITRAIL_WORKER_LOT_EXPIRY_{name}", value)
+    with pytest.raises(ValueError, match=name.lower()):
+        Settings()
+
+
+def test_the_expiry_job_rests_before_its_batch_opens_anything(engine):
     accounts = [new_account(engine) for _ in range(3)]
     for account_id in accounts:
         for n in range(2):
@@ -100,12 +149,12 @@ def test_the_expiry_job_rests_before_its_batch_opens_anything(engine, monkeypatc
         fake.now += 0.05  # every batch seems to take 50 ms
         return fake.now
 
-    monkeypatch.setattr(tasks, "_lot_expiry_pacer", Pacer(0.25, clock=clock, sleep=sleep))
+    batch = PacedBatch(tasks.expire_lots_batch, Pacer(0.25, clock=clock, sleep=sleep))
     examined = []
     for _ in range(4):
         with unit_of_work(engine) as session:
             session_of_batch.append(session)
-            examined.append(tasks.expire_lots_batch(session, T0, 2))
+            examined.append(batch(session, T0, 2))
     assert examined == [2, 2, 2, 0]
     assert [ledger_balance(engine, account_id) for account_id in accounts] == [0, 0, 0]
     # Three rests (after each batch of 50 ms: three times that, less the clock's own reading), none of them with

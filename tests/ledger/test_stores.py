@@ -758,7 +758,7 @@ CASES: dict[str, StoreCase] = {
     ),
     "write_expiry": locked_then_written(
         lambda s, ledger: s.lock_due_lots(ledger.now + timedelta(days=400), 10),
-        lambda s, ledger, due: s.write_expiry(plan_expiry(due.lots, ledger.now + timedelta(days=400))),
+        lambda s, ledger, due: s.write_expiry(plan_expiry(due, ledger.now + timedelta(days=400))),
     ),
 }
 

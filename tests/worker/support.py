@@ -88,6 +88,11 @@ def seed_lots(
             "SELECT :l0 + n, :t0 + n, 'mint', :credits, NULL, :credited_at FROM g",
             lots,
         ),
+        (
+            numbers + "INSERT INTO lot_expiry_queue (expires_at, lot_id, account_id) "
+            "SELECT :expires_at, :l0 + n, :a0 + n % :accounts FROM g",
+            lots,
+        ),
     ]
     with engine.begin() as conn:
         base = {
