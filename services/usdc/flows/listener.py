@@ -418,6 +418,7 @@ def _store(engine: Engine, chain: ChainSettings, scanned: _Scanned, now: datetim
                     back.append((found, transfer))
         new = repo.insert_observed(session, chain.chain_id, fresh, watched, now)
         revived = _revive(session, back, now)
+        _drop_unseen(session, chain, scanned, now)
     if result.interrupted_by is not None:
         record_error(engine, chain.chain_id, result.interrupted_by, now)
     return PollOutcome(
@@ -457,6 +458,38 @@ def _revive(session: Any, back: list[tuple[Any, Any]], now: datetime) -> int:
             orphaned_at=None,
         )
     return len(back)
+
+
+def _drop_unseen(session: Session, chain: ChainSettings, scanned: _Scanned, now: datetime) -> None:
+    """Deposits an observer recorded (from a transaction's receipt) in the blocks this scan covered, that the scan
+    did not find there: their block left the canonical chain before the listener scanned it (a reorg it never saw).
+    Orphaned, or undone if they were credited (credit_now), as :func:`_rewind` does; a transfer that is still in
+    the chain, in a later block, is revived when a scan finds it there."""
+    result = scanned.result
+    if result.to_block < result.from_block:
+        return
+    seen = {(t.tx_hash, t.log_index, t.block_hash) for t in scanned.transfers}
+    unseen = [
+        d
+        for d in repo.recorded_by_observers(session, chain.chain_id, result.from_block, result.to_block)
+        if (d.tx_hash, d.log_index, d.block_hash) not in seen and d.to_address in scanned.watched
+    ]
+    if not unseen:
+        return
+    lock_accounts(session, (d.account_id for d in unseen))
+    for deposit in unseen:
+        current = repo.get_deposit(session, deposit.id)
+        if current.block_hash != deposit.block_hash or current.status == DepositStatus.ORPHANED:
+            continue
+        if current.status in _SETTLED:
+            undo_credited_deposit(
+                session,
+                current,
+                now=now,
+                reason=f"block {current.block_number} left the canonical chain after the deposit was credited",
+            )
+        else:
+            repo.update_deposit(session, current.id, status=DepositStatus.ORPHANED, orphaned_at=now)
 
 
 def _rewind(
