@@ -124,6 +124,7 @@ def list_deposits(
                 observed_at=row.observed_at,
                 credited_at=row.credited_at,
                 set_aside_reason=row.set_aside_reason,
+                via=row.via,
             )
         )
     return page_of(out, limit, lambda deposit: composite_cursor(deposit.observed_at, deposit.id))
@@ -185,13 +186,7 @@ def list_account_deposits(
 
 @claims_router.post(
     "/credits/claims",
-    responses={
-        202: {"model": ClaimOut, "description": "Recorded; waiting for the chain's confirmations"},
-        400: {"description": "The transaction hash is malformed"},
-        404: {"description": "The chain knows no mined transaction of that hash"},
-        409: {"description": "Every deposit of the transaction was credited before"},
-        502: {"description": "The chain's node could not be asked"},
-    },
+    responses={202: {"model": ClaimOut, "description": "Recorded; waiting for the chain's confirmations"}},
 )
 async def claim_transfer(engine: EngineDep, settings: SettingsDep, body: ClaimIn, response: Response) -> ClaimOut:
     """Credit a USDC transfer to one of our deposit addresses by its transaction hash, as soon as the chain's

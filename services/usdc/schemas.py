@@ -53,6 +53,8 @@ class DepositOut(BaseModel):
     credited_at: datetime | None
     # Why a deposit is set aside (status "set_aside": it cannot be credited, finance looks at it), else null.
     set_aside_reason: str | None = None
+    # Who recorded it: listener (the chain's poll), claim (its transaction was claimed) or x402 (an x402 purchase).
+    via: str | None = None
 
 
 class AdminDepositAddressOut(BaseModel):
@@ -82,6 +84,7 @@ class AdminDepositOut(BaseModel):
     lot_id: int | None
     deep_reorgs: int
     set_aside_reason: str | None = None
+    via: str | None = None
 
 
 class ClaimIn(BaseModel):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -16,13 +17,18 @@ from chain.addresses import checksum
 from chain.devchain import DevWallet, LocalToken, mine, reorg
 from chain.node import free_port
 from chain.rpc import ChainRpc
+from services.core.clock import utcnow
 from services.core.db import unit_of_work
 from services.core.settings import ChainSettings
+from services.finance.reports import period_report
+from services.outbox.receipts import receipt_for_lot
 from services.review.service import list_exceptions
+from services.usdc.addresses import ensure_deposit_address
+from services.usdc.flows.observe import observe_transaction
 
 from .conftest import CHAIN_ID, Rail, chain_settings_for, rail_settings
 from .support import send_reverting_transfer, send_transfer
-from .test_endpoints import client_for
+from .test_endpoints import client_for, customer_with_key
 
 CLAIMS = "/v1/x402/credits/claims"
 
@@ -204,4 +210,38 @@ def test_a_reorg_dropping_a_claimed_and_credited_transfer_is_clawed_back(
     with unit_of_work(rail.engine) as session:
         assert [e.kind for e in list_exceptions(session)] == ["deep_reorg"]
     assert _error(claims.claim(signed.tx_hash)) == (404, "transaction_not_found")
+    rail.assert_invariants()
+
+
+def test_an_x402_purchase_is_labelled_so_in_deposits_history_receipt_and_finance_report(
+    claims: ClaimsApi, rpc: ChainRpc, token: LocalToken
+) -> None:
+    rail = claims.rail
+    account_id, headers = customer_with_key(rail.engine, "agent")
+    with unit_of_work(rail.engine) as session:
+        address = ensure_deposit_address(session, rail.settings, account_id=account_id, chain_id=CHAIN_ID).address
+    before = utcnow()
+    paid, _ = send_transfer(token, address.lower(), 5_000_000)
+    [deposit] = observe_transaction(rail.engine, rail.chain, rpc, paid.tx_hash, now=utcnow(), credit_now=True).deposits
+    claimed, _ = send_transfer(token, address.lower(), 2_000_000)
+    mine(rpc, 3)
+    assert claims.claim(claimed.tx_hash).status_code == 200
+
+    listed = claims.client.get("/v1/usdc/deposits", headers=headers).json()["data"]
+    assert sorted(d["via"] for d in listed) == ["claim", "x402"]
+    history = claims.client.get("/v1/purchases", headers=headers).json()["data"]
+    assert [(p["details"]["via"], p["details"]["label"]) for p in history] == [
+        ("claim", "USDC"),
+        ("x402", "USDC via x402"),
+    ]
+    with unit_of_work(rail.engine) as session:
+        assert deposit.lot_id is not None
+        receipt = receipt_for_lot(session, rail.settings, deposit.lot_id)
+        assert receipt is not None
+        assert receipt.paid.endswith("via x402")
+        report = period_report(session, rail="usdc", period_start=before, period_end=utcnow() + timedelta(minutes=1))
+    assert report.x402 is not None
+    assert (report.x402.purchases, report.x402.paid_usdc_units, report.x402.credits_minted) == (1, 5_000_000, 500)
+    assert report.ledger.credits_minted == 700
+    assert report.as_dict()["x402"] == {"purchases": 1, "paid_usdc_units": 5_000_000, "credits_minted": 500}
     rail.assert_invariants()

@@ -125,19 +125,26 @@ def _start(engine: Engine, chain: ChainSettings, now: datetime) -> tuple[ScanSta
     """Where the chain's cursor stands (created at the configured start block on first use), the watched addresses
     (address -> account id) and the stored block hashes, in one short unit of work."""
     with unit_of_work(engine) as session:
-        cursor = repo.get_cursor(session, chain.chain_id)
-        if cursor is None:
-            initial_range = min(INITIAL_RANGE_BLOCKS, chain.max_range_blocks)
-            repo.insert_cursor(session, chain.chain_id, chain.start_block, initial_range, now)
-            cursor = repo.get_cursor(session, chain.chain_id)
+        cursor = ensure_cursor(session, chain, now)
+        watched = repo.addresses_on_chain(session, chain.chain_id)
+        known_hashes = repo.recent_blocks(session, chain.chain_id)
+    return ScanState(int(cursor.next_block), int(cursor.range_blocks)), watched, known_hashes
+
+
+def ensure_cursor(session: Session, chain: ChainSettings, now: datetime) -> Any:
+    """The chain's cursor, created at the configured start block on first use (by the listener, or by an observer
+    of a transaction that comes first: either may, once)."""
+    cursor = repo.get_cursor(session, chain.chain_id)
+    if cursor is None:
+        initial_range = min(INITIAL_RANGE_BLOCKS, chain.max_range_blocks)
+        if repo.insert_cursor_if_absent(session, chain.chain_id, chain.start_block, initial_range, now):
             # A chain new to the listener (added to the configuration later) watches every address there is, from
             # its start block.
             repo.insert_missing_addresses(
                 session, chain.chain_id, repo.addresses_missing_on_chain(session, chain.chain_id), now
             )
-        watched = repo.addresses_on_chain(session, chain.chain_id)
-        known_hashes = repo.recent_blocks(session, chain.chain_id)
-    return ScanState(int(cursor.next_block), int(cursor.range_blocks)), watched, known_hashes
+        cursor = repo.get_cursor(session, chain.chain_id)
+    return cursor
 
 
 def watch_every_address(engine: Engine, chain: ChainSettings, rpc: ChainReader, *, now: datetime | None = None) -> int:
