@@ -143,7 +143,7 @@ def observe_transaction(
                 block_hash=block_hash,
             )
         transfers = _usdc_transfers(receipt, chain)
-        head = rpc.block_number("latest")
+        head = rpc.block_number("latest") if transfers else block_number
         deep = False
         if transfers and not credit_now:
             deep = block_number <= confirmation_target(rpc, chain)
