@@ -62,6 +62,7 @@ class DepositRow(RowShape, Protocol):
     lot_id: int | None
     deep_reorgs: int
     carry_reversed_usdc_units: int | None
+    via: str | None
 
 
 class StoredDeposit(RowShape, Protocol):

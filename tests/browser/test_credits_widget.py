@@ -23,6 +23,7 @@ from services.core.db import unit_of_work
 from services.core.settings import ChainSettings
 from services.ledger.minting import grant
 from services.usdc.flows.listener import confirm_deposits, poll_chain
+from services.usdc.flows.observe import observe_transaction
 from tests.browser.conftest import (
     PAGE_TIMEOUT_MS,
     LiveApp,
@@ -98,6 +99,18 @@ def _demo_url(app: LiveApp, token: str) -> str:
     """The demo host page on another origin than the API's (localhost, not 127.0.0.1): the widget runs
     cross-origin, as on a platform's page."""
     return app.url.replace("127.0.0.1", "localhost") + f"/dev/widget-demo#session={token}"
+
+
+def test_a_purchase_paid_over_x402_is_labelled_so(page: Page, usdc_app: UsdcApp) -> None:
+    account_id, _key = usdc_app.app.customer()
+    _open_credits(page, usdc_app.app, account_id)
+    address = page.locator(f"#address-{CHAIN_ID}")
+    expect(address).to_have_text(re.compile(r"^0x[0-9a-fA-F]{40}$"))
+    signed, _ = send_transfer(usdc_app.token, address.inner_text(), 5_000_000)
+    app, chain = usdc_app.app, usdc_app.chain
+    observe_transaction(app.engine, chain, usdc_app.rpc, signed.tx_hash, now=utcnow(), credit_now=True)
+    expect(page.locator("#available")).to_have_text("500 credits", timeout=LIVE_TIMEOUT_MS)
+    expect(page.locator("#purchases li").first).to_contain_text("USDC purchase via x402", timeout=LIVE_TIMEOUT_MS)
 
 
 def test_a_usdc_deposit_on_anvil_appears_without_a_reload(

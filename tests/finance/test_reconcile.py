@@ -18,6 +18,7 @@ from services.finance.runs import list_items
 from services.ledger.invariants import check_invariants
 from services.ledger.repository import lots
 from services.review.service import list_exceptions
+from services.usdc.flows.observe import observe_transaction
 from tests.card.conftest import Card
 from tests.finance.chain_support import ChainTime, anvil, make_rail, own_chain, rpc, token, wallet
 from tests.usdc.conftest import Rail
@@ -112,3 +113,34 @@ def test_reconciling_a_chain_finds_a_transfer_never_credited(
     assert rail.balance(alice_id).available_credits == 500 + 200
     deposit = next(d for d in rail.deposits(alice_id) if d.tx_hash == lost.log.tx_hash)
     assert deposit.status == "credited"
+
+
+def test_a_transfer_credited_at_once_by_an_x402_settlement_is_matched_like_any_deposit(
+    make_rail: object, rpc: ChainRpc, token: LocalToken
+) -> None:
+    rail: Rail = make_rail(confirmations=3)  # type: ignore[operator]
+    chain_id = rail.chain.chain_id
+    agent_id, agent = rail.customer("agent")
+    clock = ChainTime(rpc)
+    paid = clock.send(token, agent, 5_000_000, 10)
+    observe_transaction(rail.engine, rail.chain, rpc, paid.log.tx_hash, now=clock.at(11), credit_now=True)
+    clock.mine(100, count=rail.chain.confirmations + 1)  # the re-scan reads only blocks past the confirmations
+    settings = rail.settings.model_copy(update={"finance_late_window_seconds": 0})
+    (run,) = reconcile_period(
+        rail.engine,
+        settings,
+        rail=f"usdc:{chain_id}",
+        period_start=clock.at(0),
+        period_end=clock.at(60),
+        readers={chain_id: rpc},
+        now=clock.at(200),
+    )
+    assert (run.external_records, run.missing_in_ledger, run.missing_externally, run.amount_mismatch) == (1, 0, 0, 0)
+    with unit_of_work(rail.engine) as s:
+        [item] = list_items(s, run.id)
+        assert list_exceptions(s, "open") == []
+        report = period_report(s, rail=f"usdc:{chain_id}", period_start=clock.at(0), period_end=clock.at(60))
+    assert (item.external_ref, item.category) == (paid.reference, "matched")
+    assert report.x402 is not None
+    assert (report.x402.purchases, report.x402.credits_minted) == (1, 500)
+    assert rail.balance(agent_id).available_credits == 500
