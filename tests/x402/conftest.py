@@ -4,8 +4,6 @@ are fresh keys holding test USDC and no ether."""
 
 from __future__ import annotations
 
-import base64
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,11 +30,13 @@ from services.ledger.balance import get_balance
 from services.ledger.invariants import check_invariants
 from services.ledger.models import Lot
 from services.usdc.models import UsdcDeposit
+from services.x402.facilitators import Facilitator
 from services.x402.flows.purchase import X402Rail, build_rail
 from services.x402.models import X402Payment
 from tests.usdc.conftest import (
     CHAIN_ID,
     OwnChain,
+    own_chain,
     Rail,
     anvil,
     chain_settings_for,
@@ -54,6 +54,7 @@ __all__ = [
     "anvil",
     "make_rail",
     "other_token",
+    "own_chain",
     "rpc",
     "token",
     "wallet",
@@ -171,10 +172,14 @@ def make_shop(engine: Engine, make_rail: Any, rpc: ChainRpc, token: LocalToken) 
     """``make_shop(**x402 settings)``: the app on the session's anvil and token, 3 confirmations."""
     stack: list[Any] = []
 
-    def build(**overrides: Any) -> Shop:
+    def build(wrap: Callable[[Facilitator], Facilitator] | None = None, **overrides: Any) -> Shop:
         usdc: Rail = make_rail()
         settings = x402_settings(usdc.settings, **overrides)
-        context = serve(settings, engine)
+        rail = build_rail(settings)
+        assert rail is not None
+        if wrap is not None:
+            rail.facilitator = wrap(rail.facilitator)
+        context = serve(settings, engine, rail)
         url, app, built = context.__enter__()
         stack.append(context)
         return Shop(engine, settings, url, rpc, token, app, built)
@@ -206,9 +211,10 @@ def legacy_shop(engine: Engine, legacy_chain: OwnChain) -> Iterator[Shop]:
         yield Shop(engine, settings, url, legacy_chain.rpc, legacy_chain.token, app, rail)
 
 
-def decode_header(value: str) -> dict[str, Any]:
-    decoded: dict[str, Any] = json.loads(base64.b64decode(value))
-    return decoded
-
-
-__all__ += ["Shop", "decode_header", "wait_until"]
+@pytest.fixture
+def own_shop(engine: Engine, own_chain: OwnChain) -> Iterator[Shop]:
+    """The app on an anvil of the test's own (chain id 31338), for tests that move the chain's clock."""
+    chain = chain_settings_for(own_chain.rpc, own_chain.token, name="own")
+    settings = x402_settings(rail_settings(engine, chain))
+    with serve(settings, engine) as (url, app, rail):
+        yield Shop(engine, settings, url, own_chain.rpc, own_chain.token, app, rail)

@@ -394,7 +394,7 @@ def finish_payment(
             return
         with unit_of_work(engine) as session:
             repo.mark_settled(
-                session, payment_id, tx_hash=tx_hash, deposit_id=int(deposit.id), lot_id=deposit.lot_id, now=now
+                session, payment_id, tx_hash=tx_hash, deposit_id=int(deposit.deposit_id), lot_id=deposit.lot_id, now=now
             )
         return
     if outcome is Outcome.FAILED:
