@@ -179,6 +179,12 @@ class ChainReader(Protocol):
     ) -> list[RawLog]: ...
 
 
+class ReceiptReader(ChainReader, Protocol):
+    """A ChainReader that also reads a transaction's receipt (to observe one transaction rather than scan)."""
+
+    def transaction_receipt(self, tx_hash: str) -> dict[str, Any] | None: ...
+
+
 class ChainRpc:
     """A JSON-RPC client for one chain's HTTP endpoint.
 
@@ -461,6 +467,20 @@ class ChainRpc:
         if not isinstance(result, list):
             raise ChainResponseError("eth_getLogs did not answer a list", method="eth_getLogs", endpoint=self.endpoint)
         return cast(list[RawLog], result)
+
+    def transaction_receipt(self, tx_hash: str) -> dict[str, Any] | None:
+        """The raw receipt of a transaction (``status``, ``blockNumber``, ``blockHash``, ``logs`` ...), or ``None``
+        while the node knows no mined transaction of that hash (unknown, or still pending)."""
+        receipt = self.request("eth_getTransactionReceipt", [tx_hash])
+        if receipt is None:
+            return None
+        if not isinstance(receipt, dict):
+            raise ChainResponseError(
+                "eth_getTransactionReceipt did not answer an object",
+                method="eth_getTransactionReceipt",
+                endpoint=self.endpoint,
+            )
+        return cast(dict[str, Any], receipt)
 
     def token_decimals(self, token: str) -> int:
         """An ERC-20 contract's ``decimals()`` at the latest block; a :class:`ChainResponseError` when the address

@@ -37,3 +37,10 @@ class DepositAmountOutOfBounds(InvalidRequest):
     more than one mint may be (it would be set aside)."""
 
     code = "amount_out_of_bounds"
+
+
+class InvalidTransactionHash(CreditrailError):
+    """Not a transaction hash: 0x and 64 hex digits."""
+
+    code = "invalid_tx_hash"
+    status_code = 400

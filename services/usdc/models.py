@@ -8,7 +8,8 @@
 - ``usdc_deposits``: every USDC Transfer to a deposit address, stored once by (chain id, tx hash, log index); it
   moves observed -> confirmed -> credited (or carried, when below the minimum), or -> orphaned when its block
   leaves the canonical chain, or -> set aside (with its reason, and a finance exception) when it cannot be credited
-  at all (an amount beyond what one mint may be, say), so it never holds back the deposits after it. Amounts are
+  at all (an amount beyond what one mint may be, say), so it never holds back the deposits after it. ``via`` says
+  who recorded it: the listener, a claim of its transaction, or an x402 settlement. Amounts are
   the token's uint256 as sent: NUMERIC(78, 0) on PostgreSQL, decimal text on SQLite (whose integers stop at 2^63).
 """
 
@@ -35,6 +36,15 @@ class DepositStatus(StrEnum):
     ORPHANED = "orphaned"
     # Confirmed, but it cannot be credited (``set_aside_reason`` says why); a finance exception says what to do.
     SET_ASIDE = "set_aside"
+
+
+class DepositVia(StrEnum):
+    """Who recorded a deposit (or credited it first): the chain's poll, the payer's claim of its transaction, or our
+    own x402 settlement (which marks its transfer as such whoever recorded it)."""
+
+    LISTENER = "listener"
+    CLAIM = "claim"
+    X402 = "x402"
 
 
 class SetAsideReason(StrEnum):
@@ -143,6 +153,8 @@ class UsdcDeposit(SQLModel, table=True):
     # (negative: gave back), for the re-inclusion to put back exactly.
     deep_reorgs: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
     carry_reversed_usdc_units: int | None = Field(default=None, sa_type=BigInteger, nullable=True)
+    # A DepositVia (migration 0019; null for none of today's writers).
+    via: str | None = Field(default=None, max_length=16, nullable=True)
 
     __table_args__ = (
         UniqueConstraint("chain_id", "tx_hash", "log_index", name="uq_usdc_deposits_chain_tx_log"),

@@ -16,7 +16,7 @@ from sqlmodel import Session
 from chain.logs import TransferLog
 from services.core.db import insert_for, table_of
 from services.core.pg import aware, driver_of, raised
-from services.usdc.models import ChainBlock, ChainCursor, DepositAddress, DepositStatus, UsdcDeposit
+from services.usdc.models import ChainBlock, ChainCursor, DepositAddress, DepositStatus, DepositVia, UsdcDeposit
 
 addresses = table_of(DepositAddress)
 cursors = table_of(ChainCursor)
@@ -37,6 +37,7 @@ DEPOSIT_INSERT_COLUMNS = (
     ("amount_usdc_units", "numeric"),
     ("status", "varchar"),
     ("observed_at", "timestamptz"),
+    ("via", "varchar"),
 )
 _COPY_DEPOSITS_SQL = (
     f"COPY usdc_deposits ({', '.join(name for name, _ in DEPOSIT_INSERT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
@@ -117,6 +118,19 @@ def insert_missing_addresses(session: Session, chain_id: int, rows: Sequence[Any
     return len(values)
 
 
+def accounts_of_addresses(session: Session, chain_id: int, candidates: Iterable[str]) -> dict[str, int]:
+    """Which of ``candidates`` (lowercase hex) are deposit addresses on the chain: address -> account id."""
+    wanted = sorted(set(candidates))
+    if not wanted:
+        return {}
+    rows = session.execute(
+        select(addresses.c.address, addresses.c.account_id).where(
+            addresses.c.chain_id == chain_id, addresses.c.address.in_(wanted)
+        )
+    )
+    return {row.address: row.account_id for row in rows}
+
+
 def addresses_on_chain(session: Session, chain_id: int) -> dict[str, int]:
     """Every deposit address on the chain, lowercase hex -> account id."""
     rows = session.execute(select(addresses.c.address, addresses.c.account_id).where(addresses.c.chain_id == chain_id))
@@ -132,11 +146,15 @@ def addresses_on_chain(session: Session, chain_id: int) -> dict[str, int]:
 # more than such a statement (nothing here writes ORM objects, so there is nothing to flush first).
 
 
-def get_cursor(session: Session, chain_id: int, *, for_update: bool = False) -> Any:
-    """The chain's cursor row; ``for_update`` locks it (PostgreSQL) so that two pollers of one chain serialise."""
+def get_cursor(session: Session, chain_id: int, *, for_update: bool = False, for_share: bool = False) -> Any:
+    """The chain's cursor row; ``for_update`` locks it (PostgreSQL) so that two pollers of one chain serialise;
+    ``for_share`` takes a shared lock, so that storing a poll (which locks it for update) waits for the writer
+    holding it, and such writers do not wait for one another."""
     stmt = select(cursors).where(cursors.c.chain_id == chain_id)
     if for_update:
         stmt = stmt.with_for_update()
+    elif for_share:
+        stmt = stmt.with_for_update(read=True)
     return session.connection().execute(stmt).first()
 
 
@@ -309,6 +327,7 @@ def insert_observed(
         return len(transfers)
     observed_at = aware(now)
     status = DepositStatus.OBSERVED.value
+    via = DepositVia.LISTENER.value
     try:
         with driver.cursor() as cursor, cursor.copy(_COPY_DEPOSITS_SQL) as copy:
             copy.set_types(_COPY_DEPOSIT_TYPES)
@@ -328,6 +347,7 @@ def insert_observed(
                         value_units,
                         status,
                         observed_at,
+                        via,
                     )
                 )
     except (psycopg.Error, OverflowError) as exc:  # raised as SQLAlchemy raises what goes through it
@@ -336,7 +356,36 @@ def insert_observed(
     return len(transfers)
 
 
-def _observed_row(chain_id: int, t: TransferLog, account_of: Mapping[str, int], now: datetime) -> dict[str, Any]:
+def insert_observed_if_absent(
+    session: Session,
+    chain_id: int,
+    transfers: Sequence[TransferLog],
+    account_of: Mapping[str, int],
+    now: datetime,
+    *,
+    via: DepositVia,
+) -> int:
+    """Store ``transfers`` as observed deposits as :func:`insert_observed` does, but any of them may be stored
+    already (by the listener, or a concurrent claim): those are left as they are (``ON CONFLICT DO NOTHING`` on the
+    unique chain id, tx hash and log index). Returns how many were new."""
+    if not transfers:
+        return 0
+    stmt = insert_for(session, deposits).on_conflict_do_nothing(index_elements=["chain_id", "tx_hash", "log_index"])
+    new = 0
+    for transfer in transfers:
+        result = session.execute(stmt.values(**_observed_row(chain_id, transfer, account_of, now, via=via)))
+        new += int(result.rowcount)  # type: ignore[attr-defined]
+    return new
+
+
+def _observed_row(
+    chain_id: int,
+    t: TransferLog,
+    account_of: Mapping[str, int],
+    now: datetime,
+    *,
+    via: DepositVia = DepositVia.LISTENER,
+) -> dict[str, Any]:
     return {
         "chain_id": chain_id,
         "tx_hash": t.tx_hash,
@@ -349,6 +398,7 @@ def _observed_row(chain_id: int, t: TransferLog, account_of: Mapping[str, int], 
         "amount_usdc_units": t.value_units,
         "status": DepositStatus.OBSERVED.value,
         "observed_at": now,
+        "via": via.value,
     }
 
 
@@ -363,6 +413,20 @@ def pending_deposits(session: Session, chain_id: int, up_to_block: int, limit: i
         )
         .order_by(deposits.c.block_number, deposits.c.log_index)
         .limit(limit)
+    )
+    return list(session.execute(stmt).all())
+
+
+def recorded_by_observers(session: Session, chain_id: int, first_block: int, last_block: int) -> list[Any]:
+    """The live deposits in blocks ``first_block..last_block`` that an observer (a claim, an x402 settlement)
+    recorded rather than the listener: what a poll's scan of those blocks must find again to keep them."""
+    live = [status.value for status in DepositStatus if status != DepositStatus.ORPHANED]
+    stmt = select(deposits).where(
+        deposits.c.chain_id == chain_id,
+        deposits.c.status.in_(live),
+        deposits.c.block_number >= first_block,
+        deposits.c.block_number <= last_block,
+        deposits.c.via.in_([DepositVia.CLAIM.value, DepositVia.X402.value]),
     )
     return list(session.execute(stmt).all())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -9,6 +10,17 @@ from chain.devchain import LocalToken, SignedTx
 from chain.errors import ChainResponseError
 from chain.rpc import ChainReader
 from tests.chain.helpers import ForwardingReader, WrappedRpc
+
+
+def send_reverting_transfer(token: LocalToken, to: str) -> str:
+    """A transfer beyond the sender's balance, sent with its gas given (no estimate, which would refuse it): mined,
+    and reverted. Returns its hash once the node has its receipt."""
+    tx_hash = token.wallet.send(token.address, token.transfer_data(to, 10**30), gas=200_000)
+    deadline = time.monotonic() + 30
+    while token.wallet.rpc.transaction_receipt(tx_hash) is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"transaction {tx_hash} not mined")
+    return tx_hash
 
 
 def send_transfer(token: LocalToken, to: str, value_units: int) -> tuple[SignedTx, int]:

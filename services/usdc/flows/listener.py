@@ -543,7 +543,7 @@ def confirm_deposits(
                 if (deposit.block_number, deposit.block_hash) in gone:
                     repo.update_deposit(session, current.id, status=DepositStatus.ORPHANED, orphaned_at=now)
                     continue
-                _credit_or_set_aside(session, chain, current, funding_account_id, now)
+                credit_or_set_aside(session, chain, current, funding_account_id, now)
     return len(pending)
 
 
@@ -560,7 +560,7 @@ _PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def _credit_or_set_aside(
+def credit_or_set_aside(
     session: Session, chain: ChainSettings, current: Any, funding_account_id: int, now: datetime
 ) -> None:
     """Credit one deposit in a savepoint; if crediting refuses it for good, roll that back and set it aside (with a
