@@ -29,7 +29,7 @@ from eth_utils.crypto import keccak
 from web3 import Web3
 from x402.http import FacilitatorConfig, HTTPFacilitatorClientSync
 from x402.mechanisms.evm import constants as evm
-from x402.mechanisms.evm.exact import ExactEvmScheme
+from x402.mechanisms.evm.exact import ExactEvmFacilitatorScheme
 from x402.mechanisms.evm.types import TransactionReceipt, TypedDataDomain, TypedDataField
 from x402.schemas import PaymentPayload, PaymentRequirements, SupportedKind, SupportedResponse, VerifyResponse
 
@@ -296,9 +296,9 @@ class BuiltinFacilitator:
             for chain_id, rpc in rpcs.items()
         }
 
-    def _scheme(self, requirement: PaymentRequirements, on_broadcast: OnBroadcast | None = None) -> ExactEvmScheme:
+    def _scheme(self, requirement: PaymentRequirements, on_broadcast: OnBroadcast | None = None) -> ExactEvmFacilitatorScheme:
         chain_id = int(str(requirement.network).removeprefix("eip155:"))
-        return ExactEvmScheme(_RelayerSigner(self._relayers[chain_id], on_broadcast))
+        return ExactEvmFacilitatorScheme(_RelayerSigner(self._relayers[chain_id], on_broadcast))
 
     def supported(self) -> SupportedResponse:
         kinds = [SupportedKind(x402_version=2, scheme="exact", network=f"eip155:{cid}") for cid in self._relayers]

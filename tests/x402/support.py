@@ -14,7 +14,7 @@ from x402 import x402Client
 from x402.http.clients.httpx import x402_httpx_transport
 from x402.http.utils import decode_payment_required_header
 from x402.mechanisms.evm import EthAccountSigner
-from x402.mechanisms.evm.exact import ExactEvmScheme, register_exact_evm_client
+from x402.mechanisms.evm.exact import ExactEvmClientScheme, register_exact_evm_client
 from x402.schemas import PaymentPayload, PaymentRequirements
 
 
@@ -60,7 +60,7 @@ def sign_payment(
     """A ``PAYMENT-SIGNATURE`` header value: the client's exact scheme signing ``requirement`` with ``changes``
     made to it first (another amount, payTo, asset, network, a short timeout ...)."""
     signed_for = requirement.model_copy(update=changes)
-    inner = ExactEvmScheme(EthAccountSigner(account)).create_payment_payload(signed_for)
+    inner = ExactEvmClientScheme(EthAccountSigner(account)).create_payment_payload(signed_for)
     payload = PaymentPayload(x402_version=2, payload=inner, accepted=signed_for, extensions=extensions)
     return base64.b64encode(payload.model_dump_json(by_alias=True, exclude_none=True).encode()).decode()
 

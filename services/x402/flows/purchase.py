@@ -298,7 +298,9 @@ def _refine(rail: X402Rail, chain: ChainSettings, auth: Authorization, code: str
     try:
         if authorization_used(rpc, chain.usdc_address, auth.from_address, auth.nonce):
             return "authorization_used"
-        if auth.valid_before <= int(now.timestamp()):
+        block = rpc.block_header("latest")
+        chain_time = int(block["timestamp"], 16) if block else 0
+        if auth.valid_before <= max(int(now.timestamp()), chain_time):
             return "authorization_expired"
         if balance_of(rpc, chain.usdc_address, auth.from_address) < auth.value:
             return "insufficient_balance"
