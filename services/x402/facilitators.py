@@ -155,7 +155,7 @@ class _RelayerSigner:
             raw = str(self._rpc.request("eth_call", [call, "latest"]))
         except ChainResponseError as exc:
             raise _reverted(exc) from exc
-        outputs = next(
+        outputs: list[dict[str, Any]] = next(
             (e.get("outputs", []) for e in abi if e.get("type") == "function" and e.get("name") == function_name), []
         )
         if not outputs:
@@ -216,7 +216,7 @@ class _RelayerSigner:
             header = self._rpc.block_header("latest")
             base_fee = int(header["baseFeePerGas"], 16) if header and header.get("baseFeePerGas") else 10**9
             tip = 10**9
-            tx = {
+            tx: dict[str, Any] = {
                 "type": 2,
                 "chainId": self._rpc.chain_id(),
                 "nonce": relayer.next_nonce,
@@ -296,7 +296,9 @@ class BuiltinFacilitator:
             for chain_id, rpc in rpcs.items()
         }
 
-    def _scheme(self, requirement: PaymentRequirements, on_broadcast: OnBroadcast | None = None) -> ExactEvmFacilitatorScheme:
+    def _scheme(
+        self, requirement: PaymentRequirements, on_broadcast: OnBroadcast | None = None
+    ) -> ExactEvmFacilitatorScheme:
         chain_id = int(str(requirement.network).removeprefix("eip155:"))
         return ExactEvmFacilitatorScheme(_RelayerSigner(self._relayers[chain_id], on_broadcast))
 

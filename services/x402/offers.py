@@ -270,7 +270,9 @@ def match_offer(payment: ReceivedPayment, offers: list[Offer], *, now_unix: int,
     if auth.to != ours.pay_to.lower() or (
         payment.accepted is not None and payment.accepted.pay_to.lower() != ours.pay_to.lower()
     ):
-        raise PaymentRefused("wrong_pay_to", "the payment is not to the beneficiary's deposit address", pay_to=ours.pay_to)
+        raise PaymentRefused(
+            "wrong_pay_to", "the payment is not to the beneficiary's deposit address", pay_to=ours.pay_to
+        )
     if auth.value != int(ours.amount) or (payment.accepted is not None and payment.accepted.amount != ours.amount):
         raise PaymentRefused(
             "wrong_amount", f"the payment must be exactly {ours.amount} base units", amount=ours.amount
@@ -283,7 +285,9 @@ def match_offer(payment: ReceivedPayment, offers: list[Offer], *, now_unix: int,
         )
     if auth.valid_after > now_unix + settings.x402_clock_skew_seconds:
         raise PaymentRefused(
-            "authorization_not_yet_valid", "the authorization is not valid yet (validAfter)", valid_after=auth.valid_after
+            "authorization_not_yet_valid",
+            "the authorization is not valid yet (validAfter)",
+            valid_after=auth.valid_after,
         )
     return offer
 

@@ -15,9 +15,9 @@ from sqlmodel import Session
 from chain.addresses import checksum
 from services.card.errors import InvalidCustomAmount
 from services.card.packs import CUSTOM_STEP_CREDITS, custom_pack
+from services.core.db import table_of
 from services.core.money import credits_to_usdc_units
 from services.core.settings import Settings
-from services.core.db import table_of
 from services.ledger.accounts import require_customer_account
 from services.ledger.balance import get_balance
 from services.ledger.models import Lot

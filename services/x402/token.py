@@ -46,7 +46,9 @@ def balance_of(rpc: ChainRpc, token: str, holder: str) -> int:
     return int(value)
 
 
-def authorization_used_tx(rpc: ChainRpc, token: str, authorizer: str, nonce: str, *, lookback_blocks: int) -> str | None:
+def authorization_used_tx(
+    rpc: ChainRpc, token: str, authorizer: str, nonce: str, *, lookback_blocks: int
+) -> str | None:
     """The transaction that used the authorization (its ``AuthorizationUsed`` log), searched over the last
     ``lookback_blocks`` blocks; None if there is none there."""
     head = rpc.block_number()

@@ -36,12 +36,12 @@ from services.x402.models import X402Payment
 from tests.usdc.conftest import (
     CHAIN_ID,
     OwnChain,
-    own_chain,
     Rail,
     anvil,
     chain_settings_for,
     make_rail,
     other_token,
+    own_chain,
     rail_settings,
     rpc,
     start_own_chain,

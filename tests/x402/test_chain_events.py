@@ -51,7 +51,8 @@ def test_the_listener_running_beside_the_settlements_mints_each_transfer_once(sh
     assert errors == []
     listener.settle(shop.rpc)
     deposits = shop.deposits()
-    assert len(deposits) == 3 and len(shop.lots()) == 3
+    assert len(deposits) == 3
+    assert len(shop.lots()) == 3
     assert {d.via for d in deposits} == {"x402"}
     assert {d.lot_id for d in deposits} == {p.lot_id for p in shop.payments()}
     account_id = answers[0].json()["account_id"]
@@ -107,6 +108,7 @@ def test_an_external_facilitator_by_url_settles_the_purchase(make_shop: Callable
         payer = shop.payer()
         response = _buy(shop, payer)
         assert response.json()["lot"]["credits"] == CREDITS
-        assert calls.count("verify") == 1 and calls.count("settle") == 1
+        assert calls.count("verify") == 1
+        assert calls.count("settle") == 1
         assert [p.status for p in shop.payments()] == ["settled"]
     shop.assert_invariants()

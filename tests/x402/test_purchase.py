@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import base64
+import json
+
 import httpx
 from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from x402 import x402Client
 from x402.http.utils import decode_payment_required_header
+from x402.schemas import PaymentRequirements
 
 from chain.addresses import checksum
+from services.core.db import unit_of_work
+from services.usdc.addresses import ensure_deposit_address
 from tests.x402.conftest import AMOUNT_UNITS, CREDITS, Shop
 from tests.x402.support import buy_with_official_client, decode, offered_requirement, official_client, sign_payment
 
 
-def _client_for(shop: Shop, account: Account, *, legacy: str | None = None):  # type: ignore[valid-type, no-untyped-def]
+def _client_for(shop: Shop, account: LocalAccount, *, legacy: str | None = None) -> x402Client:
     return official_client(account, network=legacy or f"eip155:{shop.chain_id}", asset=checksum(shop.token.address))
 
 
@@ -21,10 +29,8 @@ def test_the_offer_is_one_requirement_per_chain_with_the_tokens_own_domain(shop:
     required = decode_payment_required_header(response.headers["PAYMENT-REQUIRED"])
     assert required.x402_version == 2
     [requirement] = required.accepts
+    assert isinstance(requirement, PaymentRequirements)
     body = response.json()
-    account_id = body["account_id"]
-    pay_to = shop.rail.settings.usdc_chains[0]
-    assert pay_to.chain_id == shop.chain_id
     assert requirement.scheme == "exact"
     assert requirement.network == f"eip155:{shop.chain_id}"
     assert requirement.amount == str(AMOUNT_UNITS)
@@ -32,14 +38,18 @@ def test_the_offer_is_one_requirement_per_chain_with_the_tokens_own_domain(shop:
     assert requirement.max_timeout_seconds == shop.settings.x402_max_timeout_seconds
     assert requirement.extra == {"name": "Test USD Coin", "version": "2"}
     # payTo is the beneficiary account's own deposit address, the same one the USDC rail shows it.
-    deposit = httpx.post(shop.credits_url, json={"credits": CREDITS, "wallet_address": wallet}).json()
-    assert deposit["account_id"] == account_id
+    with unit_of_work(shop.engine) as session:
+        view = ensure_deposit_address(session, shop.settings, account_id=body["account_id"], chain_id=shop.chain_id)
+    assert requirement.pay_to == view.address
     assert body["code"] == "payment_required"
-    assert body["x402Version"] == 1 and body["accepts"] == []  # chain 31337 has no v1 legacy name
+    assert body["x402Version"] == 1
+    assert body["accepts"] == []
     # The same wallet's second offer names the same account and address.
     again = offered_requirement(shop.offer({"credits": 1_000, "wallet_address": wallet.lower()}))
-    assert again.pay_to == requirement.pay_to and again.amount == str(2 * AMOUNT_UNITS)
-    assert shop.payments() == [] and shop.lots() == []
+    assert again.pay_to == requirement.pay_to
+    assert again.amount == str(2 * AMOUNT_UNITS)
+    assert shop.payments() == []
+    assert shop.lots() == []
 
 
 def test_credits_outside_the_steps_are_refused_with_a_suggestion(shop: Shop) -> None:
@@ -50,7 +60,8 @@ def test_credits_outside_the_steps_are_refused_with_a_suggestion(shop: Shop) -> 
         assert error["code"] == "invalid_credits"
         assert error["details"]["suggested_credits"] == suggested
     bad_wallet = httpx.post(shop.credits_url, json={"credits": 500, "wallet_address": "0x1234"})
-    assert bad_wallet.status_code == 400 and bad_wallet.json()["error"]["code"] == "invalid_wallet_address"
+    assert bad_wallet.status_code == 400
+    assert bad_wallet.json()["error"]["code"] == "invalid_wallet_address"
 
 
 def test_the_official_client_buys_credits_with_v2_headers(shop: Shop) -> None:
@@ -68,9 +79,11 @@ def test_the_official_client_buys_credits_with_v2_headers(shop: Shop) -> None:
     assert body["lot"]["credits"] == CREDITS
     assert body["balance"]["available_credits"] == CREDITS
     [payment] = shop.payments()
-    assert payment.status == "settled" and payment.lot_id == body["lot"]["id"]
+    assert payment.status == "settled"
+    assert payment.lot_id == body["lot"]["id"]
     [deposit] = shop.deposits()
-    assert deposit.tx_hash == settled["transaction"] and deposit.lot_id == payment.lot_id
+    assert deposit.tx_hash == settled["transaction"]
+    assert deposit.lot_id == payment.lot_id
     assert shop.token.balance_units(body["pay_to"]) == AMOUNT_UNITS
     assert shop.token.balance_units(payer.address) == 1_000 * 10**6 - AMOUNT_UNITS
     assert shop.available(body["account_id"]) == CREDITS
@@ -84,16 +97,19 @@ def test_the_official_client_buys_credits_with_v1_headers(legacy_shop: Shop) -> 
     offer = shop.offer({"credits": CREDITS, "wallet_address": payer.address}, x402_version=1)
     assert "PAYMENT-REQUIRED" not in offer.headers
     [v1] = offer.json()["accepts"]
-    assert v1["network"] == "base-sepolia" and v1["maxAmountRequired"] == str(AMOUNT_UNITS)
+    assert v1["network"] == "base-sepolia"
+    assert v1["maxAmountRequired"] == str(AMOUNT_UNITS)
     response = buy_with_official_client(
         client, shop.credits_url, {"credits": CREDITS, "wallet_address": payer.address}, params={"x402_version": 1}
     )
     assert response.status_code == 200, response.text
     settled = decode(response.headers["X-PAYMENT-RESPONSE"])
-    assert settled["success"] is True and settled["network"] == "base-sepolia"
+    assert settled["success"] is True
+    assert settled["network"] == "base-sepolia"
     assert response.json()["lot"]["credits"] == CREDITS
     [payment] = shop.payments()
-    assert payment.x402_version == 1 and payment.status == "settled"
+    assert payment.x402_version == 1
+    assert payment.status == "settled"
     shop.assert_invariants()
 
 
@@ -104,9 +120,6 @@ def test_a_v1_payment_may_name_its_chain_in_caip2(legacy_shop: Shop) -> None:
     header = sign_payment(payer, requirement)
     payload = decode(header)
     v1 = {"x402Version": 1, "scheme": "exact", "network": f"eip155:{shop.chain_id}", "payload": payload["payload"]}
-    import base64
-    import json
-
     encoded = base64.b64encode(json.dumps(v1).encode()).decode()
     response = httpx.post(
         shop.credits_url,
@@ -149,5 +162,6 @@ def test_a_wallet_pays_for_another_wallet_or_an_account(shop: Shop) -> None:
             "beneficiary_account_id": agent_account,
         },
     )
-    assert both.status_code == 400 and both.json()["error"]["code"] == "invalid_beneficiary"
+    assert both.status_code == 400
+    assert both.json()["error"]["code"] == "invalid_beneficiary"
     shop.assert_invariants()

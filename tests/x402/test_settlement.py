@@ -3,8 +3,11 @@ kind, outcomes not known at once, and payments a crash left settling."""
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -16,7 +19,9 @@ from chain.addresses import checksum
 from chain.devchain import DevWallet, LocalToken
 from services.core.clock import utcnow
 from services.x402.facilitators import Facilitator, Outcome, Settlement
-from services.x402.flows.purchase import resolve_left_settling
+from services.x402.flows.purchase import purchase, resolve_left_settling
+from services.x402.service import PurchaseRequest
+from services.x402.token import calldata
 from tests.x402.conftest import AMOUNT_UNITS, CREDITS, PAYER_FUNDS_UNITS, Shop
 from tests.x402.support import decode, offered_requirement, sign_payment, with_identifier
 
@@ -78,8 +83,11 @@ def test_the_same_payment_sent_ten_times_at_once_is_settled_and_minted_once(shop
     assert [a.status_code for a in answers] == [200] * 10, [a.text for a in answers if a.status_code != 200]
     transactions = {decode(a.headers["PAYMENT-RESPONSE"])["transaction"] for a in answers}
     lots = {a.json()["lot"]["id"] for a in answers}
-    assert len(transactions) == 1 and len(lots) == 1
-    assert len(shop.payments()) == 1 and len(shop.lots()) == 1 and len(shop.deposits()) == 1
+    assert len(transactions) == 1
+    assert len(lots) == 1
+    assert len(shop.payments()) == 1
+    assert len(shop.lots()) == 1
+    assert len(shop.deposits()) == 1
     assert shop.token.balance_units(payer.address) == PAYER_FUNDS_UNITS - AMOUNT_UNITS  # one transfer
     shop.assert_invariants()
 
@@ -93,7 +101,8 @@ def test_a_payment_sent_again_later_gets_the_first_answer(shop: Shop) -> None:
     assert again.status_code == 200, again.text
     assert again.json()["lot"] == first.json()["lot"]
     assert again.headers["PAYMENT-RESPONSE"] == first.headers["PAYMENT-RESPONSE"]
-    assert len(shop.payments()) == 1 and len(shop.lots()) == 1
+    assert len(shop.payments()) == 1
+    assert len(shop.lots()) == 1
 
 
 def test_a_payment_identifier_answers_once_and_refuses_another_request(shop: Shop) -> None:
@@ -111,10 +120,12 @@ def test_a_payment_identifier_answers_once_and_refuses_another_request(shop: Sho
     reused = _post(shop, payer, sign_payment(payer, other, extensions=with_identifier(identifier)), credits=1_000)
     assert reused.status_code == 409, reused.text
     assert reused.json()["error"]["code"] == "payment_identifier_reused"
-    assert len(shop.payments()) == 1 and len(shop.lots()) == 1
+    assert len(shop.payments()) == 1
+    assert len(shop.lots()) == 1
     assert shop.token.balance_units(payer.address) == PAYER_FUNDS_UNITS - AMOUNT_UNITS
     bad = _post(shop, payer, sign_payment(payer, requirement, extensions=with_identifier("short")))
-    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_payment_header"
+    assert bad.status_code == 400
+    assert bad.json()["error"]["code"] == "invalid_payment_header"
 
 
 @pytest.mark.parametrize(
@@ -141,7 +152,9 @@ def test_a_payment_that_does_not_match_the_offer_is_refused_and_nothing_is_writt
     assert response.status_code == 402, response.text
     assert response.json()["code"] == code
     assert decode(response.headers["PAYMENT-REQUIRED"])["error"] == code
-    assert shop.payments() == [] and shop.lots() == [] and shop.deposits() == []
+    assert shop.payments() == []
+    assert shop.lots() == []
+    assert shop.deposits() == []
     assert shop.token.balance_units(payer.address) == PAYER_FUNDS_UNITS
 
 
@@ -151,29 +164,33 @@ def test_a_bad_signature_or_an_empty_wallet_is_refused_before_settlement(shop: S
     header = decode(sign_payment(payer, requirement))
     signature = header["payload"]["signature"]
     header["payload"]["signature"] = signature[:-4] + ("00" if signature[-4:-2] != "00" else "11") + signature[-2:]
-    import base64
-    import json
-
     tampered = base64.b64encode(json.dumps(header).encode()).decode()
     bad = _post(shop, payer, tampered)
-    assert bad.status_code == 402 and bad.json()["code"] == "invalid_signature", bad.text
+    assert bad.status_code == 402, bad.text
+    assert bad.json()["code"] == "invalid_signature"
     broke = shop.payer(funds_units=0)
     empty = _post(shop, broke, sign_payment(broke, _requirement(shop, broke)))
-    assert empty.status_code == 402 and empty.json()["code"] == "insufficient_balance", empty.text
+    assert empty.status_code == 402, empty.text
+    assert empty.json()["code"] == "insufficient_balance"
     garbage = _post(shop, payer, "not base64!")
-    assert garbage.status_code == 400 and garbage.json()["error"]["code"] == "invalid_payment_header"
-    assert shop.payments() == [] and shop.lots() == []
+    assert garbage.status_code == 400
+    assert garbage.json()["error"]["code"] == "invalid_payment_header"
+    assert shop.payments() == []
+    assert shop.lots() == []
 
 
 def _cancel_authorization(shop: Shop, payer: LocalAccount, nonce: str) -> None:
     """The payer cancels its authorization (EIP-3009 cancelAuthorization, relayed by the token's owner)."""
     signed = payer.sign_typed_data(
-        {"name": "Test USD Coin", "version": "2", "chainId": shop.chain_id, "verifyingContract": checksum(shop.token.address)},
+        {
+            "name": "Test USD Coin",
+            "version": "2",
+            "chainId": shop.chain_id,
+            "verifyingContract": checksum(shop.token.address),
+        },
         {"CancelAuthorization": [{"name": "authorizer", "type": "address"}, {"name": "nonce", "type": "bytes32"}]},
         {"authorizer": payer.address, "nonce": bytes.fromhex(nonce[2:])},
     )
-    from services.x402.token import calldata
-
     data = calldata(
         "cancelAuthorization(address,bytes32,uint8,bytes32,bytes32)",
         ["address", "bytes32", "uint8", "bytes32", "bytes32"],
@@ -207,7 +224,9 @@ def test_a_settlement_that_fails_mints_nothing_and_says_why(make_shop: Callable[
     assert response.status_code == 402, response.text
     assert response.json()["code"] == kind
     [payment] = shop.payments()
-    assert payment.status == "failed" and payment.failure_code == kind and payment.lot_id is None
+    assert payment.status == "failed"
+    assert payment.failure_code == kind
+    assert payment.lot_id is None
     assert shop.lots() == []
     # Sent again: the same answer, nothing settled again.
     again = _post(shop, payer, sign_payment(payer, _requirement(shop, payer)))
@@ -228,7 +247,8 @@ def test_an_authorization_that_expires_before_it_is_settled_mints_nothing(own_sh
     assert response.status_code == 402, response.text
     assert response.json()["code"] == "authorization_expired"
     [payment] = shop.payments()
-    assert payment.status == "failed" and shop.lots() == []
+    assert payment.status == "failed"
+    assert shop.lots() == []
     assert shop.token.balance_units(payer.address) == PAYER_FUNDS_UNITS
 
 
@@ -245,7 +265,8 @@ def test_an_outcome_not_known_after_broadcast_is_resolved_before_answering(
     response = _post(shop, payer, sign_payment(payer, _requirement(shop, payer)))
     assert response.status_code == 200, response.text
     assert response.json()["lot"]["credits"] == CREDITS
-    assert len(shop.payments()) == 1 and len(shop.lots()) == 1
+    assert len(shop.payments()) == 1
+    assert len(shop.lots()) == 1
 
 
 def test_a_payment_left_settling_by_a_crash_is_resolved_by_the_job(make_shop: Callable[..., Shop]) -> None:
@@ -261,29 +282,25 @@ def test_a_payment_left_settling_by_a_crash_is_resolved_by_the_job(make_shop: Ca
     shop = make_shop(wrap=lambda inner: HookedFacilitator(inner, report=crash))
     payer = shop.payer()
     header = sign_payment(payer, _requirement(shop, payer))
+    request = PurchaseRequest(credits=CREDITS, wallet_address=payer.address)
     with pytest.raises(Crash):
-        from services.x402.flows.purchase import purchase
-        from services.x402.service import PurchaseRequest
-
         purchase(
-            shop.engine,
-            shop.rail,
-            PurchaseRequest(credits=CREDITS, wallet_address=payer.address),
-            payment_header=("PAYMENT-SIGNATURE", header),
-            resource=shop.credits_url,
+            shop.engine, shop.rail, request, payment_header=("PAYMENT-SIGNATURE", header), resource=shop.credits_url
         )
     [payment] = shop.payments()
-    assert payment.status == "settling" and payment.tx_hash == crashed["tx"]
+    assert payment.status == "settling"
+    assert payment.tx_hash == crashed["tx"]
     assert shop.lots() == []
     later = utcnow().replace(microsecond=0)
-    from datetime import timedelta
 
     assert resolve_left_settling(shop.engine, shop.rail, now=later + timedelta(seconds=5), batch_size=10) == 1
     assert resolve_left_settling(shop.engine, shop.rail, now=later + timedelta(seconds=6), batch_size=10) == 0
     [payment] = shop.payments()
-    assert payment.status == "settled" and payment.lot_id is not None
+    assert payment.status == "settled"
+    assert payment.lot_id is not None
     assert len(shop.lots()) == 1
     # The client sending its payment again gets the resolved answer.
     again = _post(shop, payer, header)
-    assert again.status_code == 200 and again.json()["lot"]["id"] == payment.lot_id
+    assert again.status_code == 200
+    assert again.json()["lot"]["id"] == payment.lot_id
     shop.assert_invariants()

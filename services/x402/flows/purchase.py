@@ -46,8 +46,8 @@ from services.x402.offers import (
     Offer,
     ReceivedPayment,
     build_offer,
-    decode_payment,
     declare_payment_identifier,
+    decode_payment,
     match_offer,
     to_facilitator_payload,
     token_domain,
@@ -152,9 +152,7 @@ def offer_for(
     for chain in rail.settings.usdc_chains:
         domain = token_domain(chain, rail.rpcs[chain.chain_id])
         if domain is not None:
-            offers.append(
-                build_offer(rail.settings, chain, domain, pay_to=pay_to, amount_usdc_units=amount_usdc_units)
-            )
+            offers.append(build_offer(rail.settings, chain, domain, pay_to=pay_to, amount_usdc_units=amount_usdc_units))
     if not offers:
         raise X402Off("no configured chain has a token that supports EIP-3009")
     answer = OfferAnswer(account_id, request.credits, amount_usdc_units, offers, resource)
