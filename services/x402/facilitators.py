@@ -129,6 +129,8 @@ class _Relayer:
     receipt_timeout_seconds: float
     lock: threading.Lock
     next_nonce: int | None = None
+    base_fee: int | None = None
+    base_fee_read_at: float = 0.0
 
 
 class _RelayerSigner:
@@ -207,38 +209,53 @@ class _RelayerSigner:
         return self._send(to, "0x" + data.hex())
 
     def _send(self, to: str, data: str) -> str:
+        """Sign with the next nonce (under the relayer's lock: nonces are handed out in order), tell
+        ``on_broadcast`` the hash, then send. Settlements record and send side by side; should a send fail, the nonce
+        is read again from the node (which counts only what it took), so a gap left behind is filled next."""
         relayer = self._relayer
         with relayer.lock:
             if relayer.next_nonce is None:
                 relayer.next_nonce = int(
                     self._rpc.request("eth_getTransactionCount", [self._relayer_address, "pending"]), 16
                 )
-            header = self._rpc.block_header("latest")
-            base_fee = int(header["baseFeePerGas"], 16) if header and header.get("baseFeePerGas") else 10**9
-            tip = 10**9
-            tx: dict[str, Any] = {
-                "type": 2,
-                "chainId": self._rpc.chain_id(),
-                "nonce": relayer.next_nonce,
-                "gas": relayer.gas_limit,
-                "maxFeePerGas": 2 * base_fee + tip,
-                "maxPriorityFeePerGas": tip,
-                "value": 0,
-                "to": checksum(to),
-                "data": data,
-            }
-            signed = relayer.account.sign_transaction(tx)
-            tx_hash = signed.hash.to_0x_hex().lower()
+            nonce = relayer.next_nonce
+            relayer.next_nonce += 1
+            max_fee, tip = self._fees()
+        tx: dict[str, Any] = {
+            "type": 2,
+            "chainId": self._rpc.chain_id(),
+            "nonce": nonce,
+            "gas": relayer.gas_limit,
+            "maxFeePerGas": max_fee,
+            "maxPriorityFeePerGas": tip,
+            "value": 0,
+            "to": checksum(to),
+            "data": data,
+        }
+        signed = relayer.account.sign_transaction(tx)
+        tx_hash = signed.hash.to_0x_hex().lower()
+        try:
             if self._on_broadcast is not None:
                 self._on_broadcast(tx_hash)
-            try:
-                self._rpc.request("eth_sendRawTransaction", [signed.raw_transaction.to_0x_hex()], retry_timeouts=False)
-            except ChainRpcError:
-                # Refused, or perhaps sent: the nonce is read again from the node next time.
+            self._rpc.request("eth_sendRawTransaction", [signed.raw_transaction.to_0x_hex()], retry_timeouts=False)
+        except BaseException:
+            # Not recorded, refused, or perhaps sent: the nonce is read again from the node next time.
+            with relayer.lock:
                 relayer.next_nonce = None
-                raise
-            relayer.next_nonce += 1
+            raise
         return tx_hash
+
+    def _fees(self) -> tuple[int, int]:
+        """(max fee, tip) per gas: twice the latest base fee and a 1 gwei tip, the base fee read at most once a
+        second (called under the relayer's lock)."""
+        relayer = self._relayer
+        now = time.monotonic()
+        if relayer.base_fee is None or now - relayer.base_fee_read_at > 1.0:
+            header = self._rpc.block_header("latest")
+            relayer.base_fee = int(header["baseFeePerGas"], 16) if header and header.get("baseFeePerGas") else 10**9
+            relayer.base_fee_read_at = now
+        tip = 10**9
+        return 2 * relayer.base_fee + tip, tip
 
     def wait_for_transaction_receipt(self, tx_hash: str) -> TransactionReceipt:
         receipt = wait_receipt(self._rpc, tx_hash, self._relayer.receipt_timeout_seconds)

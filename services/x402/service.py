@@ -21,6 +21,7 @@ from services.core.settings import Settings
 from services.ledger.accounts import require_customer_account
 from services.ledger.balance import get_balance
 from services.ledger.models import Lot
+from services.usdc import repository as usdc_repo
 from services.usdc.addresses import ensure_deposit_address
 from services.wallets.service import account_for_wallet, normalize_wallet_address
 from services.x402.errors import BeneficiaryConflict, CreditsNotSold
@@ -99,6 +100,9 @@ def beneficiary(session: Session, settings: Settings, request: PurchaseRequest, 
         assert found is not None
         account_id = found
     chain_id = settings.usdc_chains[0].chain_id
+    known = usdc_repo.find_address(session, account_id, chain_id)
+    if known is not None:
+        return account_id, str(known.address)
     view = ensure_deposit_address(session, settings, account_id=account_id, chain_id=chain_id, now=now)
     return account_id, view.address.lower()
 
