@@ -133,7 +133,12 @@ def raw_round(
     """Seconds for ``count`` transferWithAuthorization transactions, signed and relayed ``concurrency`` at a time,
     each waited for until mined."""
     recipient = Account.create().address
-    domain = {"name": "Test USD Coin", "version": "2", "chainId": CHAIN_ID, "verifyingContract": checksum(token.address)}
+    domain = {
+        "name": "Test USD Coin",
+        "version": "2",
+        "chainId": CHAIN_ID,
+        "verifyingContract": checksum(token.address),
+    }
     types = {
         "TransferWithAuthorization": [
             {"name": "from", "type": "address"},
@@ -280,9 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--purchases", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument(
-        "--database-url", default=os.environ.get("CREDITRAIL_BENCH_DATABASE_URL", DEFAULT_DATABASE_URL)
-    )
+    parser.add_argument("--database-url", default=os.environ.get("CREDITRAIL_BENCH_DATABASE_URL", DEFAULT_DATABASE_URL))
     args = parser.parse_args(argv)
     print(json.dumps(run(args)), flush=True)
     return 0
