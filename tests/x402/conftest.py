@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from chain.devchain import LocalToken, dev_account
-from chain.node import free_port
+from chain.node import AnvilNode, free_port
 from chain.rpc import ChainRpc
 from services.app.app import create_app
 from services.core.db import table_of, unit_of_work
@@ -33,11 +33,11 @@ from services.usdc.models import UsdcDeposit
 from services.x402.facilitators import Facilitator
 from services.x402.flows.purchase import X402Rail, build_rail
 from services.x402.models import X402Payment
+from tests.chain.conftest import ensure_node_modules
 from tests.usdc.conftest import (
     CHAIN_ID,
     OwnChain,
     Rail,
-    anvil,
     chain_settings_for,
     make_rail,
     other_token,
@@ -51,7 +51,6 @@ from tests.usdc.conftest import (
 
 __all__ = [
     "CHAIN_ID",
-    "anvil",
     "make_rail",
     "other_token",
     "own_chain",
@@ -64,6 +63,15 @@ RELAYER = dev_account(7)
 PAYER_FUNDS_UNITS = 1_000 * 10**6  # 1,000 test USDC
 CREDITS = 500
 AMOUNT_UNITS = 5 * 10**6
+
+
+@pytest.fixture(scope="session")
+def anvil() -> Iterator[AnvilNode]:
+    """The x402 tests' own node: other tests move the shared node's clock ahead (exact block timestamps), while an
+    authorization's validBefore is the client's wall clock plus the offer's timeout."""
+    ensure_node_modules()
+    with AnvilNode(chain_id=CHAIN_ID, slots_in_an_epoch=1) as node:
+        yield node
 
 
 def x402_settings(settings: Settings, **overrides: Any) -> Settings:
