@@ -141,13 +141,23 @@ class PaidAnswer:
 
 
 def offer_for(
-    engine: Engine, rail: X402Rail, request: service.PurchaseRequest, *, resource: str, now: datetime
-) -> tuple[service.PurchaseRequest, OfferAnswer]:
-    """The normalised request and its offer (the beneficiary's account and address created on first sight)."""
+    engine: Engine,
+    rail: X402Rail,
+    request: service.PurchaseRequest,
+    *,
+    resource: str,
+    now: datetime,
+    payment: ReceivedPayment | None = None,
+) -> tuple[service.PurchaseRequest, OfferAnswer, Any]:
+    """The normalised request, its offer (the beneficiary's account and address created on first sight) and, for a
+    ``payment``, the payment already recorded with its authorization or identifier (None if there is none)."""
     amount_usdc_units = service.check_credits(rail.settings, request.credits)
     request = service.normalized(request)
+    existing = None
     with unit_of_work(engine) as session:
         account_id, pay_to = service.beneficiary(session, rail.settings, request, now=now)
+        if payment is not None and payment.chain_id is not None:
+            existing = repo.find_duplicate(session, **_Key(payment.chain_id, payment).lookup)
     offers = []
     for chain in rail.settings.usdc_chains:
         domain = token_domain(chain, rail.rpcs[chain.chain_id])
@@ -156,7 +166,7 @@ def offer_for(
     if not offers:
         raise X402Off("no configured chain has a token that supports EIP-3009")
     answer = OfferAnswer(account_id, request.credits, amount_usdc_units, offers, resource)
-    return request, answer
+    return request, answer, existing
 
 
 def purchase(
@@ -170,22 +180,21 @@ def purchase(
 ) -> OfferAnswer | PaidAnswer:
     """``POST /v1/x402/credits``: a 402 offer without a payment; with one, the first answer to that payment."""
     now = clock()
-    request, offer_answer = offer_for(engine, rail, request, resource=resource, now=now)
-    if payment_header is None:
+    payment = None if payment_header is None else decode_payment(payment_header[1], header=payment_header[0])
+    request, offer_answer, existing = offer_for(engine, rail, request, resource=resource, now=now, payment=payment)
+    if payment is None:
         return offer_answer
-    name, value = payment_header
-    payment = decode_payment(value, header=name)
+    fingerprint = service.fingerprint(request)
+    if existing is not None:
+        # The same payment again: the first one's answer (a retry of a settled payment no longer matches the time
+        # bounds, and its authorization is used: it is answered before anything is checked again).
+        return _answer_for_existing(engine, rail, existing, fingerprint, payment.version, offer_answer, clock)
     try:
         offer = match_offer(payment, offer_answer.offers, now_unix=int(now.timestamp()), settings=rail.settings)
     except PaymentRefused as refused:
         offer_answer.refused = refused
         return offer_answer
-    fingerprint = service.fingerprint(request)
     key = _Key(offer.chain.chain_id, payment)
-    with unit_of_work(engine) as session:
-        existing = repo.find_duplicate(session, **key.lookup)
-    if existing is not None:
-        return _answer_for_existing(engine, rail, existing, fingerprint, payment.version, offer_answer, clock)
 
     payload = to_facilitator_payload(payment, offer)
     verdict = _verify(rail, payload, offer.requirement)
@@ -235,10 +244,18 @@ def purchase(
         outcome, tx_hash, code = resolve_outcome(rail, offer.chain, payment.authorization, tx_hash, deadline=deadline)
     elif outcome is Outcome.FAILED:
         code = _refine(rail, offer.chain, payment.authorization, code or "payment_invalid", clock())
-    finish_payment(engine, rail, payment_id, offer.chain, outcome, tx_hash, code, message, now=clock())
-    with unit_of_work(engine) as session:
-        row = repo.get(session, payment_id)
-    return _answer_for_row(engine, row, payment.version, offer_answer, clock)
+    finish_payment(
+        engine,
+        rail,
+        _Paid(payment_id, offer_answer.account_id, payment.authorization.value),
+        offer.chain,
+        outcome,
+        tx_hash,
+        code,
+        message,
+        now=clock(),
+    )
+    return _answer_for_payment(engine, payment_id, payment.version, offer_answer, clock)
 
 
 @dataclass(frozen=True)
@@ -354,10 +371,17 @@ def _used_by(rail: X402Rail, chain: ChainSettings, auth: Authorization) -> str |
     )
 
 
+@dataclass(frozen=True)
+class _Paid:
+    payment_id: int
+    account_id: int
+    amount_usdc_units: int
+
+
 def finish_payment(
     engine: Engine,
     rail: X402Rail,
-    payment_id: int,
+    paid: _Paid,
     chain: ChainSettings,
     outcome: Outcome,
     tx_hash: str | None,
@@ -369,15 +393,14 @@ def finish_payment(
     """Record a settlement's outcome: settled -> the transfer observed and credited now, then the payment marked
     settled with its deposit and lot; failed -> marked failed with its code (nothing minted); unknown -> left
     settling (a retry, or the resolving job, finds out)."""
+    payment_id = paid.payment_id
     if outcome is Outcome.SETTLED and tx_hash is not None:
-        with unit_of_work(engine) as session:
-            row = repo.get(session, payment_id)
         observed = observe_transaction(engine, chain, rail.rpcs[chain.chain_id], tx_hash, now=now, credit_now=True)
         deposit = next(
             (
                 d
                 for d in observed.deposits
-                if int(d.account_id) == int(row.account_id) and int(d.amount_usdc_units) == int(row.amount_usdc_units)
+                if int(d.account_id) == paid.account_id and int(d.amount_usdc_units) == paid.amount_usdc_units
             ),
             None,
         )
@@ -425,8 +448,24 @@ def _answer_for_existing(
     return _answer_for_row(engine, row, version, offer_answer, clock)
 
 
+def _answer_for_payment(
+    engine: Engine, payment_id: int, version: int, offer_answer: OfferAnswer, clock: Callable[[], datetime]
+) -> OfferAnswer | PaidAnswer:
+    """The answer to a payment as it stands, read (with the lot and balance) in one unit of work."""
+    with unit_of_work(engine) as session:
+        row = repo.get(session, payment_id)
+        body = service.paid_body(session, row, now=clock()) if row.status == PaymentStatus.SETTLED else None
+    return _answer_for_row(engine, row, version, offer_answer, clock, body=body)
+
+
 def _answer_for_row(
-    engine: Engine, row: Any, version: int, offer_answer: OfferAnswer, clock: Callable[[], datetime]
+    engine: Engine,
+    row: Any,
+    version: int,
+    offer_answer: OfferAnswer,
+    clock: Callable[[], datetime],
+    *,
+    body: dict[str, Any] | None = None,
 ) -> OfferAnswer | PaidAnswer:
     if row.status == PaymentStatus.SETTLING:
         raise PaymentStillSettling(
@@ -440,8 +479,9 @@ def _answer_for_row(
             code, _MESSAGES.get(code, "the payment could not be settled"), payment_id=int(row.id)
         )
         return offer_answer
-    with unit_of_work(engine) as session:
-        body = service.paid_body(session, row, now=clock())
+    if body is None:
+        with unit_of_work(engine) as session:
+            body = service.paid_body(session, row, now=clock())
     settle = SettleResponse(
         success=True,
         transaction=row.tx_hash,
@@ -474,6 +514,7 @@ def resolve_left_settling(engine: Engine, rail: X402Rail, *, now: datetime, batc
         )
         outcome, tx_hash, code = resolve_outcome(rail, chain, auth, row.tx_hash, deadline=time.monotonic())
         if outcome is not Outcome.UNKNOWN:
-            finish_payment(engine, rail, int(row.id), chain, outcome, tx_hash, code, None, now=now)
+            paid = _Paid(int(row.id), int(row.account_id), int(row.amount_usdc_units))
+            finish_payment(engine, rail, paid, chain, outcome, tx_hash, code, None, now=now)
             finished += 1
     return finished
