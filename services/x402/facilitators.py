@@ -22,11 +22,11 @@ from typing import Any, Protocol
 
 import httpx
 from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
-from web3 import Web3
 from x402.http import FacilitatorConfig, HTTPFacilitatorClientSync
 from x402.mechanisms.evm import constants as evm
 from x402.mechanisms.evm.exact import ExactEvmFacilitatorScheme
@@ -133,6 +133,27 @@ class _Relayer:
     base_fee_read_at: float = 0.0
 
 
+def _abi_type(item: dict[str, Any]) -> str:
+    """An ABI parameter's canonical type (a tuple spelled out as its components)."""
+    kind = str(item["type"])
+    if kind.startswith("tuple"):
+        return "(" + ",".join(_abi_type(c) for c in item.get("components", [])) + ")" + kind[len("tuple") :]
+    return kind
+
+
+def _encode_call(abi: list[dict[str, Any]], function_name: str, args: tuple[Any, ...]) -> tuple[str, tuple[str, ...]]:
+    """The call data of ``function_name(*args)`` (the overload of as many inputs as there are ``args``), and its
+    output types."""
+    for entry in abi:
+        if entry.get("type") == "function" and entry.get("name") == function_name:
+            inputs = tuple(_abi_type(i) for i in entry.get("inputs", []))
+            if len(inputs) == len(args):
+                outputs = tuple(_abi_type(o) for o in entry.get("outputs", []))
+                selector = keccak(text=f"{function_name}({','.join(inputs)})")[:4]
+                return "0x" + (selector + abi_encode(list(inputs), list(args))).hex(), outputs
+    raise ValueError(f"no function {function_name} of {len(args)} inputs in the ABI")
+
+
 class _RelayerSigner:
     """The x402 package's ``FacilitatorEvmSigner`` over our RPC client and the relayer key, for one settlement
     (``on_broadcast`` is told each transaction's hash before it is sent)."""
@@ -141,7 +162,6 @@ class _RelayerSigner:
         self._relayer = relayer
         self._rpc = relayer.rpc
         self._on_broadcast = on_broadcast
-        self._w3 = Web3()
 
     def get_addresses(self) -> list[str]:
         return [self._relayer.account.address]
@@ -150,19 +170,15 @@ class _RelayerSigner:
         return self._rpc.chain_id()
 
     def read_contract(self, address: str, abi: list[dict[str, Any]], function_name: str, *args: Any) -> Any:
-        contract = self._w3.eth.contract(address=Web3.to_checksum_address(address), abi=abi)
-        data = contract.encode_abi(function_name, args=list(args))
+        data, outputs = _encode_call(abi, function_name, args)
         try:
             call = {"to": normalize_address(address), "data": data, "from": self._relayer_address}
             raw = str(self._rpc.request("eth_call", [call, "latest"]))
         except ChainResponseError as exc:
             raise _reverted(exc) from exc
-        outputs: list[dict[str, Any]] = next(
-            (e.get("outputs", []) for e in abi if e.get("type") == "function" and e.get("name") == function_name), []
-        )
         if not outputs:
             return None
-        values = abi_decode([o["type"] for o in outputs], bytes.fromhex(raw.removeprefix("0x")))
+        values = abi_decode(list(outputs), bytes.fromhex(raw.removeprefix("0x")))
         return values[0] if len(values) == 1 else list(values)
 
     @property
@@ -199,8 +215,7 @@ class _RelayerSigner:
         *args: Any,
         data_suffix: str | None = None,
     ) -> str:
-        contract = self._w3.eth.contract(address=Web3.to_checksum_address(address), abi=abi)
-        data = contract.encode_abi(function_name, args=list(args))
+        data, _ = _encode_call(abi, function_name, args)
         if data_suffix:
             data += data_suffix.removeprefix("0x")
         return self._send(address, data)
