@@ -13,6 +13,7 @@ Neither opens a unit of work; the caller (services.x402.flows) records what they
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -107,6 +108,11 @@ _CUSTOM_ERRORS = {
         ("InvalidSignature()", "invalid signature"),
     )
 }
+
+
+# The node refused a transaction for its nonce (used already, or taken by another transaction waiting).
+_NONCE_TAKEN = re.compile(r"nonce too low|already known|replacement transaction|nonce.*(used|taken|low)", re.I)
+_NONCE_ATTEMPTS = 4
 
 
 class ContractReverted(Exception):
@@ -224,41 +230,51 @@ class _RelayerSigner:
         return self._send(to, "0x" + data.hex())
 
     def _send(self, to: str, data: str) -> str:
-        """Sign with the next nonce (under the relayer's lock: nonces are handed out in order), tell
-        ``on_broadcast`` the hash, then send. Settlements record and send side by side; should a send fail, the nonce
-        is read again from the node (which counts only what it took), so a gap left behind is filled next."""
+        """Sign with the next nonce (handed out in order under the relayer's lock), tell ``on_broadcast`` the hash,
+        then send; settlements record and send side by side. A nonce the node refuses (another process relaying
+        from the same key took it) is read again from the node and the transaction signed again (its new hash
+        recorded before it is sent); after any other failure the nonce is read again next time, so a gap left
+        behind is filled by the next transaction."""
         relayer = self._relayer
-        with relayer.lock:
-            if relayer.next_nonce is None:
-                relayer.next_nonce = int(
-                    self._rpc.request("eth_getTransactionCount", [self._relayer_address, "pending"]), 16
-                )
-            nonce = relayer.next_nonce
-            relayer.next_nonce += 1
-            max_fee, tip = self._fees()
-        tx: dict[str, Any] = {
-            "type": 2,
-            "chainId": self._rpc.chain_id(),
-            "nonce": nonce,
-            "gas": relayer.gas_limit,
-            "maxFeePerGas": max_fee,
-            "maxPriorityFeePerGas": tip,
-            "value": 0,
-            "to": checksum(to),
-            "data": data,
-        }
-        signed = relayer.account.sign_transaction(tx)
-        tx_hash = signed.hash.to_0x_hex().lower()
-        try:
-            if self._on_broadcast is not None:
-                self._on_broadcast(tx_hash)
-            self._rpc.request("eth_sendRawTransaction", [signed.raw_transaction.to_0x_hex()], retry_timeouts=False)
-        except BaseException:
-            # Not recorded, refused, or perhaps sent: the nonce is read again from the node next time.
+        for attempt in range(_NONCE_ATTEMPTS):
             with relayer.lock:
-                relayer.next_nonce = None
-            raise
-        return tx_hash
+                if relayer.next_nonce is None:
+                    relayer.next_nonce = int(
+                        self._rpc.request("eth_getTransactionCount", [self._relayer_address, "pending"]), 16
+                    )
+                nonce = relayer.next_nonce
+                relayer.next_nonce += 1
+                max_fee, tip = self._fees()
+            tx: dict[str, Any] = {
+                "type": 2,
+                "chainId": self._rpc.chain_id(),
+                "nonce": nonce,
+                "gas": relayer.gas_limit,
+                "maxFeePerGas": max_fee,
+                "maxPriorityFeePerGas": tip,
+                "value": 0,
+                "to": checksum(to),
+                "data": data,
+            }
+            signed = relayer.account.sign_transaction(tx)
+            tx_hash = signed.hash.to_0x_hex().lower()
+            try:
+                if self._on_broadcast is not None:
+                    self._on_broadcast(tx_hash)
+                self._rpc.request("eth_sendRawTransaction", [signed.raw_transaction.to_0x_hex()], retry_timeouts=False)
+            except ChainResponseError as exc:
+                with relayer.lock:
+                    relayer.next_nonce = None
+                if _NONCE_TAKEN.search(str(exc)) and attempt + 1 < _NONCE_ATTEMPTS:
+                    continue
+                raise
+            except BaseException:
+                # Not recorded, or perhaps sent: the nonce is read again from the node next time.
+                with relayer.lock:
+                    relayer.next_nonce = None
+                raise
+            return tx_hash
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _fees(self) -> tuple[int, int]:
         """(max fee, tip) per gas: twice the latest base fee and a 1 gwei tip, the base fee read at most once a

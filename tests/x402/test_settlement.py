@@ -18,11 +18,11 @@ from eth_account.signers.local import LocalAccount
 from chain.addresses import checksum
 from chain.devchain import DevWallet, LocalToken
 from services.core.clock import utcnow
-from services.x402.facilitators import Facilitator, Outcome, Settlement
+from services.x402.facilitators import BuiltinFacilitator, Facilitator, Outcome, Settlement
 from services.x402.flows.purchase import purchase, resolve_left_settling
 from services.x402.service import PurchaseRequest
 from services.x402.token import calldata
-from tests.x402.conftest import AMOUNT_UNITS, CREDITS, PAYER_FUNDS_UNITS, Shop
+from tests.x402.conftest import AMOUNT_UNITS, CREDITS, PAYER_FUNDS_UNITS, RELAYER, Shop
 from tests.x402.support import decode, offered_requirement, sign_payment, with_identifier
 
 
@@ -303,4 +303,49 @@ def test_a_payment_left_settling_by_a_crash_is_resolved_by_the_job(make_shop: Ca
     again = _post(shop, payer, header)
     assert again.status_code == 200
     assert again.json()["lot"]["id"] == payment.lot_id
+    shop.assert_invariants()
+
+
+class TwoRelayers:
+    """Two built-in facilitators relaying from one key, each counting nonces itself (two API processes)."""
+
+    name = "two"
+
+    def __init__(self, first: Facilitator, second: Facilitator) -> None:
+        self.relayers = [first, second]
+        self.turn = 0
+        self.lock = threading.Lock()
+
+    def _next(self) -> Facilitator:
+        with self.lock:
+            self.turn += 1
+            return self.relayers[self.turn % 2]
+
+    def verify(self, payload: Any, requirement: Any) -> Any:
+        return self.relayers[0].verify(payload, requirement)
+
+    def settle(self, payload: Any, requirement: Any, *, on_broadcast: Callable[[str], None]) -> Settlement:
+        return self._next().settle(payload, requirement, on_broadcast=on_broadcast)
+
+
+def test_processes_relaying_from_one_key_take_each_others_nonces_in_their_stride(shop: Shop) -> None:
+    second = BuiltinFacilitator(shop.rail.rpcs, RELAYER.key.hex())
+    shop.rail.facilitator = TwoRelayers(shop.rail.facilitator, second)
+    payers = [shop.payer() for _ in range(6)]
+    headers = [sign_payment(payer, _requirement(shop, payer)) for payer in payers]
+    answers: list[httpx.Response] = []
+    lock = threading.Lock()
+
+    def send(index: int) -> None:
+        response = _post(shop, payers[index], headers[index])
+        with lock:
+            answers.append(response)
+
+    threads = [threading.Thread(target=send, args=(index,)) for index in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert sorted(a.status_code for a in answers) == [200] * 6, [a.text for a in answers if a.status_code != 200]
+    assert len(shop.lots()) == 6
     shop.assert_invariants()
