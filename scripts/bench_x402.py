@@ -1,9 +1,10 @@
 """Benchmark of buying credits over x402 end to end on a local anvil and PostgreSQL, beside the raw rate of
 ``transferWithAuthorization`` transactions the same node accepts in the same run.
 
-Starts its own anvil, deploys TestUSDC, serves the app (uvicorn in a thread, the built-in facilitator relaying from
-a development account) over a database of its own (``creditrail_bench_x402``, dropped and created again each run),
-and funds ``--concurrency`` payers. Then, interleaved ``--repeats`` times so both see the same machine load:
+Starts its own anvil, deploys TestUSDC, serves the app (uvicorn, ``--workers`` processes of its own, the built-in
+facilitator relaying from one development account) over a database of its own (``creditrail_bench_x402``, dropped
+and created again each run), and funds ``--concurrency`` payers. Then, interleaved ``--repeats`` times so both see
+the same machine load:
 
 - raw: ``--purchases`` EIP-3009 authorizations, each signed by a payer and relayed from another development account,
   ``--concurrency`` at a time, each sent and waited for until its receipt (``raw_tx_per_s``): what the node takes
@@ -11,7 +12,8 @@ and funds ``--concurrency`` payers. Then, interleaved ``--repeats`` times so bot
 - x402: ``--purchases`` purchases by ``--concurrency`` clients at a time, each the whole exchange an agent makes: the
   402 offer, the authorization signed by the x402 package's client scheme, the paid request, settled, observed and
   minted, and the 200 (``x402_purchases_per_s``; target: at least half the raw rate), with the latency from sending
-  the signed request to the 200 answer (``latency_ms_p50``, ``latency_ms_p99``).
+  the signed request to the 200 answer (``latency_ms_p50``, ``latency_ms_p99``) and the server's CPU time per
+  purchase (``server_cpu_ms_per_purchase``: the machine's load changes the wall clock, not this).
 
 Prints one JSON line on stdout; progress goes to stderr.
 
@@ -25,15 +27,16 @@ import base64
 import json
 import os
 import statistics
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 from bip32 import BIP32
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -49,7 +52,6 @@ from chain.addresses import checksum
 from chain.devchain import DevWallet, LocalToken, dev_account, mine, wait_for_receipt
 from chain.node import AnvilNode, free_port
 from chain.rpc import ChainRpc
-from services.app.app import create_app
 from services.core.db import make_engine
 from services.core.migrate import upgrade
 from services.core.settings import ChainSettings, Settings
@@ -60,6 +62,7 @@ DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/creditrail_bench_x4
 CREDITS = 500
 RELAYER_ACCOUNT = 9  # the app's built-in facilitator
 RAW_RELAYER_ACCOUNT = 8  # the raw measurement's
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def progress(message: str) -> None:
@@ -97,26 +100,84 @@ def sign(account: LocalAccount, requirement: PaymentRequirements) -> str:
 
 
 class Served:
-    """The app over HTTP in a thread."""
+    """The app served by uvicorn in processes of its own (``workers``), the built-in facilitator relaying from one
+    key: the clients, their signing and the raw measurement do not share its interpreter."""
 
-    def __init__(self, settings: Settings, engine: Engine) -> None:
+    def __init__(self, settings: Settings, workers: int) -> None:
         self.port = free_port()
-        app = create_app(settings, engine=engine)
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, name="bench-x402-api", daemon=True)
+        chains = [json.loads(chain.model_dump_json()) for chain in settings.usdc_chains]
+        self.env = os.environ | {
+            "CREDITRAIL_ENVIRONMENT": "test",
+            "CREDITRAIL_DATABASE_URL": settings.database_url,
+            "CREDITRAIL_DATABASE_POOL_SIZE": "40",
+            "CREDITRAIL_AUTO_MIGRATE": "false",  # migrated by the benchmark, before several workers start
+            "CREDITRAIL_USDC_XPUB": settings.usdc_xpub,
+            "CREDITRAIL_USDC_CHAINS": json.dumps(chains),
+            "CREDITRAIL_X402_RELAYER_KEY": settings.x402_relayer_key.get_secret_value(),
+            "CREDITRAIL_LOG_LEVEL": "WARNING",
+        }
+        self.command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "services.app.app:create_app",
+            "--factory",
+            "--workers",
+            str(workers),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
+        self.process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
+        self.process = subprocess.Popen(self.command, cwd=ROOT, env=self.env)
+        deadline = time.monotonic() + 90
+        while True:
+            if self.process.poll() is not None:
+                raise SystemExit(f"the API exited with {self.process.returncode}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200:
+                    return f"http://127.0.0.1:{self.port}/v1/x402/credits"
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                self.process.kill()
                 raise SystemExit("the API did not start")
-            time.sleep(0.01)
-        return f"http://127.0.0.1:{self.port}/v1/x402/credits"
+            time.sleep(0.1)
+
+    def cpu_seconds(self) -> float:
+        """CPU time of the server's processes so far (from /proc)."""
+        if self.process is None:
+            return 0.0
+        pids = [self.process.pid]
+        try:
+            children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
+            pids += [int(pid) for pid in children]
+        except OSError:
+            pass
+        return sum(_proc_cpu_seconds(pid) for pid in pids)
 
     def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def _proc_cpu_seconds(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_concurrently(count: int, concurrency: int, task: Callable[[int], float | None]) -> tuple[float, list[float]]:
@@ -244,22 +305,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         settings = Settings(
             environment="test",
             database_url=args.database_url,
-            database_pool_size=40,
             usdc_xpub=str(BIP32.from_seed(os.urandom(32)).get_xpub_from_path("m/44'/60'/0'")),
             usdc_chains=[chain],
             x402_relayer_key=SecretStr(dev_account(RELAYER_ACCOUNT).key.hex()),
-            log_level="WARNING",
         )
         raw_relayer = DevWallet(rpc, dev_account(RAW_RELAYER_ACCOUNT))
-        with Served(settings, engine) as url:
+        served = Served(settings, args.workers)
+        with served as url:
             progress("warming up ...")
             x402_round(url, payers, args.concurrency, args.concurrency)
             raw_round(rpc, token, payers, raw_relayer, args.concurrency, args.concurrency)
-            raw_rates, x402_rates, latencies = [], [], []
+            raw_rates, x402_rates, latencies, server_cpu = [], [], [], []
             for repeat in range(args.repeats):
                 seconds = raw_round(rpc, token, payers, raw_relayer, args.purchases, args.concurrency)
                 raw_rates.append(args.purchases / seconds)
+                cpu_before = served.cpu_seconds()
                 seconds, round_latencies = x402_round(url, payers, args.purchases, args.concurrency)
+                server_cpu.append((served.cpu_seconds() - cpu_before) / args.purchases)
                 x402_rates.append(args.purchases / seconds)
                 latencies.extend(round_latencies)
                 progress(f"round {repeat + 1}: raw {raw_rates[-1]:.1f} tx/s, x402 {x402_rates[-1]:.1f} purchases/s")
@@ -277,6 +339,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "target_ratio": 0.5,
         "latency_ms_p50": round(statistics.median(latencies) * 1e3, 1),
         "latency_ms_p99": round(percentile(latencies, 0.99) * 1e3, 1),
+        "server_cpu_ms_per_purchase": round(statistics.median(server_cpu) * 1e3, 1),
+        "server_workers": args.workers,
+        "load_average_1m": round(os.getloadavg()[0], 1),
     }
 
 
@@ -285,6 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--purchases", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=1, help="the API's processes (uvicorn workers)")
     parser.add_argument("--database-url", default=os.environ.get("CREDITRAIL_BENCH_DATABASE_URL", DEFAULT_DATABASE_URL))
     args = parser.parse_args(argv)
     print(json.dumps(run(args)), flush=True)
