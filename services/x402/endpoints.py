@@ -23,9 +23,10 @@ from x402.http.constants import (
 )
 from x402.http.utils import encode_payment_required_header, encode_payment_response_header
 
+from chain.errors import ChainRpcError
 from services.api.deps import EngineDep, SettingsDep
 from services.core.settings import Settings
-from services.x402.errors import X402Off
+from services.x402.errors import ChainUnavailable, X402Off
 from services.x402.flows.purchase import OfferAnswer, X402Rail, build_rail, purchase
 from services.x402.schemas import X402PurchaseIn
 from services.x402.service import PurchaseRequest
@@ -74,7 +75,10 @@ def buy_credits(
         beneficiary_wallet=body.beneficiary_wallet,
         beneficiary_account_id=body.beneficiary_account_id,
     )
-    answer = purchase(engine, rail, purchase_request, payment_header=header, resource=str(request.url))
+    try:
+        answer = purchase(engine, rail, purchase_request, payment_header=header, resource=str(request.url))
+    except ChainRpcError as exc:
+        raise ChainUnavailable("a chain's node did not answer; send the same request again", method=exc.method) from exc
     if isinstance(answer, OfferAnswer):
         headers = {"Access-Control-Expose-Headers": _EXPOSED}
         if x402_version == 2 and not (header is not None and header[0] == X_PAYMENT_HEADER):

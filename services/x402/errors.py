@@ -57,3 +57,11 @@ class PaymentStillSettling(Conflict):
     to a retry once it is."""
 
     code = "payment_settling"
+
+
+class ChainUnavailable(CreditrailError):
+    """A chain's node did not answer while the request needed it (nothing was settled, or the payment is left
+    settling and resolved from the chain later): the same request again is safe."""
+
+    code = "chain_unavailable"
+    status_code = 503

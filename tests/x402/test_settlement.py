@@ -349,3 +349,26 @@ def test_processes_relaying_from_one_key_take_each_others_nonces_in_their_stride
     assert sorted(a.status_code for a in answers) == [200] * 6, [a.text for a in answers if a.status_code != 200]
     assert len(shop.lots()) == 6
     shop.assert_invariants()
+
+
+def test_a_payment_left_settling_is_finished_by_the_clients_retry(make_shop: Callable[..., Shop]) -> None:
+    def crash(settlement: Settlement) -> Settlement:
+        raise RuntimeError("the process died after broadcasting")
+
+    shop = make_shop(wrap=lambda inner: HookedFacilitator(inner, report=crash))
+    payer = shop.payer()
+    header = sign_payment(payer, _requirement(shop, payer))
+    request = PurchaseRequest(credits=CREDITS, wallet_address=payer.address)
+    with pytest.raises(RuntimeError):
+        purchase(
+            shop.engine, shop.rail, request, payment_header=("PAYMENT-SIGNATURE", header), resource=shop.credits_url
+        )
+    [payment] = shop.payments()
+    assert payment.status == "settling"
+    again = _post(shop, payer, header)
+    assert again.status_code == 200, again.text
+    [payment] = shop.payments()
+    assert payment.status == "settled"
+    assert again.json()["lot"]["id"] == payment.lot_id
+    assert len(shop.lots()) == 1
+    shop.assert_invariants()

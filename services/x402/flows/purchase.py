@@ -57,6 +57,8 @@ from services.x402.token import authorization_used, authorization_used_tx, balan
 log = logging.getLogger("creditrail.x402")
 
 _POLL_SECONDS = 0.01
+# How often a duplicate waiting for a broadcast payment asks the chain itself.
+_CHAIN_LOOK_SECONDS = 1.0
 
 
 @dataclass
@@ -244,17 +246,22 @@ def purchase(
         outcome, tx_hash, code = resolve_outcome(rail, offer.chain, payment.authorization, tx_hash, deadline=deadline)
     elif outcome is Outcome.FAILED:
         code = _refine(rail, offer.chain, payment.authorization, code or "payment_invalid", clock())
-    finish_payment(
-        engine,
-        rail,
-        _Paid(payment_id, offer_answer.account_id, payment.authorization.value),
-        offer.chain,
-        outcome,
-        tx_hash,
-        code,
-        message,
-        now=clock(),
-    )
+    try:
+        finish_payment(
+            engine,
+            rail,
+            _Paid(payment_id, offer_answer.account_id, payment.authorization.value),
+            offer.chain,
+            outcome,
+            tx_hash,
+            code,
+            message,
+            now=clock(),
+        )
+    except ChainRpcError as exc:
+        # Settled, but the node did not answer while the transfer was observed: the payment stays settling, and a
+        # retry (or the resolving job) finishes it.
+        log.warning("x402: payment %s settled in %s, not observed yet: %s", payment_id, tx_hash, exc)
     return _answer_for_payment(engine, payment_id, payment.version, offer_answer, clock)
 
 
@@ -441,11 +448,43 @@ def _answer_for_existing(
             payment_id=int(row.id),
         )
     deadline = time.monotonic() + rail.settings.x402_settle_wait_seconds
+    look_at_chain = time.monotonic() + _CHAIN_LOOK_SECONDS
     while row.status == PaymentStatus.SETTLING and time.monotonic() < deadline:
         time.sleep(_POLL_SECONDS)
+        if row.tx_hash is not None and time.monotonic() >= look_at_chain:
+            # Broadcast a while ago and still settling (the first request may have died): what the chain says
+            # finishes it, as the resolving job would (finishing twice is harmless: observing credits once, and a
+            # payment leaves settling once).
+            look_at_chain = time.monotonic() + _CHAIN_LOOK_SECONDS
+            _finish_from_chain(engine, rail, row, now=clock())
         with unit_of_work(engine) as session:
             row = repo.get(session, int(row.id))
     return _answer_for_row(engine, row, version, offer_answer, clock)
+
+
+def _finish_from_chain(engine: Engine, rail: X402Rail, row: Any, *, now: datetime) -> bool:
+    """Resolve a settling payment from the chain (one look) and finish it; whether it was finished."""
+    chain = next((c for c in rail.settings.usdc_chains if c.chain_id == int(row.chain_id)), None)
+    if chain is None:
+        return False
+    auth = Authorization(
+        from_address=row.payer,
+        to=row.pay_to,
+        value=int(row.amount_usdc_units),
+        valid_after=0,
+        valid_before=int(row.valid_before),
+        nonce=row.auth_nonce,
+    )
+    outcome, tx_hash, code = resolve_outcome(rail, chain, auth, row.tx_hash, deadline=time.monotonic())
+    if outcome is Outcome.UNKNOWN:
+        return False
+    paid = _Paid(int(row.id), int(row.account_id), int(row.amount_usdc_units))
+    try:
+        finish_payment(engine, rail, paid, chain, outcome, tx_hash, code, None, now=now)
+    except ChainRpcError as exc:
+        log.warning("x402: payment %s not finished yet: %s", row.id, exc)
+        return False
+    return True
 
 
 def _answer_for_payment(
@@ -499,22 +538,4 @@ def resolve_left_settling(engine: Engine, rail: X402Rail, *, now: datetime, batc
     before = now - timedelta(seconds=rail.settings.x402_resolve_after_seconds)
     with unit_of_work(engine) as session:
         rows = repo.left_settling(session, before=before, limit=batch_size)
-    finished = 0
-    for row in rows:
-        chain = next((c for c in rail.settings.usdc_chains if c.chain_id == int(row.chain_id)), None)
-        if chain is None:
-            continue
-        auth = Authorization(
-            from_address=row.payer,
-            to=row.pay_to,
-            value=int(row.amount_usdc_units),
-            valid_after=0,
-            valid_before=int(row.valid_before),
-            nonce=row.auth_nonce,
-        )
-        outcome, tx_hash, code = resolve_outcome(rail, chain, auth, row.tx_hash, deadline=time.monotonic())
-        if outcome is not Outcome.UNKNOWN:
-            paid = _Paid(int(row.id), int(row.account_id), int(row.amount_usdc_units))
-            finish_payment(engine, rail, paid, chain, outcome, tx_hash, code, None, now=now)
-            finished += 1
-    return finished
+    return sum(1 for row in rows if _finish_from_chain(engine, rail, row, now=now))
