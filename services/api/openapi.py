@@ -70,6 +70,7 @@ DOMAIN_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("POST", "/v1/finance/exceptions/{exception_id}/resolve"): (409,),
     ("POST", "/v1/finance/reconciliations"): (409, 502, 504),
     ("GET", "/v1/usdc/deposit-address"): (404, 409),
+    ("POST", "/v1/x402/credits/claims"): (400, 404, 409, 502),
     ("GET", "/metrics"): (401, 403),
 }
 

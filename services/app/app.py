@@ -34,6 +34,7 @@ from services.outbox.endpoints import page_router as receipt_pages_router
 from services.outbox.endpoints import router as receipts_router
 from services.purchases.endpoints import router as purchases_router
 from services.usdc.endpoints import admin_router as usdc_admin_router
+from services.usdc.endpoints import claims_router as usdc_claims_router
 from services.usdc.endpoints import router as usdc_router
 from services.widget.endpoints import router as credits_page_router
 from services.worker.endpoints import router as jobs_router
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         *CARD_ROUTERS,
         usdc_router,
         usdc_admin_router,
+        usdc_claims_router,
         purchases_router,
         finance_router,
         credits_page_router,

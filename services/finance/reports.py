@@ -27,6 +27,9 @@ Period report (``period_report``), for a period [period_start, period_end) in UT
   the clawback and reinstatement transactions' entries on the clawbacks account); a clawback splits into what it
   took from the lot's remainder, from breakage (expired credits taken back: net breakage is expired minus this)
   and into debt; a reinstatement into what it gave back to the lot and the debt it cancelled.
+- x402 (rails ``usdc``, ``usdc:<chain id>`` and ``all``): the USDC purchases paid over x402 (deposits marked ``via``
+  x402) whose lots were credited in the period: how many, the USDC paid and the credits minted (a line of their own;
+  the ledger figures count them too).
 - Liability: the credits remaining on the rail's lots at the period's start and end, summed from the lots'
   movements before each instant (so a past period's report does not change with later activity). It rolls
   forward: end = start + minted - debt repaid - spent - expired - clawed back from remainder + reinstated to
@@ -56,11 +59,14 @@ from services.core.errors import InvalidRequest
 from services.finance.models import ChainTransferRecord, StripeBalanceTransaction
 from services.finance.pulls import PullState, pulls_table
 from services.ledger import repository as repo
+from services.ledger.history import VIA_X402
 from services.ledger.models import AccountKind, MovementKind, Rail, TransactionKind
 from services.ledger.system_accounts import SystemAccount
+from services.usdc.models import UsdcDeposit
 
 balance_transactions = table_of(StripeBalanceTransaction)
 transfer_records = table_of(ChainTransferRecord)
+deposits = table_of(UsdcDeposit)
 pulls = pulls_table
 
 RAILS = ("all", "card", "usdc", "grant", "adjustment")
@@ -155,6 +161,19 @@ class LedgerFigures:
 
 
 @dataclass(frozen=True, slots=True)
+class X402Figures:
+    """The USDC purchases paid over x402 (their deposits marked ``via`` x402) whose lots were credited in the
+    period: a line of their own within the USDC rail's figures (already counted in its minted credits)."""
+
+    purchases: int = 0
+    paid_usdc_units: int = 0
+    credits_minted: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+
+@dataclass(frozen=True, slots=True)
 class ExpiryMonth:
     # "YYYY-MM", the calendar month (UTC) the lots expire in.
     month: str
@@ -172,6 +191,8 @@ class PeriodReport:
     usdc: UsdcExternal | None
     ledger: LedgerFigures
     expiry_schedule: tuple[ExpiryMonth, ...] = field(default=())
+    # USDC purchases paid over x402 (for the rails that count USDC lots), else None.
+    x402: X402Figures | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -184,6 +205,7 @@ class PeriodReport:
                 "usdc": self.usdc.as_dict() if self.usdc is not None else None,
             },
             "ledger": self.ledger.as_dict(),
+            "x402": self.x402.as_dict() if self.x402 is not None else None,
             "expiry_schedule": [{"month": m.month, "credits": m.credits} for m in self.expiry_schedule],
         }
 
@@ -238,7 +260,24 @@ def period_report(session: Session, *, rail: str, period_start: datetime, period
     usdc = _usdc_external(session, start, end, scope.chain_id) if scope.usdc else None
     ledger, schedule = _ledger_figures(session, scope, start, end)
     complete = (card is None or card.complete) and (usdc is None or usdc.complete)
-    return PeriodReport(scope.rail, start, end, complete, card, usdc, ledger, schedule)
+    x402 = _x402_figures(session, scope, start, end) if scope.usdc else None
+    return PeriodReport(scope.rail, start, end, complete, card, usdc, ledger, schedule, x402=x402)
+
+
+def _x402_figures(session: Session, scope: _Scope, start: datetime, end: datetime) -> X402Figures:
+    lots = repo.lots
+    row = session.execute(
+        select(func.count(lots.c.id), func.sum(lots.c.cost_basis_usdc_units), func.sum(lots.c.credits))
+        .select_from(lots.join(deposits, deposits.c.lot_id == lots.c.id))
+        .where(
+            lots.c.rail == Rail.USDC,
+            deposits.c.via == VIA_X402,
+            lots.c.credited_at >= start,
+            lots.c.credited_at < end,
+            *scope.lot_filter,
+        )
+    ).one()
+    return X402Figures(purchases=int(row[0] or 0), paid_usdc_units=int(row[1] or 0), credits_minted=int(row[2] or 0))
 
 
 def _month_of(session: Session, column: Any) -> ColumnElement[str]:
@@ -649,6 +688,9 @@ def period_report_rows(report: PeriodReport) -> Iterator[tuple[str, str, Any]]:
             yield section, "gross_usdc_units", chain.gross_usdc_units
     for f in fields(report.ledger):
         yield "ledger", f.name, getattr(report.ledger, f.name)
+    if report.x402 is not None:
+        for f in fields(report.x402):
+            yield "x402", f.name, getattr(report.x402, f.name)
     for month in report.expiry_schedule:
         yield "expiry_schedule_credits", month.month, month.credits
 

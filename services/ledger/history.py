@@ -35,6 +35,16 @@ class HistoryItem:
         return (self.created_at, self.rail, self.id)
 
 
+VIA_X402 = "x402"
+"""How a USDC purchase paid over x402 (settled by us, or claimed by its transaction) is marked: the deposit's
+``via``, and the ``via`` of its lot's details when it was so marked at crediting."""
+
+
+def usdc_purchase_label(via: str | None) -> str:
+    """How people see a USDC purchase: "USDC", or "USDC via x402" (history, receipts, the credits page, reports)."""
+    return "USDC via x402" if via == VIA_X402 else "USDC"
+
+
 def merge(sources: Iterable[list[HistoryItem]], *, limit: int) -> list[HistoryItem]:
     """The newest ``limit`` items of every source (each already newest first)."""
     return list(heapq.merge(*sources, key=lambda item: item.order_key, reverse=True))[:limit]

@@ -23,6 +23,7 @@ from services.core.db import utc
 from services.core.money import format_usd, format_usdc
 from services.core.settings import Settings
 from services.ledger import repository as ledger_repo
+from services.ledger.history import VIA_X402
 from services.ledger.models import Rail
 from services.outbox import repository as repo
 from services.outbox.links import receipt_url
@@ -98,6 +99,8 @@ def build_receipt(
         tx_hash = str(details.get("tx_hash", ""))
         name, template = _chain_name(settings, chain_id)
         paid = f"{format_usdc(int(lot.cost_basis_usdc_units or 0))} on {name}"
+        if details.get("via") == VIA_X402:
+            paid = f"{paid} via x402"
         lines = [("Paid", paid), ("Chain", f"{name} ({chain_id})"), ("Transaction", tx_hash)]
         if template and tx_hash:
             explorer = template.replace("{tx_hash}", tx_hash)

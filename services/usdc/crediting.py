@@ -144,6 +144,7 @@ def credit_locked_deposit(
             "tx_hash": current.tx_hash,
             "log_index": current.log_index,
             "block_number": current.block_number,
+            **({"via": current.via} if current.via else {}),
         },
     )
     repo.set_carry(session, address.id, remainder_units)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.core.errors import CreditrailError, InvalidRequest, NotFound
+from services.core.errors import Conflict, CreditrailError, InvalidRequest, NotFound
 
 
 class UsdcRailOff(CreditrailError):
@@ -44,3 +44,33 @@ class InvalidTransactionHash(CreditrailError):
 
     code = "invalid_tx_hash"
     status_code = 400
+
+
+class UnknownChain(InvalidRequest):
+    """A chain id that is not one of the configured USDC chains (or the USDC rail is off)."""
+
+    code = "unknown_chain"
+
+
+class TransactionNotFound(NotFound):
+    """The chain's node knows no mined transaction of that hash (unknown, or not mined yet)."""
+
+    code = "transaction_not_found"
+
+
+class TransactionReverted(InvalidRequest):
+    """The transaction was mined but failed: it moved no tokens."""
+
+    code = "transaction_reverted"
+
+
+class NotADeposit(InvalidRequest):
+    """The transaction carries no transfer of the chain's USDC to one of our deposit addresses."""
+
+    code = "not_a_deposit"
+
+
+class AlreadyCredited(Conflict):
+    """Every deposit of the transaction was credited before (the details name their lots)."""
+
+    code = "already_credited"

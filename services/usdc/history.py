@@ -8,7 +8,7 @@ from typing import Any
 from sqlmodel import Session
 
 from services.core.money import usdc_units_to_credits
-from services.ledger.history import HistoryItem
+from services.ledger.history import HistoryItem, usdc_purchase_label
 from services.ledger.models import Rail
 from services.usdc import repository as repo
 from services.usdc.crediting import deposit_reference
@@ -67,6 +67,8 @@ def deposit_history(
                     "chain_id": row.chain_id,
                     "block_number": row.block_number,
                     "confirmations": heads.confirmations(row),
+                    "via": row.via,
+                    "label": usdc_purchase_label(row.via),
                 },
             )
         )

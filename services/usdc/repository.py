@@ -164,6 +164,13 @@ def insert_cursor(session: Session, chain_id: int, next_block: int, range_blocks
     )
 
 
+def insert_cursor_if_absent(session: Session, chain_id: int, next_block: int, range_blocks: int, now: datetime) -> bool:
+    """:func:`insert_cursor` unless the chain has a cursor (made meanwhile by another); whether this one made it."""
+    stmt = insert_for(session, cursors).on_conflict_do_nothing(index_elements=["chain_id"])
+    values = {"chain_id": chain_id, "next_block": next_block, "range_blocks": range_blocks, "updated_at": now}
+    return bool(session.execute(stmt.values(**values)).rowcount)  # type: ignore[attr-defined]
+
+
 def update_cursor(session: Session, chain_id: int, **values: Any) -> None:
     session.connection().execute(update(cursors).where(cursors.c.chain_id == chain_id).values(**values))
 

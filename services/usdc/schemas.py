@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+
+from services.api.types import MAX_BIGINT
 
 
 class ChainOut(BaseModel):
@@ -51,6 +53,8 @@ class DepositOut(BaseModel):
     credited_at: datetime | None
     # Why a deposit is set aside (status "set_aside": it cannot be credited, finance looks at it), else null.
     set_aside_reason: str | None = None
+    # Who recorded it: listener (the chain's poll), claim (its transaction was claimed) or x402 (an x402 purchase).
+    via: str | None = None
 
 
 class AdminDepositAddressOut(BaseModel):
@@ -80,3 +84,38 @@ class AdminDepositOut(BaseModel):
     lot_id: int | None
     deep_reorgs: int
     set_aside_reason: str | None = None
+    via: str | None = None
+
+
+class ClaimIn(BaseModel):
+    chain_id: int = Field(gt=0, le=MAX_BIGINT)
+    # 0x and 64 hex digits (checked by the endpoint: anything else is a 400 invalid_tx_hash).
+    tx_hash: str
+
+
+class ClaimedDepositOut(BaseModel):
+    deposit_id: int
+    log_index: int
+    # The deposit address the transfer paid (EIP-55).
+    to_address: str
+    amount_usdc_units: int
+    # Credits minted when credited; else what the amount alone is worth (a carried remainder may add to it).
+    credits: int
+    # pending, credited, carried (below the chain's minimum: added to the next deposit), set_aside, orphaned.
+    status: str
+    # Blocks still to come before it is credited (0 once credited).
+    confirmations_to_come: int
+    lot_id: int | None
+    # Who recorded it: listener, claim or x402.
+    via: str | None
+    # Whether this claim credited it (false: credited before, or not yet).
+    credited_now: bool
+
+
+class ClaimOut(BaseModel):
+    chain_id: int
+    tx_hash: str
+    # credited: nothing of it waits any more; pending: some deposit waits for its confirmations.
+    status: str
+    block_number: int
+    deposits: list[ClaimedDepositOut]

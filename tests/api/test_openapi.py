@@ -58,7 +58,8 @@ def test_every_error_is_declared_with_the_error_body(api: Api) -> None:
     assert "HTTPValidationError" not in schema["components"]["schemas"]
     by_operation = {(method, path): _errors(operation) for method, path, operation in operations}
     for (method, path), errors in by_operation.items():
-        if path.startswith("/v1/") and path != "/v1/stripe/webhook":
+        # (Stripe's webhook, and x402's purchases and claims, need no key: the signature or payment proves itself)
+        if path.startswith("/v1/") and path != "/v1/stripe/webhook" and not path.startswith("/v1/x402/"):
             assert {401, 403} <= errors, (method, path)
     assert {401, 402, 403, 409, 413, 422} <= by_operation[("post", "/v1/charges")]
     assert {401, 403, 404, 409, 422} <= by_operation[("post", "/v1/holds/{hold_id}/capture")]
@@ -67,6 +68,8 @@ def test_every_error_is_declared_with_the_error_body(api: Api) -> None:
     assert {409} <= by_operation[("post", "/v1/admin/api-keys/{key_id}/revoke")]
     assert {400, 413, 422} <= by_operation[("post", "/v1/stripe/webhook")]
     assert 401 not in by_operation[("post", "/v1/stripe/webhook")]
+    assert {400, 404, 409, 422, 502} <= by_operation[("post", "/v1/x402/credits/claims")]
+    assert 401 not in by_operation[("post", "/v1/x402/credits/claims")]
 
 
 def test_every_list_answers_the_page_envelope(api: Api) -> None:

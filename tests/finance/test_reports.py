@@ -471,6 +471,7 @@ def test_the_period_report_csv_round_trips_to_its_json(engine):
         expected[(section, "transfers")] = str(chain["transfers"])
         expected[(section, "gross_usdc_units")] = str(chain["gross_usdc_units"])
     expected |= {("ledger", name): str(v) for name, v in data["ledger"].items()}
+    expected |= {("x402", name): str(v) for name, v in data["x402"].items()}
     expected |= {("expiry_schedule_credits", m["month"]): str(m["credits"]) for m in data["expiry_schedule"]}
     assert values == expected
     assert values[("external_usdc:1", "block_ranges")] == "1000-1999"

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from chain.devchain import LocalToken, mine
+from chain.devchain import DevWallet, LocalToken, mine, reorg
 from chain.rpc import ChainRpc
 from services.core.clock import utcnow
 from services.core.db import unit_of_work
 from services.ledger import repository as ledger_repo
 from services.ledger.models import Rail as LedgerRail
+from services.review.service import list_exceptions
 from services.usdc.crediting import deposit_reference
 from services.usdc.errors import InvalidTransactionHash
 from services.usdc.flows.observe import (
@@ -166,4 +167,73 @@ def test_a_transaction_with_several_transfers_records_those_to_our_addresses(
     assert usdc.balance(first).total_credits == usdc.balance(second).total_credits == 200
     usdc.settle(rpc)
     assert len(usdc.deposits()) == 2
+    usdc.assert_invariants()
+
+
+def test_a_reorg_dropping_a_transfer_credited_at_once_is_clawed_back_by_the_listener(
+    usdc: Rail, rpc: ChainRpc, token: LocalToken, wallet: DevWallet
+) -> None:
+    account_id, address = usdc.customer()
+    usdc.poll_until_caught_up(rpc)  # the listener is at the head, and has not scanned the transfer's block
+    signed, block = send_transfer(token, address, 7_000_000)
+    [deposit] = _observe(usdc, rpc, signed.tx_hash, credit_now=True).deposits
+    assert deposit.status == ObservedStatus.CREDITED
+    assert usdc.balance(account_id).total_credits == 700
+
+    reorg(rpc, 1, [])  # the transfer's block is replaced; the transfer is gone
+    wallet.sync_nonce()
+    mine(rpc, usdc.chain.confirmations)
+    usdc.settle(rpc)
+
+    [row] = usdc.deposits(account_id)
+    assert (row.status, row.deep_reorgs, row.lot_id, row.block_number) == ("orphaned", 1, deposit.lot_id, block)
+    assert usdc.balance(account_id).total_credits == 0
+    with unit_of_work(usdc.engine) as session:
+        [exception] = list_exceptions(session)
+    assert (exception.kind, exception.reference) == ("deep_reorg", f"usdc:{CHAIN_ID}:{signed.tx_hash}:0")
+    # Observed again: the node knows no such transaction any more.
+    assert _observe(usdc, rpc, signed.tx_hash).status == TransactionStatus.NOT_FOUND
+    usdc.assert_invariants()
+
+
+def test_a_transfer_credited_at_once_that_a_reorg_moves_keeps_its_one_lot(
+    usdc: Rail, rpc: ChainRpc, token: LocalToken, wallet: DevWallet
+) -> None:
+    account_id, address = usdc.customer()
+    usdc.poll_until_caught_up(rpc)
+    signed, block = send_transfer(token, address, 4_000_000)
+    [deposit] = _observe(usdc, rpc, signed.tx_hash, credit_now=True).deposits
+    mine(rpc, 1)
+
+    reorg(rpc, 2, [(signed, 1)])  # replaced from the transfer's block on; the transfer lands one block later
+    wallet.sync_nonce()
+    mine(rpc, usdc.chain.confirmations)
+    usdc.settle(rpc)
+
+    [row] = usdc.deposits(account_id)
+    assert (row.status, row.block_number, row.lot_id) == ("credited", block + 1, deposit.lot_id)
+    assert usdc.balance(account_id).total_credits == 400
+    usdc.assert_invariants()
+
+
+def test_a_deep_reorg_of_a_transfer_credited_after_its_confirmations_is_clawed_back(
+    usdc: Rail, rpc: ChainRpc, token: LocalToken, wallet: DevWallet
+) -> None:
+    account_id, address = usdc.customer()
+    usdc.poll_until_caught_up(rpc)
+    signed, _ = send_transfer(token, address, 2_000_000)
+    mine(rpc, usdc.chain.confirmations)
+    [deposit] = _observe(usdc, rpc, signed.tx_hash).deposits
+    assert deposit.status == ObservedStatus.CREDITED
+    usdc.poll_until_caught_up(rpc)  # the listener finds it credited already
+
+    reorg(rpc, usdc.chain.confirmations + 1, [])
+    wallet.sync_nonce()
+    mine(rpc, 2)
+    usdc.settle(rpc)
+    [row] = usdc.deposits(account_id)
+    assert (row.status, row.deep_reorgs) == ("orphaned", 1)
+    assert usdc.balance(account_id).total_credits == 0
+    with unit_of_work(usdc.engine) as session:
+        assert [e.kind for e in list_exceptions(session)] == ["deep_reorg"]
     usdc.assert_invariants()

@@ -125,19 +125,26 @@ def _start(engine: Engine, chain: ChainSettings, now: datetime) -> tuple[ScanSta
     """Where the chain's cursor stands (created at the configured start block on first use), the watched addresses
     (address -> account id) and the stored block hashes, in one short unit of work."""
     with unit_of_work(engine) as session:
-        cursor = repo.get_cursor(session, chain.chain_id)
-        if cursor is None:
-            initial_range = min(INITIAL_RANGE_BLOCKS, chain.max_range_blocks)
-            repo.insert_cursor(session, chain.chain_id, chain.start_block, initial_range, now)
-            cursor = repo.get_cursor(session, chain.chain_id)
+        cursor = ensure_cursor(session, chain, now)
+        watched = repo.addresses_on_chain(session, chain.chain_id)
+        known_hashes = repo.recent_blocks(session, chain.chain_id)
+    return ScanState(int(cursor.next_block), int(cursor.range_blocks)), watched, known_hashes
+
+
+def ensure_cursor(session: Session, chain: ChainSettings, now: datetime) -> Any:
+    """The chain's cursor, created at the configured start block on first use (by the listener, or by an observer
+    of a transaction that comes first: either may, once)."""
+    cursor = repo.get_cursor(session, chain.chain_id)
+    if cursor is None:
+        initial_range = min(INITIAL_RANGE_BLOCKS, chain.max_range_blocks)
+        if repo.insert_cursor_if_absent(session, chain.chain_id, chain.start_block, initial_range, now):
             # A chain new to the listener (added to the configuration later) watches every address there is, from
             # its start block.
             repo.insert_missing_addresses(
                 session, chain.chain_id, repo.addresses_missing_on_chain(session, chain.chain_id), now
             )
-        watched = repo.addresses_on_chain(session, chain.chain_id)
-        known_hashes = repo.recent_blocks(session, chain.chain_id)
-    return ScanState(int(cursor.next_block), int(cursor.range_blocks)), watched, known_hashes
+        cursor = repo.get_cursor(session, chain.chain_id)
+    return cursor
 
 
 def watch_every_address(engine: Engine, chain: ChainSettings, rpc: ChainReader, *, now: datetime | None = None) -> int:
@@ -418,6 +425,7 @@ def _store(engine: Engine, chain: ChainSettings, scanned: _Scanned, now: datetim
                     back.append((found, transfer))
         new = repo.insert_observed(session, chain.chain_id, fresh, watched, now)
         revived = _revive(session, back, now)
+        _drop_unseen(session, chain, scanned, now)
     if result.interrupted_by is not None:
         record_error(engine, chain.chain_id, result.interrupted_by, now)
     return PollOutcome(
@@ -457,6 +465,38 @@ def _revive(session: Any, back: list[tuple[Any, Any]], now: datetime) -> int:
             orphaned_at=None,
         )
     return len(back)
+
+
+def _drop_unseen(session: Session, chain: ChainSettings, scanned: _Scanned, now: datetime) -> None:
+    """Deposits an observer recorded (from a transaction's receipt) in the blocks this scan covered, that the scan
+    did not find there: their block left the canonical chain before the listener scanned it (a reorg it never saw).
+    Orphaned, or undone if they were credited (credit_now), as :func:`_rewind` does; a transfer that is still in
+    the chain, in a later block, is revived when a scan finds it there."""
+    result = scanned.result
+    if result.to_block < result.from_block:
+        return
+    seen = {(t.tx_hash, t.log_index, t.block_hash) for t in scanned.transfers}
+    unseen = [
+        d
+        for d in repo.recorded_by_observers(session, chain.chain_id, result.from_block, result.to_block)
+        if (d.tx_hash, d.log_index, d.block_hash) not in seen and d.to_address in scanned.watched
+    ]
+    if not unseen:
+        return
+    lock_accounts(session, (d.account_id for d in unseen))
+    for deposit in unseen:
+        current = repo.get_deposit(session, deposit.id)
+        if current.block_hash != deposit.block_hash or current.status == DepositStatus.ORPHANED:
+            continue
+        if current.status in _SETTLED:
+            undo_credited_deposit(
+                session,
+                current,
+                now=now,
+                reason=f"block {current.block_number} left the canonical chain after the deposit was credited",
+            )
+        else:
+            repo.update_deposit(session, current.id, status=DepositStatus.ORPHANED, orphaned_at=now)
 
 
 def _rewind(

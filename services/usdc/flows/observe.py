@@ -35,7 +35,7 @@ from services.ledger.repository import lock_accounts
 from services.usdc import repository as repo
 from services.usdc.crediting import funding_account
 from services.usdc.errors import InvalidTransactionHash
-from services.usdc.flows.listener import confirmation_target, credit_or_set_aside
+from services.usdc.flows.listener import confirmation_target, credit_or_set_aside, ensure_cursor
 from services.usdc.models import DepositStatus, DepositVia
 
 _TX_HASH = re.compile(r"0x[0-9a-f]{64}")
@@ -200,7 +200,9 @@ def _record(
                 block_number=block_number,
                 block_hash=block_hash,
             )
-        # Shared: polls of the chain wait (they lock it for update to store), other observers do not.
+        # Shared: polls of the chain wait (they lock it for update to store), other observers do not. Made first if
+        # the listener has not yet: without a row to lock, a poll could store the same logs meanwhile.
+        ensure_cursor(session, chain, now)
         repo.get_cursor(session, chain.chain_id, for_share=True)
         repo.insert_observed_if_absent(session, chain.chain_id, mine, ours, now, via=via)
         keys = [(t.tx_hash, t.log_index) for t in mine]
@@ -223,6 +225,7 @@ def _record(
                 current = repo.get_deposit(session, current.id)
             if via == DepositVia.X402 and current.via != DepositVia.X402:
                 repo.update_deposit(session, current.id, via=DepositVia.X402.value)
+                current = repo.get_deposit(session, current.id)
             if credit and current.status == DepositStatus.OBSERVED and current.block_hash == block_hash:
                 credit_or_set_aside(session, chain, current, funding_account_id, now)
                 if repo.get_deposit(session, current.id).status == DepositStatus.CREDITED:

@@ -653,7 +653,8 @@
       const receipt = p.receipt_url
         ? el("a", { class: "receipt", href: p.receipt_url, target: "_blank", rel: "noopener noreferrer", text: "Receipt" })
         : null;
-      return this.row((RAIL_LABELS[p.rail] || p.rail) + " purchase", sub, fmtCredits(p.credits) + " credits", receipt);
+      const via = p.details && p.details.via === "x402" ? " via x402" : "";
+      return this.row((RAIL_LABELS[p.rail] || p.rail) + " purchase" + via, sub, fmtCredits(p.credits) + " credits", receipt);
     }
 
     // --- buying -------------------------------------------------------------------------------------------------
@@ -843,7 +844,7 @@
           const left = Math.max(0, d.confirmations_required - d.confirmations);
           const sub = (names[d.chain_id] || "chain " + d.chain_id) + " · " + d.confirmations + " of " +
             d.confirmations_required + " confirmations" + (left ? ", " + left + " to go" : ", crediting");
-          return this.row("USDC deposit", sub, fmtUsdc(d.amount_usdc_units));
+          return this.row(d.via === "x402" ? "USDC deposit via x402" : "USDC deposit", sub, fmtUsdc(d.amount_usdc_units));
         })));
     }
 
