@@ -372,3 +372,51 @@ def test_a_payment_left_settling_is_finished_by_the_clients_retry(make_shop: Cal
     assert again.json()["lot"]["id"] == payment.lot_id
     assert len(shop.lots()) == 1
     shop.assert_invariants()
+
+
+def _relay(shop: Shop, header: str) -> str:
+    """Relay the payment's authorization ourselves (as anyone who saw it could); the transaction's hash."""
+    payload = decode(header)["payload"]
+    auth, signature = payload["authorization"], bytes.fromhex(payload["signature"][2:])
+    data = calldata(
+        "transferWithAuthorization(address,address,uint256,uint256,uint256,bytes32,uint8,bytes32,bytes32)",
+        ["address", "address", "uint256", "uint256", "uint256", "bytes32", "uint8", "bytes32", "bytes32"],
+        [
+            auth["from"],
+            auth["to"],
+            int(auth["value"]),
+            int(auth["validAfter"]),
+            int(auth["validBefore"]),
+            bytes.fromhex(auth["nonce"][2:]),
+            signature[64] if signature[64] >= 27 else signature[64] + 27,
+            signature[:32],
+            signature[32:64],
+        ],
+    )
+    receipt = shop.token.wallet.transact(shop.token.address, data)
+    return str(receipt["transactionHash"]).lower()
+
+
+@pytest.mark.parametrize("when", ["before_the_request", "between_verify_and_settle"])
+def test_a_payment_someone_else_relayed_first_buys_the_credits_once(make_shop: Callable[..., Shop], when: str) -> None:
+    relayed: dict[str, str] = {}
+
+    def before(payload: Any) -> None:
+        if when == "between_verify_and_settle":
+            relayed["tx"] = _relay(shop, relayed["header"])
+
+    shop = make_shop(wrap=lambda inner: HookedFacilitator(inner, before=before))
+    payer = shop.payer()
+    header = relayed["header"] = sign_payment(payer, _requirement(shop, payer))
+    if when == "before_the_request":
+        relayed["tx"] = _relay(shop, header)
+    response = _post(shop, payer, header)
+    assert response.status_code == 200, response.text
+    assert decode(response.headers["PAYMENT-RESPONSE"])["transaction"] == relayed["tx"]
+    assert response.json()["lot"]["credits"] == CREDITS
+    [payment] = shop.payments()
+    assert payment.status == "settled"
+    assert payment.tx_hash == relayed["tx"]
+    assert len(shop.lots()) == 1
+    assert shop.token.balance_units(payer.address) == PAYER_FUNDS_UNITS - AMOUNT_UNITS
+    shop.assert_invariants()

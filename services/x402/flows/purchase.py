@@ -200,6 +200,7 @@ def purchase(
 
     payload = to_facilitator_payload(payment, offer)
     verdict = _verify(rail, payload, offer.requirement)
+    relayed_by_another: str | None = None
     if verdict is not None:
         # A duplicate that started after the first one checked for it sees the authorization used: the first's
         # answer is its answer.
@@ -207,8 +208,11 @@ def purchase(
             existing = repo.find_duplicate(session, **key.lookup)
         if existing is not None:
             return _answer_for_existing(engine, rail, existing, fingerprint, payment.version, offer_answer, clock)
-        offer_answer.refused = _refusal(rail, offer, payment.authorization, verdict[0], verdict[1], now)
-        return offer_answer
+        refusal = _refusal(rail, offer, payment.authorization, verdict[0], verdict[1], now)
+        relayed_by_another = _settled_elsewhere(rail, offer.chain, payment.authorization, refusal.reason)
+        if relayed_by_another is None:
+            offer_answer.refused = refusal
+            return offer_answer
 
     with unit_of_work(engine) as session:
         payment_id = repo.insert_settling(
@@ -235,17 +239,29 @@ def purchase(
     if payment_id is None:
         return _answer_for_existing(engine, rail, existing, fingerprint, payment.version, offer_answer, clock)
 
-    def on_broadcast(tx_hash: str) -> None:
+    def on_broadcast(sent: str) -> None:
         with unit_of_work(engine) as session:
-            repo.record_broadcast(session, payment_id, tx_hash, clock())
+            repo.record_broadcast(session, payment_id, sent, clock())
 
-    settlement = rail.facilitator.settle(payload, offer.requirement, on_broadcast=on_broadcast)
-    outcome, tx_hash, code, message = settlement.outcome, settlement.tx_hash, settlement.code, settlement.message
+    tx_hash: str | None
+    code: str | None
+    message: str | None
+    if relayed_by_another is not None:
+        # Someone relayed the payer's authorization before us (it is public once sent): the transfer to the deposit
+        # address happened; it is this payment's.
+        outcome, tx_hash, code, message = Outcome.SETTLED, relayed_by_another, None, None
+        on_broadcast(relayed_by_another)
+    else:
+        settlement = rail.facilitator.settle(payload, offer.requirement, on_broadcast=on_broadcast)
+        outcome, tx_hash, code, message = settlement.outcome, settlement.tx_hash, settlement.code, settlement.message
     if outcome is Outcome.UNKNOWN:
         deadline = time.monotonic() + rail.settings.x402_settle_wait_seconds
         outcome, tx_hash, code = resolve_outcome(rail, offer.chain, payment.authorization, tx_hash, deadline=deadline)
     elif outcome is Outcome.FAILED:
         code = _refine(rail, offer.chain, payment.authorization, code or "payment_invalid", clock())
+        elsewhere = _settled_elsewhere(rail, offer.chain, payment.authorization, code)
+        if elsewhere is not None:
+            outcome, tx_hash, code = Outcome.SETTLED, elsewhere, None
     try:
         finish_payment(
             engine,
@@ -329,6 +345,15 @@ def _refine(rail: X402Rail, chain: ChainSettings, auth: Authorization, code: str
     except (ChainRpcError, ValueError):
         return code
     return code
+
+
+def _settled_elsewhere(rail: X402Rail, chain: ChainSettings, auth: Authorization, code: str) -> str | None:
+    """For an authorization found used: the transaction that used it successfully (its transfer went where the
+    signature says, the deposit address), or None (canceled, or not found)."""
+    if code != "authorization_used":
+        return None
+    outcome, tx_hash, _ = resolve_outcome(rail, chain, auth, None, deadline=time.monotonic())
+    return tx_hash if outcome is Outcome.SETTLED else None
 
 
 def resolve_outcome(
