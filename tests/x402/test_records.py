@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import httpx
 from sqlalchemy import select
 
 from chain.addresses import checksum
+from services.apikeys.service import issue_key
 from services.core.db import table_of, unit_of_work
 from services.finance.flows.reconcile import reconcile_period
 from services.finance.runs import list_items
@@ -55,3 +57,22 @@ def test_finance_matches_the_purchase_and_the_customer_gets_a_receipt(shop: Shop
         messages = table_of(OutboxMessage)
         kinds = session.execute(select(messages.c.kind).where(messages.c.lot_id == lot_id)).scalars().all()
     assert kinds == [MessageKind.RECEIPT]
+
+
+def test_the_purchase_history_labels_an_x402_purchase(shop: Shop) -> None:
+    payer = shop.payer()
+    client = official_client(payer, network=f"eip155:{shop.chain_id}", asset=checksum(shop.token.address))
+    response = buy_with_official_client(client, shop.credits_url, {"credits": CREDITS, "wallet_address": payer.address})
+    assert response.status_code == 200, response.text
+    account_id = response.json()["account_id"]
+    with unit_of_work(shop.engine) as session:
+        key = issue_key(session, role="customer", account_id=account_id).key
+    history = httpx.get(f"{shop.url}/v1/purchases", headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    assert history.status_code == 200, history.text
+    [item] = history.json()["data"]
+    assert item["details"]["via"] == "x402"
+    assert item["details"]["label"] == "USDC via x402"
+    with unit_of_work(shop.engine) as session:
+        receipt = receipt_for_lot(session, shop.settings, response.json()["lot"]["id"])
+    assert receipt is not None
+    assert "x402" in str(receipt)
