@@ -33,6 +33,7 @@ bench: setup
 	.venv/bin/python -m scripts.bench_outbox
 	.venv/bin/python -m scripts.bench_usdc
 	.venv/bin/python -m scripts.bench_finance
+	.venv/bin/python -m scripts.bench_x402
 
 # The lock files: every transitive dependency pinned, for the image (requirements.lock) and for development
 # (requirements-dev.lock, which scripts/setup installs). Regenerated from pyproject.toml, keeping the pins already

@@ -105,6 +105,7 @@ def dev(host: str | None, port: int | None, no_chain: bool) -> None:
         bootstrap_demo,
         demo_session_url,
         dev_receipt_link_secret,
+        dev_x402_relayer,
         dev_xpub,
         send_demo_deposit,
         start_dev_chain,
@@ -128,10 +129,12 @@ def dev(host: str | None, port: int | None, no_chain: bool) -> None:
     if not no_chain and not settings.usdc_chains and anvil_available():
         devchain = start_dev_chain(run_dir)
         settings = settings.model_copy(update={"usdc_xpub": dev_xpub(), "usdc_chains": [devchain.chain]})
+        settings = dev_x402_relayer(settings)
         click.echo(
             f"local chain  {devchain.node.url} (chain id {devchain.chain.chain_id}), "
             f"test USDC at {devchain.token.address}"
         )
+        click.echo("x402         POST /v1/x402/credits, settled by the built-in facilitator (local relayer account)")
     settings = dev_receipt_link_secret(settings, run_dir)
     settings, mail = start_dev_mail(settings, run_dir)
     if mail is not None:

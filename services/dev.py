@@ -31,7 +31,7 @@ from pydantic import SecretStr
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from chain.devchain import LocalToken, open_dev_token
+from chain.devchain import LocalToken, dev_account, open_dev_token
 from chain.node import AnvilNode, find_anvil
 from chain.rpc import ChainRpc
 from services.apikeys.models import ApiKey
@@ -61,6 +61,20 @@ RECEIPT_LINK_SECRET_FILE = "receipt-link-secret"  # noqa: S105 - a file name
 def dev_xpub() -> str:
     """The extended public key (m/44'/60'/0') of the public development seed."""
     return str(BIP32.from_seed(DEV_DEPOSIT_SEED).get_xpub_from_path("m/44'/60'/0'"))
+
+
+# The local chain's development account that relays x402 settlements (it pays the gas; anvil funds it with test
+# ether). Account 0 deploys the token and sends the demo deposit, so the relayer is another one.
+DEV_RELAYER_ACCOUNT = 9
+
+
+def dev_x402_relayer(settings: Settings) -> Settings:
+    """Settings with the built-in x402 facilitator relaying from a funded local-chain account, unless a
+    facilitator or a relayer key is configured already."""
+    if settings.x402_facilitator_url or settings.x402_relayer_key.get_secret_value():
+        return settings
+    key = dev_account(DEV_RELAYER_ACCOUNT).key.hex()
+    return settings.model_copy(update={"x402_relayer_key": SecretStr(key)})
 
 
 @dataclass

@@ -52,6 +52,7 @@ DESCRIPTIONS = {
 # Errors only the domain knows of, by (method, path).
 DOMAIN_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("POST", "/v1/charges"): (402,),
+    ("POST", "/v1/x402/credits"): (400, 402, 409),
     ("POST", "/v1/holds"): (402,),
     ("POST", "/v1/holds/{hold_id}/capture"): (409,),
     ("POST", "/v1/holds/{hold_id}/release"): (409,),

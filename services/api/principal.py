@@ -28,21 +28,28 @@ class Role(StrEnum):
 class PrincipalKind(StrEnum):
     API_KEY = "api_key"
     SESSION = "session"
+    # A wallet: a request it signed (services.wallets.signed_requests), or a session it signed in for (Sign-In-With-X).
+    # Either acts for the wallet's account as a customer key does.
+    WALLET = "wallet"
+    WALLET_SESSION = "wallet_session"
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: an API key (its id, role and, for customer keys, account), or a customer session (its id and
-    account, acting with the customer role on the endpoints that let sessions in: services.api.deps)."""
+    """Who is calling: an API key (its id, role and, for customer keys, account), a customer session (its id and
+    account, acting with the customer role on the endpoints that let sessions in: services.api.deps), or a wallet
+    (a signed request, or a session the wallet signed in for), acting for its account as a customer key does."""
 
     key_id: int | None
     role: str
     account_id: int | None
     kind: PrincipalKind = PrincipalKind.API_KEY
     session_id: int | None = None
+    wallet_id: int | None = None
 
     @property
     def is_session(self) -> bool:
+        """A person's session, limited to the endpoints that let sessions in (a wallet's session is not)."""
         return self.kind == PrincipalKind.SESSION
 
 

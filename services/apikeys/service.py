@@ -84,8 +84,9 @@ def authenticate(session: Session, key: str | None) -> Principal:
             key_id=None,
             role=Role.CUSTOMER,
             account_id=found.account_id,
-            kind=PrincipalKind.SESSION,
+            kind=PrincipalKind.SESSION if found.wallet_id is None else PrincipalKind.WALLET_SESSION,
             session_id=found.id,
+            wallet_id=found.wallet_id,
         )
     parts = key.split("_", 2)
     if (

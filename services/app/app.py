@@ -40,6 +40,7 @@ from services.usdc.endpoints import claims_router as usdc_claims_router
 from services.usdc.endpoints import router as usdc_router
 from services.widget.endpoints import router as credits_page_router
 from services.worker.endpoints import router as jobs_router
+from services.x402.endpoints import router as x402_router
 
 log = logging.getLogger("creditrail.api")
 
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         events_router,
         *ALERTS_ROUTERS,
         receipt_pages_router,
+        x402_router,
     )
     for router in routers:
         app.include_router(router)

@@ -17,6 +17,7 @@ from services.ledger.tasks import hold_expiry_job, lot_expiry_job
 from services.outbox.tasks import outbox_job
 from services.usdc.tasks import usdc_job_specs
 from services.worker.jobs import JOB_NAME, JobFactory, JobSpec
+from services.x402.tasks import x402_job_specs
 
 # The jobs of this repository's domains, in the order they are listed. The rails append theirs here.
 JOB_FACTORIES: list[JobFactory] = [
@@ -28,6 +29,7 @@ JOB_FACTORIES: list[JobFactory] = [
     outbox_job,
     events_job,
     alerts_job,
+    x402_job_specs,
 ]
 
 _registered: dict[str, JobFactory] = {}

@@ -178,6 +178,35 @@ class Settings(BaseSettings):
     # How many recent block hashes the listener keeps per chain to notice a reorg.
     usdc_recent_blocks_kept: int = Field(default=256, ge=8)
 
+    # Buying credits over x402 (services/x402/). Settlement goes through an external facilitator when
+    # ``x402_facilitator_url`` is set (the x402 /verify, /settle, /supported API), else through the built-in one,
+    # which relays ``transferWithAuthorization`` from ``x402_relayer_key``: a key holding gas only (the transfer goes
+    # from the payer straight to the beneficiary's deposit address, never through it). With neither, x402 is off.
+    # The relayer key must be given explicitly (`creditrail dev` sets a funded local-chain account).
+    x402_facilitator_url: str = ""
+    x402_facilitator_timeout_seconds: float = Field(default=30.0, gt=0)
+    x402_relayer_key: SecretStr = SecretStr("")
+    # In production the built-in facilitator is refused unless this says it is meant (a relayer key left in a
+    # production configuration by mistake does not start relaying).
+    x402_builtin_facilitator_in_production: bool = False
+    # Gas limit of one relayed transferWithAuthorization.
+    x402_relayer_gas_limit: int = Field(default=150_000, ge=21_000)
+    # The offer's maxTimeoutSeconds: how long a signed authorization may take to reach us.
+    x402_max_timeout_seconds: int = Field(default=300, ge=30, le=86_400)
+    # An authorization is refused unless it is still valid this long after we receive it (time to settle), and one
+    # whose validAfter lies further than this in the future is refused (clocks differ a little).
+    x402_valid_before_slack_seconds: int = Field(default=10, ge=0, le=600)
+    x402_clock_skew_seconds: int = Field(default=5, ge=0, le=600)
+    # How long a settlement waits for its transaction's receipt, and a duplicate of a payment being settled waits
+    # for the first one's outcome, before answering that it is still settling (a later retry gets the outcome).
+    x402_settle_wait_seconds: float = Field(default=30.0, gt=0)
+    # The job resolving payments a crash left settling: how often, and how long after its start a payment counts
+    # as left behind (longer than any request's settlement).
+    x402_resolve_interval_seconds: float = Field(default=30.0, gt=0)
+    x402_resolve_after_seconds: float = Field(default=120.0, gt=0)
+    # Blocks searched backwards for the AuthorizationUsed log of a payment whose transaction hash is unknown.
+    x402_lookback_blocks: int = Field(default=5_000, ge=1)
+
     # Finance. A period's external records are gathered this far either side of it, so that items paid in one
     # period and credited in the next (or refunded later) are matched, and shown as late.
     finance_late_window_seconds: int = Field(default=3 * 86_400, ge=0)
@@ -272,6 +301,22 @@ class Settings(BaseSettings):
         """Whether a real Stripe secret key is set: without one the card rail is off (its jobs, its purchases)."""
         return not is_placeholder(self.stripe_secret_key.get_secret_value())
 
+    @field_validator("x402_relayer_key")
+    @classmethod
+    def _check_relayer_key(cls, value: SecretStr) -> SecretStr:
+        key = value.get_secret_value().strip()
+        if key and not re.fullmatch(r"(0x)?[0-9a-fA-F]{64}", key):
+            raise PydanticCustomError("key", "must be a private key of 32 bytes in hex")
+        return SecretStr(key)
+
+    @field_validator("x402_facilitator_url")
+    @classmethod
+    def _check_facilitator_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and urlsplit(value).scheme not in ("http", "https"):
+            raise PydanticCustomError("url", "must be an absolute http(s) URL")
+        return value
+
     @field_validator("public_base_url")
     @classmethod
     def _check_public_base_url(cls, value: str) -> str:
@@ -323,6 +368,16 @@ class Settings(BaseSettings):
         if any(is_placeholder(secret) for secret in webhook_secrets) or (key and not webhook_secrets):
             raise setting_error(
                 "stripe_webhook_secrets", "holds a placeholder or nothing; set the real signing secrets"
+            )
+        if (
+            self.x402_relayer_key.get_secret_value()
+            and not self.x402_facilitator_url
+            and not self.x402_builtin_facilitator_in_production
+        ):
+            raise setting_error(
+                "x402_relayer_key",
+                "the built-in x402 facilitator is off in production unless "
+                "CREDITRAIL_X402_BUILTIN_FACILITATOR_IN_PRODUCTION=true says it is meant",
             )
         link_secret = self.receipt_link_secret.get_secret_value()
         if len(link_secret) < MIN_LINK_SECRET_CHARS or is_placeholder(link_secret):

@@ -5,7 +5,7 @@
   its transfer as such whoever recorded it. Deposits recorded before this revision were all the listener's.
 
 Revision ID: 0019
-Revises: 0016
+Revises: 0018
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0019"
-down_revision: str | None = "0016"
+down_revision: str | None = "0018"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
