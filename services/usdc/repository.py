@@ -152,7 +152,9 @@ def addresses_on_chain(session: Session, chain_id: int) -> dict[str, int]:
 # more than such a statement (nothing here writes ORM objects, so there is nothing to flush first).
 
 
-def get_cursor(session: Session, chain_id: int, *, for_update: bool = False, for_share: bool = False) -> CursorRow | None:
+def get_cursor(
+    session: Session, chain_id: int, *, for_update: bool = False, for_share: bool = False
+) -> CursorRow | None:
     """The chain's cursor row; ``for_update`` locks it (PostgreSQL) so that two pollers of one chain serialise;
     ``for_share`` takes a shared lock, so that storing a poll (which locks it for update) waits for the writer
     holding it, and such writers do not wait for one another."""

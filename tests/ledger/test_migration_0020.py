@@ -17,7 +17,7 @@ from services.ledger.models import AccountKind, TransactionKind
 from services.ledger.system_accounts import SystemAccount
 
 REVISION = "0020"
-PREVIOUS = "0016"
+PREVIOUS = "0019"
 
 
 def lot_indexes(engine: Engine) -> dict[str | None, tuple[list[Any], str | None]]:

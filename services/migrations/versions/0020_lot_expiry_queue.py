@@ -18,7 +18,7 @@ On PostgreSQL, the check that a statement's new lot movements name rows that exi
 distinct lot, transaction and hold up once: an expiry batch's thousands of movements name one transaction.
 
 Revision ID: 0020
-Revises: 0016
+Revises: 0019
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import services.core.db
 from services.core.clock import utcnow
 
 revision: str = "0020"
-down_revision: str | None = "0016"
+down_revision: str | None = "0019"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

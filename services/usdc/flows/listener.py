@@ -490,6 +490,7 @@ def _drop_unseen(session: Session, chain: ChainSettings, scanned: _Scanned, now:
     lock_accounts(session, (d.account_id for d in unseen))
     for deposit in unseen:
         current = repo.get_deposit(session, deposit.id)
+        assert current is not None  # deposits are never deleted
         if current.block_hash != deposit.block_hash or current.status == DepositStatus.ORPHANED:
             continue
         if current.status in _SETTLED:

@@ -24,6 +24,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
 from chain.logs import TransferLog, decode_transfer_logs
 from chain.reorg import non_canonical_blocks
@@ -37,6 +38,7 @@ from services.usdc.crediting import funding_account
 from services.usdc.errors import InvalidTransactionHash
 from services.usdc.flows.listener import confirmation_target, credit_or_set_aside, ensure_cursor
 from services.usdc.models import DepositStatus, DepositVia
+from services.usdc.rows import DepositRow
 
 _TX_HASH = re.compile(r"0x[0-9a-f]{64}")
 # Receipts read at most when the block of the first one is no longer canonical by the time it is checked.
@@ -222,13 +224,13 @@ def _record(
                     block_hash=block_hash,
                     orphaned_at=None,
                 )
-                current = repo.get_deposit(session, current.id)
+                current = _reread(session, current.id)
             if via == DepositVia.X402 and current.via != DepositVia.X402:
                 repo.update_deposit(session, current.id, via=DepositVia.X402.value)
-                current = repo.get_deposit(session, current.id)
+                current = _reread(session, current.id)
             if credit and current.status == DepositStatus.OBSERVED and current.block_hash == block_hash:
                 credit_or_set_aside(session, chain, current, funding_account_id, now)
-                if repo.get_deposit(session, current.id).status == DepositStatus.CREDITED:
+                if _reread(session, current.id).status == DepositStatus.CREDITED:
                     credited_now.add(current.id)
         final = repo.deposits_by_id(session, list(rows))
     deposits = tuple(
@@ -245,7 +247,13 @@ def _record(
     )
 
 
-def _observed(row: Any, chain: ChainSettings, head: int, *, credited_now: bool) -> ObservedDeposit:
+def _reread(session: Session, deposit_id: int) -> DepositRow:
+    current = repo.get_deposit(session, deposit_id)
+    assert current is not None  # deposits are never deleted
+    return current
+
+
+def _observed(row: DepositRow, chain: ChainSettings, head: int, *, credited_now: bool) -> ObservedDeposit:
     status = _REPORTED[DepositStatus(row.status)]
     to_come = 0
     if status == ObservedStatus.PENDING:
