@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict
 
-from services.api.types import MAX_BIGINT
+from services.api.types import StrictId
 
 
 class ChainOut(BaseModel):
@@ -88,7 +88,9 @@ class AdminDepositOut(BaseModel):
 
 
 class ClaimIn(BaseModel):
-    chain_id: int = Field(gt=0, le=MAX_BIGINT)
+    model_config = ConfigDict(extra="forbid")
+
+    chain_id: StrictId
     # 0x and 64 hex digits (checked by the endpoint: anything else is a 400 invalid_tx_hash).
     tx_hash: str
 

@@ -175,7 +175,13 @@ def test_what_is_not_a_deposit_of_ours_is_refused_with_its_code_and_nothing_reco
     assert _error(claims.claim("0x" + "cd" * 32, chain_id=CHAIN_ID + 99)) == (422, "unknown_chain")
     for bad in ("0x1234", "cd" * 32, "0x" + "z" * 64, "0x" + "cd" * 33):
         assert _error(claims.claim(bad)) == (400, "invalid_tx_hash")
-    assert claims.client.post(CLAIMS, json={"chain_id": "one", "tx_hash": "0x" + "cd" * 32}).status_code == 422
+    for body in (
+        {"chain_id": "one", "tx_hash": "0x" + "cd" * 32},
+        {"chain_id": 0, "tx_hash": "0x" + "cd" * 32},
+        {"chain_id": CHAIN_ID},
+        {"chain_id": CHAIN_ID, "tx_hash": "0x" + "cd" * 32, "beneficiary": "someone"},
+    ):
+        assert _error(claims.client.post(CLAIMS, json=body)) == (422, "invalid_request")
     assert rail.deposits() == []
 
 

@@ -14,6 +14,11 @@ are orphaned if they were only observed (a rescan revives them if they are still
 they landed), and undone if they were credited (clawback and a finance exception: the reorg was deeper than the
 confirmations; a later re-inclusion reinstates the same lot).
 
+Deposits recorded by an observer of one transaction (flows/observe.py: a claim, an x402 settlement) may lie ahead
+of the cursor, credited before their confirmations. Storing a scan locks the cursor, which observers hold shared
+while they write, so a log is stored once between them; and a scan that covers such a deposit's block without
+finding it there (a reorg before the listener reached it) orphans it, or undoes it if it was credited.
+
 Deposit addresses created while a poll runs: the poll reads the node's head first and the watched addresses after
 it. A customer only learns an address once it is committed, so a transfer to an address this poll does not watch
 lands in a block after that head, which the next poll scans.
