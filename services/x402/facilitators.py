@@ -32,7 +32,14 @@ from x402.http import FacilitatorConfig, HTTPFacilitatorClientSync
 from x402.mechanisms.evm import constants as evm
 from x402.mechanisms.evm.exact import ExactEvmFacilitatorScheme
 from x402.mechanisms.evm.types import TransactionReceipt, TypedDataDomain, TypedDataField
-from x402.schemas import PaymentPayload, PaymentRequirements, SupportedKind, SupportedResponse, VerifyResponse
+from x402.schemas import (
+    PaymentPayload,
+    PaymentRequirements,
+    SettleResponse,
+    SupportedKind,
+    SupportedResponse,
+    VerifyResponse,
+)
 
 from chain.addresses import checksum, normalize_address
 from chain.errors import ChainResponseError, ChainRpcError
@@ -377,7 +384,7 @@ class BuiltinFacilitator:
             Outcome.FAILED, None, code=failure_code(response.error_reason), message=response.error_message
         )
 
-    def raw_settle(self, payload: PaymentPayload, requirement: PaymentRequirements) -> Any:
+    def raw_settle(self, payload: PaymentPayload, requirement: PaymentRequirements) -> SettleResponse:
         """The x402 package's settle response as it is, for serving this facilitator over the x402 HTTP API."""
         return self._scheme(requirement).settle(payload, requirement)
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from x402.http.utils import decode_payment_signature_header
-from x402.mechanisms.evm.types import ExactEIP3009Authorization, ExactEIP3009Payload
+from x402.mechanisms.evm.types import ExactEIP3009Payload
 from x402.mechanisms.evm.v1.constants import V1_NETWORK_CHAIN_IDS
 from x402.schemas import PaymentPayload, PaymentRequirements
 from x402.schemas.v1 import PaymentPayloadV1, PaymentRequirementsV1
@@ -296,7 +296,3 @@ def to_facilitator_payload(payment: ReceivedPayment, offer: Offer) -> PaymentPay
     """The payment as a v2 payload for the facilitator (a v1 payment is carried over: same authorization and
     signature, our requirement as the accepted one)."""
     return PaymentPayload(x402_version=2, payload=payment.raw_payload, accepted=offer.requirement)
-
-
-def authorization_of(payload: PaymentPayload) -> ExactEIP3009Authorization:
-    return ExactEIP3009Payload.from_dict(payload.payload).authorization

@@ -91,8 +91,3 @@ def left_settling(session: Session, *, before: datetime, limit: int) -> list[Any
         .limit(limit)
     )
     return list(session.execute(stmt).all())
-
-
-def count_for_account(session: Session, account_id: int) -> int:
-    stmt = select(payments.c.id).where(payments.c.account_id == account_id)
-    return len(session.execute(stmt).all())
