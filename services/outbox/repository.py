@@ -59,6 +59,12 @@ def claim(session: Session, ids: Sequence[int], now: datetime, lease_until: date
     return sorted(session.execute(stmt).all(), key=lambda row: row.id)
 
 
+def set_content(session: Session, message_id: int, **values: Any) -> Row[Any]:
+    """Write a message's rendering (or its failure); the row as it now is."""
+    stmt = update(messages).where(messages.c.id == message_id).values(**values).returning(*messages.c)
+    return session.execute(stmt).one()
+
+
 def record(session: Session, message_id: int, attempt: int, **values: Any) -> bool:
     """Record an attempt's result, only if no later attempt took the message over meanwhile."""
     result = session.execute(

@@ -6,6 +6,12 @@ after a refund, dispute or deep reorg takes credits back. Each is keyed (``recei
 writes one message. An account without an email address gets no message: nothing is written for it. Nothing here
 commits or sends.
 
+A receipt is decided in the mint's transaction (its row: recipient, lot, Message-ID) but rendered when the worker
+first claims it (:func:`render_receipts`), from the ledger's rows as they were at the mint (the lot, and the balance
+right after the mint summed from the journal) and the card the purchase names by then; the rendering is kept in the
+row, so every later attempt sends the same message. The mint's transaction, which holds the customer's locks, reads
+nothing for it but the address.
+
 Receipts and notices go to the account's address whether the platform marked it verified or not (a customer changing
 it makes it unverified). A receipt is what a customer who just paid expects, and holding it back would lose it for
 good (nothing re-sends it once the address is verified); what it discloses is that one purchase, and its link opens
@@ -17,6 +23,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from email.utils import parseaddr
+from typing import Any
 
 from sqlmodel import Session
 
@@ -25,7 +32,7 @@ from services.ledger import repository as ledger_repo
 from services.ledger.balance import get_balance
 from services.outbox import repository as repo
 from services.outbox.models import Channel, MessageKind, MessageStatus
-from services.outbox.receipts import build_receipt, clawback_notice, receipt_html, receipt_subject, receipt_text
+from services.outbox.receipts import clawback_notice, receipt_for_lot, receipt_html, receipt_subject, receipt_text
 
 _configured: Settings | None = None
 
@@ -104,33 +111,55 @@ def record_receipt(
     session: Session, *, account_id: int, lot_id: int, now: datetime, settings: Settings | None = None
 ) -> bool:
     """Write the receipt of the lot just minted for ``account_id`` (card or USDC), once; whether a message was
-    written now. An account without an email costs one column read and gets nothing; an unverified address gets its
-    receipt (see the module's docstring)."""
+    written now. It is rendered when first sent (see the module's docstring): here it costs one column read (the
+    address) and one insert. An account without an email gets nothing; an unverified address gets its receipt."""
     recipient = recipient_of(session, account_id)
     if recipient is None:
-        return False
-    settings = settings or _settings()
-    lot = ledger_repo.get_lot(session, lot_id)
-    if lot is None:
-        return False
-    # In the mint's transaction, the balance after it is the current one (read from the account's lots, not summed
-    # over its whole journal).
-    receipt = build_receipt(session, settings, lot, balance_after_credits=_balance_now(session, int(lot.account_id)))
-    if receipt is None:
         return False
     return record_email(
         session,
         settings=settings,
         dedupe_key=receipt_key(lot_id),
         kind=MessageKind.RECEIPT,
-        account_id=receipt.account_id,
+        account_id=account_id,
         lot_id=lot_id,
         recipient=recipient,
-        subject=receipt_subject(receipt),
-        body_text=receipt_text(receipt),
-        body_html=receipt_html(receipt),
+        subject="",
+        body_text="",
+        body_html="",
         now=now,
     )
+
+
+def unrendered(row: Any) -> bool:
+    """Whether an outbox row is a receipt still to be rendered (its subject is written with its rendering)."""
+    return bool(row.kind == MessageKind.RECEIPT and not row.subject and row.lot_id is not None)
+
+
+def render_receipts(session: Session, rows: list[Any], settings: Settings | None = None) -> list[Any]:
+    """``rows`` with every receipt not yet rendered rendered and kept in its row (in the caller's transaction); a
+    receipt whose lot has none (it cannot happen for the lots :func:`record_receipt` is called for) fails for good
+    with the reason. The rows, in order, as they now are."""
+    settings = settings or _settings()
+    out = []
+    for row in rows:
+        if not unrendered(row):
+            out.append(row)
+            continue
+        receipt = receipt_for_lot(session, settings, int(row.lot_id))
+        if receipt is None:
+            out.append(repo.set_content(session, int(row.id), status=MessageStatus.FAILED, last_error="no receipt"))
+            continue
+        out.append(
+            repo.set_content(
+                session,
+                int(row.id),
+                subject=receipt_subject(receipt)[:300],
+                body_text=receipt_text(receipt),
+                body_html=receipt_html(receipt),
+            )
+        )
+    return out
 
 
 def record_clawback_notice(

@@ -9,6 +9,9 @@ Message-ID, so the receiver can tell it is the same message. So claims and recor
 disk (``commit_without_waiting_for_disk``): one lost in a crash only means the message is sent again. A message is
 sent only once the server accepted it; a server away or a 4xx answer is tried again after an exponential backoff;
 a 5xx answer, or the last allowed attempt failing, fails it for good with the reason.
+
+A receipt is rendered when first claimed (services.outbox.service.render_receipts), in a transaction of its own that
+waits for the disk before anything is sent: the rendering kept in the row is what every attempt sends.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from services.core.settings import Settings
 from services.outbox import repository as repo
 from services.outbox.mailer import Mailer, SendResult, SmtpMailer, build_email
 from services.outbox.models import MessageStatus
+from services.outbox.service import render_receipts, unrendered
 from services.worker.jobs import JobSpec, StepFn
 
 
@@ -39,12 +43,18 @@ RECORD_CHUNK = 20
 
 
 def deliver(engine: Engine, settings: Settings, mailer: Mailer, now: datetime, batch_size: int) -> int:
-    """Claim up to ``batch_size`` due messages, send them over ``outbox_concurrency`` lanes, record the results;
-    returns how many were claimed."""
+    """Claim up to ``batch_size`` due messages, render the receipts among them not rendered yet, send them over
+    ``outbox_concurrency`` lanes, record the results; returns how many were claimed."""
     lease_until = now + timedelta(seconds=settings.outbox_lease_seconds)
     with unit_of_work(engine) as session:
         commit_without_waiting_for_disk(session)
         claimed = repo.claim(session, repo.due_ids(session, now, batch_size), now, lease_until)
+    taken = len(claimed)
+    if any(unrendered(row) for row in claimed):
+        with unit_of_work(engine) as session:
+            claimed = [
+                row for row in render_receipts(session, claimed, settings) if row.status == MessageStatus.PENDING
+            ]
     lanes = min(settings.outbox_concurrency, len(claimed))
     if lanes <= 1:
         _send_lane(engine, settings, mailer, claimed, now)
@@ -53,7 +63,7 @@ def deliver(engine: Engine, settings: Settings, mailer: Mailer, now: datetime, b
             futures = [pool.submit(_send_lane, engine, settings, mailer, claimed[i::lanes], now) for i in range(lanes)]
             for future in futures:
                 future.result()
-    return len(claimed)
+    return taken
 
 
 def _send_lane(engine: Engine, settings: Settings, mailer: Mailer, rows: Sequence[Any], now: datetime) -> None:

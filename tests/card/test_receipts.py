@@ -26,7 +26,9 @@ from tests.card.conftest import Card, Customer
 def _messages(card: Card) -> list[Any]:
     with unit_of_work(card.engine) as session:
         table = outbox_repo.messages
-        return list(session.execute(select(table).order_by(table.c.id)).all())
+        rows = list(session.execute(select(table).order_by(table.c.id)).all())
+        # Receipts are rendered when first sent: rendered here as the worker would.
+        return outbox_service.render_receipts(session, rows, card.settings)
 
 
 def _with_email(card: Card, email: str = "buyer@example.test", **kw: Any) -> Customer:
