@@ -128,6 +128,18 @@ def card_of_purchase(session: Session, purchase_id: int) -> tuple[str | None, st
     return (row.card_brand, row.card_last4) if row is not None else (None, None)
 
 
+def references_with_card(session: Session, references: Sequence[str]) -> set[str]:
+    """Those of ``references`` (Checkout Session and PaymentIntent ids) whose purchase knows the card that paid it."""
+    if not references:
+        return set()
+    stmt = select(purchases.c.checkout_session_id, purchases.c.payment_intent_id).where(
+        purchases.c.card_brand.is_not(None),
+        or_(purchases.c.checkout_session_id.in_(references), purchases.c.payment_intent_id.in_(references)),
+    )
+    wanted = set(references)
+    return {ref for row in session.execute(stmt) for ref in row if ref in wanted}
+
+
 def purchase_by_key(session: Session, account_id: int, idempotency_key: str) -> Any:
     return session.execute(
         select(purchases).where(purchases.c.account_id == account_id, purchases.c.idempotency_key == idempotency_key)

@@ -10,6 +10,11 @@ whose object cannot be read (no id, the wrong kind of object) would fail the sam
 failed for good (services.card.webhooks), and one stored before fails at once here, for good (no next attempt),
 with the reason and a finance exception. An admin can send a dead or failed event round again.
 
+The card that paid comes with the events Stripe sends beside a payment: ``charge.succeeded`` carries it
+(:func:`~services.card.fulfilment.note_card` records it on the purchase, before or after the mint). Fulfilment asks
+Stripe for it only when no event brought it: one read of the purchases' cards per batch tells which still lack it,
+and those reads are made concurrently (``pool``), not one after another.
+
 The API process runs :func:`process_event` right after acknowledging a webhook (:class:`InlineProcessor`); the
 worker's inbox job (:func:`drain`) takes everything due that this missed.
 """
@@ -19,7 +24,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -35,6 +41,7 @@ from services.card.fulfilment import (
     fulfil_payment_intent,
     mark_checkout_expired,
     mark_checkout_failed,
+    note_card,
 )
 from services.card.models import RETRYABLE_INBOX_STATUSES, InboxStatus
 from services.card.outcome import Outcome
@@ -93,22 +100,56 @@ def _card(gateway: StripeGateway, intent_id: str) -> CardDetails | None:
         return None
 
 
-def _checkout(gateway: StripeGateway, event: EventData) -> CheckoutSessionData:
+def _checkout(gateway: StripeGateway, event: EventData, cards_known: Collection[str]) -> CheckoutSessionData:
     data = _read(CheckoutSessionData.parse, event)
     if not data.complete_enough:
         # An event that lacks what fulfilment needs: read the session as Stripe has it now (its card with it).
         return gateway.retrieve_checkout_session(data.id)
-    if data.payment_status == "paid" and data.card is None and data.payment_intent is not None:
-        # Stripe's events name the PaymentIntent but not the card: ask for it before the unit of work opens.
+    if data.id not in cards_known and data.payment_intent is not None and _lacks_card(data):
+        # No event has told the purchase its card yet: ask for it before the unit of work opens.
         data = replace(data, card=_card(gateway, data.payment_intent))
     return data
 
 
-def _intent(gateway: StripeGateway, event: EventData) -> PaymentIntentData:
+def _lacks_card(data: CheckoutSessionData) -> bool:
+    return data.payment_status == "paid" and data.card is None
+
+
+def _intent(gateway: StripeGateway, event: EventData, cards_known: Collection[str]) -> PaymentIntentData:
     intent = _read(PaymentIntentData.parse, event)
-    if intent.status == "succeeded" and intent.card is None and intent.mints:
+    if intent.id not in cards_known and _intent_lacks_card(intent):
         intent = replace(intent, card=_card(gateway, intent.id))
     return intent
+
+
+def _intent_lacks_card(intent: PaymentIntentData) -> bool:
+    return intent.status == "succeeded" and intent.card is None and intent.mints
+
+
+def _card_references(event: EventData) -> list[str]:
+    """The Checkout Session or PaymentIntent of an event that mints without saying which card paid: what to look
+    up among the purchases' cards before asking Stripe."""
+    try:
+        if event.type in MINTING_CHECKOUT_EVENTS:
+            data = CheckoutSessionData.parse(event.object)
+            return [data.id] if data.complete_enough and _lacks_card(data) else []
+        if event.type == "payment_intent.succeeded":
+            intent = PaymentIntentData.parse(event.object)
+            return [intent.id] if _intent_lacks_card(intent) else []
+    except ValueError:
+        return []  # unreadable: processing says so
+    return []
+
+
+def cards_known(engine: Engine, events: Sequence[EventData]) -> frozenset[str]:
+    """Of the events' Checkout Sessions and PaymentIntents that mint without naming the card, those whose purchase
+    knows its card already (an earlier ``charge.succeeded`` told it): one read for all, none when no event needs
+    it."""
+    references = [reference for event in events for reference in _card_references(event)]
+    if not references:
+        return frozenset()
+    with unit_of_work(engine) as session:
+        return frozenset(repo.references_with_card(session, references))
 
 
 def _purchase_hint(
@@ -139,10 +180,18 @@ def _purchase_hint(
         return None
 
 
-def prepare(engine: Engine, gateway: StripeGateway, event: EventData) -> Prepared:
+MINTING_CHECKOUT_EVENTS = ("checkout.session.completed", "checkout.session.async_payment_succeeded")
+
+
+def prepare(
+    engine: Engine, gateway: StripeGateway, event: EventData, cards_known: Collection[str] = frozenset()
+) -> Prepared:
+    """What applying ``event`` takes, fetched from Stripe where the event lacks it. ``cards_known``: the Checkout
+    Sessions and PaymentIntents whose purchase knows its card already (:func:`cards_known`); the card of any other
+    paid one is asked for."""
     kind = event.type
-    if kind in ("checkout.session.completed", "checkout.session.async_payment_succeeded"):
-        data = _checkout(gateway, event)
+    if kind in MINTING_CHECKOUT_EVENTS:
+        data = _checkout(gateway, event, cards_known)
         return Prepared(lambda session, now: fulfil_checkout_session(session, data, now=now))
     if kind == "checkout.session.async_payment_failed":
         failed = _read(CheckoutSessionData.parse, event)
@@ -151,11 +200,14 @@ def prepare(engine: Engine, gateway: StripeGateway, event: EventData) -> Prepare
         expired = _read(CheckoutSessionData.parse, event)
         return Prepared(lambda session, now: mark_checkout_expired(session, expired, now=now))
     if kind == "payment_intent.succeeded":
-        intent = _intent(gateway, event)
+        intent = _intent(gateway, event, cards_known)
         return Prepared(lambda session, now: fulfil_payment_intent(session, intent, now=now))
     if kind == "payment_intent.payment_failed":
         declined = _read(PaymentIntentData.parse, event)
         return Prepared(lambda session, now: fail_payment_intent(session, declined, now=now))
+    if kind == "charge.succeeded":
+        paid = _read(ChargeData.parse, event)
+        return Prepared(lambda session, now: note_card(session, paid, now=now))
     if kind == "charge.refunded":
         charge = _read(ChargeData.parse, event)
         hint = _purchase_hint(
@@ -199,7 +251,8 @@ def process_event(
         if row is None or row.status not in RETRYABLE_INBOX_STATUSES:
             return None
     try:
-        prepared = prepare(engine, gateway, event or parse_event(row.payload))
+        event = event or parse_event(row.payload)
+        prepared = prepare(engine, gateway, event, cards_known(engine, [event]))
         with unit_of_work(engine) as session:
             if repo.claim_event(session, inbox_id) is None:
                 return None
@@ -228,11 +281,17 @@ def process_event(
 
 
 def process_batch(
-    engine: Engine, items: list[tuple[int, EventData]], gateway: StripeGateway, settings: Settings
+    engine: Engine,
+    items: list[tuple[int, EventData]],
+    gateway: StripeGateway,
+    settings: Settings,
+    pool: Executor | None = None,
 ) -> None:
     """Process several freshly stored events in one unit of work (one commit for all, two statements fewer per
-    event). Should any of them fail, or the batch meet another processor's locks the wrong way round, it is rolled
-    back whole and each event is processed on its own instead, where a failure is recorded against it alone."""
+    event). What they need from Stripe is fetched first, on ``pool``'s threads when given (concurrently: each is a
+    network round trip). Should any of them fail, or the batch meet another processor's locks the wrong way round,
+    it is rolled back whole and each event is processed on its own instead, where a failure is recorded against it
+    alone."""
     unique: dict[int, EventData] = {}
     for inbox_id, event in items:  # an event delivered twice while pending may be queued twice
         unique.setdefault(inbox_id, event)
@@ -241,7 +300,12 @@ def process_batch(
         process_event(engine, items[0][0], gateway, settings, event=items[0][1])
         return
     try:
-        prepared = [(inbox_id, prepare(engine, gateway, event)) for inbox_id, event in items]
+        known = cards_known(engine, [event for _inbox_id, event in items])
+
+        def prepared_one(item: tuple[int, EventData]) -> tuple[int, Prepared]:
+            return item[0], prepare(engine, gateway, item[1], known)
+
+        prepared = list(pool.map(prepared_one, items)) if pool is not None else [prepared_one(i) for i in items]
         with unit_of_work(engine) as session:
             claimed = repo.claim_events(session, [inbox_id for inbox_id, _ in prepared])
             moment = utcnow()
@@ -339,6 +403,10 @@ def retry_event(engine: Engine, event_id: str, gateway: StripeGateway, settings:
     return process_event(engine, inbox_id, gateway, settings, now=now)
 
 
+# Stripe reads in flight at once for one API process's inline processing.
+READ_CONCURRENCY = 8
+
+
 class InlineProcessor:
     """Processes stored events right after their acknowledgement, on a few threads of the API process.
 
@@ -365,6 +433,8 @@ class InlineProcessor:
         self.gateway = gateway
         self.settings = settings
         self._queue: queue.Queue[tuple[int, EventData] | None] = queue.Queue(maxsize=capacity)
+        # Stripe reads a batch still needs (a card no event brought), made side by side.
+        self._reads = ThreadPoolExecutor(max_workers=READ_CONCURRENCY, thread_name_prefix="card-inbox-read")
         self._threads = [
             threading.Thread(target=self._run, name=f"card-inbox-{index}", daemon=True) for index in range(threads)
         ]
@@ -388,6 +458,7 @@ class InlineProcessor:
             self._queue.put(None)
         for thread in self._threads:
             thread.join()
+        self._reads.shutdown()
 
     def _run(self) -> None:
         while True:
@@ -401,7 +472,7 @@ class InlineProcessor:
             items = [item for item in batch if item is not None]
             try:
                 if items:
-                    process_batch(self.engine, items, self.gateway, self.settings)
+                    process_batch(self.engine, items, self.gateway, self.settings, self._reads)
             except Exception:
                 log.exception("processing stripe events %s after their acknowledgement failed", items)
             finally:
