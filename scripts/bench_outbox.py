@@ -1,7 +1,7 @@
 """Outbox benchmark: receipts and webhook deliveries sent by the worker while card webhooks arrive at 200/s.
 
     .venv/bin/python -m scripts.bench_outbox [--quick] [--rate EVENTS_PER_S] [--seconds S] [--database-url URL]
-        [--worker-env NAME=VALUE ...]
+        [--events checkout|stripe] [--worker-env NAME=VALUE ...]
 
 On the local PostgreSQL (``creditrail_bench_outbox``, dropped and recreated at the start):
 
@@ -12,7 +12,9 @@ On the local PostgreSQL (``creditrail_bench_outbox``, dropped and recreated at t
   ``outbox.deliver`` and ``events.deliver`` jobs), sending to
 - a local SMTP server (aiosmtpd) and a local HTTP receiver, in a process of their own, each noting when every
   message and delivery arrived;
-- signed ``checkout.session.completed`` webhooks at 200 per second (open loop), in three phases:
+- signed ``checkout.session.completed`` webhooks at 200 per second (open loop), or with ``--events stripe`` every
+  event Stripe sends per purchase (``charge.succeeded``, which names the card, ``payment_intent.succeeded``, then
+  ``checkout.session.completed``: 200 webhooks per second are then a third as many purchases), in three phases:
 
   1. baseline: for half the measured time, with no worker: the acknowledgement latency (p50, p99) of this machine
      at this moment, the yardstick for the same figure with the worker running;
@@ -49,15 +51,15 @@ from sqlalchemy.engine import URL, Engine, make_url
 
 from scripts.bench_card import (
     ROOT,
-    event_payload,
+    cards_recorded,
     free_port,
     log,
     paid_intents,
+    payloads_for,
     percentile,
     recreate_database,
     seed,
     send_paced,
-    session_template,
     start_server,
     start_stripe,
     stop_server,
@@ -291,7 +293,7 @@ def rate_of(arrivals: list[list[Any]], keys: dict[str, float]) -> float:
     return (len(times) - 1) / (times[-1] - times[0])
 
 
-def run(url: URL, seconds: float, rate: float, worker_env: dict[str, str]) -> dict[str, Any]:
+def run(url: URL, seconds: float, rate: float, worker_env: dict[str, str], events: str = "checkout") -> dict[str, Any]:
     recreate_database(url)
     engine = make_engine(url, pool_size=4)
     upgrade(engine)
@@ -299,16 +301,15 @@ def run(url: URL, seconds: float, rate: float, worker_env: dict[str, str]) -> di
     server = worker = None
     stripe_process, stripe_url = start_stripe()
     try:
-        baseline_count = int(rate * seconds * BASELINE_SHARE) + 1
-        count = int(rate * seconds) + 1
+        per_purchase = 3 if events == "stripe" else 1
+        baseline_count = int(rate * seconds * BASELINE_SHARE) // per_purchase + 1
+        count = int(rate * seconds) // per_purchase + 1
         baseline, items = prepare(engine, stripe_url, http_port, baseline_count, count)
         port = free_port()
         log(f"starting the API on 127.0.0.1:{port}, the SMTP server on {smtp_port}, the receiver on {http_port}")
         server = start_server(url, port, 2, stripe_url)
-        template = session_template()
-
-        log(f"baseline: {baseline_count - 1} card webhooks at {rate:.0f}/s, no worker")
-        payloads = [event_payload(item, template) for item in baseline]
+        payloads = payloads_for(baseline, events)[per_purchase - 1 :]  # the first is sent to warm up
+        log(f"baseline: {len(payloads) - 1} card webhooks at {rate:.0f}/s, no worker")
         baseline_latencies, _ = asyncio.run(send_paced("127.0.0.1", port, payloads, rate))
         log(f"the worker drains the backlog ({baseline_count} receipts and as many webhooks)")
         drain_started = time.monotonic()
@@ -316,8 +317,8 @@ def run(url: URL, seconds: float, rate: float, worker_env: dict[str, str]) -> di
         drained_at, _, drained_sent, drained_delivered = wait_drained(engine, baseline_count, DRAIN_TIMEOUT_SECONDS)
         drain_seconds = drained_at - drain_started
 
-        log(f"measured: {count - 1} card webhooks at {rate:.0f}/s, the worker running")
-        payloads = [event_payload(item, template) for item in items]
+        payloads = payloads_for(items, events)[per_purchase - 1 :]
+        log(f"measured: {len(payloads) - 1} card webhooks at {rate:.0f}/s, the worker running")
         worker_cpu = process_cpu_seconds(worker)
         latencies, first_sent = asyncio.run(send_paced("127.0.0.1", port, payloads, rate))
         sent_seconds = time.monotonic() - first_sent
@@ -326,6 +327,7 @@ def run(url: URL, seconds: float, rate: float, worker_env: dict[str, str]) -> di
         worker_cpu = process_cpu_seconds(worker) - worker_cpu
         arrivals = httpx.get(f"http://127.0.0.1:{http_port}/arrivals", timeout=30).json()
         mail_minted, hook_minted = mint_times(engine)
+        cards = cards_recorded(engine)
     finally:
         if worker is not None:
             stop_server(worker)
@@ -343,6 +345,7 @@ def run(url: URL, seconds: float, rate: float, worker_env: dict[str, str]) -> di
     return {
         "bench": "outbox",
         "worker_env": worker_env,
+        "events": events,
         "paced_rate_events_per_s": rate,
         "baseline_ack_p50_ms": round(percentile(baseline_latencies, 0.50) * 1000, 2),
         "baseline_ack_p99_ms": round(percentile(baseline_latencies, 0.99) * 1000, 2),
@@ -376,6 +379,7 @@ def run(url: URL, seconds: float, rate: float, worker_env: dict[str, str]) -> di
             and delivered == minted
             and len(receipt_delays) == count
             and len(hook_delays) == count,
+            "all_cards_recorded": cards == baseline_count + count,
         },
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
@@ -388,6 +392,12 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=RATE, help="card webhooks per second (default: 200)")
     parser.add_argument("--database-url", default=DEFAULT_URL)
     parser.add_argument("--worker-env", action="append", default=[], help="NAME=VALUE for the worker, repeatable")
+    parser.add_argument(
+        "--events",
+        choices=("checkout", "stripe"),
+        default="checkout",
+        help="per purchase, checkout.session.completed alone, or every event Stripe sends with it",
+    )
     parser.add_argument("--sinks", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.sinks:
@@ -398,7 +408,7 @@ def main() -> None:
         url = url.set(drivername="postgresql+psycopg")
     seconds = args.seconds or (QUICK_SECONDS if args.quick else FULL_SECONDS)
     worker_env = dict(item.split("=", 1) for item in args.worker_env)
-    print(json.dumps(run(url, seconds, args.rate, worker_env)), flush=True)
+    print(json.dumps(run(url, seconds, args.rate, worker_env, args.events)), flush=True)
 
 
 if __name__ == "__main__":
