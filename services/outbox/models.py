@@ -34,6 +34,7 @@ class MessageStatus(StrEnum):
 class MessageKind(StrEnum):
     RECEIPT = "receipt"
     CLAWBACK_NOTICE = "clawback_notice"
+    REINSTATEMENT_NOTICE = "reinstatement_notice"
     ALERT_LOW_BALANCE = "alert_low_balance"
     ALERT_CREDITS_EXPIRING = "alert_credits_expiring"
     ALERT_BUDGET_THRESHOLD = "alert_budget_threshold"

@@ -198,27 +198,51 @@ class Notice:
     html: str
 
 
+def _notice(settings: Settings, *, title: str, lead: str, subject: str, rows: list[tuple[str, str]]) -> Notice:
+    support = "; ".join(support_lines(settings))
+    text = "\n".join([lead, ""] + [f"{label}: {value}" for label, value in rows] + ["", f"Questions? {support}", ""])
+    cells = "".join(f"<tr><th>{escape(label)}</th><td>{escape(value)}</td></tr>" for label, value in rows)
+    html = (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title></head><body>'
+        f"<p>{escape(lead)}</p><table>{cells}</table>"
+        f"<p>Questions? {escape(support)}</p></body></html>"
+    )
+    return Notice(subject=subject, text=text, html=html)
+
+
 def clawback_notice(
     settings: Settings, *, lot: Any, amount_credits: int, balance_after_credits: int, reason: str
 ) -> Notice:
     """Credits taken back from a purchase (a refund, a dispute, a deposit the chain dropped)."""
     number = receipt_number(int(lot.id), lot.credited_at)
-    support = "; ".join(support_lines(settings))
-    rows = [
-        ("Purchase", number),
-        ("Credits taken back", f"{amount_credits:,}"),
-        ("Why", reason),
-        ("New balance", f"{balance_after_credits:,} credits"),
-    ]
-    text = "\n".join(
-        ["Credits from one of your purchases were taken back.", ""]
-        + [f"{label}: {value}" for label, value in rows]
-        + ["", f"Questions? {support}", ""]
+    return _notice(
+        settings,
+        title="Credits taken back",
+        lead="Credits from one of your purchases were taken back.",
+        subject=f"Credits taken back from {number}",
+        rows=[
+            ("Purchase", number),
+            ("Credits taken back", f"{amount_credits:,}"),
+            ("Why", reason),
+            ("New balance", f"{balance_after_credits:,} credits"),
+        ],
     )
-    cells = "".join(f"<tr><th>{escape(label)}</th><td>{escape(value)}</td></tr>" for label, value in rows)
-    html = (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Credits taken back</title></head><body>'
-        f"<p>Credits from one of your purchases were taken back.</p><table>{cells}</table>"
-        f"<p>Questions? {escape(support)}</p></body></html>"
+
+
+def reinstatement_notice(
+    settings: Settings, *, lot: Any, amount_credits: int, balance_after_credits: int, reason: str
+) -> Notice:
+    """Credits given back to a purchase they had been taken back from (a dispute the purchase won)."""
+    number = receipt_number(int(lot.id), lot.credited_at)
+    return _notice(
+        settings,
+        title="Credits given back",
+        lead="Credits taken back from one of your purchases were given back.",
+        subject=f"Credits given back to {number}",
+        rows=[
+            ("Purchase", number),
+            ("Credits given back", f"{amount_credits:,}"),
+            ("Why", reason),
+            ("New balance", f"{balance_after_credits:,} credits"),
+        ],
     )
-    return Notice(subject=f"Credits taken back from {number}", text=text, html=html)

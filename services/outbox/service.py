@@ -1,8 +1,9 @@
 """Writing messages to the outbox, inside the caller's transaction (the one that made the change they report).
 
 One call per change: :func:`record_receipt` after a card purchase or USDC deposit mints, :func:`record_clawback_notice`
-after a refund, dispute or deep reorg takes credits back. Each is keyed (``receipt:lot:<lot id>``,
-``clawback:txn:<transaction id>``), so a retried change, or the same mint reached by the webhook and the sync job,
+after a refund, dispute or deep reorg takes credits back, :func:`record_reinstatement_notice` after a won dispute gives
+them back. Each is keyed (``receipt:lot:<lot id>``, ``clawback:txn:<transaction id>``,
+``reinstatement:txn:<transaction id>``), so a retried change, or the same mint reached by the webhook and the sync job,
 writes one message. An account without an email address gets no message: nothing is written for it. Nothing here
 commits or sends.
 
@@ -21,6 +22,7 @@ that one receipt only. ``email_verified`` is for what needs proof of the address
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from email.utils import parseaddr
 from typing import Any
@@ -32,7 +34,15 @@ from services.ledger import repository as ledger_repo
 from services.ledger.balance import get_balance
 from services.outbox import repository as repo
 from services.outbox.models import Channel, MessageKind, MessageStatus
-from services.outbox.receipts import clawback_notice, receipt_for_lot, receipt_html, receipt_subject, receipt_text
+from services.outbox.receipts import (
+    Notice,
+    clawback_notice,
+    receipt_for_lot,
+    receipt_html,
+    receipt_subject,
+    receipt_text,
+    reinstatement_notice,
+)
 
 _configured: Settings | None = None
 
@@ -174,6 +184,56 @@ def record_clawback_notice(
 ) -> bool:
     """Write the notice of credits taken back from a lot (by the ledger transaction ``transaction_id``, in its
     transaction), once."""
+    return _record_lot_notice(
+        session,
+        render=clawback_notice,
+        dedupe_key=f"clawback:txn:{transaction_id}",
+        kind=MessageKind.CLAWBACK_NOTICE,
+        lot_id=lot_id,
+        amount_credits=amount_credits,
+        reason=reason,
+        now=now,
+        settings=settings,
+    )
+
+
+def record_reinstatement_notice(
+    session: Session,
+    *,
+    lot_id: int,
+    transaction_id: int,
+    amount_credits: int,
+    reason: str,
+    now: datetime,
+    settings: Settings | None = None,
+) -> bool:
+    """Write the notice of credits given back to a lot they were taken from (a won dispute; by the ledger
+    transaction ``transaction_id``, in its transaction), once."""
+    return _record_lot_notice(
+        session,
+        render=reinstatement_notice,
+        dedupe_key=f"reinstatement:txn:{transaction_id}",
+        kind=MessageKind.REINSTATEMENT_NOTICE,
+        lot_id=lot_id,
+        amount_credits=amount_credits,
+        reason=reason,
+        now=now,
+        settings=settings,
+    )
+
+
+def _record_lot_notice(
+    session: Session,
+    *,
+    render: Callable[..., Notice],
+    dedupe_key: str,
+    kind: str,
+    lot_id: int,
+    amount_credits: int,
+    reason: str,
+    now: datetime,
+    settings: Settings | None,
+) -> bool:
     settings = settings or _settings()
     lot = ledger_repo.get_lot(session, lot_id)
     if lot is None:
@@ -181,7 +241,7 @@ def record_clawback_notice(
     recipient = recipient_of(session, int(lot.account_id))
     if recipient is None:
         return False
-    notice = clawback_notice(
+    notice = render(
         settings,
         lot=lot,
         amount_credits=amount_credits,
@@ -191,8 +251,8 @@ def record_clawback_notice(
     return record_email(
         session,
         settings=settings,
-        dedupe_key=f"clawback:txn:{transaction_id}",
-        kind=MessageKind.CLAWBACK_NOTICE,
+        dedupe_key=dedupe_key,
+        kind=kind,
         account_id=int(lot.account_id),
         lot_id=lot_id,
         recipient=recipient,
