@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from html import escape
@@ -75,11 +76,17 @@ def _chain_name(settings: Settings, chain_id: int) -> tuple[str, str]:
 
 
 def build_receipt(
-    session: Session, settings: Settings, lot: Any, *, balance_after_credits: int | None = None
+    session: Session,
+    settings: Settings,
+    lot: Any,
+    *,
+    balance_after_credits: int | None = None,
+    cards: Mapping[int, tuple[str | None, str | None]] | None = None,
 ) -> Receipt | None:
     """The receipt of a card or USDC lot; None for any other lot (grants, adjustments have none).
-    ``balance_after_credits``: the balance right after the mint when the caller knows it (in the mint's own
-    transaction it is the current balance); otherwise it is summed from the journal up to the mint."""
+    ``balance_after_credits``: the balance right after the mint when the caller knows it; otherwise it is summed
+    from the journal up to the mint. ``cards``: the cards of the purchases, by purchase id, when the caller read
+    them already (for several receipts at once); otherwise the purchase's is read."""
     details = dict(lot.details or {})
     explorer = None
     if lot.rail == Rail.CARD:
@@ -87,7 +94,10 @@ def build_receipt(
         paid = f"{format_usd(paid_cents)} by card"
         lines = [("Paid", paid)]
         purchase_id = details.get("purchase_id")
-        card = card_label(*card_repo.card_of_purchase(session, int(purchase_id))) if purchase_id else None
+        card = None
+        if purchase_id:
+            known = cards.get(int(purchase_id)) if cards is not None else None
+            card = card_label(*(known or card_repo.card_of_purchase(session, int(purchase_id))))
         if card:  # unknown when Stripe could not say which card: the receipt goes without it
             lines.append(("Card", card))
         if details.get("pack"):

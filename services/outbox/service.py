@@ -25,10 +25,12 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime
 from email.utils import parseaddr
+from types import SimpleNamespace
 from typing import Any
 
 from sqlmodel import Session
 
+from services.card import repository as card_repo
 from services.core.settings import Settings, get_settings
 from services.ledger import repository as ledger_repo
 from services.ledger.balance import get_balance
@@ -36,8 +38,8 @@ from services.outbox import repository as repo
 from services.outbox.models import Channel, MessageKind, MessageStatus
 from services.outbox.receipts import (
     Notice,
+    build_receipt,
     clawback_notice,
-    receipt_for_lot,
     receipt_html,
     receipt_subject,
     receipt_text,
@@ -147,29 +149,44 @@ def unrendered(row: Any) -> bool:
 
 
 def render_receipts(session: Session, rows: list[Any], settings: Settings | None = None) -> list[Any]:
-    """``rows`` with every receipt not yet rendered rendered and kept in its row (in the caller's transaction); a
-    receipt whose lot has none (it cannot happen for the lots :func:`record_receipt` is called for) fails for good
-    with the reason. The rows, in order, as they now are."""
+    """``rows`` with every receipt not yet rendered rendered and kept in its row (in the caller's transaction: three
+    statements for them all); a receipt whose lot has none (it cannot happen for the lots :func:`record_receipt` is
+    called for) fails for good with the reason. The rows, in order, as they now are (status, subject and bodies)."""
+    pending = [row for row in rows if unrendered(row)]
+    if not pending:
+        return rows
     settings = settings or _settings()
-    out = []
-    for row in rows:
-        if not unrendered(row):
-            out.append(row)
-            continue
-        receipt = receipt_for_lot(session, settings, int(row.lot_id))
-        if receipt is None:
-            out.append(repo.set_content(session, int(row.id), status=MessageStatus.FAILED, last_error="no receipt"))
-            continue
-        out.append(
-            repo.set_content(
-                session,
-                int(row.id),
-                subject=receipt_subject(receipt)[:300],
-                body_text=receipt_text(receipt),
-                body_html=receipt_html(receipt),
-            )
+    found = repo.lots_with_balance_after(session, [int(row.lot_id) for row in pending])
+    purchase_ids = [
+        int(lot.details["purchase_id"])
+        for lot, _balance in found.values()
+        if isinstance(lot.details, dict) and str(lot.details.get("purchase_id", "")).isdigit()
+    ]
+    cards = card_repo.cards_of_purchases(session, purchase_ids)
+    changed: dict[int, dict[str, Any]] = {}
+    for row in pending:
+        lot, balance_after = found.get(int(row.lot_id), (None, 0))
+        receipt = (
+            build_receipt(session, settings, lot, balance_after_credits=balance_after, cards=cards)
+            if lot is not None
+            else None
         )
-    return out
+        if receipt is None:
+            repo.fail_message(session, int(row.id), "no receipt for this lot")
+            changed[int(row.id)] = {"status": MessageStatus.FAILED, "last_error": "no receipt for this lot"}
+            continue
+        changed[int(row.id)] = {
+            "subject": receipt_subject(receipt)[:300],
+            "body_text": receipt_text(receipt),
+            "body_html": receipt_html(receipt),
+        }
+    repo.set_contents(session, [{"id_": key} | values for key, values in changed.items() if "subject" in values])
+    return [_with(row, changed[int(row.id)]) if int(row.id) in changed else row for row in rows]
+
+
+def _with(row: Any, values: dict[str, Any]) -> Any:
+    """A row as it is once ``values`` are written to it."""
+    return SimpleNamespace(**(dict(row._mapping) | values))
 
 
 def record_clawback_notice(
