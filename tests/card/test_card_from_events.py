@@ -10,13 +10,17 @@ from typing import Any
 
 from sqlalchemy import select
 
+from services.card import repository as inbox_repo
 from services.card.flows import inbox
 from services.card.stripe_objects import EventData
+from services.card.tasks import inbox_batch
 from services.card.webhooks import parse_event, store_event
 from services.core.clock import utcnow
 from services.core.db import unit_of_work
 from services.outbox import repository as outbox_repo
 from services.outbox import service as outbox_service
+from services.worker.jobs import JobSpec
+from services.worker.runner import run_job_once
 from tests.card.conftest import Card, Customer
 
 CARD_READS = ("GET", "/v1/payment_intents/")
@@ -137,3 +141,31 @@ def test_a_batch_asks_stripe_only_for_the_cards_no_event_brought_side_by_side(ca
         ("visa", "4242")
     }
     assert card.available(customer.account_id) == 4_000
+
+
+def test_with_inline_processing_off_the_worker_fulfils_a_backlog_in_batches_with_the_cards_events_brought(
+    card_deferred: Card,
+) -> None:
+    card = card_deferred
+    customer = card.customer()
+    paid = [_paid(card, customer, key) for key in ("a", "b", "c")]
+    for _, session in paid:
+        card.deliver_ok(card.stripe.event("charge.succeeded", card.stripe.charge_of(session["id"])))
+        card.deliver_ok(card.stripe.event("checkout.session.completed", session))
+    # One event Stripe's body cannot be read from, stored as any other is, fails alone.
+    broken = _stored(card, card.stripe.event("checkout.session.completed", paid[0][1]))
+    with unit_of_work(card.engine) as session:
+        session.execute(inbox_repo.inbox.update().where(inbox_repo.inbox.c.id == broken[0]).values(payload="not json"))
+    spec = JobSpec(
+        name="card.inbox", batch=None, step=inbox_batch(card.settings, card.gateway), interval_seconds=1, batch_size=50
+    )
+    run = run_job_once(card.engine, spec)
+    assert (str(run.outcome), run.items) == ("success", 7)
+    assert card.stripe.sent(*CARD_READS) == []
+    assert card.available(customer.account_id) == 3_000
+    assert {(card.purchase(p["id"]).card_brand, card.purchase(p["id"]).status) for p, _ in paid} == {
+        ("visa", "completed")
+    }
+    with unit_of_work(card.engine) as session:
+        failed = inbox_repo.get_event(session, broken[0])
+    assert (failed.status, failed.attempts) == ("failed", 1)

@@ -12,8 +12,8 @@ with the reason and a finance exception. An admin can send a dead or failed even
 
 The card that paid comes with the events Stripe sends beside a payment: ``charge.succeeded`` carries it
 (:func:`~services.card.fulfilment.note_card` records it on the purchase, before or after the mint). Fulfilment asks
-Stripe for it only when no event brought it: one read of the purchases' cards per batch tells which still lack it,
-and those reads are made concurrently (``pool``), not one after another.
+Stripe for it only when no event brought it: a charge's event in the same batch names it, or one read of the purchases'
+cards per batch tells which still lack it; those reads are made concurrently (``pool``), not one after another.
 
 The API process runs :func:`process_event` right after acknowledging a webhook (:class:`InlineProcessor`); the
 worker's inbox job (:func:`drain`) takes everything due that this missed.
@@ -24,9 +24,9 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -100,14 +100,28 @@ def _card(gateway: StripeGateway, intent_id: str) -> CardDetails | None:
         return None
 
 
-def _checkout(gateway: StripeGateway, event: EventData, cards_known: Collection[str]) -> CheckoutSessionData:
+@dataclass(frozen=True, slots=True)
+class KnownCards:
+    """What a batch of events knows of the cards that paid, before asking Stripe: the Checkout Sessions and
+    PaymentIntents whose purchase has its card recorded already, and the cards the batch's own
+    ``charge.succeeded`` events name, by PaymentIntent."""
+
+    recorded: frozenset[str] = frozenset()
+    charged: Mapping[str, CardDetails] = field(default_factory=dict)
+
+
+NO_CARDS = KnownCards()
+
+
+def _checkout(gateway: StripeGateway, event: EventData, cards: KnownCards) -> CheckoutSessionData:
     data = _read(CheckoutSessionData.parse, event)
     if not data.complete_enough:
         # An event that lacks what fulfilment needs: read the session as Stripe has it now (its card with it).
         return gateway.retrieve_checkout_session(data.id)
-    if data.id not in cards_known and data.payment_intent is not None and _lacks_card(data):
-        # No event has told the purchase its card yet: ask for it before the unit of work opens.
-        data = replace(data, card=_card(gateway, data.payment_intent))
+    if _lacks_card(data) and data.payment_intent is not None and data.id not in cards.recorded:
+        # The card from the charge's event in the same batch, or else from Stripe, before the unit of work opens.
+        card = cards.charged.get(data.payment_intent) or _card(gateway, data.payment_intent)
+        data = replace(data, card=card)
     return data
 
 
@@ -115,10 +129,10 @@ def _lacks_card(data: CheckoutSessionData) -> bool:
     return data.payment_status == "paid" and data.card is None
 
 
-def _intent(gateway: StripeGateway, event: EventData, cards_known: Collection[str]) -> PaymentIntentData:
+def _intent(gateway: StripeGateway, event: EventData, cards: KnownCards) -> PaymentIntentData:
     intent = _read(PaymentIntentData.parse, event)
-    if intent.id not in cards_known and _intent_lacks_card(intent):
-        intent = replace(intent, card=_card(gateway, intent.id))
+    if _intent_lacks_card(intent) and intent.id not in cards.recorded:
+        intent = replace(intent, card=cards.charged.get(intent.id) or _card(gateway, intent.id))
     return intent
 
 
@@ -126,30 +140,45 @@ def _intent_lacks_card(intent: PaymentIntentData) -> bool:
     return intent.status == "succeeded" and intent.card is None and intent.mints
 
 
-def _card_references(event: EventData) -> list[str]:
-    """The Checkout Session or PaymentIntent of an event that mints without saying which card paid: what to look
-    up among the purchases' cards before asking Stripe."""
+def _charged_cards(events: Sequence[EventData]) -> dict[str, CardDetails]:
+    """The cards the events' ``charge.succeeded`` name, by PaymentIntent."""
+    cards: dict[str, CardDetails] = {}
+    for event in events:
+        if event.type == "charge.succeeded":
+            try:
+                charge = ChargeData.parse(event.object)
+            except ValueError:
+                continue  # unreadable: processing says so
+            if charge.card is not None and charge.payment_intent is not None:
+                cards[charge.payment_intent] = charge.card
+    return cards
+
+
+def _card_reference(event: EventData, charged: Mapping[str, CardDetails]) -> str | None:
+    """The Checkout Session or PaymentIntent of an event that mints without saying which card paid (nor does a
+    charge's event beside it): what to look up among the purchases' cards before asking Stripe."""
     try:
         if event.type in MINTING_CHECKOUT_EVENTS:
             data = CheckoutSessionData.parse(event.object)
-            return [data.id] if data.complete_enough and _lacks_card(data) else []
+            lacking = data.complete_enough and _lacks_card(data) and data.payment_intent not in charged
+            return data.id if lacking else None
         if event.type == "payment_intent.succeeded":
             intent = PaymentIntentData.parse(event.object)
-            return [intent.id] if _intent_lacks_card(intent) else []
+            return intent.id if _intent_lacks_card(intent) and intent.id not in charged else None
     except ValueError:
-        return []  # unreadable: processing says so
-    return []
+        return None  # unreadable: processing says so
+    return None
 
 
-def cards_known(engine: Engine, events: Sequence[EventData]) -> frozenset[str]:
-    """Of the events' Checkout Sessions and PaymentIntents that mint without naming the card, those whose purchase
-    knows its card already (an earlier ``charge.succeeded`` told it): one read for all, none when no event needs
-    it."""
-    references = [reference for event in events for reference in _card_references(event)]
+def cards_known(engine: Engine, events: Sequence[EventData]) -> KnownCards:
+    """What ``events`` and the purchases they mint know of the cards that paid: one read of the purchases' cards
+    for all of them, none when no event needs it."""
+    charged = _charged_cards(events)
+    references = [ref for event in events if (ref := _card_reference(event, charged)) is not None]
     if not references:
-        return frozenset()
+        return KnownCards(charged=charged)
     with unit_of_work(engine) as session:
-        return frozenset(repo.references_with_card(session, references))
+        return KnownCards(frozenset(repo.references_with_card(session, references)), charged)
 
 
 def _purchase_hint(
@@ -183,15 +212,12 @@ def _purchase_hint(
 MINTING_CHECKOUT_EVENTS = ("checkout.session.completed", "checkout.session.async_payment_succeeded")
 
 
-def prepare(
-    engine: Engine, gateway: StripeGateway, event: EventData, cards_known: Collection[str] = frozenset()
-) -> Prepared:
-    """What applying ``event`` takes, fetched from Stripe where the event lacks it. ``cards_known``: the Checkout
-    Sessions and PaymentIntents whose purchase knows its card already (:func:`cards_known`); the card of any other
-    paid one is asked for."""
+def prepare(engine: Engine, gateway: StripeGateway, event: EventData, cards: KnownCards = NO_CARDS) -> Prepared:
+    """What applying ``event`` takes, fetched from Stripe where the event lacks it. ``cards``: what the batch knows
+    of the cards that paid (:func:`cards_known`); the card of any other paid purchase is asked for."""
     kind = event.type
     if kind in MINTING_CHECKOUT_EVENTS:
-        data = _checkout(gateway, event, cards_known)
+        data = _checkout(gateway, event, cards)
         return Prepared(lambda session, now: fulfil_checkout_session(session, data, now=now))
     if kind == "checkout.session.async_payment_failed":
         failed = _read(CheckoutSessionData.parse, event)
@@ -200,7 +226,7 @@ def prepare(
         expired = _read(CheckoutSessionData.parse, event)
         return Prepared(lambda session, now: mark_checkout_expired(session, expired, now=now))
     if kind == "payment_intent.succeeded":
-        intent = _intent(gateway, event, cards_known)
+        intent = _intent(gateway, event, cards)
         return Prepared(lambda session, now: fulfil_payment_intent(session, intent, now=now))
     if kind == "payment_intent.payment_failed":
         declined = _read(PaymentIntentData.parse, event)
@@ -286,6 +312,8 @@ def process_batch(
     gateway: StripeGateway,
     settings: Settings,
     pool: Executor | None = None,
+    *,
+    now: datetime | None = None,
 ) -> None:
     """Process several freshly stored events in one unit of work (one commit for all, two statements fewer per
     event). What they need from Stripe is fetched first, on ``pool``'s threads when given (concurrently: each is a
@@ -297,7 +325,7 @@ def process_batch(
         unique.setdefault(inbox_id, event)
     items = list(unique.items())
     if len(items) == 1:
-        process_event(engine, items[0][0], gateway, settings, event=items[0][1])
+        process_event(engine, items[0][0], gateway, settings, now=now, event=items[0][1])
         return
     try:
         known = cards_known(engine, [event for _inbox_id, event in items])
@@ -308,13 +336,13 @@ def process_batch(
         prepared = list(pool.map(prepared_one, items)) if pool is not None else [prepared_one(i) for i in items]
         with unit_of_work(engine) as session:
             claimed = repo.claim_events(session, [inbox_id for inbox_id, _ in prepared])
-            moment = utcnow()
+            moment = now or utcnow()
             outcomes = [(inbox_id, ready.apply(session, moment)) for inbox_id, ready in prepared if inbox_id in claimed]
             repo.mark_processed(session, outcomes, moment)
         metrics.card_webhooks_processed(len(outcomes))
     except Exception:
         for inbox_id, event in items:
-            process_event(engine, inbox_id, gateway, settings, event=event)
+            process_event(engine, inbox_id, gateway, settings, now=now, event=event)
 
 
 def _record_unreadable(engine: Engine, inbox_id: int, exc: UnreadableObject, now: datetime) -> None:
@@ -382,12 +410,26 @@ def process_quietly(
 
 def drain(engine: Engine, gateway: StripeGateway, settings: Settings, now: datetime, batch_size: int) -> int:
     """Process up to ``batch_size`` events that are due (pending past the grace period, or failed and past their
-    backoff). Returns the events taken."""
+    backoff), :data:`DRAIN_CHUNK` at a time in one unit of work each (:func:`process_batch`), their Stripe reads side
+    by side. Returns the events taken. With inline processing off, this is how every event is fulfilled (the API
+    only stores and acknowledges), so it keeps up with the webhooks as the API's processor does."""
     with unit_of_work(engine) as session:
-        due = repo.due_event_ids(session, now, batch_size)
-    for inbox_id in due:
-        process_event(engine, inbox_id, gateway, settings, now=now)
+        due = repo.payloads_of(session, repo.due_event_ids(session, now, batch_size))
+    items: list[tuple[int, EventData]] = []
+    for inbox_id, payload in due:
+        try:
+            items.append((inbox_id, parse_event(payload)))
+        except CreditrailError:
+            process_event(engine, inbox_id, gateway, settings, now=now)  # fails it, with the reason
+    if items:
+        with ThreadPoolExecutor(max_workers=READ_CONCURRENCY, thread_name_prefix="card-inbox-read") as pool:
+            for start in range(0, len(items), DRAIN_CHUNK):
+                process_batch(engine, items[start : start + DRAIN_CHUNK], gateway, settings, pool, now=now)
     return len(due)
+
+
+# Events the worker's inbox job processes in one unit of work.
+DRAIN_CHUNK = 16
 
 
 def retry_event(engine: Engine, event_id: str, gateway: StripeGateway, settings: Settings) -> str | None:
