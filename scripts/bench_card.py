@@ -110,18 +110,28 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(url: URL, port: int, workers: int, stripe_url: str) -> subprocess.Popen[bytes]:
+def stripe_env(stripe_url: str) -> dict[str, str]:
+    """The settings that point a process at the stand-in for Stripe."""
+    return {
+        "CREDITRAIL_STRIPE_SECRET_KEY": STRIPE_KEY,
+        "CREDITRAIL_STRIPE_WEBHOOK_SECRETS": json.dumps([SECRET]),
+        "CREDITRAIL_STRIPE_API_BASE": stripe_url,
+        "CREDITRAIL_STRIPE_MAX_NETWORK_RETRIES": "0",
+    }
+
+
+def start_server(
+    url: URL, port: int, workers: int, stripe_url: str, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     env = os.environ | {
         "CREDITRAIL_ENVIRONMENT": "test",
         "CREDITRAIL_DATABASE_URL": url.render_as_string(hide_password=False),
         "CREDITRAIL_DATABASE_POOL_SIZE": "20",
         # Migrated by the benchmark before the server starts (several workers must not race to migrate).
         "CREDITRAIL_AUTO_MIGRATE": "false",
-        "CREDITRAIL_STRIPE_SECRET_KEY": STRIPE_KEY,
-        "CREDITRAIL_STRIPE_WEBHOOK_SECRETS": json.dumps([SECRET]),
         # The stand-in, answering the one call fulfilment makes (the card that paid).
-        "CREDITRAIL_STRIPE_API_BASE": stripe_url,
-        "CREDITRAIL_STRIPE_MAX_NETWORK_RETRIES": "0",
+        **stripe_env(stripe_url),
+        **(extra_env or {}),
     }
     command = [
         sys.executable,
