@@ -373,9 +373,7 @@ class FakeStripe(stripe.HTTPClient):
             "transfer_data": None,
         }
         if status == "succeeded":
-            charge = self._new_charge(
-                intent_id, amount, customer, created=created, payment_method=payment_method, metadata=metadata
-            )
+            charge = self._new_charge(intent_id, amount, customer, created=created, payment_method=payment_method)
             intent["latest_charge"] = charge["id"]
         self.intents[intent_id] = intent
         return intent
@@ -388,9 +386,7 @@ class FakeStripe(stripe.HTTPClient):
         *,
         created: int | None = None,
         payment_method: str | None = None,
-        metadata: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        """A charge of a PaymentIntent, carrying the PaymentIntent's metadata as Stripe copies it."""
         charge = fixture("charge")
         created = created if created is not None else self._time()
         brand, last4 = TEST_CARDS.get(payment_method or "", TEST_CARDS["pm_card_visa"])
@@ -406,7 +402,7 @@ class FakeStripe(stripe.HTTPClient):
             "customer": customer,
             "payment_intent": intent_id,
             "refunded": False,
-            "metadata": dict(metadata or {}),
+            "metadata": {},
             "source": None,
         }
         charge["refunds"] = {
@@ -547,11 +543,7 @@ class FakeStripe(stripe.HTTPClient):
         intent = self.intents[session["payment_intent"]]
         intent |= {"status": "succeeded", "amount_received": intent["amount"]}
         intent["latest_charge"] = self._new_charge(
-            intent["id"],
-            intent["amount"],
-            intent["customer"],
-            payment_method=intent["payment_method"],
-            metadata=intent["metadata"],
+            intent["id"], intent["amount"], intent["customer"], payment_method=intent["payment_method"]
         )["id"]
         session["payment_status"] = "paid"
         return copy.deepcopy(session)

@@ -43,6 +43,13 @@ def _receipt_text(card: Card) -> str:
         return str(row.body_text)
 
 
+def _charge(card: Card, session: dict[str, Any]) -> dict[str, Any]:
+    """The charge that paid a session, carrying its PaymentIntent's metadata (the purchase's ids) as Stripe copies
+    it onto the charge."""
+    intent = card.stripe.intents[session["payment_intent"]]
+    return card.stripe.charge_of(session["id"]) | {"metadata": dict(intent["metadata"])}
+
+
 def _paid(card: Card, customer: Customer, key: str = "k1", **pay: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """A purchase paid at Checkout: the purchase and its session as Stripe shows it."""
     purchase = card.bought(customer, key)
@@ -52,7 +59,7 @@ def _paid(card: Card, customer: Customer, key: str = "k1", **pay: Any) -> tuple[
 def test_the_card_comes_from_charge_succeeded_and_fulfilment_asks_stripe_nothing(card: Card) -> None:
     customer = _with_email(card)
     purchase, session = _paid(card, customer, payment_method="pm_card_amex")
-    charge = card.stripe.charge_of(session["id"])
+    charge = _charge(card, session)
     # As Stripe sends them: the charge, the PaymentIntent, then the session.
     noted = card.deliver_ok(card.stripe.event("charge.succeeded", charge))
     card.deliver_ok(card.stripe.event("payment_intent.succeeded", card.stripe.intents[session["payment_intent"]]))
@@ -73,7 +80,7 @@ def test_without_an_event_naming_the_card_fulfilment_asks_stripe_once(card: Card
     row = card.purchase(purchase["id"])
     assert (row.card_brand, row.card_last4) == ("visa", "4242")
     # The charge's event, arriving after, changes nothing.
-    later = card.deliver_ok(card.stripe.event("charge.succeeded", card.stripe.charge_of(session["id"])))
+    later = card.deliver_ok(card.stripe.event("charge.succeeded", _charge(card, session)))
     assert card.inbox_event(later["event_id"]).outcome == "card_known"
     assert "Card:             Visa ending 4242" in _receipt_text(card)
 
@@ -85,7 +92,7 @@ def test_a_charge_event_after_the_mint_fills_in_a_card_stripe_could_not_give(car
     card.deliver_ok(card.stripe.event("checkout.session.completed", session))
     row = card.purchase(purchase["id"])
     assert (row.status, row.card_brand) == ("completed", None)
-    noted = card.deliver_ok(card.stripe.event("charge.succeeded", card.stripe.charge_of(session["id"])))
+    noted = card.deliver_ok(card.stripe.event("charge.succeeded", _charge(card, session)))
     assert card.inbox_event(noted["event_id"]).outcome == "card_noted"
     row = card.purchase(purchase["id"])
     assert (row.card_brand, row.card_last4, row.lot_id) == ("visa", "4242", card.card_lots(customer.account_id)[0].id)
@@ -111,7 +118,7 @@ def test_a_charge_of_a_payment_not_ours_is_left_alone(card: Card) -> None:
 def test_a_charge_naming_another_accounts_purchase_records_no_card(card: Card) -> None:
     customer, other = card.customer("one"), card.customer("two")
     purchase, session = _paid(card, customer)
-    charge = card.stripe.charge_of(session["id"]) | {"payment_intent": "pi_elsewhere"}
+    charge = _charge(card, session) | {"payment_intent": "pi_elsewhere"}
     charge["metadata"] = charge["metadata"] | {"creditrail_account_id": str(other.account_id)}
     answer = card.deliver_ok(card.stripe.event("charge.succeeded", charge))
     assert card.inbox_event(answer["event_id"]).outcome == "not_ours"
@@ -130,7 +137,7 @@ def test_a_batch_asks_stripe_only_for_the_cards_no_event_brought_side_by_side(ca
     customer = card.customer()
     paid = [_paid(card, customer, key) for key in ("a", "b", "c", "d")]
     # The first purchase's charge event came (and was processed) before the batch.
-    card.deliver_ok(card.stripe.event("charge.succeeded", card.stripe.charge_of(paid[0][1]["id"])))
+    card.deliver_ok(card.stripe.event("charge.succeeded", _charge(card, paid[0][1])))
     items = [_stored(card, card.stripe.event("checkout.session.completed", session)) for _, session in paid]
     with ThreadPoolExecutor(max_workers=4) as pool:
         inbox.process_batch(card.engine, items, card.gateway, card.settings, pool)
@@ -150,6 +157,7 @@ def test_with_inline_processing_off_the_worker_fulfils_a_backlog_in_batches_with
     customer = card.customer()
     paid = [_paid(card, customer, key) for key in ("a", "b", "c")]
     for _, session in paid:
+        # Without the PaymentIntent's metadata: the batch matches the charge to the session by its PaymentIntent.
         card.deliver_ok(card.stripe.event("charge.succeeded", card.stripe.charge_of(session["id"])))
         card.deliver_ok(card.stripe.event("checkout.session.completed", session))
     # One event Stripe's body cannot be read from, stored as any other is, fails alone.
