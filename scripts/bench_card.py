@@ -73,6 +73,8 @@ MINT_THREADS = 4
 
 TARGET_ACK_P99_MS = 50.0
 TARGET_FULFILLED_PER_S = 200.0
+# A machine busy with other work can take more than a minute to start the server's processes.
+SERVER_START_SECONDS = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +152,7 @@ def start_server(
         "--no-access-log",
     ]
     server = subprocess.Popen(command, cwd=ROOT, env=env)
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + SERVER_START_SECONDS
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise RuntimeError(f"the server exited with {server.returncode}")
