@@ -162,8 +162,8 @@ def test_with_inline_processing_off_the_worker_fulfils_a_backlog_in_batches_with
         card.deliver_ok(card.stripe.event("checkout.session.completed", session))
     # One event Stripe's body cannot be read from, stored as any other is, fails alone.
     broken = _stored(card, card.stripe.event("checkout.session.completed", paid[0][1]))
-    with unit_of_work(card.engine) as session:
-        session.execute(inbox_repo.inbox.update().where(inbox_repo.inbox.c.id == broken[0]).values(payload="not json"))
+    with unit_of_work(card.engine) as db:
+        db.execute(inbox_repo.inbox.update().where(inbox_repo.inbox.c.id == broken[0]).values(payload="not json"))
     spec = JobSpec(
         name="card.inbox", batch=None, step=inbox_batch(card.settings, card.gateway), interval_seconds=1, batch_size=50
     )
@@ -174,6 +174,6 @@ def test_with_inline_processing_off_the_worker_fulfils_a_backlog_in_batches_with
     assert {(card.purchase(p["id"]).card_brand, card.purchase(p["id"]).status) for p, _ in paid} == {
         ("visa", "completed")
     }
-    with unit_of_work(card.engine) as session:
-        failed = inbox_repo.get_event(session, broken[0])
+    with unit_of_work(card.engine) as db:
+        failed = inbox_repo.get_event(db, broken[0])
     assert (failed.status, failed.attempts) == ("failed", 1)
