@@ -1,7 +1,7 @@
 """Outbox benchmark: receipts and webhook deliveries sent by the worker while card webhooks arrive at 200/s.
 
     .venv/bin/python -m scripts.bench_outbox [--quick] [--rate EVENTS_PER_S] [--seconds S] [--database-url URL]
-        [--worker-env NAME=VALUE ...]
+        [--events checkout|stripe] [--fulfil-in-worker] [--worker-env NAME=VALUE ...]
 
 On the local PostgreSQL (``creditrail_bench_outbox``, dropped and recreated at the start):
 
@@ -12,13 +12,19 @@ On the local PostgreSQL (``creditrail_bench_outbox``, dropped and recreated at t
   ``outbox.deliver`` and ``events.deliver`` jobs), sending to
 - a local SMTP server (aiosmtpd) and a local HTTP receiver, in a process of their own, each noting when every
   message and delivery arrived;
-- signed ``checkout.session.completed`` webhooks at 200 per second (open loop), in three phases:
+- signed ``checkout.session.completed`` webhooks at 200 per second (open loop), or with ``--events stripe`` every
+  event Stripe sends per purchase (``charge.succeeded``, which names the card, ``payment_intent.succeeded``, then
+  ``checkout.session.completed``: 200 webhooks per second are then a third as many purchases), in three phases:
 
   1. baseline: for half the measured time, with no worker: the acknowledgement latency (p50, p99) of this machine
      at this moment, the yardstick for the same figure with the worker running;
   2. drain: the worker started on the backlog the baseline left (a receipt and a webhook per purchase): the
      messages it sends per second flat out, and how long it takes;
   3. measured: for 60 s (``--quick``: 20 s) with the worker running.
+
+With ``--fulfil-in-worker`` the API only stores and acknowledges webhooks (``CREDITRAIL_CARD_PROCESS_WEBHOOKS_INLINE``
+off) and the worker's ``card.inbox`` job fulfils them (every quarter second, asking the same stand-in for Stripe); in
+the baseline phase, then, nothing is fulfilled until the worker starts.
 
 Printed as one JSON line beside the targets, for the measured phase: card webhook acknowledgement p50/p99 (target:
 p99 within 50 ms at 200 events/s), receipts and webhook deliveries per second as they arrived, the delay from the
@@ -49,18 +55,19 @@ from sqlalchemy.engine import URL, Engine, make_url
 
 from scripts.bench_card import (
     ROOT,
-    event_payload,
+    cards_recorded,
     free_port,
     log,
     paid_intents,
+    payloads_for,
     percentile,
     recreate_database,
     seed,
     send_paced,
-    session_template,
     start_server,
     start_stripe,
     stop_server,
+    stripe_env,
 )
 from services.core.clock import utcnow
 from services.core.db import make_engine, unit_of_work
@@ -181,19 +188,24 @@ def stop_sinks(sinks: subprocess.Popen[str]) -> None:
 # --- the worker ----------------------------------------------------------------------------------------------
 
 
-def start_worker(url: URL, smtp_port: int, extra_env: dict[str, str]) -> subprocess.Popen[bytes]:
+def start_worker(
+    url: URL, smtp_port: int, extra_env: dict[str, str], stripe_url: str | None = None
+) -> subprocess.Popen[bytes]:
+    """The worker, sending receipts and webhooks; with ``stripe_url``, fulfilling the inbox too."""
+    jobs = ["outbox.deliver", "events.deliver"] + (["card.inbox"] if stripe_url else [])
+    fulfils = stripe_env(stripe_url) | {"CREDITRAIL_CARD_INBOX_INTERVAL_SECONDS": "0.25"} if stripe_url else {}
     env = os.environ | {
         "CREDITRAIL_ENVIRONMENT": "test",
         "CREDITRAIL_DATABASE_URL": url.render_as_string(hide_password=False),
         "CREDITRAIL_AUTO_MIGRATE": "false",
-        "CREDITRAIL_WORKER_JOBS": json.dumps(["outbox.deliver", "events.deliver"]),
+        "CREDITRAIL_WORKER_JOBS": json.dumps(jobs),
         "CREDITRAIL_WORKER_LOG_LEVEL": "WARNING",
         "CREDITRAIL_SMTP_HOST": "127.0.0.1",
         "CREDITRAIL_SMTP_PORT": str(smtp_port),
         "CREDITRAIL_SMTP_SECURITY": "none",
         "CREDITRAIL_MAIL_FROM": "creditrail <receipts@bench.test>",
     }
-    return subprocess.Popen([sys.executable, "-m", "services.worker"], cwd=ROOT, env=env | extra_env)
+    return subprocess.Popen([sys.executable, "-m", "services.worker"], cwd=ROOT, env=env | fulfils | extra_env)
 
 
 def process_cpu_seconds(process: subprocess.Popen[Any]) -> float:
@@ -291,7 +303,14 @@ def rate_of(arrivals: list[list[Any]], keys: dict[str, float]) -> float:
     return (len(times) - 1) / (times[-1] - times[0])
 
 
-def run(url: URL, seconds: float, rate: float, worker_env: dict[str, str]) -> dict[str, Any]:
+def run(
+    url: URL,
+    seconds: float,
+    rate: float,
+    worker_env: dict[str, str],
+    events: str = "checkout",
+    fulfil_in_worker: bool = False,
+) -> dict[str, Any]:
     recreate_database(url)
     engine = make_engine(url, pool_size=4)
     upgrade(engine)
@@ -299,25 +318,25 @@ def run(url: URL, seconds: float, rate: float, worker_env: dict[str, str]) -> di
     server = worker = None
     stripe_process, stripe_url = start_stripe()
     try:
-        baseline_count = int(rate * seconds * BASELINE_SHARE) + 1
-        count = int(rate * seconds) + 1
+        per_purchase = 3 if events == "stripe" else 1
+        baseline_count = int(rate * seconds * BASELINE_SHARE) // per_purchase + 1
+        count = int(rate * seconds) // per_purchase + 1
         baseline, items = prepare(engine, stripe_url, http_port, baseline_count, count)
         port = free_port()
         log(f"starting the API on 127.0.0.1:{port}, the SMTP server on {smtp_port}, the receiver on {http_port}")
-        server = start_server(url, port, 2, stripe_url)
-        template = session_template()
-
-        log(f"baseline: {baseline_count - 1} card webhooks at {rate:.0f}/s, no worker")
-        payloads = [event_payload(item, template) for item in baseline]
+        inline = {"CREDITRAIL_CARD_PROCESS_WEBHOOKS_INLINE": "false"} if fulfil_in_worker else {}
+        server = start_server(url, port, 2, stripe_url, inline)
+        payloads = payloads_for(baseline, events)[per_purchase - 1 :]  # the first is sent to warm up
+        log(f"baseline: {len(payloads) - 1} card webhooks at {rate:.0f}/s, no worker")
         baseline_latencies, _ = asyncio.run(send_paced("127.0.0.1", port, payloads, rate))
         log(f"the worker drains the backlog ({baseline_count} receipts and as many webhooks)")
         drain_started = time.monotonic()
-        worker = start_worker(url, smtp_port, worker_env)
+        worker = start_worker(url, smtp_port, worker_env, stripe_url if fulfil_in_worker else None)
         drained_at, _, drained_sent, drained_delivered = wait_drained(engine, baseline_count, DRAIN_TIMEOUT_SECONDS)
         drain_seconds = drained_at - drain_started
 
-        log(f"measured: {count - 1} card webhooks at {rate:.0f}/s, the worker running")
-        payloads = [event_payload(item, template) for item in items]
+        payloads = payloads_for(items, events)[per_purchase - 1 :]
+        log(f"measured: {len(payloads) - 1} card webhooks at {rate:.0f}/s, the worker running")
         worker_cpu = process_cpu_seconds(worker)
         latencies, first_sent = asyncio.run(send_paced("127.0.0.1", port, payloads, rate))
         sent_seconds = time.monotonic() - first_sent
@@ -326,6 +345,7 @@ def run(url: URL, seconds: float, rate: float, worker_env: dict[str, str]) -> di
         worker_cpu = process_cpu_seconds(worker) - worker_cpu
         arrivals = httpx.get(f"http://127.0.0.1:{http_port}/arrivals", timeout=30).json()
         mail_minted, hook_minted = mint_times(engine)
+        cards = cards_recorded(engine)
     finally:
         if worker is not None:
             stop_server(worker)
@@ -343,6 +363,8 @@ def run(url: URL, seconds: float, rate: float, worker_env: dict[str, str]) -> di
     return {
         "bench": "outbox",
         "worker_env": worker_env,
+        "events": events,
+        "fulfilled_by": "worker" if fulfil_in_worker else "api",
         "paced_rate_events_per_s": rate,
         "baseline_ack_p50_ms": round(percentile(baseline_latencies, 0.50) * 1000, 2),
         "baseline_ack_p99_ms": round(percentile(baseline_latencies, 0.99) * 1000, 2),
@@ -376,6 +398,7 @@ def run(url: URL, seconds: float, rate: float, worker_env: dict[str, str]) -> di
             and delivered == minted
             and len(receipt_delays) == count
             and len(hook_delays) == count,
+            "all_cards_recorded": cards == baseline_count + count,
         },
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
@@ -388,6 +411,15 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=RATE, help="card webhooks per second (default: 200)")
     parser.add_argument("--database-url", default=DEFAULT_URL)
     parser.add_argument("--worker-env", action="append", default=[], help="NAME=VALUE for the worker, repeatable")
+    parser.add_argument(
+        "--events",
+        choices=("checkout", "stripe"),
+        default="checkout",
+        help="per purchase, checkout.session.completed alone, or every event Stripe sends with it",
+    )
+    parser.add_argument(
+        "--fulfil-in-worker", action="store_true", help="the API only acknowledges; the worker's inbox job fulfils"
+    )
     parser.add_argument("--sinks", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.sinks:
@@ -398,7 +430,7 @@ def main() -> None:
         url = url.set(drivername="postgresql+psycopg")
     seconds = args.seconds or (QUICK_SECONDS if args.quick else FULL_SECONDS)
     worker_env = dict(item.split("=", 1) for item in args.worker_env)
-    print(json.dumps(run(url, seconds, args.rate, worker_env)), flush=True)
+    print(json.dumps(run(url, seconds, args.rate, worker_env, args.events, args.fulfil_in_worker)), flush=True)
 
 
 if __name__ == "__main__":

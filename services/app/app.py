@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -60,6 +61,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             # sight, so that its full collections (tens of milliseconds) do not stall requests.
             gc.collect()
             gc.freeze()
+            # Acknowledging a webhook hands it to a thread and back; see the setting.
+            sys.setswitchinterval(settings.api_thread_switch_interval_seconds)
         yield
         if owns_engine:
             app_engine.dispose()

@@ -8,7 +8,10 @@ domains (or a test), by calling :func:`register_job`.
 
 from __future__ import annotations
 
+from functools import partial
+
 from services.alerts.tasks import alerts_job
+from services.card.repository import card_labels_of_purchases
 from services.card.tasks import CARD_JOB_FACTORIES
 from services.core.settings import Settings
 from services.events.tasks import events_job
@@ -26,7 +29,8 @@ JOB_FACTORIES: list[JobFactory] = [
     *CARD_JOB_FACTORIES,
     usdc_job_specs,
     finance_job_specs,
-    outbox_job,
+    # Receipts name the card that paid: the card rail says which, the outbox (below the rails) asks.
+    partial(outbox_job, cards_of_purchases=card_labels_of_purchases),
     events_job,
     alerts_job,
     x402_job_specs,

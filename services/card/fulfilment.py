@@ -28,6 +28,7 @@ from services.card.rows import PurchaseRow
 from services.card.stripe_objects import (
     ACCOUNT_ID_KEY,
     CardDetails,
+    ChargeData,
     CheckoutSessionData,
     PaymentIntentData,
     from_unix,
@@ -99,6 +100,32 @@ def _card_fields(purchase: PurchaseRow, card: CardDetails | None) -> dict[str, A
     if card is None or purchase.card_brand is not None:
         return {}
     return {"card_brand": card.brand, "card_last4": card.last4}
+
+
+def note_card(session: Session, charge: ChargeData, *, now: datetime) -> Outcome:
+    """``charge.succeeded``: the card that paid, recorded on the purchase the charge is for (by its PaymentIntent,
+    or the purchase its metadata names) when the purchase does not know it yet, before or after it mints. Stripe
+    sends it beside the Checkout Session's completion, so fulfilment need not ask Stripe for the card; a purchase
+    that minted without it (Stripe could not say) gets it now. Anything else is left alone: not ours, no card, or a
+    card known already."""
+    if charge.card is None:
+        return Outcome("no_card")
+    purchase = repo.purchase_by_intent(session, charge.payment_intent, lock=True) if charge.payment_intent else None
+    if purchase is None and charge.purchase_id is not None:
+        named = repo.get_purchase(session, charge.purchase_id, lock=True)
+        account_id = metadata_int(charge.metadata, ACCOUNT_ID_KEY)
+        if (
+            named is not None
+            and named.payment_intent_id in (None, charge.payment_intent)
+            and account_id in (None, named.account_id)
+        ):
+            purchase = named
+    if purchase is None:
+        return Outcome("not_ours")
+    if purchase.card_brand is not None:
+        return Outcome("card_known", purchase.id, purchase.lot_id)
+    repo.update_purchase(session, purchase.id, updated_at=now, **_card_fields(purchase, charge.card))
+    return Outcome("card_noted", purchase.id, purchase.lot_id)
 
 
 def fulfil_checkout_session(session: Session, data: CheckoutSessionData, *, now: datetime) -> Outcome:
@@ -231,15 +258,14 @@ def _mint(
         **values,
     )
     # The receipt and the platform's event, in the mint's transaction (once per lot, however often the purchase is
-    # fulfilled: a replay's first mint wrote them), after the purchase row (the receipt reads the card that paid from
-    # there).
+    # fulfilled: a replay's first mint wrote them), after the purchase row (the worker renders the receipt with the
+    # card that paid from there).
     if not result.replayed:
         record_receipt(
             session,
             account_id=purchase.account_id,
             lot_id=result.lot_id,
             now=now,
-            card_of_purchase=repo.card_label_of_purchase,
         )
         record_purchase_completed(
             session,

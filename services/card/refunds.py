@@ -28,10 +28,10 @@ from services.card.outcome import Outcome, exception_outcome
 from services.card.rows import DisputeRow, PurchaseRow
 from services.card.stripe_objects import ChargeData, DisputeData
 from services.core.money import share_of_credits
-from services.events.emit import record_refund_clawed_back
+from services.events.emit import record_dispute_reinstated, record_refund_clawed_back
 from services.ledger import repository as ledger_repo
 from services.ledger.clawback import clawback, reinstate
-from services.outbox.service import record_clawback_notice
+from services.outbox.service import record_clawback_notice, record_reinstatement_notice
 from services.review.service import card_reference, raise_exception
 
 RAIL = "card"
@@ -182,6 +182,26 @@ def _settle_dispute(
             )
             repo.update_dispute(
                 session, dispute.dispute_id, reinstated_credits=dispute.clawed_back_credits, updated_at=now
+            )
+            # The customer and the platform hear of it, as they heard of the clawback.
+            record_reinstatement_notice(
+                session,
+                lot_id=lot_id,
+                transaction_id=result.transaction_id,
+                amount_credits=owed,
+                reason=f"dispute {dispute.dispute_id} {dispute.status}",
+                now=now,
+            )
+            record_dispute_reinstated(
+                session,
+                account_id=purchase.account_id,
+                purchase_id=purchase.id,
+                lot_id=lot_id,
+                dispute_id=dispute.dispute_id,
+                status=dispute.status,
+                transaction_id=result.transaction_id,
+                amount_credits=owed,
+                now=now,
             )
         return
     if dispute.clawed_back_credits > 0:

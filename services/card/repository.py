@@ -154,6 +154,34 @@ def card_label_of_purchase(session: Session, purchase_id: int) -> str | None:
     return card_label(*card_of_purchase(session, purchase_id))
 
 
+def references_with_card(session: Session, references: Sequence[str]) -> set[str]:
+    """Those of ``references`` (Checkout Session and PaymentIntent ids) whose purchase knows the card that paid it."""
+    if not references:
+        return set()
+    stmt = select(purchases.c.checkout_session_id, purchases.c.payment_intent_id).where(
+        purchases.c.card_brand.is_not(None),
+        or_(purchases.c.checkout_session_id.in_(references), purchases.c.payment_intent_id.in_(references)),
+    )
+    wanted = set(references)
+    return {ref for row in session.execute(stmt) for ref in row if ref in wanted}
+
+
+def cards_of_purchases(session: Session, purchase_ids: Sequence[int]) -> dict[int, tuple[str | None, str | None]]:
+    """(brand, last4) of the card that paid each purchase, by id."""
+    if not purchase_ids:
+        return {}
+    stmt = select(purchases.c.id, purchases.c.card_brand, purchases.c.card_last4).where(
+        purchases.c.id.in_(purchase_ids)
+    )
+    return {int(row.id): (row.card_brand, row.card_last4) for row in session.execute(stmt)}
+
+
+def card_labels_of_purchases(session: Session, purchase_ids: Sequence[int]) -> dict[int, str | None]:
+    """How receipts name the card that paid each purchase, by id (None while it is not known): the outbox's
+    ``CardsOfPurchases``."""
+    return {purchase_id: card_label(*card) for purchase_id, card in cards_of_purchases(session, purchase_ids).items()}
+
+
 def purchase_by_key(session: Session, account_id: int, idempotency_key: str) -> PurchaseRow | None:
     return session.execute(
         select(purchases).where(purchases.c.account_id == account_id, purchases.c.idempotency_key == idempotency_key)
@@ -402,6 +430,15 @@ def due_event_ids(session: Session, now: datetime, limit: int) -> list[int]:
         .limit(limit)
     )
     return [int(value) for value in session.execute(stmt).scalars()]
+
+
+def payloads_of(session: Session, inbox_ids: Sequence[int]) -> list[tuple[int, str]]:
+    """(id, payload) of stored events, in the order of ``inbox_ids``."""
+    if not inbox_ids:
+        return []
+    found = session.execute(select(inbox.c.id, inbox.c.payload).where(inbox.c.id.in_(inbox_ids)))
+    rows = {int(row.id): str(row.payload) for row in found}
+    return [(inbox_id, rows[inbox_id]) for inbox_id in inbox_ids if inbox_id in rows]
 
 
 def list_events(session: Session, *, status: str | None, limit: int, after_id: int = 0) -> list[InboxEventRow]:

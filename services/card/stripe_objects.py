@@ -240,6 +240,8 @@ class ChargeData:
     currency: str | None
     payment_intent: str | None
     metadata: dict[str, str] = field(default_factory=dict)
+    # The card it was paid with (``payment_method_details.card``), when it was a card.
+    card: CardDetails | None = None
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any]) -> ChargeData:
@@ -251,6 +253,7 @@ class ChargeData:
             currency=_currency(obj),
             payment_intent=_str(obj.get("payment_intent")),
             metadata=_metadata(obj.get("metadata")),
+            card=CardDetails.of_charge(obj),
         )
 
     @property

@@ -38,6 +38,7 @@ HANDLED_EVENT_TYPES = (
     "checkout.session.expired",
     "payment_intent.succeeded",
     "payment_intent.payment_failed",
+    "charge.succeeded",
     "charge.refunded",
     "charge.dispute.created",
     "charge.dispute.updated",

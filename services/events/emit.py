@@ -47,6 +47,10 @@ def refund_clawed_back_key(transaction_id: int) -> str:
     return f"{EventType.REFUND_CLAWED_BACK}:txn:{transaction_id}"
 
 
+def dispute_reinstated_key(transaction_id: int) -> str:
+    return f"{EventType.DISPUTE_REINSTATED}:txn:{transaction_id}"
+
+
 def deposit_reversed_key(transaction_id: int) -> str:
     return f"{EventType.DEPOSIT_REVERSED}:txn:{transaction_id}"
 
@@ -140,6 +144,37 @@ def record_refund_clawed_back(
             "reason": reason,
         },
         dedupe_key=refund_clawed_back_key(transaction_id),
+        now=now,
+    )
+
+
+def record_dispute_reinstated(
+    session: Session,
+    *,
+    account_id: int,
+    purchase_id: int,
+    lot_id: int,
+    dispute_id: str,
+    status: str,
+    transaction_id: int,
+    amount_credits: int,
+    now: datetime,
+) -> bool:
+    """A dispute ended in the purchase's favour (``status``: won, ...): the ``amount_credits`` clawed back for it
+    were given back to ``lot_id`` by ``transaction_id``."""
+    return record_event(
+        session,
+        event_type=EventType.DISPUTE_REINSTATED,
+        account_id=account_id,
+        data={
+            "purchase_id": purchase_id,
+            "lot_id": lot_id,
+            "dispute_id": dispute_id,
+            "status": status,
+            "transaction_id": transaction_id,
+            "amount_credits": amount_credits,
+        },
+        dedupe_key=dispute_reinstated_key(transaction_id),
         now=now,
     )
 

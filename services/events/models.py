@@ -32,6 +32,7 @@ class EventType(StrEnum):
     AUTO_RECHARGE_FAILED = "auto_recharge.failed"
     BUDGET_THRESHOLD = "budget.threshold"
     REFUND_CLAWED_BACK = "refund.clawed_back"
+    DISPUTE_REINSTATED = "dispute.reinstated"
     DEPOSIT_REVERSED = "deposit.reversed"
 
 

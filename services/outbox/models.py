@@ -4,8 +4,10 @@
 reports (a mint, a clawback), so a message exists exactly when its change does. ``dedupe_key`` is unique (a
 receipt is ``receipt:lot:<lot id>``): whatever is retried, one change gets one message. ``message_id`` is the
 RFC 5322 Message-ID, decided when the row is written and used for every attempt, so a resend after a crash is
-recognisable as the same message. The worker claims due rows (``status`` pending, ``next_attempt_at`` passed) by
-moving ``next_attempt_at`` ahead (a lease), sends with no transaction open, then records the result.
+recognisable as the same message. A receipt's subject and bodies are empty until the worker first claims it and
+renders it (services.outbox.service.render_receipts); every other message is written rendered. The worker claims
+due rows (``status`` pending, ``next_attempt_at`` passed) by moving ``next_attempt_at`` ahead (a lease), sends with
+no transaction open, then records the result.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class MessageStatus(StrEnum):
 class MessageKind(StrEnum):
     RECEIPT = "receipt"
     CLAWBACK_NOTICE = "clawback_notice"
+    REINSTATEMENT_NOTICE = "reinstatement_notice"
     ALERT_LOW_BALANCE = "alert_low_balance"
     ALERT_CREDITS_EXPIRING = "alert_credits_expiring"
     ALERT_BUDGET_THRESHOLD = "alert_budget_threshold"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from html import escape
@@ -33,6 +33,8 @@ from services.outbox.links import receipt_url
 
 # How the card rail names the card that paid one of its purchases ("Visa ending 4242"); None while it is not known.
 CardOfPurchase = Callable[[Session, int], str | None]
+# The same for several purchases at once, by purchase id (a purchase whose card is not known maps to None).
+CardsOfPurchases = Callable[[Session, Sequence[int]], Mapping[int, str | None]]
 
 RECEIPT_NUMBER = re.compile(r"^CR-(\d{4})-(\d{8,19})$")
 
@@ -88,11 +90,13 @@ def build_receipt(
     *,
     card_of_purchase: CardOfPurchase | None,
     balance_after_credits: int | None = None,
+    cards: Mapping[int, str | None] | None = None,
 ) -> Receipt | None:
     """The receipt of a card or USDC lot; None for any other lot (grants, adjustments have none).
-    ``card_of_purchase`` names the card that paid a card lot (None: the receipt goes without it).
-    ``balance_after_credits``: the balance right after the mint when the caller knows it (in the mint's own
-    transaction it is the current balance); otherwise it is summed from the journal up to the mint."""
+    ``card_of_purchase`` names the card that paid a card lot (None: the receipt goes without it); ``cards``: the
+    cards of the purchases, by purchase id, when the caller read them already (for several receipts at once).
+    ``balance_after_credits``: the balance right after the mint when the caller knows it; otherwise it is summed
+    from the journal up to the mint."""
     details = dict(lot.details or {})
     explorer = None
     if lot.rail == Rail.CARD:
@@ -100,7 +104,12 @@ def build_receipt(
         paid = f"{format_usd(paid_cents)} by card"
         lines = [("Paid", paid)]
         purchase_id = details.get("purchase_id")
-        card = card_of_purchase(session, int(purchase_id)) if purchase_id and card_of_purchase else None
+        card = None
+        if purchase_id:
+            if cards is not None and int(purchase_id) in cards:
+                card = cards[int(purchase_id)]
+            elif card_of_purchase is not None:
+                card = card_of_purchase(session, int(purchase_id))
         if card:  # unknown when Stripe could not say which card: the receipt goes without it
             lines.append(("Card", card))
         if details.get("pack"):
@@ -215,27 +224,51 @@ class Notice:
     html: str
 
 
+def _notice(settings: Settings, *, title: str, lead: str, subject: str, rows: list[tuple[str, str]]) -> Notice:
+    support = "; ".join(support_lines(settings))
+    text = "\n".join([lead, ""] + [f"{label}: {value}" for label, value in rows] + ["", f"Questions? {support}", ""])
+    cells = "".join(f"<tr><th>{escape(label)}</th><td>{escape(value)}</td></tr>" for label, value in rows)
+    html = (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title></head><body>'
+        f"<p>{escape(lead)}</p><table>{cells}</table>"
+        f"<p>Questions? {escape(support)}</p></body></html>"
+    )
+    return Notice(subject=subject, text=text, html=html)
+
+
 def clawback_notice(
     settings: Settings, *, lot: Any, amount_credits: int, balance_after_credits: int, reason: str
 ) -> Notice:
     """Credits taken back from a purchase (a refund, a dispute, a deposit the chain dropped)."""
     number = receipt_number(int(lot.id), lot.credited_at)
-    support = "; ".join(support_lines(settings))
-    rows = [
-        ("Purchase", number),
-        ("Credits taken back", f"{amount_credits:,}"),
-        ("Why", reason),
-        ("New balance", f"{balance_after_credits:,} credits"),
-    ]
-    text = "\n".join(
-        ["Credits from one of your purchases were taken back.", ""]
-        + [f"{label}: {value}" for label, value in rows]
-        + ["", f"Questions? {support}", ""]
+    return _notice(
+        settings,
+        title="Credits taken back",
+        lead="Credits from one of your purchases were taken back.",
+        subject=f"Credits taken back from {number}",
+        rows=[
+            ("Purchase", number),
+            ("Credits taken back", f"{amount_credits:,}"),
+            ("Why", reason),
+            ("New balance", f"{balance_after_credits:,} credits"),
+        ],
     )
-    cells = "".join(f"<tr><th>{escape(label)}</th><td>{escape(value)}</td></tr>" for label, value in rows)
-    html = (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Credits taken back</title></head><body>'
-        f"<p>Credits from one of your purchases were taken back.</p><table>{cells}</table>"
-        f"<p>Questions? {escape(support)}</p></body></html>"
+
+
+def reinstatement_notice(
+    settings: Settings, *, lot: Any, amount_credits: int, balance_after_credits: int, reason: str
+) -> Notice:
+    """Credits given back to a purchase they had been taken back from (a dispute the purchase won)."""
+    number = receipt_number(int(lot.id), lot.credited_at)
+    return _notice(
+        settings,
+        title="Credits given back",
+        lead="Credits taken back from one of your purchases were given back.",
+        subject=f"Credits given back to {number}",
+        rows=[
+            ("Purchase", number),
+            ("Credits given back", f"{amount_credits:,}"),
+            ("Why", reason),
+            ("New balance", f"{balance_after_credits:,} credits"),
+        ],
     )
-    return Notice(subject=f"Credits taken back from {number}", text=text, html=html)

@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, func, select, update
+from sqlalchemy import Table, and_, bindparam, func, select, update
 from sqlmodel import Session
 
 from services.core.db import insert_for, table_of
-from services.ledger.repository import entries
+from services.ledger.repository import entries, lots
 from services.outbox.models import MessageStatus, OutboxMessage
 from services.outbox.rows import MessageRow
 
@@ -58,6 +58,39 @@ def claim(session: Session, ids: Sequence[int], now: datetime, lease_until: date
         .returning(*messages.c)
     )
     return sorted(session.execute(stmt).all(), key=lambda row: row.id)
+
+
+_set_content = (
+    update(messages)
+    .where(messages.c.id == bindparam("id_"))
+    .values(subject=bindparam("subject"), body_text=bindparam("body_text"), body_html=bindparam("body_html"))
+)
+
+
+def set_contents(session: Session, contents: Sequence[dict[str, Any]]) -> None:
+    """Write messages' renderings (``id_``, ``subject``, ``body_text``, ``body_html`` each), in one statement."""
+    if contents:
+        session.execute(_set_content, list(contents))
+
+
+def fail_message(session: Session, message_id: int, error: str) -> None:
+    session.execute(
+        update(messages).where(messages.c.id == message_id).values(status=MessageStatus.FAILED, last_error=error)
+    )
+
+
+def lots_with_balance_after(session: Session, lot_ids: Sequence[int]) -> dict[int, tuple[Any, int]]:
+    """Each lot, with its account's balance right after the lot's mint (its journal entries up to that
+    transaction), in one query."""
+    if not lot_ids:
+        return {}
+    balance = (
+        select(func.coalesce(func.sum(entries.c.amount_credits), 0))
+        .where(entries.c.account_id == lots.c.account_id, entries.c.transaction_id <= lots.c.mint_transaction_id)
+        .scalar_subquery()
+    )
+    rows = session.execute(select(lots, balance.label("balance_after_credits")).where(lots.c.id.in_(lot_ids)))
+    return {int(row.id): (row, int(row.balance_after_credits)) for row in rows}
 
 
 def record(session: Session, message_id: int, attempt: int, **values: Any) -> bool:

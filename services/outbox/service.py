@@ -1,10 +1,17 @@
 """Writing messages to the outbox, inside the caller's transaction (the one that made the change they report).
 
 One call per change: :func:`record_receipt` after a card purchase or USDC deposit mints, :func:`record_clawback_notice`
-after a refund, dispute or deep reorg takes credits back. Each is keyed (``receipt:lot:<lot id>``,
-``clawback:txn:<transaction id>``), so a retried change, or the same mint reached by the webhook and the sync job,
+after a refund, dispute or deep reorg takes credits back, :func:`record_reinstatement_notice` after a won dispute gives
+them back. Each is keyed (``receipt:lot:<lot id>``, ``clawback:txn:<transaction id>``,
+``reinstatement:txn:<transaction id>``), so a retried change, or the same mint reached by the webhook and the sync job,
 writes one message. An account without an email address gets no message: nothing is written for it. Nothing here
 commits or sends.
+
+A receipt is decided in the mint's transaction (its row: recipient, lot, Message-ID) but rendered when the worker
+first claims it (:func:`render_receipts`), from the ledger's rows as they were at the mint (the lot, and the balance
+right after the mint summed from the journal) and the card the purchase names by then; the rendering is kept in the
+row, so every later attempt sends the same message. The mint's transaction, which holds the customer's locks, reads
+nothing for it but the address.
 
 Receipts and notices go to the account's address whether the platform marked it verified or not (a customer changing
 it makes it unverified). A receipt is what a customer who just paid expects, and holding it back would lose it for
@@ -15,8 +22,11 @@ that one receipt only. ``email_verified`` is for what needs proof of the address
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from email.utils import parseaddr
+from types import SimpleNamespace
+from typing import Any
 
 from sqlmodel import Session
 
@@ -26,12 +36,14 @@ from services.ledger.balance import get_balance
 from services.outbox import repository as repo
 from services.outbox.models import Channel, MessageKind, MessageStatus
 from services.outbox.receipts import (
-    CardOfPurchase,
+    CardsOfPurchases,
+    Notice,
     build_receipt,
     clawback_notice,
     receipt_html,
     receipt_subject,
     receipt_text,
+    reinstatement_notice,
 )
 
 _configured: Settings | None = None
@@ -114,43 +126,80 @@ def record_receipt(
     lot_id: int,
     now: datetime,
     settings: Settings | None = None,
-    card_of_purchase: CardOfPurchase | None = None,
 ) -> bool:
     """Write the receipt of the lot just minted for ``account_id`` (card or USDC), once; whether a message was
-    written now. An account without an email costs one column read and gets nothing; an unverified address gets its
-    receipt (see the module's docstring). The card rail passes ``card_of_purchase``, which names the card that
-    paid."""
+    written now. It is rendered when first sent (see the module's docstring): here it costs one column read (the
+    address) and one insert. An account without an email gets nothing; an unverified address gets its receipt."""
     recipient = recipient_of(session, account_id)
     if recipient is None:
-        return False
-    settings = settings or _settings()
-    lot = ledger_repo.get_lot(session, lot_id)
-    if lot is None:
-        return False
-    # In the mint's transaction, the balance after it is the current one (read from the account's lots, not summed
-    # over its whole journal).
-    receipt = build_receipt(
-        session,
-        settings,
-        lot,
-        card_of_purchase=card_of_purchase,
-        balance_after_credits=_balance_now(session, int(lot.account_id)),
-    )
-    if receipt is None:
         return False
     return record_email(
         session,
         settings=settings,
         dedupe_key=receipt_key(lot_id),
         kind=MessageKind.RECEIPT,
-        account_id=receipt.account_id,
+        account_id=account_id,
         lot_id=lot_id,
         recipient=recipient,
-        subject=receipt_subject(receipt),
-        body_text=receipt_text(receipt),
-        body_html=receipt_html(receipt),
+        subject="",
+        body_text="",
+        body_html="",
         now=now,
     )
+
+
+def unrendered(row: Any) -> bool:
+    """Whether an outbox row is a receipt still to be rendered (its subject is written with its rendering)."""
+    return bool(row.kind == MessageKind.RECEIPT and not row.subject and row.lot_id is not None)
+
+
+def render_receipts(
+    session: Session,
+    rows: list[Any],
+    settings: Settings | None = None,
+    *,
+    cards_of_purchases: CardsOfPurchases | None = None,
+) -> list[Any]:
+    """``rows`` with every receipt not yet rendered rendered and kept in its row (in the caller's transaction: three
+    statements for them all); a receipt whose lot has none (it cannot happen for the lots :func:`record_receipt` is
+    called for) fails for good with the reason. The rows, in order, as they now are (status, subject and bodies)."""
+    pending = [row for row in rows if unrendered(row)]
+    if not pending:
+        return rows
+    settings = settings or _settings()
+    found = repo.lots_with_balance_after(session, [int(row.lot_id) for row in pending])
+    purchase_ids = [
+        int(lot.details["purchase_id"])
+        for lot, _balance in found.values()
+        if isinstance(lot.details, dict) and str(lot.details.get("purchase_id", "")).isdigit()
+    ]
+    cards = cards_of_purchases(session, purchase_ids) if cards_of_purchases is not None else {}
+    changed: dict[int, dict[str, Any]] = {}
+    for row in pending:
+        lot, balance_after = found.get(int(row.lot_id), (None, 0))
+        receipt = (
+            build_receipt(
+                session, settings, lot, card_of_purchase=None, balance_after_credits=balance_after, cards=cards
+            )
+            if lot is not None
+            else None
+        )
+        if receipt is None:
+            repo.fail_message(session, int(row.id), "no receipt for this lot")
+            changed[int(row.id)] = {"status": MessageStatus.FAILED, "last_error": "no receipt for this lot"}
+            continue
+        changed[int(row.id)] = {
+            "subject": receipt_subject(receipt)[:300],
+            "body_text": receipt_text(receipt),
+            "body_html": receipt_html(receipt),
+        }
+    repo.set_contents(session, [{"id_": key} | values for key, values in changed.items() if "subject" in values])
+    return [_with(row, changed[int(row.id)]) if int(row.id) in changed else row for row in rows]
+
+
+def _with(row: Any, values: dict[str, Any]) -> Any:
+    """A row as it is once ``values`` are written to it."""
+    return SimpleNamespace(**(dict(row._mapping) | values))
 
 
 def record_clawback_notice(
@@ -165,6 +214,56 @@ def record_clawback_notice(
 ) -> bool:
     """Write the notice of credits taken back from a lot (by the ledger transaction ``transaction_id``, in its
     transaction), once."""
+    return _record_lot_notice(
+        session,
+        render=clawback_notice,
+        dedupe_key=f"clawback:txn:{transaction_id}",
+        kind=MessageKind.CLAWBACK_NOTICE,
+        lot_id=lot_id,
+        amount_credits=amount_credits,
+        reason=reason,
+        now=now,
+        settings=settings,
+    )
+
+
+def record_reinstatement_notice(
+    session: Session,
+    *,
+    lot_id: int,
+    transaction_id: int,
+    amount_credits: int,
+    reason: str,
+    now: datetime,
+    settings: Settings | None = None,
+) -> bool:
+    """Write the notice of credits given back to a lot they were taken from (a won dispute; by the ledger
+    transaction ``transaction_id``, in its transaction), once."""
+    return _record_lot_notice(
+        session,
+        render=reinstatement_notice,
+        dedupe_key=f"reinstatement:txn:{transaction_id}",
+        kind=MessageKind.REINSTATEMENT_NOTICE,
+        lot_id=lot_id,
+        amount_credits=amount_credits,
+        reason=reason,
+        now=now,
+        settings=settings,
+    )
+
+
+def _record_lot_notice(
+    session: Session,
+    *,
+    render: Callable[..., Notice],
+    dedupe_key: str,
+    kind: str,
+    lot_id: int,
+    amount_credits: int,
+    reason: str,
+    now: datetime,
+    settings: Settings | None,
+) -> bool:
     settings = settings or _settings()
     lot = ledger_repo.get_lot(session, lot_id)
     if lot is None:
@@ -172,7 +271,7 @@ def record_clawback_notice(
     recipient = recipient_of(session, int(lot.account_id))
     if recipient is None:
         return False
-    notice = clawback_notice(
+    notice = render(
         settings,
         lot=lot,
         amount_credits=amount_credits,
@@ -182,8 +281,8 @@ def record_clawback_notice(
     return record_email(
         session,
         settings=settings,
-        dedupe_key=f"clawback:txn:{transaction_id}",
-        kind=MessageKind.CLAWBACK_NOTICE,
+        dedupe_key=dedupe_key,
+        kind=kind,
         account_id=int(lot.account_id),
         lot_id=lot_id,
         recipient=recipient,

@@ -9,6 +9,9 @@ Message-ID, so the receiver can tell it is the same message. So claims and recor
 disk (``commit_without_waiting_for_disk``): one lost in a crash only means the message is sent again. A message is
 sent only once the server accepted it; a server away or a 4xx answer is tried again after an exponential backoff;
 a 5xx answer, or the last allowed attempt failing, fails it for good with the reason.
+
+A receipt is rendered when first claimed (services.outbox.service.render_receipts), in a transaction of its own that
+waits for the disk before anything is sent: the rendering kept in the row is what every attempt sends.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from services.core.settings import Settings
 from services.outbox import repository as repo
 from services.outbox.mailer import Mailer, SendResult, SmtpMailer, build_email
 from services.outbox.models import MessageStatus
+from services.outbox.receipts import CardsOfPurchases
 from services.outbox.rows import MessageRow
+from services.outbox.service import render_receipts, unrendered
 from services.worker.jobs import JobSpec, StepFn
 
 
@@ -38,13 +43,31 @@ def backoff_seconds(settings: Settings, attempts: int) -> float:
 RECORD_CHUNK = 20
 
 
-def deliver(engine: Engine, settings: Settings, mailer: Mailer, now: datetime, batch_size: int) -> int:
-    """Claim up to ``batch_size`` due messages, send them over ``outbox_concurrency`` lanes, record the results;
-    returns how many were claimed."""
+def deliver(
+    engine: Engine,
+    settings: Settings,
+    mailer: Mailer,
+    now: datetime,
+    batch_size: int,
+    *,
+    cards_of_purchases: CardsOfPurchases | None = None,
+) -> int:
+    """Claim up to ``batch_size`` due messages, render the receipts among them not rendered yet, send them over
+    ``outbox_concurrency`` lanes, record the results; returns how many were claimed. ``cards_of_purchases`` is how
+    the card rail names the cards that paid (the top floor hands it in: services.app.jobs); without it, card
+    receipts go without the card."""
     lease_until = now + timedelta(seconds=settings.outbox_lease_seconds)
     with unit_of_work(engine) as session:
         commit_without_waiting_for_disk(session)
         claimed = repo.claim(session, repo.due_ids(session, now, batch_size), now, lease_until)
+    taken = len(claimed)
+    if any(unrendered(row) for row in claimed):
+        with unit_of_work(engine) as session:
+            claimed = [
+                row
+                for row in render_receipts(session, claimed, settings, cards_of_purchases=cards_of_purchases)
+                if row.status == MessageStatus.PENDING
+            ]
     lanes = min(settings.outbox_concurrency, len(claimed))
     if lanes <= 1:
         _send_lane(engine, settings, mailer, claimed, now)
@@ -53,7 +76,7 @@ def deliver(engine: Engine, settings: Settings, mailer: Mailer, now: datetime, b
             futures = [pool.submit(_send_lane, engine, settings, mailer, claimed[i::lanes], now) for i in range(lanes)]
             for future in futures:
                 future.result()
-    return len(claimed)
+    return taken
 
 
 def _send_lane(engine: Engine, settings: Settings, mailer: Mailer, rows: Sequence[MessageRow], now: datetime) -> None:
@@ -89,22 +112,27 @@ def record_results(
                 repo.record(session, message_id, attempt, next_attempt_at=retry_at, last_error=result.error)
 
 
-def deliver_step(settings: Settings, mailer: Mailer | None = None) -> StepFn:
+def deliver_step(
+    settings: Settings, mailer: Mailer | None = None, *, cards_of_purchases: CardsOfPurchases | None = None
+) -> StepFn:
     def step(engine: Engine, now: datetime, batch_size: int) -> int:
-        return deliver(engine, settings, mailer or SmtpMailer(settings), now, batch_size)
+        return deliver(
+            engine, settings, mailer or SmtpMailer(settings), now, batch_size, cards_of_purchases=cards_of_purchases
+        )
 
     return step
 
 
-def outbox_job(settings: Settings) -> list[JobSpec]:
-    """None until an SMTP server is set: without one, messages wait in the outbox (no attempt is spent on them)."""
+def outbox_job(settings: Settings, *, cards_of_purchases: CardsOfPurchases | None = None) -> list[JobSpec]:
+    """None until an SMTP server is set: without one, messages wait in the outbox (no attempt is spent on them).
+    ``cards_of_purchases`` names the cards that paid card purchases (see :func:`deliver`)."""
     if not settings.smtp_host:
         return []
     return [
         JobSpec(
             name="outbox.deliver",
             batch=None,
-            step=deliver_step(settings),
+            step=deliver_step(settings, cards_of_purchases=cards_of_purchases),
             interval_seconds=settings.outbox_interval_seconds,
             batch_size=settings.outbox_batch_size,
             description="Send due receipts and notices over SMTP, retried with backoff; failures kept with the reason.",

@@ -7,6 +7,7 @@ import re
 
 from playwright.sync_api import Page, expect
 
+from services.card.repository import card_labels_of_purchases
 from services.core.clock import utcnow
 from services.core.db import unit_of_work
 from services.ledger.accounts import update_email
@@ -110,8 +111,28 @@ def test_a_card_purchase_mails_one_receipt_naming_the_card(
         settings = live_app.settings.model_copy(
             update={"smtp_host": "127.0.0.1", "smtp_port": smtp.port, "smtp_security": "none"}
         )
-        assert deliver(live_app.engine, settings, SmtpMailer(settings), utcnow(), 10) == 1
-        assert deliver(live_app.engine, settings, SmtpMailer(settings), utcnow(), 10) == 0
+        assert (
+            deliver(
+                live_app.engine,
+                settings,
+                SmtpMailer(settings),
+                utcnow(),
+                10,
+                cards_of_purchases=card_labels_of_purchases,
+            )
+            == 1
+        )
+        assert (
+            deliver(
+                live_app.engine,
+                settings,
+                SmtpMailer(settings),
+                utcnow(),
+                10,
+                cards_of_purchases=card_labels_of_purchases,
+            )
+            == 0
+        )
     finally:
         smtp.stop()
     [received] = smtp.received

@@ -15,8 +15,10 @@ from urllib.parse import parse_qs, urlsplit
 from sqlalchemy import select
 
 from services.card.flows import sync
+from services.card.repository import card_labels_of_purchases
 from services.core.clock import utcnow
 from services.core.db import unit_of_work
+from services.events import repository as events_repo
 from services.outbox import repository as outbox_repo
 from services.outbox import service as outbox_service
 from services.outbox.receipts import PRINT_CSS_HASH
@@ -26,7 +28,9 @@ from tests.card.conftest import Card, Customer
 def _messages(card: Card) -> list[Any]:
     with unit_of_work(card.engine) as session:
         table = outbox_repo.messages
-        return list(session.execute(select(table).order_by(table.c.id)).all())
+        rows = list(session.execute(select(table).order_by(table.c.id)).all())
+        # Receipts are rendered when first sent: rendered here as the worker would.
+        return outbox_service.render_receipts(session, rows, card.settings, cards_of_purchases=card_labels_of_purchases)
 
 
 def _with_email(card: Card, email: str = "buyer@example.test", **kw: Any) -> Customer:
@@ -155,6 +159,41 @@ def test_a_lost_dispute_writes_one_notice_however_often_its_events_come(card: Ca
     assert f"Why: dispute {dispute['id']}" in notice.body_text
     assert "New balance: 400 credits" in notice.body_text
     assert notice.dedupe_key.startswith("clawback:txn:")
+
+
+def test_a_won_dispute_gives_the_credits_back_with_one_notice_and_one_event(card: Card) -> None:
+    customer = _with_email(card)
+    purchase = card.bought(customer)
+    card.complete(purchase)
+    charge = card.stripe.charge_of(purchase["checkout_session_id"])
+    dispute = card.stripe.dispute(charge["id"], amount_cents=600)
+    card.deliver_ok(card.stripe.event("charge.dispute.created", dispute))
+    assert card.available(customer.account_id) == 400
+    won = card.stripe.close_dispute(dispute["id"], "won")
+    for _ in range(2):
+        card.deliver_ok(card.stripe.event("charge.dispute.closed", won))
+    assert card.available(customer.account_id) == 1_000
+    receipt, taken, given = _messages(card)
+    assert (receipt.kind, taken.kind, given.kind) == ("receipt", "clawback_notice", "reinstatement_notice")
+    number = _number(card, customer.account_id)
+    assert given.subject == f"Credits given back to {number}"
+    assert "Credits given back: 600" in given.body_text
+    assert f"Why: dispute {dispute['id']} won" in given.body_text
+    assert "New balance: 1,000 credits" in given.body_text
+    assert given.dedupe_key.startswith("reinstatement:txn:")
+    with unit_of_work(card.engine) as session:
+        events = list(session.execute(select(events_repo.events).order_by(events_repo.events.c.id)).all())
+    [reinstated] = [event for event in events if event.type == "dispute.reinstated"]
+    assert reinstated.account_id == customer.account_id
+    assert reinstated.data == {
+        "purchase_id": purchase["id"],
+        "lot_id": card.purchase(purchase["id"]).lot_id,
+        "dispute_id": dispute["id"],
+        "status": "won",
+        "transaction_id": int(given.dedupe_key.rsplit(":", 1)[1]),
+        "amount_credits": 600,
+    }
+    assert reinstated.dedupe_key == given.dedupe_key.replace("reinstatement:", "dispute.reinstated:")
 
 
 def _number(card: Card, account_id: int) -> str:

@@ -11,6 +11,7 @@ from email.message import EmailMessage
 import pytest
 
 from services.card.flows import sync
+from services.card.repository import card_labels_of_purchases
 from services.core.clock import utcnow
 from services.core.settings import Settings
 from services.outbox import service as outbox_service
@@ -36,7 +37,14 @@ class Mailed:
         return customer
 
     def deliver(self) -> int:
-        return deliver(self.card.engine, self.settings, SmtpMailer(self.settings), utcnow(), 50)
+        return deliver(
+            self.card.engine,
+            self.settings,
+            SmtpMailer(self.settings),
+            utcnow(),
+            50,
+            cards_of_purchases=card_labels_of_purchases,
+        )
 
 
 @pytest.fixture

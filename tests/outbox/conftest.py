@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
+from services.card.repository import card_labels_of_purchases
 from services.core.clock import utcnow
 from services.core.db import unit_of_work
 from services.core.settings import Settings
@@ -74,7 +75,14 @@ class Mail:
 
     def deliver(self, now: datetime | None = None, settings: Settings | None = None) -> int:
         used = settings or self.settings
-        return deliver(self.engine, used, SmtpMailer(used), now or utcnow(), used.outbox_batch_size)
+        return deliver(
+            self.engine,
+            used,
+            SmtpMailer(used),
+            now or utcnow(),
+            used.outbox_batch_size,
+            cards_of_purchases=card_labels_of_purchases,
+        )
 
     def messages(self) -> list[Any]:
         with unit_of_work(self.engine) as session:

@@ -39,9 +39,9 @@ def test_a_receipt_is_sent_once_with_the_message_id_chosen_when_it_was_written(m
     [received] = mail.smtp.received
     assert received.recipients == ["buyer@example.test"]
     assert received.message_id == row.message_id
-    assert received.message["Subject"] == row.subject
     assert received.message.is_multipart()
     [sent] = mail.messages()
+    assert (row.subject, received.message["Subject"]) == ("", sent.subject)  # rendered when first sent
     assert (sent.status, sent.attempts, sent.last_error) == ("sent", 1, None)
     assert sent.sent_at is not None
 
@@ -285,3 +285,30 @@ def test_an_unverified_address_gets_its_receipt(mail: Mail) -> None:
     assert mail.deliver() == 1
     [received] = mail.smtp.received
     assert received.recipients == ["new@example.test"]
+
+
+def test_a_receipt_is_rendered_when_first_sent_as_at_its_mint_and_resent_the_same(mail: Mail) -> None:
+    account_id = mail.account()
+    lot_id = mail.purchase(account_id, credits=1_000)
+    [written] = mail.messages()
+    assert (written.subject, written.body_text, written.body_html) == ("", "", "")
+    mail.smtp.behaviour.data_reply = "451 4.3.0 Try again later"
+    now = utcnow()
+    assert mail.deliver(now) == 1
+    [first] = mail.messages()
+    assert (first.status, first.attempts) == ("pending", 1)
+    assert first.subject == f"Your receipt CR-{now.year}-{lot_id:08d}: 1,000 credits"
+    assert "New balance:      1,000 credits" in first.body_text
+    # Credits spent after the mint do not change the receipt: it says the balance right after the mint.
+    with unit_of_work(mail.engine) as session:
+        spend(session, account_id=account_id, amount_credits=400, idempotency_key="after-the-mint")
+    mail.smtp.behaviour.data_reply = None
+    assert mail.deliver(now + timedelta(seconds=61)) == 1
+    [received] = mail.smtp.received
+    [sent] = mail.messages()
+    assert (sent.status, sent.attempts) == ("sent", 2)
+    assert (sent.subject, sent.body_text, sent.body_html) == (first.subject, first.body_text, first.body_html)
+    assert received.message["Subject"] == first.subject
+    body = received.message.get_body(("plain",))
+    assert body is not None
+    assert body.get_content().replace("\r\n", "\n") == first.body_text

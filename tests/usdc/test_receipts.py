@@ -32,7 +32,9 @@ EXPLORER = "https://explorer.example/tx/{tx_hash}"
 def _messages(rail: Rail) -> list[Any]:
     with unit_of_work(rail.engine) as session:
         table = outbox_repo.messages
-        return list(session.execute(select(table).order_by(table.c.id)).all())
+        rows = list(session.execute(select(table).order_by(table.c.id)).all())
+        # Receipts are rendered when first sent: rendered here as the worker would.
+        return outbox_service.render_receipts(session, rows, rail.settings)
 
 
 @pytest.fixture

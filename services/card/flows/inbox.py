@@ -10,6 +10,11 @@ whose object cannot be read (no id, the wrong kind of object) would fail the sam
 failed for good (services.card.webhooks), and one stored before fails at once here, for good (no next attempt),
 with the reason and a finance exception. An admin can send a dead or failed event round again.
 
+The card that paid comes with the events Stripe sends beside a payment: ``charge.succeeded`` carries it
+(:func:`~services.card.fulfilment.note_card` records it on the purchase, before or after the mint). Fulfilment asks
+Stripe for it only when no event brought it: a charge's event in the same batch names it, or one read of the purchases'
+cards per batch tells which still lack it; those reads are made concurrently (``pool``), not one after another.
+
 The API process runs :func:`process_event` right after acknowledging a webhook (:class:`InlineProcessor`); the
 worker's inbox job (:func:`drain`) takes everything due that this missed.
 """
@@ -19,8 +24,9 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -35,6 +41,7 @@ from services.card.fulfilment import (
     fulfil_payment_intent,
     mark_checkout_expired,
     mark_checkout_failed,
+    note_card,
 )
 from services.card.models import RETRYABLE_INBOX_STATUSES, InboxStatus
 from services.card.outcome import Outcome
@@ -93,22 +100,85 @@ def _card(gateway: StripeGateway, intent_id: str) -> CardDetails | None:
         return None
 
 
-def _checkout(gateway: StripeGateway, event: EventData) -> CheckoutSessionData:
+@dataclass(frozen=True, slots=True)
+class KnownCards:
+    """What a batch of events knows of the cards that paid, before asking Stripe: the Checkout Sessions and
+    PaymentIntents whose purchase has its card recorded already, and the cards the batch's own
+    ``charge.succeeded`` events name, by PaymentIntent."""
+
+    recorded: frozenset[str] = frozenset()
+    charged: Mapping[str, CardDetails] = field(default_factory=dict)
+
+
+NO_CARDS = KnownCards()
+
+
+def _checkout(gateway: StripeGateway, event: EventData, cards: KnownCards) -> CheckoutSessionData:
     data = _read(CheckoutSessionData.parse, event)
     if not data.complete_enough:
         # An event that lacks what fulfilment needs: read the session as Stripe has it now (its card with it).
         return gateway.retrieve_checkout_session(data.id)
-    if data.payment_status == "paid" and data.card is None and data.payment_intent is not None:
-        # Stripe's events name the PaymentIntent but not the card: ask for it before the unit of work opens.
-        data = replace(data, card=_card(gateway, data.payment_intent))
+    if _lacks_card(data) and data.payment_intent is not None and data.id not in cards.recorded:
+        # The card from the charge's event in the same batch, or else from Stripe, before the unit of work opens.
+        card = cards.charged.get(data.payment_intent) or _card(gateway, data.payment_intent)
+        data = replace(data, card=card)
     return data
 
 
-def _intent(gateway: StripeGateway, event: EventData) -> PaymentIntentData:
+def _lacks_card(data: CheckoutSessionData) -> bool:
+    return data.payment_status == "paid" and data.card is None
+
+
+def _intent(gateway: StripeGateway, event: EventData, cards: KnownCards) -> PaymentIntentData:
     intent = _read(PaymentIntentData.parse, event)
-    if intent.status == "succeeded" and intent.card is None and intent.mints:
-        intent = replace(intent, card=_card(gateway, intent.id))
+    if _intent_lacks_card(intent) and intent.id not in cards.recorded:
+        intent = replace(intent, card=cards.charged.get(intent.id) or _card(gateway, intent.id))
     return intent
+
+
+def _intent_lacks_card(intent: PaymentIntentData) -> bool:
+    return intent.status == "succeeded" and intent.card is None and intent.mints
+
+
+def _charged_cards(events: Sequence[EventData]) -> dict[str, CardDetails]:
+    """The cards the events' ``charge.succeeded`` name, by PaymentIntent."""
+    cards: dict[str, CardDetails] = {}
+    for event in events:
+        if event.type == "charge.succeeded":
+            try:
+                charge = ChargeData.parse(event.object)
+            except ValueError:
+                continue  # unreadable: processing says so
+            if charge.card is not None and charge.payment_intent is not None:
+                cards[charge.payment_intent] = charge.card
+    return cards
+
+
+def _card_reference(event: EventData, charged: Mapping[str, CardDetails]) -> str | None:
+    """The Checkout Session or PaymentIntent of an event that mints without saying which card paid (nor does a
+    charge's event beside it): what to look up among the purchases' cards before asking Stripe."""
+    try:
+        if event.type in MINTING_CHECKOUT_EVENTS:
+            data = CheckoutSessionData.parse(event.object)
+            lacking = data.complete_enough and _lacks_card(data) and data.payment_intent not in charged
+            return data.id if lacking else None
+        if event.type == "payment_intent.succeeded":
+            intent = PaymentIntentData.parse(event.object)
+            return intent.id if _intent_lacks_card(intent) and intent.id not in charged else None
+    except ValueError:
+        return None  # unreadable: processing says so
+    return None
+
+
+def cards_known(engine: Engine, events: Sequence[EventData]) -> KnownCards:
+    """What ``events`` and the purchases they mint know of the cards that paid: one read of the purchases' cards
+    for all of them, none when no event needs it."""
+    charged = _charged_cards(events)
+    references = [ref for event in events if (ref := _card_reference(event, charged)) is not None]
+    if not references:
+        return KnownCards(charged=charged)
+    with unit_of_work(engine) as session:
+        return KnownCards(frozenset(repo.references_with_card(session, references)), charged)
 
 
 def _purchase_hint(
@@ -139,10 +209,15 @@ def _purchase_hint(
         return None
 
 
-def prepare(engine: Engine, gateway: StripeGateway, event: EventData) -> Prepared:
+MINTING_CHECKOUT_EVENTS = ("checkout.session.completed", "checkout.session.async_payment_succeeded")
+
+
+def prepare(engine: Engine, gateway: StripeGateway, event: EventData, cards: KnownCards = NO_CARDS) -> Prepared:
+    """What applying ``event`` takes, fetched from Stripe where the event lacks it. ``cards``: what the batch knows
+    of the cards that paid (:func:`cards_known`); the card of any other paid purchase is asked for."""
     kind = event.type
-    if kind in ("checkout.session.completed", "checkout.session.async_payment_succeeded"):
-        data = _checkout(gateway, event)
+    if kind in MINTING_CHECKOUT_EVENTS:
+        data = _checkout(gateway, event, cards)
         return Prepared(lambda session, now: fulfil_checkout_session(session, data, now=now))
     if kind == "checkout.session.async_payment_failed":
         failed = _read(CheckoutSessionData.parse, event)
@@ -151,11 +226,14 @@ def prepare(engine: Engine, gateway: StripeGateway, event: EventData) -> Prepare
         expired = _read(CheckoutSessionData.parse, event)
         return Prepared(lambda session, now: mark_checkout_expired(session, expired, now=now))
     if kind == "payment_intent.succeeded":
-        intent = _intent(gateway, event)
+        intent = _intent(gateway, event, cards)
         return Prepared(lambda session, now: fulfil_payment_intent(session, intent, now=now))
     if kind == "payment_intent.payment_failed":
         declined = _read(PaymentIntentData.parse, event)
         return Prepared(lambda session, now: fail_payment_intent(session, declined, now=now))
+    if kind == "charge.succeeded":
+        paid = _read(ChargeData.parse, event)
+        return Prepared(lambda session, now: note_card(session, paid, now=now))
     if kind == "charge.refunded":
         charge = _read(ChargeData.parse, event)
         hint = _purchase_hint(
@@ -200,7 +278,8 @@ def process_event(
             return None
         payload = row.payload
     try:
-        prepared = prepare(engine, gateway, event or parse_event(payload))
+        event = event or parse_event(payload)
+        prepared = prepare(engine, gateway, event, cards_known(engine, [event]))
         with unit_of_work(engine) as session:
             if repo.claim_event(session, inbox_id) is None:
                 return None
@@ -229,29 +308,42 @@ def process_event(
 
 
 def process_batch(
-    engine: Engine, items: list[tuple[int, EventData]], gateway: StripeGateway, settings: Settings
+    engine: Engine,
+    items: list[tuple[int, EventData]],
+    gateway: StripeGateway,
+    settings: Settings,
+    pool: Executor | None = None,
+    *,
+    now: datetime | None = None,
 ) -> None:
     """Process several freshly stored events in one unit of work (one commit for all, two statements fewer per
-    event). Should any of them fail, or the batch meet another processor's locks the wrong way round, it is rolled
-    back whole and each event is processed on its own instead, where a failure is recorded against it alone."""
+    event). What they need from Stripe is fetched first, on ``pool``'s threads when given (concurrently: each is a
+    network round trip). Should any of them fail, or the batch meet another processor's locks the wrong way round,
+    it is rolled back whole and each event is processed on its own instead, where a failure is recorded against it
+    alone."""
     unique: dict[int, EventData] = {}
     for inbox_id, event in items:  # an event delivered twice while pending may be queued twice
         unique.setdefault(inbox_id, event)
     items = list(unique.items())
     if len(items) == 1:
-        process_event(engine, items[0][0], gateway, settings, event=items[0][1])
+        process_event(engine, items[0][0], gateway, settings, now=now, event=items[0][1])
         return
     try:
-        prepared = [(inbox_id, prepare(engine, gateway, event)) for inbox_id, event in items]
+        known = cards_known(engine, [event for _inbox_id, event in items])
+
+        def prepared_one(item: tuple[int, EventData]) -> tuple[int, Prepared]:
+            return item[0], prepare(engine, gateway, item[1], known)
+
+        prepared = list(pool.map(prepared_one, items)) if pool is not None else [prepared_one(i) for i in items]
         with unit_of_work(engine) as session:
             claimed = repo.claim_events(session, [inbox_id for inbox_id, _ in prepared])
-            moment = utcnow()
+            moment = now or utcnow()
             outcomes = [(inbox_id, ready.apply(session, moment)) for inbox_id, ready in prepared if inbox_id in claimed]
             repo.mark_processed(session, outcomes, moment)
         metrics.card_webhooks_processed(len(outcomes))
     except Exception:
         for inbox_id, event in items:
-            process_event(engine, inbox_id, gateway, settings, event=event)
+            process_event(engine, inbox_id, gateway, settings, now=now, event=event)
 
 
 def _record_unreadable(engine: Engine, inbox_id: int, exc: UnreadableObject, now: datetime) -> None:
@@ -321,12 +413,26 @@ def process_quietly(
 
 def drain(engine: Engine, gateway: StripeGateway, settings: Settings, now: datetime, batch_size: int) -> int:
     """Process up to ``batch_size`` events that are due (pending past the grace period, or failed and past their
-    backoff). Returns the events taken."""
+    backoff), :data:`DRAIN_CHUNK` at a time in one unit of work each (:func:`process_batch`), their Stripe reads side
+    by side. Returns the events taken. With inline processing off, this is how every event is fulfilled (the API
+    only stores and acknowledges), so it keeps up with the webhooks as the API's processor does."""
     with unit_of_work(engine) as session:
-        due = repo.due_event_ids(session, now, batch_size)
-    for inbox_id in due:
-        process_event(engine, inbox_id, gateway, settings, now=now)
+        due = repo.payloads_of(session, repo.due_event_ids(session, now, batch_size))
+    items: list[tuple[int, EventData]] = []
+    for inbox_id, payload in due:
+        try:
+            items.append((inbox_id, parse_event(payload)))
+        except CreditrailError:
+            process_event(engine, inbox_id, gateway, settings, now=now)  # fails it, with the reason
+    if items:
+        with ThreadPoolExecutor(max_workers=READ_CONCURRENCY, thread_name_prefix="card-inbox-read") as pool:
+            for start in range(0, len(items), DRAIN_CHUNK):
+                process_batch(engine, items[start : start + DRAIN_CHUNK], gateway, settings, pool, now=now)
     return len(due)
+
+
+# Events the worker's inbox job processes in one unit of work.
+DRAIN_CHUNK = 16
 
 
 def retry_event(engine: Engine, event_id: str, gateway: StripeGateway, settings: Settings) -> str | None:
@@ -340,6 +446,10 @@ def retry_event(engine: Engine, event_id: str, gateway: StripeGateway, settings:
             repo.update_event(session, row.id, status=InboxStatus.FAILED, next_attempt_at=now)
         inbox_id = row.id
     return process_event(engine, inbox_id, gateway, settings, now=now)
+
+
+# Stripe reads in flight at once for one API process's inline processing.
+READ_CONCURRENCY = 8
 
 
 class InlineProcessor:
@@ -368,6 +478,8 @@ class InlineProcessor:
         self.gateway = gateway
         self.settings = settings
         self._queue: queue.Queue[tuple[int, EventData] | None] = queue.Queue(maxsize=capacity)
+        # Stripe reads a batch still needs (a card no event brought), made side by side.
+        self._reads = ThreadPoolExecutor(max_workers=READ_CONCURRENCY, thread_name_prefix="card-inbox-read")
         self._threads = [
             threading.Thread(target=self._run, name=f"card-inbox-{index}", daemon=True) for index in range(threads)
         ]
@@ -391,6 +503,7 @@ class InlineProcessor:
             self._queue.put(None)
         for thread in self._threads:
             thread.join()
+        self._reads.shutdown()
 
     def _run(self) -> None:
         while True:
@@ -404,7 +517,7 @@ class InlineProcessor:
             items = [item for item in batch if item is not None]
             try:
                 if items:
-                    process_batch(self.engine, items, self.gateway, self.settings)
+                    process_batch(self.engine, items, self.gateway, self.settings, self._reads)
             except Exception:
                 log.exception("processing stripe events %s after their acknowledgement failed", items)
             finally:
