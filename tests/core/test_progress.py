@@ -55,7 +55,7 @@ def test_the_invariant_check_reports_each_check_on_a_terminal(engine: Engine) ->
     stream = Terminal()
     with unit_of_work(engine) as session, progress.on_terminal(stream):
         assert check_invariants(session) == []
-    assert stream.getvalue().endswith("checking the ledger's invariants (checks): 9/9 (100%)\n")
+    assert stream.getvalue().endswith("checking the ledger's invariants (checks): 10/10 (100%)\n")
 
 
 def test_creditrail_check_writes_no_progress_when_stderr_is_not_a_terminal(
