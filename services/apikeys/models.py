@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, Column, ForeignKey
+from sqlalchemy import BigInteger, CheckConstraint, Column, ForeignKey
 from sqlmodel import Field, SQLModel
 
 from services.core.db import BigIntPK, UTCDateTime
@@ -48,8 +48,11 @@ class CustomerSession(SQLModel, table=True):
     prefix: str = Field(max_length=32, unique=True)
     token_sha256: str = Field(max_length=64)
     account_id: int = Field(sa_column=Column(BigInteger, ForeignKey("accounts.id"), nullable=False, index=True))
-    # The key (admin or platform) that created it.
-    created_by_key_id: int = Field(sa_column=Column(BigInteger, ForeignKey("api_keys.id"), nullable=False))
+    # The key (admin or platform) that created it; or, for a wallet's sign-in (Sign-In-With-X), the wallet.
+    created_by_key_id: int | None = Field(
+        default=None, sa_column=Column(BigInteger, ForeignKey("api_keys.id"), nullable=True)
+    )
+    wallet_id: int | None = Field(default=None, sa_column=Column(BigInteger, ForeignKey("wallets.id"), nullable=True))
     return_url: str | None = Field(default=None, max_length=2048, nullable=True)
     lifetime_seconds: int
     created_at: datetime = Field(sa_type=UTCDateTime)
@@ -57,3 +60,7 @@ class CustomerSession(SQLModel, table=True):
     expires_at: datetime = Field(sa_type=UTCDateTime)
     max_expires_at: datetime = Field(sa_type=UTCDateTime)
     revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+
+    __table_args__ = (
+        CheckConstraint("(created_by_key_id IS NULL) <> (wallet_id IS NULL)", name="ck_customer_sessions_one_creator"),
+    )

@@ -40,21 +40,28 @@ class LastAdminKey(Conflict):
 class PrincipalKind(StrEnum):
     API_KEY = "api_key"
     SESSION = "session"
+    # A wallet: a request it signed (services.wallets.signed_requests), or a session it signed in for (Sign-In-With-X).
+    # Either acts for the wallet's account as a customer key does.
+    WALLET = "wallet"
+    WALLET_SESSION = "wallet_session"
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: an API key (its id, role and, for customer keys, account), or a customer session (its id and
-    account, acting with the customer role on the endpoints that let sessions in: services.api.deps)."""
+    """Who is calling: an API key (its id, role and, for customer keys, account), a customer session (its id and
+    account, acting with the customer role on the endpoints that let sessions in: services.api.deps), or a wallet
+    (a signed request, or a session the wallet signed in for), acting for its account as a customer key does."""
 
     key_id: int | None
     role: str
     account_id: int | None
     kind: PrincipalKind = PrincipalKind.API_KEY
     session_id: int | None = None
+    wallet_id: int | None = None
 
     @property
     def is_session(self) -> bool:
+        """A person's session, limited to the endpoints that let sessions in (a wallet's session is not)."""
         return self.kind == PrincipalKind.SESSION
 
 
@@ -105,8 +112,9 @@ def authenticate(session: Session, key: str | None) -> Principal:
             key_id=None,
             role=Role.CUSTOMER,
             account_id=found.account_id,
-            kind=PrincipalKind.SESSION,
+            kind=PrincipalKind.SESSION if found.wallet_id is None else PrincipalKind.WALLET_SESSION,
             session_id=found.id,
+            wallet_id=found.wallet_id,
         )
     parts = key.split("_", 2)
     if (

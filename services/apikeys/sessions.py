@@ -74,6 +74,8 @@ class SessionView:
     account_id: int
     expires_at: datetime
     return_url: str | None
+    # The wallet that signed in for it (Sign-In-With-X), or None for a session a key created.
+    wallet_id: int | None = None
 
 
 def is_session_token(token: str) -> bool:
@@ -97,7 +99,8 @@ def create_session(
     settings: Settings,
     *,
     account_id: int,
-    created_by_key_id: int,
+    created_by_key_id: int | None,
+    wallet_id: int | None = None,
     return_url: str | None = None,
     lifetime_seconds: int | None = None,
     now: datetime | None = None,
@@ -110,6 +113,8 @@ def create_session(
         )
     if return_url is not None:
         check_return_url(settings, return_url)
+    if (created_by_key_id is None) == (wallet_id is None):
+        raise ValueError("a session is created by a key or by a wallet's sign-in, one of the two")
     require_customer_account(session, account_id)
     now = now or utcnow()
     max_expires_at = now + timedelta(seconds=settings.customer_session_max_age_seconds)
@@ -123,6 +128,7 @@ def create_session(
             token_sha256=_digest(token),
             account_id=account_id,
             created_by_key_id=created_by_key_id,
+            wallet_id=wallet_id,
             return_url=return_url,
             lifetime_seconds=lifetime,
             created_at=now,
@@ -163,7 +169,7 @@ def authenticate_session(session: Session, token: str, now: datetime | None = No
             update(customer_sessions).where(customer_sessions.c.id == row.id).values(expires_at=renewed, renewed_at=now)
         )
         expires_at = renewed
-    return SessionView(row.id, row.account_id, expires_at, row.return_url)
+    return SessionView(row.id, row.account_id, expires_at, row.return_url, row.wallet_id)
 
 
 def revoke_session(
@@ -187,4 +193,4 @@ def get_session_view(session: Session, session_id: int) -> SessionView:
     row = session.execute(select(customer_sessions).where(customer_sessions.c.id == session_id)).first()
     if row is None:
         raise CustomerSessionNotFound(f"customer session {session_id} not found", session_id=session_id)
-    return SessionView(row.id, row.account_id, utc(row.expires_at), row.return_url)
+    return SessionView(row.id, row.account_id, utc(row.expires_at), row.return_url, row.wallet_id)

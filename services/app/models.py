@@ -14,6 +14,7 @@ import services.ledger.models
 import services.outbox.models
 import services.review.models
 import services.usdc.models
+import services.wallets.models
 import services.worker.models  # noqa: F401
 
 metadata = SQLModel.metadata
