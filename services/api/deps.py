@@ -18,8 +18,9 @@ from services.apikeys.models import Role
 from services.apikeys.service import Principal, authenticate
 from services.apikeys.sessions import SESSION_REFUSED_MESSAGE, ForbiddenForSession
 from services.core.db import unit_of_work
-from services.core.errors import CreditrailError, Forbidden, IdempotencyKeyRequired
+from services.core.errors import CreditrailError, Forbidden, IdempotencyKeyRequired, Unauthenticated
 from services.core.settings import Settings
+from services.wallets.signed_requests import is_wallet_signed
 
 # Where the request guard (services.api.guard) leaves the principal it authenticated before the body was read.
 PRINCIPAL_SCOPE_KEY = "creditrail.principal"
@@ -67,6 +68,9 @@ def _principal(
     found = request.scope.get(PRINCIPAL_SCOPE_KEY)
     if not isinstance(found, Principal):
         key = x_api_key or (bearer.credentials if bearer is not None else None)
+        if key is None and is_wallet_signed({name.lower(): value for name, value in request.headers.items()}):
+            # A signature covers the body, which only the request guard reads before the endpoint runs.
+            raise Unauthenticated("a request signed by a wallet is checked by the request guard, which is not in use")
         with unit_of_work(request.app.state.engine) as session:
             found = authenticate(session, key)
     if found.is_session and not allow_session:
@@ -150,9 +154,9 @@ def get_current_session(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)],
 ) -> Principal:
-    """The calling customer session itself (an API key is refused)."""
+    """The calling customer session itself, a person's or a wallet's (an API key or a signed request is refused)."""
     principal = _principal(request, bearer, None, allow_session=True)
-    if not principal.is_session:
+    if principal.session_id is None:
         raise Forbidden("this needs a customer session (Authorization: Bearer crs_...)")
     return principal
 

@@ -38,9 +38,12 @@ class ErrorOut(BaseModel):
 
 DESCRIPTIONS = {
     400: "The request was refused (e.g. a webhook's signature, a webhook endpoint's URL or event types)",
-    401: "No API key, or one that is not valid",
+    401: "No API key, session or wallet signature, or one that is not valid",
     402: "Not enough credits, or a budget would be exceeded",
-    403: "The key's role may not do this, or a customer session may not (forbidden_for_session)",
+    403: (
+        "The key's role may not do this, or a customer session may not (forbidden_for_session), or the signing wallet"
+        " has no account yet (wallet_unknown)"
+    ),
     404: "Not found",
     409: "Conflicts with the current state, or an Idempotency-Key reused with another request",
     413: "The request body is too large",
@@ -70,6 +73,12 @@ DOMAIN_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("POST", "/v1/finance/reconciliations"): (409, 502, 504),
     ("GET", "/v1/usdc/deposit-address"): (404, 409),
     ("GET", "/metrics"): (401, 403),
+    ("POST", "/v1/wallets/siwx/nonce"): (400,),
+    ("POST", "/v1/wallets/siwx"): (400, 401),
+    ("POST", "/v1/wallets/challenges"): (400, 409),
+    ("POST", "/v1/wallets"): (400, 409),
+    ("DELETE", "/v1/wallets/{wallet_address}"): (400, 404),
+    ("POST", "/v1/admin/accounts/{account_id}/wallets"): (400, 409),
 }
 
 

@@ -35,6 +35,7 @@ from services.outbox.endpoints import router as receipts_router
 from services.purchases.endpoints import router as purchases_router
 from services.usdc.endpoints import admin_router as usdc_admin_router
 from services.usdc.endpoints import router as usdc_router
+from services.wallets.endpoints import ROUTERS as WALLET_ROUTERS
 from services.widget.endpoints import router as credits_page_router
 from services.worker.endpoints import router as jobs_router
 
@@ -91,6 +92,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         receipts_router,
         events_router,
         *ALERTS_ROUTERS,
+        *WALLET_ROUTERS,
         receipt_pages_router,
     )
     for router in routers:

@@ -16,6 +16,7 @@ from services.finance.tasks import finance_job_specs
 from services.ledger.tasks import hold_expiry_job, lot_expiry_job
 from services.outbox.tasks import outbox_job
 from services.usdc.tasks import usdc_job_specs
+from services.wallets.tasks import wallet_purge_job
 from services.worker.jobs import JOB_NAME, JobFactory, JobSpec
 
 # The jobs of this repository's domains, in the order they are listed. The rails append theirs here.
@@ -28,6 +29,7 @@ JOB_FACTORIES: list[JobFactory] = [
     outbox_job,
     events_job,
     alerts_job,
+    wallet_purge_job,
 ]
 
 _registered: dict[str, JobFactory] = {}

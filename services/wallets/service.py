@@ -8,31 +8,24 @@ once however many requests see it at the same moment.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 
 from sqlmodel import Session
 
+from services.apikeys.models import Role
+from services.apikeys.service import Principal, PrincipalKind
 from services.ledger.accounts import create_customer_account
 from services.wallets import repository as repo
-from services.wallets.errors import InvalidWalletAddress
+from services.wallets.addresses import normalize_wallet_address
+from services.wallets.errors import WalletNonceReused, WalletUnknown
 from services.wallets.models import LinkedVia
+from services.wallets.signed_requests import WalletHeaders
 
-_ADDRESS = re.compile(r"0x[0-9a-f]{40}")
+__all__ = ["account_for_wallet", "authenticate_signed_request", "normalize_wallet_address", "principal_of_wallet"]
 
 
 class _LinkedMeanwhile(Exception):
     """Another transaction linked the address first: the savepoint with our account in it is rolled back."""
-
-
-def normalize_wallet_address(text: str) -> str:
-    """``text`` as a wallet address: ``0x`` and 40 hex digits, lowercased. Anything else: 400
-    ``invalid_wallet_address``. (Mixed case is accepted without checking it as an EIP-55 checksum: the signature
-    that comes with the address proves it.)"""
-    candidate = text.strip().lower() if isinstance(text, str) else ""
-    if not _ADDRESS.fullmatch(candidate):
-        raise InvalidWalletAddress("a wallet address is 0x followed by 40 hexadecimal digits", field="wallet_address")
-    return candidate
 
 
 def account_for_wallet(
@@ -62,3 +55,31 @@ def account_for_wallet(
             # Linked by the transaction we waited for (or, should it have been unlinked since, made again).
             found = repo.account_of_address(session, address)
     return found
+
+
+def principal_of_wallet(session: Session, address: str) -> Principal:
+    """The principal a wallet that proved itself acts as: its account, as a customer key does. A wallet with no
+    account yet: 403 ``wallet_unknown`` (its first purchase or sign-in makes one)."""
+    wallet = repo.wallet_by_address(session, address)
+    if wallet is None:
+        raise WalletUnknown(
+            "this wallet has no account yet: buy credits or sign in with it first", wallet_address=address
+        )
+    return Principal(
+        key_id=None,
+        role=Role.CUSTOMER,
+        account_id=int(wallet.account_id),
+        kind=PrincipalKind.WALLET,
+        wallet_id=int(wallet.id),
+    )
+
+
+def authenticate_signed_request(session: Session, found: WalletHeaders, *, now: datetime) -> Principal:
+    """The principal of a request whose signature was verified: the wallet's account, once per nonce (a nonce
+    this wallet used before: 401 ``wallet_nonce_reused``). Nothing is written for a wallet with no account."""
+    principal = principal_of_wallet(session, found.address)
+    if not repo.use_request_nonce(
+        session, address=found.address, nonce=found.nonce, signed_at=found.signed_at, now=now
+    ):
+        raise WalletNonceReused("this nonce was used before by this wallet: sign each request with a new one")
+    return principal
