@@ -20,7 +20,7 @@ from services.apikeys.sessions import SESSION_REFUSED_MESSAGE, ForbiddenForSessi
 from services.core.db import unit_of_work
 from services.core.errors import CreditrailError, Forbidden, IdempotencyKeyRequired, Unauthenticated
 from services.core.settings import Settings
-from services.wallets.signed_requests import is_wallet_signed
+from services.wallets.signed_requests import SIGNED_REQUEST_DESCRIPTION, is_wallet_signed
 
 # Where the request guard (services.api.guard) leaves the principal it authenticated before the body was read.
 PRINCIPAL_SCOPE_KEY = "creditrail.principal"
@@ -53,6 +53,10 @@ _bearer_scheme = HTTPBearer(
     auto_error=False, description="An API key (`Authorization: Bearer cr_...`), or a customer session (`crs_...`)"
 )
 _header_scheme = APIKeyHeader(name="X-Api-Key", auto_error=False, description="An API key, as a header of its own")
+# Shown in the OpenAPI document so that an agent can sign its requests; the request guard checks them.
+_wallet_scheme = APIKeyHeader(
+    name="X-Wallet-Signature", scheme_name="WalletSignature", auto_error=False, description=SIGNED_REQUEST_DESCRIPTION
+)
 
 
 def _principal(
@@ -82,6 +86,7 @@ def get_principal(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)],
     x_api_key: Annotated[str | None, Depends(_header_scheme)],
+    _wallet: Annotated[str | None, Depends(_wallet_scheme)],
 ) -> Principal:
     """An API key's principal (a customer session is refused: see ``CustomerOrSession``)."""
     return _principal(request, bearer, x_api_key, allow_session=False)
@@ -94,6 +99,7 @@ def get_principal_outside(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)],
     x_api_key: Annotated[str | None, Depends(_header_scheme)],
+    _wallet: Annotated[str | None, Depends(_wallet_scheme)],
 ) -> Principal:
     """The same as ``get_principal``, for endpoints that call the network (Stripe, a chain node) between units of
     work of their own: no transaction is open while they wait (the key is never read inside the request's)."""
@@ -111,6 +117,7 @@ def get_customer_or_session(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)],
     x_api_key: Annotated[str | None, Depends(_header_scheme)],
+    _wallet: Annotated[str | None, Depends(_wallet_scheme)],
 ) -> Principal:
     """A customer key or a customer session: the mark of an endpoint a person's session may use. Every other
     endpoint refuses sessions, so a new endpoint is closed to them unless it depends on this."""
@@ -121,6 +128,7 @@ def get_customer_or_session_outside(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)],
     x_api_key: Annotated[str | None, Depends(_header_scheme)],
+    _wallet: Annotated[str | None, Depends(_wallet_scheme)],
 ) -> Principal:
     """``get_customer_or_session`` for endpoints that call the network between units of work of their own."""
     return _customer_of(_principal(request, bearer, x_api_key, allow_session=True))

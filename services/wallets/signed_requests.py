@@ -38,6 +38,29 @@ from services.wallets.addresses import normalize_wallet_address
 from services.wallets.errors import InvalidWalletAddress
 
 SIGNED_REQUEST_VERSION = "creditrail-signed-request-v1"
+# The format, as the OpenAPI document tells it (the ``WalletSignature`` security scheme).
+SIGNED_REQUEST_DESCRIPTION = """A request signed by an EVM wallet (EIP-191 personal_sign), instead of an API key. \
+It acts for the wallet's account as a customer key does; a wallet with no account yet is refused (403 \
+`wallet_unknown`) until its first purchase or sign-in.
+
+Headers: `X-Wallet-Address` (0x + 40 hex), `X-Wallet-Timestamp` (Unix seconds), `X-Wallet-Nonce` (8-128 of \
+`A-Za-z0-9-_`, never reused by the wallet), `X-Wallet-Signature` (0x + 130 hex, the 65-byte signature).
+
+The signed text is seven lines joined by `\\n`, no newline at the end:
+
+```
+creditrail-signed-request-v1
+<METHOD in upper case>
+<path, with ?query if any, exactly as sent>
+<SHA-256 of the body bytes, lower-case hex (of the empty string when there is no body)>
+<timestamp>
+<nonce>
+<address in lower case>
+```
+
+Refused with 401: `malformed_wallet_headers`, `wallet_timestamp_out_of_window` (more than 300 seconds from the \
+server's clock by default, either way), `invalid_wallet_signature` (also a body or query altered after signing), \
+`wallet_nonce_reused`."""
 ADDRESS_HEADER = "x-wallet-address"
 SIGNATURE_HEADER = "x-wallet-signature"
 TIMESTAMP_HEADER = "x-wallet-timestamp"
@@ -46,7 +69,8 @@ WALLET_HEADERS = (ADDRESS_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, NONCE_HEAD
 
 _NONCE = re.compile(r"[A-Za-z0-9_-]{8,128}")
 _SIGNATURE = re.compile(r"0x[0-9a-fA-F]{130}")
-_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+# Up to 10 digits: any instant until the year 2286, far past every window.
+_TIMESTAMP = re.compile(r"[0-9]{1,10}")
 
 
 class InvalidWalletSignature(Unauthenticated):

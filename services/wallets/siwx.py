@@ -79,11 +79,11 @@ def format_message(message: SiwxMessage) -> str:
 def _instant(text: str, name: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        if moment.tzinfo is None:
+            raise SiwxMessageInvalid(f"{name} needs its offset (Z for UTC)", field=name)
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise SiwxMessageInvalid(f"{name} is not an RFC 3339 date and time", field=name) from None
-    if moment.tzinfo is None:
-        raise SiwxMessageInvalid(f"{name} needs its offset (Z for UTC)", field=name)
-    return moment.astimezone(UTC)
 
 
 def _take(lines: list[str], index: int, tag: str) -> str | None:

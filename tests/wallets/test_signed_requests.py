@@ -4,15 +4,23 @@ customer key; everything else is refused with a code and changes nothing."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any
 
 import pytest
 from eth_account import Account
 from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
 
+from services.core.clock import utcnow
+from services.core.db import unit_of_work
+from services.wallets.errors import WalletNonceReused
 from services.wallets.repository import request_nonces
+from services.wallets.service import account_for_wallet, authenticate_signed_request
+from services.wallets.signed_requests import read_wallet_headers
 from tests.wallets.conftest import Agent, Api
+from tests.wallets.test_identity import wait_until_blocked
 
 
 def _body(**fields: Any) -> bytes:
@@ -171,6 +179,7 @@ def test_a_wallet_without_an_account_is_told_so_and_nothing_is_written(api: Api,
         ("X-Wallet-Address", "0x1234"),
         ("X-Wallet-Signature", "0xabc"),
         ("X-Wallet-Timestamp", "yesterday"),
+        ("X-Wallet-Timestamp", "99999999999"),
         ("X-Wallet-Nonce", "short"),
         ("X-Wallet-Nonce", ""),
     ],
@@ -199,3 +208,47 @@ def test_a_wallet_may_not_use_admin_endpoints(api: Api, agent: Agent) -> None:
     agent.join(api)
     response = api.client.get("/v1/admin/accounts", headers=agent.headers("GET", "/v1/admin/accounts"))
     assert (response.status_code, response.json()["error"]["code"]) == (403, "forbidden")
+
+
+def test_the_openapi_document_tells_the_signed_request_format(api: Api) -> None:
+    scheme = api.client.get("/openapi.json").json()["components"]["securitySchemes"]["WalletSignature"]
+    assert (scheme["type"], scheme["in"], scheme["name"]) == ("apiKey", "header", "X-Wallet-Signature")
+    for line in ("creditrail-signed-request-v1", "<METHOD in upper case>", "<address in lower case>"):
+        assert line in scheme["description"]
+
+
+def test_one_nonce_sent_twice_at_once_is_accepted_once(pg_engine: Engine) -> None:
+    """The first request spent the nonce and has not committed yet; the second waits on the unique (address,
+    nonce), then is refused."""
+    agent = Agent()
+    with unit_of_work(pg_engine) as session:
+        account_for_wallet(session, agent.address, now=utcnow(), create=True)
+    signed = read_wallet_headers({name.lower(): value for name, value in agent.headers("GET", "/v1/balance").items()})
+    first_spent = threading.Event()
+    release_first = threading.Event()
+    outcomes: dict[str, str] = {}
+
+    def attempt(name: str, hold_open: bool) -> None:
+        try:
+            with unit_of_work(pg_engine) as session:
+                authenticate_signed_request(session, signed, now=utcnow())
+                if hold_open:
+                    first_spent.set()
+                    assert release_first.wait(30)
+            outcomes[name] = "accepted"
+        except WalletNonceReused:
+            outcomes[name] = "wallet_nonce_reused"
+        finally:
+            first_spent.set()
+
+    first = threading.Thread(target=attempt, args=("first", True))
+    first.start()
+    assert first_spent.wait(30)
+    second = threading.Thread(target=attempt, args=("second", False))
+    second.start()
+    wait_until_blocked(pg_engine)
+    release_first.set()
+    first.join(30)
+    second.join(30)
+
+    assert outcomes == {"first": "accepted", "second": "wallet_nonce_reused"}

@@ -146,6 +146,9 @@ def test_a_signature_by_another_wallet_is_refused(api: Api, agent: Agent, other_
         "example.com wants you to sign in with your Ethereum account:\n0x1234\n\n\nURI: x\nVersion: 1\n",
         "127.0.0.1:8000 wants you to sign in with your Ethereum account:\n" + "0x" + "ab" * 20 + "\n\n\n"
         "URI: http://127.0.0.1:8000\nVersion: 2\nChain ID: 1\nNonce: abcdefgh12\nIssued At: 2026-12-07T12:00:00Z",
+        "127.0.0.1:8000 wants you to sign in with your Ethereum account:\n" + "0x" + "ab" * 20 + "\n\n\n"
+        "URI: http://127.0.0.1:8000\nVersion: 1\nChain ID: 1\nNonce: abcdefgh12\nIssued At: 2026-12-07T12:00:00Z\n"
+        "Expiration Time: 9999-12-31T23:59:59-01:00",
     ],
 )
 def test_a_text_that_is_not_an_eip4361_message_is_refused(api: Api, agent: Agent, message: str) -> None:
