@@ -252,3 +252,14 @@ def test_one_nonce_sent_twice_at_once_is_accepted_once(pg_engine: Engine) -> Non
     second.join(30)
 
     assert outcomes == {"first": "accepted", "second": "wallet_nonce_reused"}
+
+
+def test_a_signed_body_over_the_cap_is_refused_before_its_signature_is_checked(api: Api, agent: Agent) -> None:
+    agent.join(api, credits=700)
+    body = b'{"amount_credits": 1, "description": "' + b"x" * 2_000_000 + b'"}'
+    headers = {**agent.headers("POST", "/v1/charges", body), "Content-Type": "application/json"}
+
+    response = api.client.post("/v1/charges", content=body, headers={**headers, "Idempotency-Key": "big"})
+
+    assert (response.status_code, response.json()["error"]["code"]) == (413, "payload_too_large")
+    assert _used_nonces(api) == 0
