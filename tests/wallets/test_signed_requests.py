@@ -263,3 +263,17 @@ def test_a_signed_body_over_the_cap_is_refused_before_its_signature_is_checked(a
 
     assert (response.status_code, response.json()["error"]["code"]) == (413, "payload_too_large")
     assert _used_nonces(api) == 0
+
+
+def test_a_retry_signed_anew_with_the_same_idempotency_key_answers_the_first_answer(api: Api, agent: Agent) -> None:
+    agent.join(api, credits=700)
+    body = _body(amount_credits=30)
+
+    first = _post(api, agent, "/v1/charges", body, **{"Idempotency-Key": "retry-me"})
+    retried = _post(api, agent, "/v1/charges", body, **{"Idempotency-Key": "retry-me"})
+
+    assert (first.status_code, retried.status_code) == (201, 201)
+    assert retried.json() == {**first.json(), "replayed": True}
+    assert retried.headers["Idempotent-Replayed"] == "true"
+    balance = api.client.get("/v1/balance", headers=agent.headers("GET", "/v1/balance"))
+    assert balance.json()["available_credits"] == 670
