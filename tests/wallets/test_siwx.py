@@ -4,17 +4,23 @@ expired, or with a nonce used before is refused with a code, and makes no accoun
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
 
 from services.apikeys.sessions import customer_sessions
+from services.core.clock import utcnow
 from services.core.db import unit_of_work
+from services.core.settings import Settings
 from services.wallets import tasks
+from services.wallets.challenges import ChallengeInvalid, issue_sign_in, sign_in
 from services.wallets.repository import challenges, request_nonces, wallets
 from tests.wallets.conftest import Agent, Api, personal_sign
+from tests.wallets.test_identity import wait_until_blocked
 
 
 def eip4361(agent: Agent, fields: dict[str, Any], **changes: Any) -> str:
@@ -172,3 +178,44 @@ def test_the_purge_job_forgets_expired_challenges_and_nonces_outside_the_window(
         assert tasks.purge_batch(session, later, 100, window_seconds=300) == 1
     assert (_count(api, request_nonces), _count(api, challenges)) == (0, 0)
     assert _count(api, customer_sessions) == 0
+
+
+def test_one_signed_message_sent_twice_at_once_signs_in_once(pg_engine: Engine) -> None:
+    """The first sign-in spent the nonce and has not committed yet; the second waits on the challenge's row, then
+    finds it used."""
+    settings = Settings(environment="test")
+    agent = Agent()
+    with unit_of_work(pg_engine) as session:
+        issued = issue_sign_in(session, settings, now=utcnow(), chain_id=1, wallet_address=agent.address)
+    assert issued.message is not None
+    message, signature = issued.message, personal_sign(agent.account, issued.message)
+    first_spent = threading.Event()
+    release_first = threading.Event()
+    outcomes: dict[str, str] = {}
+
+    def attempt(name: str, hold_open: bool) -> None:
+        try:
+            with unit_of_work(pg_engine) as session:
+                sign_in(session, settings, message_text=message, signature=signature, now=utcnow())
+                if hold_open:
+                    first_spent.set()
+                    assert release_first.wait(30)
+            outcomes[name] = "signed_in"
+        except ChallengeInvalid:
+            outcomes[name] = "challenge_invalid"
+        finally:
+            first_spent.set()
+
+    first = threading.Thread(target=attempt, args=("first", True))
+    first.start()
+    assert first_spent.wait(30)
+    second = threading.Thread(target=attempt, args=("second", False))
+    second.start()
+    wait_until_blocked(pg_engine)
+    release_first.set()
+    first.join(30)
+    second.join(30)
+
+    assert outcomes == {"first": "signed_in", "second": "challenge_invalid"}
+    with pg_engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(customer_sessions)).scalar_one() == 1
