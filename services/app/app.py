@@ -38,6 +38,8 @@ from services.purchases.endpoints import router as purchases_router
 from services.usdc.endpoints import admin_router as usdc_admin_router
 from services.usdc.endpoints import claims_router as usdc_claims_router
 from services.usdc.endpoints import router as usdc_router
+from services.wallets.endpoints import ROUTERS as WALLET_ROUTERS
+from services.wallets.service import WalletSignedRequests
 from services.widget.endpoints import router as credits_page_router
 from services.worker.endpoints import router as jobs_router
 from services.x402.endpoints import router as x402_router
@@ -76,6 +78,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.settings = settings
     app.state.jobs_for = default_jobs
     app.state.keys = ApiKeys()
+    app.state.signed_requests = WalletSignedRequests(settings)
     app.state.card_of_purchase = card_label_of_purchase
     install_error_handlers(app)
     app.add_middleware(
@@ -98,6 +101,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         receipts_router,
         events_router,
         *ALERTS_ROUTERS,
+        *WALLET_ROUTERS,
         receipt_pages_router,
         x402_router,
     )
