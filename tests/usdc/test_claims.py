@@ -17,6 +17,7 @@ from chain.addresses import checksum
 from chain.devchain import DevWallet, LocalToken, mine, reorg
 from chain.node import free_port
 from chain.rpc import ChainRpc
+from services.card.repository import card_label_of_purchase
 from services.core.clock import utcnow
 from services.core.db import unit_of_work
 from services.core.settings import ChainSettings
@@ -236,7 +237,7 @@ def test_an_x402_purchase_is_labelled_so_in_deposits_history_receipt_and_finance
     ]
     with unit_of_work(rail.engine) as session:
         assert deposit.lot_id is not None
-        receipt = receipt_for_lot(session, rail.settings, deposit.lot_id)
+        receipt = receipt_for_lot(session, rail.settings, deposit.lot_id, card_of_purchase=card_label_of_purchase)
         assert receipt is not None
         assert receipt.paid.endswith("via x402")
         report = period_report(session, rail="usdc", period_start=before, period_end=utcnow() + timedelta(minutes=1))

@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from chain.addresses import checksum
 from services.apikeys.service import issue_key
+from services.card.repository import card_label_of_purchase
 from services.core.db import table_of, unit_of_work
 from services.finance.flows.reconcile import reconcile_period
 from services.finance.runs import list_items
@@ -52,8 +53,9 @@ def test_finance_matches_the_purchase_and_the_customer_gets_a_receipt(shop: Shop
     with unit_of_work(shop.engine) as session:
         [item] = list_items(session, run.id)
         assert item.category == "matched"
+        assert item.external_ref is not None
         assert item.external_ref.startswith(f"{shop.chain_id}:{tx_hash}:")
-        assert receipt_for_lot(session, shop.settings, lot_id) is not None
+        assert receipt_for_lot(session, shop.settings, lot_id, card_of_purchase=card_label_of_purchase) is not None
         messages = table_of(OutboxMessage)
         kinds = session.execute(select(messages.c.kind).where(messages.c.lot_id == lot_id)).scalars().all()
     assert kinds == [MessageKind.RECEIPT]
@@ -73,6 +75,7 @@ def test_the_purchase_history_labels_an_x402_purchase(shop: Shop) -> None:
     assert item["details"]["via"] == "x402"
     assert item["details"]["label"] == "USDC via x402"
     with unit_of_work(shop.engine) as session:
-        receipt = receipt_for_lot(session, shop.settings, response.json()["lot"]["id"])
+        lot_id = response.json()["lot"]["id"]
+        receipt = receipt_for_lot(session, shop.settings, lot_id, card_of_purchase=card_label_of_purchase)
     assert receipt is not None
     assert "x402" in str(receipt)
