@@ -16,6 +16,7 @@ from services.api.cors import ApiCors
 from services.api.errors import install_error_handlers
 from services.api.guard import RequestGuard
 from services.api.openapi import document_errors
+from services.api.principal import SignedRequests
 from services.apikeys.endpoints import router as api_keys_router
 from services.apikeys.service import ApiKeys
 from services.apikeys.session_endpoints import ROUTERS as SESSION_ROUTERS
@@ -78,7 +79,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.settings = settings
     app.state.jobs_for = default_jobs
     app.state.keys = ApiKeys()
-    app.state.signed_requests = WalletSignedRequests(settings)
+    signed_requests: SignedRequests = WalletSignedRequests(settings)
+    app.state.signed_requests = signed_requests
     app.state.card_of_purchase = card_label_of_purchase
     install_error_handlers(app)
     app.add_middleware(
