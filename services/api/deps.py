@@ -14,9 +14,17 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from services.api.principal import SESSION_REFUSED_MESSAGE, ForbiddenForSession, Keys, Principal, Role, keys_of
+from services.api.principal import (
+    SESSION_REFUSED_MESSAGE,
+    ForbiddenForSession,
+    Keys,
+    Principal,
+    Role,
+    keys_of,
+    signed_requests_of,
+)
 from services.core.db import unit_of_work
-from services.core.errors import CreditrailError, Forbidden, IdempotencyKeyRequired
+from services.core.errors import CreditrailError, Forbidden, IdempotencyKeyRequired, Unauthenticated
 from services.core.settings import Settings
 
 # Where the request guard (services.api.guard) leaves the principal it authenticated before the body was read.
@@ -55,6 +63,15 @@ _bearer_scheme = HTTPBearer(
     auto_error=False, description="An API key (`Authorization: Bearer cr_...`), or a customer session (`crs_...`)"
 )
 _header_scheme = APIKeyHeader(name="X-Api-Key", auto_error=False, description="An API key, as a header of its own")
+# Shown in the OpenAPI document so that an agent can sign its requests; the request guard checks them. The document
+# gives the format the app's ``SignedRequests`` describes (services.api.openapi).
+WALLET_SIGNATURE_SCHEME = "WalletSignature"
+_wallet_scheme = APIKeyHeader(
+    name="X-Wallet-Signature",
+    scheme_name=WALLET_SIGNATURE_SCHEME,
+    auto_error=False,
+    description="A request signed by a wallet instead of carrying an API key, where the service takes them",
+)
 
 
 def _principal(
@@ -70,6 +87,14 @@ def _principal(
     found = request.scope.get(PRINCIPAL_SCOPE_KEY)
     if not isinstance(found, Principal):
         key = x_api_key or (bearer.credentials if bearer is not None else None)
+        signed_requests = signed_requests_of(request.app)
+        if (
+            key is None
+            and signed_requests is not None
+            and signed_requests.is_signed({name.lower(): value for name, value in request.headers.items()})
+        ):
+            # A signature covers the body, which only the request guard reads before the endpoint runs.
+            raise Unauthenticated("a request signed by a wallet is checked by the request guard, which is not in use")
         with unit_of_work(request.app.state.engine) as session:
             found = keys_of(request.app).authenticate(session, key)
     if found.is_session and not allow_session:
@@ -81,6 +106,7 @@ def get_principal(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)],
     x_api_key: Annotated[str | None, Depends(_header_scheme)],
+    _wallet: Annotated[str | None, Depends(_wallet_scheme)],
 ) -> Principal:
     """An API key's principal (a customer session is refused: see ``CustomerOrSession``)."""
     return _principal(request, bearer, x_api_key, allow_session=False)
@@ -93,6 +119,7 @@ def get_principal_outside(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)],
     x_api_key: Annotated[str | None, Depends(_header_scheme)],
+    _wallet: Annotated[str | None, Depends(_wallet_scheme)],
 ) -> Principal:
     """The same as ``get_principal``, for endpoints that call the network (Stripe, a chain node) between units of
     work of their own: no transaction is open while they wait (the key is never read inside the request's)."""
@@ -110,6 +137,7 @@ def get_customer_or_session(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)],
     x_api_key: Annotated[str | None, Depends(_header_scheme)],
+    _wallet: Annotated[str | None, Depends(_wallet_scheme)],
 ) -> Principal:
     """A customer key or a customer session: the mark of an endpoint a person's session may use. Every other
     endpoint refuses sessions, so a new endpoint is closed to them unless it depends on this."""
@@ -120,6 +148,7 @@ def get_customer_or_session_outside(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)],
     x_api_key: Annotated[str | None, Depends(_header_scheme)],
+    _wallet: Annotated[str | None, Depends(_wallet_scheme)],
 ) -> Principal:
     """``get_customer_or_session`` for endpoints that call the network between units of work of their own."""
     return _customer_of(_principal(request, bearer, x_api_key, allow_session=True))
@@ -153,9 +182,9 @@ def get_current_session(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)],
 ) -> Principal:
-    """The calling customer session itself (an API key is refused)."""
+    """The calling customer session itself, a person's or a wallet's (an API key or a signed request is refused)."""
     principal = _principal(request, bearer, None, allow_session=True)
-    if not principal.is_session:
+    if principal.session_id is None:
         raise Forbidden("this needs a customer session (Authorization: Bearer crs_...)")
     return principal
 

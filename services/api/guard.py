@@ -6,6 +6,11 @@
    request's scope for the endpoint's dependencies (``services.api.deps``), so the key is looked up once. A
    customer session (a ``crs_...`` bearer token) is renewed here as it is used, and refused (403
    ``forbidden_for_session``) on a route none of whose dependencies lets sessions in.
+   A request signed by a wallet (no key, and headers the app's ``SignedRequests`` recognises: services.api.principal,
+   implemented by services.wallets) signs its body's digest, so it cannot be checked before the body is read: its
+   headers' form and its timestamp window are checked first (no database, no body), then the body is read under the
+   same cap as any other (2.), then the signature is verified and the nonce spent, in a short unit of work of its
+   own, before the app sees a byte of it.
 2. A size cap on every body (``api_max_body_bytes``): a declared ``Content-Length`` above it is refused at once; a
    body of unknown length (chunked) is counted while it is read and cut at the cap. Either way 413.
 3. A JSON body FastAPI will parse (a route with a body, a JSON content type or none) must be UTF-8 and nested no
@@ -20,6 +25,7 @@ The body read here is handed to the app unchanged; the Stripe webhook keeps its 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,8 +37,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api.deps import AUTHENTICATING_DEPENDENCIES, PRINCIPAL_SCOPE_KEY, SESSION_DEPENDENCIES, api_key_of
 from services.api.errors import database_unavailable_response, error_body
-from services.api.principal import SESSION_REFUSED_MESSAGE, ForbiddenForSession, Principal, keys_of
+from services.api.principal import (
+    SESSION_REFUSED_MESSAGE,
+    ForbiddenForSession,
+    Principal,
+    SignedRequest,
+    keys_of,
+    signed_requests_of,
+)
 from services.api.routes import api_routes
+from services.core.clock import utcnow
 from services.core.db import is_database_unavailable, unit_of_work
 from services.core.errors import CreditrailError
 
@@ -126,20 +140,18 @@ class RequestGuard:
             return
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
         policy = self._policy(scope)
-        if policy.needs_key:
+        signed: SignedRequest | None = None
+        signed_requests = signed_requests_of(scope["app"]) if policy.needs_key else None
+        if signed_requests is not None and api_key_of(headers) is None and signed_requests.is_signed(headers):
             try:
-                scope[PRINCIPAL_SCOPE_KEY] = await run_in_threadpool(
-                    self._authenticate, scope, headers, policy.allows_session
-                )
+                signed = signed_requests.precheck(headers, now=utcnow())
             except CreditrailError as exc:
                 await self._refuse(scope, receive, send, exc.status_code, exc.code, exc.message, exc.details)
                 return
-            except DBAPIError as exc:
-                if not is_database_unavailable(exc):
-                    raise
-                response = database_unavailable_response(scope["method"], scope["path"], exc)
-                await response(scope, receive, send)
-                return
+        elif policy.needs_key and not await self._authenticated(
+            scope, receive, send, self._authenticate, headers, policy.allows_session
+        ):
+            return
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             await self._too_large(scope, receive, send)
@@ -150,6 +162,10 @@ class RequestGuard:
             await self._too_large(scope, receive, send)
             return
         except _Disconnected:
+            return
+        if signed is not None and not await self._authenticated(
+            scope, receive, send, self._authenticate_wallet, signed, body
+        ):
             return
         if body and policy.parses_json and _is_json(headers.get("content-type")):
             try:
@@ -187,6 +203,34 @@ class RequestGuard:
                     self._policies[id(entry.route)] = policy
                 return policy
         return _NO_ROUTE
+
+    async def _authenticated(
+        self, scope: Scope, receive: Receive, send: Send, authenticate: Callable[..., Principal], *args: Any
+    ) -> bool:
+        """Run ``authenticate(scope, *args)`` in a worker thread and leave its principal in the request's scope;
+        whether it succeeded (else the refusal was sent)."""
+        try:
+            scope[PRINCIPAL_SCOPE_KEY] = await run_in_threadpool(authenticate, scope, *args)
+        except CreditrailError as exc:
+            await self._refuse(scope, receive, send, exc.status_code, exc.code, exc.message, exc.details)
+            return False
+        except DBAPIError as exc:
+            if not is_database_unavailable(exc):
+                raise
+            response = database_unavailable_response(scope["method"], scope["path"], exc)
+            await response(scope, receive, send)
+            return False
+        return True
+
+    @staticmethod
+    def _authenticate_wallet(scope: Scope, signed: SignedRequest, body: bytes) -> Principal:
+        """A wallet-signed request's principal: the signature over the request as received, then the nonce spent."""
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        query = scope.get("query_string", b"")
+        path_and_query = (raw_path + b"?" + query if query else raw_path).decode("latin-1")
+        signed.verify(method=scope["method"], path_and_query=path_and_query, body=body)
+        with unit_of_work(scope["app"].state.engine) as session:
+            return signed.authenticate(session, now=utcnow())
 
     @staticmethod
     def _authenticate(scope: Scope, headers: dict[str, str], allows_session: bool) -> Principal:

@@ -6,6 +6,9 @@ Idempotency-Key (declared as the required header it is; 409 when reused with ano
 the cap; 422), any parameter (422), a path parameter (404), the Stripe gateway (502, 504). The few errors only a
 domain knows of (402 for credits and budgets, its conflicts, the network calls of reconciliation) come from
 ``DOMAIN_ERRORS``, one table keyed by method and path.
+
+The format of a request signed by a wallet (the ``WalletSignature`` security scheme) is told as the app's
+``SignedRequests`` describes it.
 """
 
 from __future__ import annotations
@@ -18,7 +21,13 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
-from services.api.deps import AUTHENTICATING_DEPENDENCIES, MAX_IDEMPOTENCY_KEY_LENGTH, get_idempotency_key
+from services.api.deps import (
+    AUTHENTICATING_DEPENDENCIES,
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+    WALLET_SIGNATURE_SCHEME,
+    get_idempotency_key,
+)
+from services.api.principal import signed_requests_of
 from services.api.routes import api_routes
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -38,9 +47,12 @@ class ErrorOut(BaseModel):
 
 DESCRIPTIONS = {
     400: "The request was refused (e.g. a webhook's signature, a webhook endpoint's URL or event types)",
-    401: "No API key, or one that is not valid",
+    401: "No API key, session or wallet signature, or one that is not valid",
     402: "Not enough credits, or a budget would be exceeded",
-    403: "The key's role may not do this, or a customer session may not (forbidden_for_session)",
+    403: (
+        "The key's role may not do this, or a customer session may not (forbidden_for_session), or the signing wallet"
+        " has no account yet (wallet_unknown)"
+    ),
     404: "Not found",
     409: "Conflicts with the current state, or an Idempotency-Key reused with another request",
     413: "The request body is too large",
@@ -72,6 +84,12 @@ DOMAIN_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("GET", "/v1/usdc/deposit-address"): (404, 409),
     ("POST", "/v1/x402/credits/claims"): (400, 404, 409, 502),
     ("GET", "/metrics"): (401, 403),
+    ("POST", "/v1/wallets/siwx/nonce"): (400,),
+    ("POST", "/v1/wallets/siwx"): (400, 401),
+    ("POST", "/v1/wallets/challenges"): (400, 409),
+    ("POST", "/v1/wallets"): (400, 409),
+    ("DELETE", "/v1/wallets/{wallet_address}"): (400, 404),
+    ("POST", "/v1/admin/accounts/{account_id}/wallets"): (400, 409),
 }
 
 
@@ -166,6 +184,10 @@ def document_errors(app: FastAPI) -> None:
         if app.openapi_schema is None:
             schema = generate()
             schema.setdefault("components", {}).setdefault("schemas", {}).update(_error_schemas())
+            signed_requests = signed_requests_of(app)
+            wallet_scheme = schema["components"].get("securitySchemes", {}).get(WALLET_SIGNATURE_SCHEME)
+            if signed_requests is not None and wallet_scheme is not None:
+                wallet_scheme["description"] = signed_requests.description
             for item in schema.get("paths", {}).values():
                 for operation in item.values():
                     for parameter in operation.get("parameters", []) if isinstance(operation, dict) else []:

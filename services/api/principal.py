@@ -1,14 +1,17 @@
-"""Who is calling, as every endpoint sees it: a ``Principal`` with a ``Role``, and the ``Keys`` the app asks to
-authenticate one.
+"""Who is calling, as every endpoint sees it: a ``Principal`` with a ``Role``, and the ``Keys`` and
+``SignedRequests`` the app asks to authenticate one.
 
 The HTTP kit checks roles but keeps no keys: ``services.apikeys`` stores API keys and customer sessions and
-implements ``Keys``; the top floor hands it to the app (``app.state.keys``), so the kit, below every domain, imports
-none of them.
+implements ``Keys``; ``services.wallets`` checks requests signed by a wallet and implements ``SignedRequests``; the
+top floor hands them to the app (``app.state.keys``, ``app.state.signed_requests``), so the kit, below every domain,
+imports none of them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -76,3 +79,42 @@ def keys_of(app: Any) -> Keys:
     """The ``Keys`` the top floor gave the app (a Starlette app, typed loosely as the kit's other helpers are)."""
     keys: Keys = app.state.keys
     return keys
+
+
+class SignedRequest(Protocol):
+    """A request signed by a wallet whose headers have their form and whose timestamp is within the window: what is
+    left to check needs its body (the signature) and the database (the nonce)."""
+
+    def verify(self, *, method: str, path_and_query: str, body: bytes) -> None:
+        """Refuse (401) unless the signature covers this request as received (its path with the query as sent)."""
+        ...
+
+    def authenticate(self, session: Session, *, now: datetime) -> Principal:
+        """The signer's principal, its nonce spent in the caller's session (401 for a nonce used before)."""
+        ...
+
+
+class SignedRequests(Protocol):
+    """What the app needs of requests a wallet signs instead of carrying a key (checked by the request guard,
+    services.api.guard, since the signature covers the body)."""
+
+    @property
+    def description(self) -> str:
+        """The signed request's format, as the OpenAPI document tells it."""
+        ...
+
+    def is_signed(self, headers: Mapping[str, str]) -> bool:
+        """Whether a request (its headers, names lowercased) means to be signed by a wallet."""
+        ...
+
+    def precheck(self, headers: Mapping[str, str], *, now: datetime) -> SignedRequest:
+        """The request's signature headers, checked for form and timestamp without the body or the database (401
+        otherwise)."""
+        ...
+
+
+def signed_requests_of(app: Any) -> SignedRequests | None:
+    """The ``SignedRequests`` the top floor gave the app; None for an app that takes no signed request (its callers
+    then need a key)."""
+    found: SignedRequests | None = getattr(app.state, "signed_requests", None)
+    return found

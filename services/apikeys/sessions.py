@@ -18,7 +18,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlmodel import Session
 
 from services.apikeys.models import CustomerSession
@@ -187,3 +187,8 @@ def get_session_view(session: Session, session_id: int) -> SessionView:
     if row is None:
         raise CustomerSessionNotFound(f"customer session {session_id} not found", session_id=session_id)
     return SessionView(row.id, row.account_id, utc(row.expires_at), row.return_url, row.wallet_id)
+
+
+def delete_wallet_sessions(session: Session, wallet_id: int) -> None:
+    """End every session a wallet signed in for, when the wallet leaves its account (their tokens become unknown)."""
+    session.execute(delete(customer_sessions).where(customer_sessions.c.wallet_id == wallet_id))

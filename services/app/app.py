@@ -17,6 +17,7 @@ from services.api.cors import ApiCors
 from services.api.errors import install_error_handlers
 from services.api.guard import RequestGuard
 from services.api.openapi import document_errors
+from services.api.principal import SignedRequests
 from services.apikeys.endpoints import router as api_keys_router
 from services.apikeys.service import ApiKeys
 from services.apikeys.session_endpoints import ROUTERS as SESSION_ROUTERS
@@ -39,6 +40,8 @@ from services.purchases.endpoints import router as purchases_router
 from services.usdc.endpoints import admin_router as usdc_admin_router
 from services.usdc.endpoints import claims_router as usdc_claims_router
 from services.usdc.endpoints import router as usdc_router
+from services.wallets.endpoints import ROUTERS as WALLET_ROUTERS
+from services.wallets.service import WalletSignedRequests
 from services.widget.endpoints import router as credits_page_router
 from services.worker.endpoints import router as jobs_router
 from services.x402.endpoints import router as x402_router
@@ -79,6 +82,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.settings = settings
     app.state.jobs_for = default_jobs
     app.state.keys = ApiKeys()
+    signed_requests: SignedRequests = WalletSignedRequests(settings)
+    app.state.signed_requests = signed_requests
     app.state.card_of_purchase = card_label_of_purchase
     install_error_handlers(app)
     app.add_middleware(
@@ -101,6 +106,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         receipts_router,
         events_router,
         *ALERTS_ROUTERS,
+        *WALLET_ROUTERS,
         receipt_pages_router,
         x402_router,
     )

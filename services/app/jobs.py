@@ -19,6 +19,7 @@ from services.finance.tasks import finance_job_specs
 from services.ledger.tasks import hold_expiry_job, lot_expiry_job
 from services.outbox.tasks import outbox_job
 from services.usdc.tasks import usdc_job_specs
+from services.wallets.tasks import wallet_purge_job
 from services.worker.jobs import JOB_NAME, JobFactory, JobSpec
 from services.x402.tasks import x402_job_specs
 
@@ -34,6 +35,7 @@ JOB_FACTORIES: list[JobFactory] = [
     events_job,
     alerts_job,
     x402_job_specs,
+    wallet_purge_job,
 ]
 
 _registered: dict[str, JobFactory] = {}

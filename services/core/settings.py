@@ -228,6 +228,16 @@ class Settings(BaseSettings):
     customer_session_max_lifetime_seconds: int = Field(default=86_400, ge=60)
     customer_session_max_age_seconds: int = Field(default=43_200, ge=60)
 
+    # Wallets as identity (services.wallets): a signed request's timestamp must be within this many seconds of the
+    # server's clock, either way (its nonce is kept as long, then purged every ``..._purge_interval_seconds``); a
+    # Sign-In-With-X nonce or a link challenge is good for ``wallet_challenge_lifetime_seconds``; a session a wallet
+    # signs in for lives ``wallet_session_lifetime_seconds`` (sliding, within the customer sessions' maximum age).
+    wallet_signature_window_seconds: int = Field(default=300, ge=10, le=3_600)
+    wallet_challenge_lifetime_seconds: int = Field(default=300, ge=30, le=3_600)
+    wallet_session_lifetime_seconds: int = Field(default=900, ge=60, le=86_400)
+    worker_wallet_purge_interval_seconds: float = Field(default=300.0, gt=0)
+    worker_wallet_purge_batch_size: int = Field(default=1_000, ge=1)
+
     # Receipts and notices: the outbox (services/outbox/) and the SMTP server the worker delivers them through.
     # Accounts without an email get none. smtp_host empty: messages wait in the outbox, unsent.
     smtp_host: str = ""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.core.errors import Conflict, CreditrailError, NotFound
+from services.core.errors import Conflict, CreditrailError, Forbidden, NotFound, Unauthenticated
 
 
 class InvalidWalletAddress(CreditrailError):
@@ -10,8 +10,8 @@ class InvalidWalletAddress(CreditrailError):
     status_code = 400
 
 
-class WalletUnknown(NotFound):
-    """A wallet that acts for no account yet (until its first purchase or sign-in)."""
+class WalletUnknown(Forbidden):
+    """A wallet that proved itself but acts for no account yet (until its first purchase or sign-in)."""
 
     code = "wallet_unknown"
 
@@ -22,3 +22,7 @@ class WalletNotLinked(NotFound):
 
 class WalletAlreadyLinked(Conflict):
     code = "wallet_already_linked"
+
+
+class WalletNonceReused(Unauthenticated):
+    code = "wallet_nonce_reused"

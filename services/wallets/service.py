@@ -8,27 +8,39 @@ once however many requests see it at the same moment.
 
 from __future__ import annotations
 
-import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlmodel import Session
 
+from services.api.principal import Principal, PrincipalKind, Role
+from services.core.settings import Settings
 from services.ledger.accounts import create_customer_account
 from services.wallets import repository as repo
-from services.wallets.errors import InvalidWalletAddress
+from services.wallets.addresses import normalize_wallet_address
+from services.wallets.errors import WalletNonceReused, WalletUnknown
 from services.wallets.models import LinkedVia
+from services.wallets.signed_requests import (
+    SIGNED_REQUEST_DESCRIPTION,
+    WalletHeaders,
+    check_window,
+    is_wallet_signed,
+    read_wallet_headers,
+    verify_signature,
+)
 
-_ADDRESS = re.compile(r"0x[0-9a-f]{40}")
+__all__ = [
+    "WalletSignedRequests",
+    "account_for_wallet",
+    "authenticate_signed_request",
+    "normalize_wallet_address",
+    "principal_of_wallet",
+]
 
 
-def normalize_wallet_address(text: str) -> str:
-    """``text`` as a wallet address: ``0x`` and 40 hex digits, lowercased. Anything else: 400
-    ``invalid_wallet_address``. (Mixed case is accepted without checking it as an EIP-55 checksum: the signature
-    that comes with the address proves it.)"""
-    candidate = text.strip().lower() if isinstance(text, str) else ""
-    if not _ADDRESS.fullmatch(candidate):
-        raise InvalidWalletAddress("a wallet address is 0x followed by 40 hexadecimal digits", field="wallet_address")
-    return candidate
+class _LinkedMeanwhile(Exception):
+    """Another transaction linked the address first: the savepoint with our account in it is rolled back."""
 
 
 def account_for_wallet(
@@ -48,12 +60,74 @@ def account_for_wallet(
     address = normalize_wallet_address(address)
     found = repo.account_of_address(session, address)
     while found is None and create:
-        savepoint = session.begin_nested()
-        account_id = create_customer_account(session, name=address, now=now)
-        if repo.insert_wallet(session, address=address, account_id=account_id, linked_via=linked_via, now=now):
-            savepoint.commit()
-            return account_id
-        savepoint.rollback()
-        # Linked by the transaction we waited for (or, should it have been unlinked since, made again).
-        found = repo.account_of_address(session, address)
+        try:
+            with session.begin_nested():
+                account_id = create_customer_account(session, name=address, now=now)
+                if repo.insert_wallet(session, address=address, account_id=account_id, linked_via=linked_via, now=now):
+                    return account_id
+                raise _LinkedMeanwhile
+        except _LinkedMeanwhile:
+            # Linked by the transaction we waited for (or, should it have been unlinked since, made again).
+            found = repo.account_of_address(session, address)
     return found
+
+
+def principal_of_wallet(session: Session, address: str) -> Principal:
+    """The principal a wallet that proved itself acts as: its account, as a customer key does. A wallet with no
+    account yet: 403 ``wallet_unknown`` (its first purchase or sign-in makes one)."""
+    wallet = repo.wallet_by_address(session, address)
+    if wallet is None:
+        raise WalletUnknown(
+            "this wallet has no account yet: buy credits or sign in with it first", wallet_address=address
+        )
+    return Principal(
+        key_id=None,
+        role=Role.CUSTOMER,
+        account_id=int(wallet.account_id),
+        kind=PrincipalKind.WALLET,
+        wallet_id=int(wallet.id),
+    )
+
+
+def authenticate_signed_request(session: Session, found: WalletHeaders, *, now: datetime) -> Principal:
+    """The principal of a request whose signature was verified: the wallet's account, once per nonce (a nonce
+    this wallet used before: 401 ``wallet_nonce_reused``). Nothing is written for a wallet with no account."""
+    principal = principal_of_wallet(session, found.address)
+    if not repo.use_request_nonce(
+        session, address=found.address, nonce=found.nonce, signed_at=found.signed_at, now=now
+    ):
+        raise WalletNonceReused("this nonce was used before by this wallet: sign each request with a new one")
+    return principal
+
+
+@dataclass(frozen=True, slots=True)
+class _SignedRequest:
+    """A signed request whose headers passed ``WalletSignedRequests.precheck``."""
+
+    headers: WalletHeaders
+
+    def verify(self, *, method: str, path_and_query: str, body: bytes) -> None:
+        verify_signature(self.headers, method=method, path_and_query=path_and_query, body=body)
+
+    def authenticate(self, session: Session, *, now: datetime) -> Principal:
+        return authenticate_signed_request(session, self.headers, now=now)
+
+
+class WalletSignedRequests:
+    """Requests signed by a wallet (services.wallets.signed_requests), as the app's
+    ``services.api.principal.SignedRequests``, with the settings' timestamp window."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.window_seconds = settings.wallet_signature_window_seconds
+
+    @property
+    def description(self) -> str:
+        return SIGNED_REQUEST_DESCRIPTION
+
+    def is_signed(self, headers: Mapping[str, str]) -> bool:
+        return is_wallet_signed(headers)
+
+    def precheck(self, headers: Mapping[str, str], *, now: datetime) -> _SignedRequest:
+        found = read_wallet_headers(headers)
+        check_window(found, now=now, window_seconds=self.window_seconds)
+        return _SignedRequest(found)

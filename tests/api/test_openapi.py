@@ -20,6 +20,15 @@ IDEMPOTENT = {
     ("post", "/v1/card/purchases"),
 }
 ERROR_REF = "#/components/schemas/ErrorOut"
+# Endpoints that need no key: a webhook that proves itself by its signature, x402's purchases and claims (the payment
+# proves itself), and a wallet's sign-in.
+PUBLIC = {
+    "/v1/stripe/webhook",
+    "/v1/x402/credits",
+    "/v1/x402/credits/claims",
+    "/v1/wallets/siwx/nonce",
+    "/v1/wallets/siwx",
+}
 
 
 def _operations(api: Api) -> tuple[dict[str, Any], list[tuple[str, str, dict[str, Any]]]]:
@@ -58,8 +67,7 @@ def test_every_error_is_declared_with_the_error_body(api: Api) -> None:
     assert "HTTPValidationError" not in schema["components"]["schemas"]
     by_operation = {(method, path): _errors(operation) for method, path, operation in operations}
     for (method, path), errors in by_operation.items():
-        # (Stripe's webhook, and x402's purchases and claims, need no key: the signature or payment proves itself)
-        if path.startswith("/v1/") and path != "/v1/stripe/webhook" and not path.startswith("/v1/x402/"):
+        if path.startswith("/v1/") and path not in PUBLIC:
             assert {401, 403} <= errors, (method, path)
     assert {401, 402, 403, 409, 413, 422} <= by_operation[("post", "/v1/charges")]
     assert {401, 403, 404, 409, 422} <= by_operation[("post", "/v1/holds/{hold_id}/capture")]
@@ -70,6 +78,8 @@ def test_every_error_is_declared_with_the_error_body(api: Api) -> None:
     assert 401 not in by_operation[("post", "/v1/stripe/webhook")]
     assert {400, 404, 409, 422, 502} <= by_operation[("post", "/v1/x402/credits/claims")]
     assert 401 not in by_operation[("post", "/v1/x402/credits/claims")]
+    assert {400, 401, 413, 422} <= by_operation[("post", "/v1/wallets/siwx")]
+    assert {400, 413, 422} <= by_operation[("post", "/v1/wallets/siwx/nonce")]
 
 
 def test_every_list_answers_the_page_envelope(api: Api) -> None:

@@ -78,7 +78,7 @@ def test_a_failed_request_leaves_no_account_behind(engine: Engine) -> None:
     assert customer_accounts(engine) == 0
 
 
-def _wait_until_blocked(engine: Engine, seconds: float = 30.0) -> None:
+def wait_until_blocked(engine: Engine, seconds: float = 30.0) -> None:
     query = text(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
     )
@@ -121,7 +121,7 @@ def test_two_first_sights_at_once_make_one_account(pg_engine: Engine) -> None:
     assert first_linked.wait(30)
     two = threading.Thread(target=second)
     two.start()
-    _wait_until_blocked(pg_engine)
+    wait_until_blocked(pg_engine)
     release_first.set()
     one.join(30)
     two.join(30)

@@ -75,8 +75,7 @@ def test_the_purchase_history_labels_an_x402_purchase(shop: Shop) -> None:
     assert item["details"]["via"] == "x402"
     assert item["details"]["label"] == "USDC via x402"
     with unit_of_work(shop.engine) as session:
-        receipt = receipt_for_lot(
-            session, shop.settings, response.json()["lot"]["id"], card_of_purchase=card_label_of_purchase
-        )
+        lot_id = response.json()["lot"]["id"]
+        receipt = receipt_for_lot(session, shop.settings, lot_id, card_of_purchase=card_label_of_purchase)
     assert receipt is not None
     assert "x402" in str(receipt)
