@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
 from typing import Any
 
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -34,11 +34,12 @@ from x402.http.constants import (
 from x402.http.utils import encode_payment_required_header, encode_payment_response_header
 
 from chain.errors import ChainRpcError
-from services.api.deps import PRINCIPAL_SCOPE_KEY
+from services.api.deps import PRINCIPAL_SCOPE_KEY, get_idempotency_key
 from services.api.errors import error_body
 from services.core.clock import utcnow
 from services.core.errors import CreditrailError
 from services.ledger.errors import InsufficientCredits
+from services.ledger.schemas import ChargeIn, HoldIn
 from services.x402.endpoints import EXPOSED_HEADERS, app_rail
 from services.x402.errors import ChainUnavailable
 from services.x402.flows.purchase import OfferAnswer, X402Rail
@@ -46,8 +47,8 @@ from services.x402.flows.topup import pay_for_operation, topup_offer
 
 log = logging.getLogger("creditrail.x402")
 
-# The operations that draw credits: a hold and a charge.
-TOPUP_PATHS = frozenset({"/v1/holds", "/v1/charges"})
+# The operations that draw credits, and what each takes: a hold and a charge.
+OPERATIONS: dict[str, type[HoldIn] | type[ChargeIn]] = {"/v1/holds": HoldIn, "/v1/charges": ChargeIn}
 
 Header = tuple[bytes, bytes]
 
@@ -59,12 +60,11 @@ def _header(name: str, value: str) -> Header:
 class X402TopUp:
     """Pure ASGI middleware; see the module's docstring."""
 
-    def __init__(self, app: ASGIApp, *, paths: Iterable[str] = TOPUP_PATHS) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.paths = frozenset(paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.paths:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in OPERATIONS:
             await self.app(scope, receive, send)
             return
         account_id = getattr(scope.get(PRINCIPAL_SCOPE_KEY), "account_id", None)
@@ -86,7 +86,7 @@ class X402TopUp:
             return
 
         body, receive = await _buffered(receive)
-        amount_credits = _amount_credits(body)
+        amount_credits = _operation_credits(scope["path"], body, headers)
         if amount_credits is None:
             # Not a hold or charge the endpoint will accept: it says why, and nothing is settled.
             await self.app(scope, receive, send)
@@ -208,11 +208,15 @@ def _json_object(body: bytes) -> dict[str, Any] | None:
     return parsed if isinstance(parsed, dict) else None
 
 
-def _amount_credits(body: bytes) -> int | None:
-    """The hold's or charge's ``amount_credits`` when it is a positive whole number, else None."""
-    parsed = _json_object(body)
-    amount = None if parsed is None else parsed.get("amount_credits")
-    return amount if type(amount) is int and amount > 0 else None
+def _operation_credits(path: str, body: bytes, headers: dict[str, str]) -> int | None:
+    """The credits the hold or charge asks for, when the endpoint will accept the request as sent (its body and
+    its Idempotency-Key); else None, and the endpoint says what is wrong."""
+    try:
+        get_idempotency_key(headers.get("idempotency-key"))
+        operation = OPERATIONS[path].model_validate_json(body)
+    except (CreditrailError, ValidationError):
+        return None
+    return operation.amount_credits
 
 
 def _shortfall_credits(body: bytes) -> int | None:

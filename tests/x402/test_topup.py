@@ -253,3 +253,37 @@ def test_a_payment_sent_when_nothing_is_short_is_not_settled(shop: Shop) -> None
     assert "PAYMENT-RESPONSE" not in response.headers
     assert shop.payments() == []
     assert shop.available(customer.account_id) == 2_000 - HOLD
+
+
+def test_a_payment_sent_with_a_request_the_endpoint_refuses_is_not_settled(shop: Shop) -> None:
+    customer = _customer(shop)
+    payer = shop.payer()
+    offer = httpx.post(
+        f"{shop.url}/v1/holds", json={"amount_credits": HOLD}, headers=customer.headers("hold-5"), timeout=30
+    )
+    header = sign_payment(payer, offered_requirement(offer))
+    no_key = httpx.post(
+        f"{shop.url}/v1/holds",
+        json={"amount_credits": HOLD},
+        headers={"Authorization": f"Bearer {customer.key}", "PAYMENT-SIGNATURE": header},
+        timeout=30,
+    )
+    assert no_key.status_code == 422, no_key.text
+    assert no_key.json()["error"]["code"] == "idempotency_key_required"
+    bad_body = httpx.post(
+        f"{shop.url}/v1/holds",
+        json={"amount_credits": HOLD, "ttl_seconds": -1},
+        headers={**customer.headers("hold-5"), "PAYMENT-SIGNATURE": header},
+        timeout=30,
+    )
+    assert bad_body.status_code == 422, bad_body.text
+    garbage = httpx.post(
+        f"{shop.url}/v1/holds",
+        json={"amount_credits": HOLD},
+        headers={**customer.headers("hold-5"), "PAYMENT-SIGNATURE": "not a payment"},
+        timeout=30,
+    )
+    assert garbage.status_code == 400, garbage.text
+    assert garbage.json()["error"]["code"] == "invalid_payment_header"
+    _nothing_happened(shop, customer)
+    assert shop.token.balance_units(payer.address) == PAYER_FUNDS_UNITS
