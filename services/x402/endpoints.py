@@ -41,11 +41,13 @@ def app_rail(app: Any, settings: Settings) -> X402Rail | None:
     """The app's x402 rail, built from its settings on first use (a test may set ``app.state.x402_rail``); None
     when x402 is off."""
     rail: X402Rail | None = getattr(app.state, "x402_rail", None)
-    if rail is None:
+    if rail is None and not getattr(app.state, "x402_off", False):
         with _rail_lock:
             rail = getattr(app.state, "x402_rail", None) or build_rail(settings)
             if rail is not None:
                 app.state.x402_rail = rail
+            else:
+                app.state.x402_off = True  # settings do not change while the process runs
     return rail
 
 

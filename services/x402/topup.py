@@ -69,7 +69,9 @@ class X402TopUp:
             return
         account_id = getattr(scope.get(PRINCIPAL_SCOPE_KEY), "account_id", None)
         app = scope["app"]
-        rail = None if account_id is None else await run_in_threadpool(app_rail, app, app.state.settings)
+        rail = getattr(app.state, "x402_rail", None)
+        if rail is None and account_id is not None:
+            rail = await run_in_threadpool(app_rail, app, app.state.settings)
         if account_id is None or rail is None:
             await self.app(scope, receive, send)
             return
