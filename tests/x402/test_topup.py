@@ -4,6 +4,8 @@ same request sent again with the payment settles, mints the pack and performs th
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -287,3 +289,27 @@ def test_a_payment_sent_with_a_request_the_endpoint_refuses_is_not_settled(shop:
     assert garbage.json()["error"]["code"] == "invalid_payment_header"
     _nothing_happened(shop, customer)
     assert shop.token.balance_units(payer.address) == PAYER_FUNDS_UNITS
+
+
+def test_a_v1_payment_pays_for_a_hold_too(shop: Shop) -> None:
+    customer = _customer(shop)
+    payer = shop.payer()
+    offer = httpx.post(
+        f"{shop.url}/v1/holds", json={"amount_credits": HOLD}, headers=customer.headers("hold-6"), timeout=30
+    )
+    signed = decode(sign_payment(payer, offered_requirement(offer)))
+    v1 = {"x402Version": 1, "scheme": "exact", "network": f"eip155:{shop.chain_id}", "payload": signed["payload"]}
+    response = httpx.post(
+        f"{shop.url}/v1/holds",
+        json={"amount_credits": HOLD},
+        headers={**customer.headers("hold-6"), "X-PAYMENT": base64.b64encode(json.dumps(v1).encode()).decode()},
+        timeout=60,
+    )
+    assert response.status_code == 201, response.text
+    assert decode(response.headers["X-PAYMENT-RESPONSE"])["success"] is True
+    assert "PAYMENT-RESPONSE" not in response.headers
+    [payment] = shop.payments()
+    assert (payment.status, payment.credits, payment.x402_version) == ("settled", PACK, 1)
+    assert len(_holds(shop, customer.account_id)) == 1
+    assert shop.available(customer.account_id) == GRANTED + PACK - HOLD
+    shop.assert_invariants()
