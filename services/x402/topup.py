@@ -20,6 +20,7 @@ import logging
 from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -35,8 +36,9 @@ from x402.http.utils import encode_payment_required_header, encode_payment_respo
 
 from chain.errors import ChainRpcError
 from services.api.deps import PRINCIPAL_SCOPE_KEY, get_idempotency_key
-from services.api.errors import error_body
+from services.api.errors import database_unavailable_response, error_body
 from services.core.clock import utcnow
+from services.core.db import is_database_unavailable
 from services.core.errors import CreditrailError
 from services.ledger.errors import InsufficientCredits
 from services.ledger.schemas import ChargeIn, HoldIn
@@ -110,6 +112,11 @@ class X402TopUp:
         except CreditrailError as exc:
             await _error_response(exc.status_code, exc.code, exc.message, exc.details)(scope, receive, send)
             return
+        except DBAPIError as exc:
+            if not is_database_unavailable(exc):
+                raise
+            await database_unavailable_response(scope["method"], scope["path"], exc)(scope, receive, send)
+            return
         if isinstance(answer, OfferAnswer):
             await _refusal(answer)(scope, receive, send)
             return
@@ -171,7 +178,7 @@ class _Offering:
                 resource=self.resource,
                 now=utcnow(),
             )
-        except (ChainRpcError, CreditrailError) as exc:
+        except (ChainRpcError, CreditrailError, DBAPIError) as exc:
             # The 402 stands without an offer: the account can still buy credits another way.
             log.warning("x402: no offer for a shortfall of %s credits: %s", shortfall, exc)
             return start
