@@ -48,7 +48,7 @@ class ErrorOut(BaseModel):
 DESCRIPTIONS = {
     400: "The request was refused (e.g. a webhook's signature, a webhook endpoint's URL or event types)",
     401: "No API key, session or wallet signature, or one that is not valid",
-    402: "Not enough credits, or a budget would be exceeded",
+    402: "Not enough credits (holds and charges then carry an x402 offer), a budget exceeded, or a payment refused",
     403: (
         "The key's role may not do this, or a customer session may not (forbidden_for_session), or the signing wallet"
         " has no account yet (wallet_unknown)"
@@ -63,9 +63,9 @@ DESCRIPTIONS = {
 
 # Errors only the domain knows of, by (method, path).
 DOMAIN_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
-    ("POST", "/v1/charges"): (402,),
+    ("POST", "/v1/charges"): (400, 402, 409),
     ("POST", "/v1/x402/credits"): (400, 402, 409),
-    ("POST", "/v1/holds"): (402,),
+    ("POST", "/v1/holds"): (400, 402, 409),
     ("POST", "/v1/holds/{hold_id}/capture"): (409,),
     ("POST", "/v1/holds/{hold_id}/release"): (409,),
     ("POST", "/v1/budgets"): (409,),

@@ -45,6 +45,7 @@ from services.wallets.service import WalletSignedRequests
 from services.widget.endpoints import router as credits_page_router
 from services.worker.endpoints import router as jobs_router
 from services.x402.endpoints import router as x402_router
+from services.x402.topup import X402TopUp
 
 log = logging.getLogger("creditrail.api")
 
@@ -86,6 +87,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.signed_requests = signed_requests
     app.state.card_of_purchase = card_label_of_purchase
     install_error_handlers(app)
+    # Inside the guard (added before it): it reads the caller the guard authenticated.
+    app.add_middleware(X402TopUp)
     app.add_middleware(
         RequestGuard, max_body_bytes=settings.api_max_body_bytes, max_json_depth=settings.api_max_json_depth
     )

@@ -338,6 +338,7 @@ def plan_draws(candidates: Sequence[tuple[int, int]], amount_credits: int, debt_
             f"{amount_credits} credits requested, {max(0, free - debt_credits)} available",
             requested_credits=amount_credits,
             available_credits=max(0, free - debt_credits),
+            shortfall_credits=amount_credits - max(0, free - debt_credits),
         )
     plan: Draws = []
     left = amount_credits

@@ -10,7 +10,7 @@ payment (``PAYMENT-SIGNATURE``, v2, or ``X-PAYMENT``, v1) it is a 200 with ``PAY
 from __future__ import annotations
 
 import threading
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
@@ -33,22 +33,32 @@ from services.x402.service import PurchaseRequest
 
 router = APIRouter(prefix="/v1/x402", tags=["x402"])
 
-_EXPOSED = ", ".join((PAYMENT_REQUIRED_HEADER, PAYMENT_RESPONSE_HEADER, X_PAYMENT_RESPONSE_HEADER))
+EXPOSED_HEADERS = ", ".join((PAYMENT_REQUIRED_HEADER, PAYMENT_RESPONSE_HEADER, X_PAYMENT_RESPONSE_HEADER))
 _rail_lock = threading.Lock()
 
 
-def rail_of(request: Request, settings: Settings) -> X402Rail:
-    """The app's x402 rail, built from its settings on first use (a test may set ``app.state.x402_rail``)."""
-    rail: X402Rail | None = getattr(request.app.state, "x402_rail", None)
-    if rail is None:
+def app_rail(app: Any, settings: Settings) -> X402Rail | None:
+    """The app's x402 rail, built from its settings on first use (a test may set ``app.state.x402_rail``); None
+    when x402 is off."""
+    rail: X402Rail | None = getattr(app.state, "x402_rail", None)
+    if rail is None and not getattr(app.state, "x402_off", False):
         with _rail_lock:
-            rail = getattr(request.app.state, "x402_rail", None) or build_rail(settings)
-            if rail is None:
-                raise X402Off(
-                    "x402 is off: configure the USDC rail and a facilitator "
-                    "(CREDITRAIL_X402_FACILITATOR_URL or CREDITRAIL_X402_RELAYER_KEY)"
-                )
-            request.app.state.x402_rail = rail
+            rail = getattr(app.state, "x402_rail", None) or build_rail(settings)
+            if rail is not None:
+                app.state.x402_rail = rail
+            else:
+                app.state.x402_off = True  # settings do not change while the process runs
+    return rail
+
+
+def rail_of(request: Request, settings: Settings) -> X402Rail:
+    """The app's x402 rail; a 409 ``x402_not_configured`` when x402 is off."""
+    rail = app_rail(request.app, settings)
+    if rail is None:
+        raise X402Off(
+            "x402 is off: configure the USDC rail and a facilitator "
+            "(CREDITRAIL_X402_FACILITATOR_URL or CREDITRAIL_X402_RELAYER_KEY)"
+        )
     return rail
 
 
@@ -80,7 +90,7 @@ def buy_credits(
     except ChainRpcError as exc:
         raise ChainUnavailable("a chain's node did not answer; send the same request again", method=exc.method) from exc
     if isinstance(answer, OfferAnswer):
-        headers = {"Access-Control-Expose-Headers": _EXPOSED}
+        headers = {"Access-Control-Expose-Headers": EXPOSED_HEADERS}
         if x402_version == 2 and not (header is not None and header[0] == X_PAYMENT_HEADER):
             headers[PAYMENT_REQUIRED_HEADER] = encode_payment_required_header(answer.payment_required())
         return JSONResponse(status_code=402, content=answer.v1_body(), headers=headers)
@@ -90,6 +100,6 @@ def buy_credits(
         content=answer.body,
         headers={
             response_header: encode_payment_response_header(answer.settle_response),
-            "Access-Control-Expose-Headers": _EXPOSED,
+            "Access-Control-Expose-Headers": EXPOSED_HEADERS,
         },
     )

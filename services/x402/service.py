@@ -99,12 +99,29 @@ def beneficiary(session: Session, settings: Settings, request: PurchaseRequest, 
         found = account_for_wallet(session, wallet, now=now, create=True)
         assert found is not None
         account_id = found
+    return account_id, deposit_address(session, settings, account_id, now=now)
+
+
+def deposit_address(session: Session, settings: Settings, account_id: int, *, now: datetime) -> str:
+    """The account's deposit address (lowercase), the ``payTo`` of every offer made to it; created on first sight."""
     chain_id = settings.usdc_chains[0].chain_id
     known = usdc_repo.find_address(session, account_id, chain_id)
     if known is not None:
-        return account_id, str(known.address)
+        return str(known.address)
     view = ensure_deposit_address(session, settings, account_id=account_id, chain_id=chain_id, now=now)
-    return account_id, view.address.lower()
+    return view.address.lower()
+
+
+def pack_covering(settings: Settings, shortfall_credits: int) -> int | None:
+    """The smallest pack sold (500-credit steps within the card bounds) that covers ``shortfall_credits``; None when
+    nothing is short, or when the largest pack sold does not cover it."""
+    if shortfall_credits <= 0:
+        return None
+    steps = -(-shortfall_credits // CUSTOM_STEP_CREDITS)
+    credits = max(steps * CUSTOM_STEP_CREDITS, settings.card_custom_min_credits)
+    if credits > settings.card_custom_max_credits:
+        return None
+    return credits
 
 
 def paid_body(session: Session, row: Any, *, now: datetime) -> dict[str, Any]:

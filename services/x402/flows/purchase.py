@@ -160,6 +160,13 @@ def offer_for(
         account_id, pay_to = service.beneficiary(session, rail.settings, request, now=now)
         if payment is not None and payment.chain_id is not None:
             existing = repo.find_duplicate(session, **_Key(payment.chain_id, payment).lookup)
+    offers = offers_to(rail, pay_to, amount_usdc_units)
+    answer = OfferAnswer(account_id, request.credits, amount_usdc_units, offers, resource)
+    return request, answer, existing
+
+
+def offers_to(rail: X402Rail, pay_to: str, amount_usdc_units: int) -> list[Offer]:
+    """One requirement per configured chain whose token supports EIP-3009 (its domain read from the chain once)."""
     offers = []
     for chain in rail.settings.usdc_chains:
         domain = token_domain(chain, rail.rpcs[chain.chain_id])
@@ -167,8 +174,7 @@ def offer_for(
             offers.append(build_offer(rail.settings, chain, domain, pay_to=pay_to, amount_usdc_units=amount_usdc_units))
     if not offers:
         raise X402Off("no configured chain has a token that supports EIP-3009")
-    answer = OfferAnswer(account_id, request.credits, amount_usdc_units, offers, resource)
-    return request, answer, existing
+    return offers
 
 
 def purchase(
